@@ -1,0 +1,281 @@
+//! Framing: a little-endian `u32` body length, then the bincode body.
+//!
+//! Decoding looks at the length first and refuses a frame above the limit before reserving a
+//! byte for it; incomplete input is `Ok(None)`, so a reader simply reads more and tries
+//! again. Every use of bincode in the project is in this file, so that the codec can be
+//! swapped by touching it alone.
+
+use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::limits::MAX_FRAME_LEN;
+
+/// Bytes in the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// bincode's legacy configuration (little endian, fixed-width integers, `u64` lengths) with a
+/// byte limit. Without the limit bincode reserves whatever length a string claims before
+/// reading it, so eight garbage bytes could ask for exabytes; with it, a claim above the
+/// limit is an error before any allocation.
+const CONFIG: Configuration<LittleEndian, Fixint, Limit<{ MAX_FRAME_LEN as usize }>> =
+    bincode::config::legacy().with_limit();
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix announces more than the limit allows.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The announced or encoded length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The body is not a valid encoding of the expected message.
+    #[error("undecodable frame: {0}")]
+    Undecodable(String),
+    /// The body decoded but left bytes over.
+    #[error("frame has {0} bytes after the end of its message")]
+    TrailingBytes(usize),
+    /// The message could not be encoded.
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+}
+
+/// Appends the frame of `message` (prefix and body) to `out`. Refuses a body above
+/// `max_frame_len` and leaves `out` as it was.
+pub fn encode<T: Serialize>(
+    message: &T,
+    max_frame_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    if let Err(error) = bincode::serde::encode_into_std_write(message, out, CONFIG) {
+        out.truncate(start);
+        return Err(FrameError::Encode(error.to_string()));
+    }
+    let body_len = out.len() - start - LEN_PREFIX;
+    if body_len > max_frame_len as usize {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len: body_len as u64, max: max_frame_len });
+    }
+    out[start..start + LEN_PREFIX].copy_from_slice(&(body_len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Looks at the start of `buf`: `Ok(None)` if a whole frame is not there yet, else the total
+/// length of the first frame (prefix included). Refuses a declared length above the limit as
+/// soon as the prefix is readable.
+pub fn check(buf: &[u8], max_frame_len: u32) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let body_len = u32::from_le_bytes(prefix.try_into().expect("slice of four bytes"));
+    if body_len > max_frame_len {
+        return Err(FrameError::TooLarge { len: u64::from(body_len), max: max_frame_len });
+    }
+    let total = LEN_PREFIX + body_len as usize;
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// Decodes one message from a frame body (the bytes after the prefix). The whole body must be
+/// the message.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let (message, used) = bincode::serde::decode_from_slice(body, CONFIG)
+        .map_err(|error| FrameError::Undecodable(error.to_string()))?;
+    if used != body.len() {
+        return Err(FrameError::TrailingBytes(body.len() - used));
+    }
+    Ok(message)
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` if it is not all there yet, else the message
+/// and the number of bytes it took.
+pub fn decode<T: DeserializeOwned>(
+    buf: &[u8],
+    max_frame_len: u32,
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(total) = check(buf, max_frame_len)? else {
+        return Ok(None);
+    };
+    decode_body(&buf[LEN_PREFIX..total]).map(|message| Some((message, total)))
+}
+
+/// The request id at the start of an undecodable request body, so that the error can name the
+/// request; every request frame starts with its id as a little-endian `u64`.
+pub fn peek_request_id(body: &[u8]) -> Option<u64> {
+    body.get(..8).map(|id| u64::from_le_bytes(id.try_into().expect("slice of eight bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+
+    fn frame_of<T: Serialize>(message: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(message, MAX_FRAME_LEN, &mut out).unwrap();
+        out
+    }
+
+    /// The worked example of `docs/PROTOCOL.md`, byte for byte.
+    #[test]
+    fn worked_example_matches_the_specification() {
+        let hello = RequestFrame {
+            id: 1,
+            request: Request::Hello(Hello { version: 1, client: "cli".into() }),
+        };
+        assert_eq!(
+            hex::encode(frame_of(&hello)),
+            concat!(
+                "1b000000",         // body length 27
+                "0100000000000000", // id 1
+                "00000000",         // Request::Hello
+                "01000000",         // version 1
+                "0300000000000000", // client: 3 bytes
+                "636c69",           // "cli"
+            )
+        );
+        let append = RequestFrame {
+            id: 2,
+            request: Request::Append(Append {
+                ack: Ack::Committed,
+                on_full: OnFull::Wait,
+                producer: None,
+                entries: vec![Entry::new("login", "auth").payload_text(r#"{"ok":true}"#)],
+            }),
+        };
+        assert_eq!(
+            hex::encode(frame_of(&append)),
+            concat!(
+                "4c000000",                 // body length 76
+                "0200000000000000",         // id 2
+                "01000000",                 // Request::Append
+                "02000000",                 // ack: Committed
+                "00000000",                 // on_full: Wait
+                "00",                       // producer: None
+                "0100000000000000",         // one entry
+                "0500000000000000",         // event: 5 bytes
+                "6c6f67696e",               // "login"
+                "0400000000000000",         // component: 4 bytes
+                "61757468",                 // "auth"
+                "00",                       // trace_id: None
+                "0b00000000000000",         // payload: 11 bytes
+                "7b226f6b223a747275657d",   // {"ok":true}
+                "00",                       // cost: None
+                "00",                       // client_ts: None
+            )
+        );
+        let committed = ResponseFrame {
+            id: 2,
+            response: Response::Committed {
+                receipts: vec![Receipt { seq: 7, hash: [0xab; 32] }],
+            },
+        };
+        assert_eq!(
+            hex::encode(frame_of(&committed)),
+            format!(
+                "{}{}{}{}{}{}",
+                "3c000000",         // body length 60
+                "0200000000000000", // id 2
+                "02000000",         // Response::Committed
+                "0100000000000000", // one receipt
+                "0700000000000000", // seq 7
+                "ab".repeat(32),    // hash
+            )
+        );
+    }
+
+    #[test]
+    fn round_trip_of_every_request() {
+        let requests = [
+            Request::Hello(Hello { version: 9, client: "x".into() }),
+            Request::Append(Append {
+                ack: Ack::None,
+                on_full: OnFull::Busy,
+                producer: Some(ProducerRef { producer_id: 5, first_number: 1 }),
+                entries: vec![
+                    Entry::new("e", "c")
+                        .trace("t")
+                        .client_time(-3)
+                        .cost(Cost::new(1, 2, 3).model("m").cache_read_tokens(4)),
+                ],
+            }),
+            Request::Verify(VerifyRange { from: Some(1), to: None }),
+            Request::Ping,
+        ];
+        for (id, request) in requests.into_iter().enumerate() {
+            let frame = RequestFrame { id: id as u64, request };
+            let bytes = frame_of(&frame);
+            let (decoded, used) = decode::<RequestFrame>(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+            assert_eq!(decoded, frame);
+            assert_eq!(used, bytes.len());
+        }
+    }
+
+    #[test]
+    fn incomplete_input_asks_for_more() {
+        let bytes = frame_of(&RequestFrame { id: 1, request: Request::Ping });
+        for cut in 0..bytes.len() {
+            assert!(decode::<RequestFrame>(&bytes[..cut], MAX_FRAME_LEN).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_body_arrives() {
+        let prefix = (MAX_FRAME_LEN + 1).to_le_bytes();
+        let error = check(&prefix, MAX_FRAME_LEN).unwrap_err();
+        assert!(matches!(error, FrameError::TooLarge { .. }), "{error}");
+        assert!(error.to_string().contains("exceeds the maximum"));
+    }
+
+    #[test]
+    fn encode_refuses_a_body_above_the_limit() {
+        let mut out = vec![1, 2];
+        let frame = RequestFrame { id: 1, request: Request::Ping };
+        let error = encode(&frame, 4, &mut out).unwrap_err();
+        assert!(matches!(error, FrameError::TooLarge { .. }));
+        assert_eq!(out, [1, 2]);
+    }
+
+    fn body_error(body: &[u8]) -> String {
+        decode_body::<RequestFrame>(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors_that_say_so() {
+        // An unknown request variant.
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&99u32.to_le_bytes());
+        assert!(body_error(&body).starts_with("undecodable frame"));
+        // A string that claims more bytes than there are: no allocation, an error.
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(body_error(&body).starts_with("undecodable frame"));
+        // Invalid UTF-8 in a string.
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0xfe]);
+        assert!(body_error(&body).starts_with("undecodable frame"));
+        // Extra bytes after a valid message.
+        let mut body = frame_of(&RequestFrame { id: 1, request: Request::Ping });
+        body.drain(..LEN_PREFIX);
+        body.push(0);
+        assert_eq!(body_error(&body), "frame has 1 bytes after the end of its message");
+        // Empty.
+        assert!(body_error(&[]).starts_with("undecodable frame"));
+    }
+
+    #[test]
+    fn request_id_is_readable_from_a_broken_body() {
+        assert_eq!(peek_request_id(&42u64.to_le_bytes()), Some(42));
+        assert_eq!(peek_request_id(&[1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The witness wire protocol: message types, limits and framing.
+//!
+//! This crate does no I/O and knows nothing of tokio: it turns messages into bytes and back,
+//! and checks every length against a limit before it allocates. `docs/PROTOCOL.md` at the
+//! repository root is the byte-level specification of what it implements.
+
+pub mod frame;
+pub mod limits;
+mod message;
+
+pub use frame::FrameError;
+pub use message::*;
+
+/// The protocol version this crate speaks; a `Hello` with any other version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
