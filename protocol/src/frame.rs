@@ -5,7 +5,7 @@
 //! again. Every use of bincode in the project is in this file, so that the codec can be
 //! swapped by touching it alone.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -60,10 +60,30 @@ pub fn encode<T: Serialize>(
     let body_len = out.len() - start - LEN_PREFIX;
     if body_len > max_frame_len as usize {
         out.truncate(start);
-        return Err(FrameError::TooLarge { len: body_len as u64, max: max_frame_len });
+        return Err(FrameError::TooLarge {
+            len: body_len as u64,
+            max: max_frame_len,
+        });
     }
     out[start..start + LEN_PREFIX].copy_from_slice(&(body_len as u32).to_le_bytes());
     Ok(())
+}
+
+/// Appends the frame of a request to `out` without taking the request, so that a caller whose
+/// request is too large for one frame still holds it and can split it. The bytes are those of
+/// the equivalent `RequestFrame`.
+pub fn encode_request(
+    id: u64,
+    request: &crate::Request,
+    max_frame_len: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        id: u64,
+        request: &'a crate::Request,
+    }
+    encode(&Borrowed { id, request }, max_frame_len, out)
 }
 
 /// Looks at the start of `buf`: `Ok(None)` if a whole frame is not there yet, else the total
@@ -75,7 +95,10 @@ pub fn check(buf: &[u8], max_frame_len: u32) -> Result<Option<usize>, FrameError
     };
     let body_len = u32::from_le_bytes(prefix.try_into().expect("slice of four bytes"));
     if body_len > max_frame_len {
-        return Err(FrameError::TooLarge { len: u64::from(body_len), max: max_frame_len });
+        return Err(FrameError::TooLarge {
+            len: u64::from(body_len),
+            max: max_frame_len,
+        });
     }
     let total = LEN_PREFIX + body_len as usize;
     Ok((buf.len() >= total).then_some(total))
@@ -107,7 +130,8 @@ pub fn decode<T: DeserializeOwned>(
 /// The request id at the start of an undecodable request body, so that the error can name the
 /// request; every request frame starts with its id as a little-endian `u64`.
 pub fn peek_request_id(body: &[u8]) -> Option<u64> {
-    body.get(..8).map(|id| u64::from_le_bytes(id.try_into().expect("slice of eight bytes")))
+    body.get(..8)
+        .map(|id| u64::from_le_bytes(id.try_into().expect("slice of eight bytes")))
 }
 
 #[cfg(test)]
@@ -126,7 +150,10 @@ mod tests {
     fn worked_example_matches_the_specification() {
         let hello = RequestFrame {
             id: 1,
-            request: Request::Hello(Hello { version: 1, client: "cli".into() }),
+            request: Request::Hello(Hello {
+                version: 1,
+                client: "cli".into(),
+            }),
         };
         assert_eq!(
             hex::encode(frame_of(&hello)),
@@ -151,28 +178,31 @@ mod tests {
         assert_eq!(
             hex::encode(frame_of(&append)),
             concat!(
-                "4c000000",                 // body length 76
-                "0200000000000000",         // id 2
-                "01000000",                 // Request::Append
-                "02000000",                 // ack: Committed
-                "00000000",                 // on_full: Wait
-                "00",                       // producer: None
-                "0100000000000000",         // one entry
-                "0500000000000000",         // event: 5 bytes
-                "6c6f67696e",               // "login"
-                "0400000000000000",         // component: 4 bytes
-                "61757468",                 // "auth"
-                "00",                       // trace_id: None
-                "0b00000000000000",         // payload: 11 bytes
-                "7b226f6b223a747275657d",   // {"ok":true}
-                "00",                       // cost: None
-                "00",                       // client_ts: None
+                "4c000000",               // body length 76
+                "0200000000000000",       // id 2
+                "01000000",               // Request::Append
+                "02000000",               // ack: Committed
+                "00000000",               // on_full: Wait
+                "00",                     // producer: None
+                "0100000000000000",       // one entry
+                "0500000000000000",       // event: 5 bytes
+                "6c6f67696e",             // "login"
+                "0400000000000000",       // component: 4 bytes
+                "61757468",               // "auth"
+                "00",                     // trace_id: None
+                "0b00000000000000",       // payload: 11 bytes
+                "7b226f6b223a747275657d", // {"ok":true}
+                "00",                     // cost: None
+                "00",                     // client_ts: None
             )
         );
         let committed = ResponseFrame {
             id: 2,
             response: Response::Committed {
-                receipts: vec![Receipt { seq: 7, hash: [0xab; 32] }],
+                receipts: vec![Receipt {
+                    seq: 7,
+                    hash: [0xab; 32],
+                }],
             },
         };
         assert_eq!(
@@ -192,11 +222,17 @@ mod tests {
     #[test]
     fn round_trip_of_every_request() {
         let requests = [
-            Request::Hello(Hello { version: 9, client: "x".into() }),
+            Request::Hello(Hello {
+                version: 9,
+                client: "x".into(),
+            }),
             Request::Append(Append {
                 ack: Ack::None,
                 on_full: OnFull::Busy,
-                producer: Some(ProducerRef { producer_id: 5, first_number: 1 }),
+                producer: Some(ProducerRef {
+                    producer_id: 5,
+                    first_number: 1,
+                }),
                 entries: vec![
                     Entry::new("e", "c")
                         .trace("t")
@@ -204,23 +240,49 @@ mod tests {
                         .cost(Cost::new(1, 2, 3).model("m").cache_read_tokens(4)),
                 ],
             }),
-            Request::Verify(VerifyRange { from: Some(1), to: None }),
+            Request::Verify(VerifyRange {
+                from: Some(1),
+                to: None,
+            }),
             Request::Ping,
         ];
         for (id, request) in requests.into_iter().enumerate() {
-            let frame = RequestFrame { id: id as u64, request };
+            let frame = RequestFrame {
+                id: id as u64,
+                request,
+            };
             let bytes = frame_of(&frame);
-            let (decoded, used) = decode::<RequestFrame>(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+            let (decoded, used) = decode::<RequestFrame>(&bytes, MAX_FRAME_LEN)
+                .unwrap()
+                .unwrap();
             assert_eq!(decoded, frame);
             assert_eq!(used, bytes.len());
         }
     }
 
     #[test]
+    fn borrowed_request_encodes_as_the_owned_frame() {
+        let request = Request::Verify(VerifyRange {
+            from: Some(3),
+            to: None,
+        });
+        let mut borrowed = Vec::new();
+        encode_request(9, &request, MAX_FRAME_LEN, &mut borrowed).unwrap();
+        assert_eq!(borrowed, frame_of(&RequestFrame { id: 9, request }));
+    }
+
+    #[test]
     fn incomplete_input_asks_for_more() {
-        let bytes = frame_of(&RequestFrame { id: 1, request: Request::Ping });
+        let bytes = frame_of(&RequestFrame {
+            id: 1,
+            request: Request::Ping,
+        });
         for cut in 0..bytes.len() {
-            assert!(decode::<RequestFrame>(&bytes[..cut], MAX_FRAME_LEN).unwrap().is_none());
+            assert!(
+                decode::<RequestFrame>(&bytes[..cut], MAX_FRAME_LEN)
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 
@@ -235,7 +297,10 @@ mod tests {
     #[test]
     fn encode_refuses_a_body_above_the_limit() {
         let mut out = vec![1, 2];
-        let frame = RequestFrame { id: 1, request: Request::Ping };
+        let frame = RequestFrame {
+            id: 1,
+            request: Request::Ping,
+        };
         let error = encode(&frame, 4, &mut out).unwrap_err();
         assert!(matches!(error, FrameError::TooLarge { .. }));
         assert_eq!(out, [1, 2]);
@@ -265,10 +330,16 @@ mod tests {
         body.extend_from_slice(&[0xff, 0xfe]);
         assert!(body_error(&body).starts_with("undecodable frame"));
         // Extra bytes after a valid message.
-        let mut body = frame_of(&RequestFrame { id: 1, request: Request::Ping });
+        let mut body = frame_of(&RequestFrame {
+            id: 1,
+            request: Request::Ping,
+        });
         body.drain(..LEN_PREFIX);
         body.push(0);
-        assert_eq!(body_error(&body), "frame has 1 bytes after the end of its message");
+        assert_eq!(
+            body_error(&body),
+            "frame has 1 bytes after the end of its message"
+        );
         // Empty.
         assert!(body_error(&[]).starts_with("undecodable frame"));
     }

@@ -62,7 +62,11 @@ pub enum LimitError {
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), LimitError> {
     if value.len() > max {
-        return Err(LimitError::TooLong { field, len: value.len(), max });
+        return Err(LimitError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
     }
     if value.as_bytes().contains(&0) {
         return Err(LimitError::Nul { field });

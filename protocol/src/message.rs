@@ -172,6 +172,10 @@ pub struct ServerHello {
     pub max_frame_len: u32,
     /// The most entries the daemon accepts in one append.
     pub max_entries_per_append: u32,
+    /// Requests a connection may have awaiting an answer before the daemon stops reading it.
+    /// A pipelining client keeps fewer than this in flight, so that the daemon always reads
+    /// while the client writes.
+    pub max_in_flight: u32,
 }
 
 /// Where a committed entry landed.
@@ -289,7 +293,12 @@ impl Entry {
 impl Cost {
     /// A cost of the given tokens and money, in micro-USD.
     pub fn new(tokens_in: u64, tokens_out: u64, micro_usd: u64) -> Self {
-        Cost { tokens_in, tokens_out, micro_usd, ..Cost::default() }
+        Cost {
+            tokens_in,
+            tokens_out,
+            micro_usd,
+            ..Cost::default()
+        }
     }
 
     /// Sets the model.
@@ -314,7 +323,11 @@ impl Cost {
 impl ErrorReply {
     /// An error with no entry index.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorReply { code, message: message.into(), entry_index: None }
+        ErrorReply {
+            code,
+            message: message.into(),
+            entry_index: None,
+        }
     }
 }
 

@@ -1,0 +1,70 @@
+//! The client's errors: each says what failed and what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use witness_protocol::limits::LimitError;
+use witness_protocol::{ErrorReply, FrameError};
+
+/// An entry the daemon refused after `send` had returned; reported by `flush`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The number of the refused append's first entry among this client's sends, from 1.
+    pub first_entry: u64,
+    /// Entries in the refused append (all of them were refused).
+    pub n_entries: usize,
+    /// The daemon's reason.
+    pub reply: ErrorReply,
+}
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No daemon answered at the socket.
+    #[error(
+        "cannot connect to witnessd at {path}: {source} (is it running? start it with \
+         `witnessd`, or set WITNESS_SOCKET to its socket)"
+    )]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The connection broke and no daemon came back in time. Unacknowledged entries are
+    /// still held and are re-sent by the next call that reconnects.
+    #[error("lost witnessd at {path} and could not reconnect within {waited:?}: {source}")]
+    Disconnected {
+        /// The socket path.
+        path: PathBuf,
+        /// How long reconnection was tried.
+        waited: Duration,
+        /// The last failure.
+        source: io::Error,
+    },
+    /// The daemon refused the request; nothing of it was recorded.
+    #[error("witnessd refused the request: {0}")]
+    Refused(ErrorReply),
+    /// The daemon refused some of the entries sent with `send`; the others are recorded.
+    #[error("witnessd refused {} append(s) sent earlier; first: {}", .0.len(), .0[0].reply)]
+    Rejected(Vec<Rejection>),
+    /// An entry breaks a limit; nothing was sent.
+    #[error("invalid entry: {0}")]
+    Invalid(#[from] LimitError),
+    /// A batch does not fit in one append; split it.
+    #[error("batch of {n_entries} entries does not fit in one append: {reason}")]
+    BatchTooLarge {
+        /// Entries in the batch.
+        n_entries: usize,
+        /// Which limit it breaks.
+        reason: String,
+    },
+    /// The daemon answered something this client does not expect.
+    #[error("unexpected answer from witnessd: {0}")]
+    Protocol(String),
+    /// A frame could not be encoded or decoded.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}

@@ -1,0 +1,559 @@
+//! The blocking client of witnessd.
+//!
+//! ```no_run
+//! use witness_client::{Client, Cost, Entry};
+//! let mut client = Client::from_env()?;
+//! let receipt = client.log(Entry::new("llm_call", "planner").trace("req-7")
+//!     .payload(serde_json::json!({"prompt_chars": 812}))
+//!     .cost(Cost::new(812, 120, 2_310).model("small-model")))?;
+//! println!("recorded as #{}", receipt.seq);
+//! for i in 0..1000 {
+//!     client.send(Entry::new("tick", "worker").payload(serde_json::json!({"i": i})))?;
+//! }
+//! client.flush()?;
+//! # Ok::<(), witness_client::Error>(())
+//! ```
+//!
+//! Every append carries this client's producer id and the numbers of its entries. When the
+//! connection breaks, the client reconnects and re-sends everything not yet acknowledged;
+//! the daemon recognises entries it already committed and does not write them twice.
+
+mod error;
+pub mod paths;
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use error::{Error, Rejection};
+use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
+pub use witness_protocol::{Ack, Cost, Entry, Receipt, VerifyRange, VerifyReport};
+use witness_protocol::{
+    Append, ErrorCode, Hello, OnFull, PROTOCOL_VERSION, ProducerRef, Request, Response,
+    ResponseFrame, ServerHello, frame,
+};
+
+/// How a client batches, pipelines and reconnects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A name for the daemon's logs.
+    pub client_name: String,
+    /// `send` writes an append once this many entries are buffered.
+    pub send_batch: usize,
+    /// Most requests awaiting an answer; at the limit, calls wait for answers. Capped below
+    /// the daemon's own limit.
+    pub max_in_flight: usize,
+    /// How long to keep trying to reconnect after the connection breaks.
+    pub reconnect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            client_name: concat!("witness-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            send_batch: 256,
+            max_in_flight: 256,
+            reconnect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A request sent and not yet answered, kept with its bytes so that it can be re-sent.
+#[derive(Debug)]
+struct Pending {
+    id: u64,
+    frame: Vec<u8>,
+    /// For appends from `send`: the number of the first entry and how many there are.
+    sent: Option<(u64, usize)>,
+}
+
+/// A connection to witnessd. Not shared between threads: give each thread its own, or wrap
+/// one in a mutex.
+#[derive(Debug)]
+pub struct Client {
+    path: PathBuf,
+    options: Options,
+    stream: Option<UnixStream>,
+    server: ServerHello,
+    read_buffer: Vec<u8>,
+    next_id: u64,
+    producer_id: u64,
+    next_number: u64,
+    buffered: Vec<Entry>,
+    pending: VecDeque<Pending>,
+    rejections: Vec<Rejection>,
+}
+
+impl Client {
+    /// Connects to the daemon at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::connect_with(path, Options::default())
+    }
+
+    /// Connects to the socket named by `WITNESS_SOCKET`, else the default socket.
+    pub fn from_env() -> Result<Client, Error> {
+        Client::connect(paths::socket_path_from_env())
+    }
+
+    /// Connects to the daemon at `path` with the given options.
+    pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Client, Error> {
+        let path = path.as_ref().to_path_buf();
+        let (stream, server) =
+            handshake(&path, &options.client_name).map_err(|source| Error::Connect {
+                path: path.clone(),
+                source,
+            })??;
+        Ok(Client {
+            path,
+            options,
+            stream: Some(stream),
+            server,
+            read_buffer: Vec::with_capacity(64 << 10),
+            next_id: 1,
+            producer_id: random_producer_id(),
+            next_number: 1,
+            buffered: Vec::new(),
+            pending: VecDeque::new(),
+            rejections: Vec::new(),
+        })
+    }
+
+    /// What the daemon said of itself at the handshake.
+    pub fn server(&self) -> &ServerHello {
+        &self.server
+    }
+
+    /// Records one entry and returns once it is durable.
+    pub fn log(&mut self, entry: Entry) -> Result<Receipt, Error> {
+        let mut receipts = self.log_batch(vec![entry])?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::Protocol("no receipt for the entry".into()))
+    }
+
+    /// Records entries atomically (all or none, with consecutive sequence numbers) and
+    /// returns once they are durable.
+    pub fn log_batch(&mut self, entries: Vec<Entry>) -> Result<Vec<Receipt>, Error> {
+        self.append_and_wait(entries, Ack::Committed, OnFull::Wait)
+    }
+
+    /// Like `log_batch`, but a full daemon queue fails at once with `Error::Refused` and a
+    /// `Busy` code instead of waiting for room.
+    pub fn try_log_batch(&mut self, entries: Vec<Entry>) -> Result<Vec<Receipt>, Error> {
+        self.append_and_wait(entries, Ack::Committed, OnFull::Busy)
+    }
+
+    /// Records entries and returns once the daemon has queued them, before they are durable.
+    pub fn log_queued(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        self.append_and_wait(entries, Ack::Queued, OnFull::Wait)
+            .map(drop)
+    }
+
+    /// Buffers an entry to be sent with others, and returns at once. `flush` waits until
+    /// every sent entry is durable and reports those the daemon refused.
+    pub fn send(&mut self, entry: Entry) -> Result<(), Error> {
+        entry.check_limits()?;
+        self.buffered.push(entry);
+        if self.buffered.len() >= self.options.send_batch {
+            self.write_buffered()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what `send` buffered and waits until every entry sent is committed. Fails with
+    /// `Error::Rejected` if the daemon refused any (the rest are recorded).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.write_buffered()?;
+        while !self.pending.is_empty() {
+            let frame = self.read_frame()?;
+            self.settle(frame)?;
+        }
+        if self.rejections.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Rejected(std::mem::take(&mut self.rejections)))
+        }
+    }
+
+    /// Asks the daemon whether it is alive; returns the round-trip time.
+    pub fn ping(&mut self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        match self.call(Request::Ping)? {
+            Response::Pong => Ok(started.elapsed()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks the daemon to re-verify the hash chain over `range`.
+    pub fn verify(&mut self, range: VerifyRange) -> Result<VerifyReport, Error> {
+        match self.call(Request::Verify(range))? {
+            Response::Verified(report) => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn append_and_wait(
+        &mut self,
+        entries: Vec<Entry>,
+        ack: Ack,
+        on_full: OnFull,
+    ) -> Result<Vec<Receipt>, Error> {
+        let n_entries = entries.len();
+        for entry in &entries {
+            entry.check_limits()?;
+        }
+        self.check_batch_len(n_entries)?;
+        self.write_buffered()?;
+        let producer = self.number(n_entries);
+        let request = Request::Append(Append {
+            ack,
+            on_full,
+            producer: Some(producer),
+            entries,
+        });
+        let id = self.submit(&request, None).map_err(|error| match error {
+            Error::Frame(reason) => Error::BatchTooLarge {
+                n_entries,
+                reason: reason.to_string(),
+            },
+            other => other,
+        })?;
+        match self.wait_for(id)? {
+            Response::Committed { receipts } if receipts.len() == n_entries => Ok(receipts),
+            Response::Queued { .. } if ack == Ack::Queued => Ok(Vec::new()),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn check_batch_len(&self, n_entries: usize) -> Result<(), Error> {
+        let max = (self.server.max_entries_per_append as usize).min(MAX_ENTRIES_PER_APPEND);
+        if n_entries == 0 || n_entries > max {
+            return Err(Error::BatchTooLarge {
+                n_entries,
+                reason: format!("an append holds from 1 to {max} entries"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes `n_entries` consecutive producer numbers.
+    fn number(&mut self, n_entries: usize) -> ProducerRef {
+        let first_number = self.next_number;
+        self.next_number += n_entries as u64;
+        ProducerRef {
+            producer_id: self.producer_id,
+            first_number,
+        }
+    }
+
+    /// Writes the entries `send` buffered as one append, halving it if it is too big.
+    fn write_buffered(&mut self) -> Result<(), Error> {
+        let max = (self.server.max_entries_per_append as usize).min(MAX_ENTRIES_PER_APPEND);
+        while !self.buffered.is_empty() {
+            let take = self.buffered.len().min(max);
+            let entries: Vec<Entry> = self.buffered.drain(..take).collect();
+            self.submit_sent(entries)?;
+        }
+        Ok(())
+    }
+
+    fn submit_sent(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        let n_entries = entries.len();
+        let producer = self.number(n_entries);
+        let request = Request::Append(Append {
+            ack: Ack::Committed,
+            on_full: OnFull::Wait,
+            producer: Some(producer),
+            entries,
+        });
+        match self.submit(&request, Some((producer.first_number, n_entries))) {
+            Err(Error::Frame(_)) if n_entries > 1 => {
+                // Too big for one frame: take the numbers back and send it in halves.
+                self.next_number = producer.first_number;
+                let Request::Append(Append {
+                    entries: mut first, ..
+                }) = request
+                else {
+                    unreachable!("built as an append")
+                };
+                let second = first.split_off(n_entries / 2);
+                self.submit_sent(first)?;
+                self.submit_sent(second)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Encodes a request, keeps it until answered, and writes it, first waiting for answers
+    /// if too many are outstanding.
+    fn submit(&mut self, request: &Request, sent: Option<(u64, usize)>) -> Result<u64, Error> {
+        let limit = self
+            .options
+            .max_in_flight
+            .min(self.server.max_in_flight as usize / 2)
+            .max(1);
+        self.drain_ready()?;
+        while self.pending.len() >= limit {
+            let frame = self.read_frame()?;
+            self.settle(frame)?;
+        }
+        let id = self.next_id;
+        let mut bytes = Vec::new();
+        frame::encode_request(
+            id,
+            request,
+            self.server.max_frame_len.min(MAX_FRAME_LEN),
+            &mut bytes,
+        )?;
+        self.next_id += 1;
+        self.pending.push_back(Pending {
+            id,
+            frame: bytes,
+            sent,
+        });
+        let written = match self.stream.as_mut() {
+            Some(stream) => stream.write_all(&self.pending.back().expect("just pushed").frame),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        };
+        if written.is_err() {
+            self.reconnect()?;
+        }
+        Ok(id)
+    }
+
+    /// Sends a request that is not an append and waits for its answer.
+    fn call(&mut self, request: Request) -> Result<Response, Error> {
+        self.write_buffered()?;
+        let id = self.submit(&request, None)?;
+        self.wait_for(id)
+    }
+
+    /// Reads answers until the one for `id` arrives, settling the others on the way.
+    fn wait_for(&mut self, id: u64) -> Result<Response, Error> {
+        loop {
+            let frame = self.read_frame()?;
+            if frame.id == id {
+                self.pending.retain(|pending| pending.id != id);
+                return Ok(frame.response);
+            }
+            self.settle(frame)?;
+        }
+    }
+
+    /// Takes note of an answer to an earlier request: it is no longer pending, and a refusal
+    /// of sent entries is kept for `flush`.
+    fn settle(&mut self, frame: ResponseFrame) -> Result<(), Error> {
+        if frame.id == 0
+            && let Response::Error(reply) = frame.response
+        {
+            return Err(Error::Refused(reply));
+        }
+        let position = if self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.id == frame.id)
+        {
+            Some(0)
+        } else {
+            self.pending
+                .iter()
+                .position(|pending| pending.id == frame.id)
+        };
+        let Some(pending) = position.and_then(|position| self.pending.remove(position)) else {
+            return Ok(());
+        };
+        if let (Some((first_entry, n_entries)), Response::Error(reply)) =
+            (pending.sent, frame.response)
+        {
+            self.rejections.push(Rejection {
+                first_entry,
+                n_entries,
+                reply,
+            });
+        }
+        Ok(())
+    }
+
+    /// Settles every answer already waiting on the socket, without blocking.
+    fn drain_ready(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 16 << 10];
+        let mut broken = None;
+        stream.set_nonblocking(true).ok();
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    broken = Some(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    break;
+                }
+                Ok(n) => self.read_buffer.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    broken = Some(error);
+                    break;
+                }
+            }
+        }
+        stream.set_nonblocking(false).ok();
+        while let Some(frame) = self.take_buffered_frame()? {
+            self.settle(frame)?;
+        }
+        match broken {
+            Some(_) => self.reconnect(),
+            None => Ok(()),
+        }
+    }
+
+    fn take_buffered_frame(&mut self) -> Result<Option<ResponseFrame>, Error> {
+        match frame::decode::<ResponseFrame>(&self.read_buffer, MAX_FRAME_LEN)? {
+            Some((frame, used)) => {
+                self.read_buffer.drain(..used);
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one answer, blocking; reconnects (and re-sends) if the connection breaks.
+    fn read_frame(&mut self) -> Result<ResponseFrame, Error> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            if let Some(frame) = self.take_buffered_frame()? {
+                return Ok(frame);
+            }
+            let read = match self.stream.as_mut() {
+                Some(stream) => stream.read(&mut chunk),
+                None => Err(io::ErrorKind::NotConnected.into()),
+            };
+            match read {
+                Ok(0) => self.reconnect()?,
+                Ok(n) => self.read_buffer.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.reconnect()?,
+            }
+        }
+    }
+
+    /// Connects again, with backoff, until the reconnect timeout, and re-sends every request
+    /// not yet answered, in order. The daemon drops entries it had already committed.
+    fn reconnect(&mut self) -> Result<(), Error> {
+        self.stream = None;
+        self.read_buffer.clear();
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(5);
+        let mut last_error: io::Error;
+        loop {
+            match handshake(&self.path, &self.options.client_name) {
+                Ok(Ok((mut stream, server))) => {
+                    let resent = self
+                        .pending
+                        .iter()
+                        .try_for_each(|p| stream.write_all(&p.frame));
+                    match resent {
+                        Ok(()) => {
+                            self.server = server;
+                            self.stream = Some(stream);
+                            return Ok(());
+                        }
+                        Err(error) => last_error = error,
+                    }
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(error) => last_error = error,
+            }
+            if started.elapsed() >= self.options.reconnect_timeout {
+                return Err(Error::Disconnected {
+                    path: self.path.clone(),
+                    waited: started.elapsed(),
+                    source: last_error,
+                });
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Sends what is still buffered and waits for it, as a `BufWriter` does; call `flush`
+    /// to see errors.
+    fn drop(&mut self) {
+        if !self.buffered.is_empty() || !self.pending.is_empty() {
+            self.options.reconnect_timeout =
+                self.options.reconnect_timeout.min(Duration::from_secs(1));
+            let _ = self.flush();
+        }
+    }
+}
+
+/// Connects and exchanges `Hello`. The outer error is the connection's; the inner one is the
+/// daemon's refusal, which retrying will not cure.
+fn handshake(
+    path: &Path,
+    client_name: &str,
+) -> io::Result<Result<(UnixStream, ServerHello), Error>> {
+    let mut stream = UnixStream::connect(path)?;
+    let hello = Request::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: client_name.into(),
+    });
+    let mut bytes = Vec::new();
+    if let Err(error) = frame::encode_request(0, &hello, MAX_FRAME_LEN, &mut bytes) {
+        return Ok(Err(error.into()));
+    }
+    stream.write_all(&bytes)?;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let frame = loop {
+        match frame::decode::<ResponseFrame>(&buffer, MAX_FRAME_LEN) {
+            Ok(Some((frame, _))) => break frame,
+            Ok(None) => {}
+            Err(error) => return Ok(Err(error.into())),
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    Ok(match frame.response {
+        Response::Hello(server) => Ok((stream, server)),
+        Response::Error(reply) => Err(Error::Refused(reply)),
+        other => Err(unexpected(&other)),
+    })
+}
+
+fn unexpected(response: &Response) -> Error {
+    match response {
+        Response::Error(reply) => Error::Refused(reply.clone()),
+        other => Error::Protocol(format!("{other:?}")),
+    }
+}
+
+/// A random producer id in 1..=i64::MAX, so that it fits SQLite's integers.
+fn random_producer_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy source: time and pid still make a collision between two live clients
+        // practically impossible.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        bytes = (nanos ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+    }
+    (u64::from_le_bytes(bytes) >> 1).max(1)
+}
+
+/// True when an error is the daemon saying its queue is full.
+pub fn is_busy(error: &Error) -> bool {
+    matches!(error, Error::Refused(reply) if reply.code == ErrorCode::Busy)
+}

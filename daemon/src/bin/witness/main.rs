@@ -1,0 +1,287 @@
+//! `witness`: the command line of witnessd, as journalctl is to journald. Every command
+//! speaks to the daemon over its socket, except `verify --db`, which reads a database file
+//! directly and read-only.
+
+mod import;
+mod money;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use serde_json::json;
+use witness_client::{Client, Cost, Entry, VerifyRange, VerifyReport, paths};
+
+/// Record and inspect events in a witnessd log.
+#[derive(Debug, Parser)]
+#[command(name = "witness", version)]
+struct Args {
+    /// The daemon's socket [default: $WITNESS_SOCKET, else the daemon's default].
+    #[arg(long, global = true, value_name = "PATH", env = "WITNESS_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that the daemon answers, and how fast.
+    Ping,
+    /// Record one entry and print its receipt once it is durable.
+    Log(LogArgs),
+    /// Record JSON lines from a file, or from standard input with "-".
+    Import {
+        /// The file, or "-" for standard input.
+        file: PathBuf,
+        /// Record the valid lines and list the invalid ones, instead of recording nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Recompute the hash chain and report the first entry that does not match.
+    Verify {
+        /// First sequence number to check.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last sequence number to check.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Verify this database file directly, read-only, with no daemon.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct LogArgs {
+    /// What happened, such as llm_call.
+    #[arg(long)]
+    event: String,
+    /// What did it, such as billing.
+    #[arg(long)]
+    component: String,
+    /// The trace, request or session it belongs to.
+    #[arg(long)]
+    trace: Option<String>,
+    /// JSON payload.
+    #[arg(long, value_name = "JSON")]
+    payload: Option<String>,
+    /// Input tokens.
+    #[arg(long, value_name = "N")]
+    tokens_in: Option<u64>,
+    /// Output tokens.
+    #[arg(long, value_name = "N")]
+    tokens_out: Option<u64>,
+    /// Input tokens read from a prompt cache.
+    #[arg(long, value_name = "N")]
+    cache_read_tokens: Option<u64>,
+    /// Output tokens spent reasoning.
+    #[arg(long, value_name = "N")]
+    reasoning_tokens: Option<u64>,
+    /// Money spent, in dollars (exact to the micro-dollar), such as 0.0015.
+    #[arg(long, value_name = "DOLLARS", value_parser = money::parse_usd)]
+    cost_usd: Option<u64>,
+    /// The model that answered.
+    #[arg(long)]
+    model: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("witness: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(paths::default_socket_path);
+    let connect = || Client::connect(&socket);
+    let json = args.json;
+    match args.command {
+        Command::Ping => {
+            let mut client = connect()?;
+            let elapsed = client.ping()?;
+            let server = client.server().server.clone();
+            if json {
+                print_json(
+                    &json!({"server": server, "round_trip_us": elapsed.as_micros() as u64}),
+                )?;
+            } else {
+                println!("{server} answered in {} µs", elapsed.as_micros());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log(log) => {
+            let entry = entry_from(log)?;
+            let receipt = connect()?.log(entry)?;
+            if json {
+                print_json(&json!({"seq": receipt.seq, "hash": hex::encode(receipt.hash)}))?;
+            } else {
+                println!("seq {}  hash {}", receipt.seq, hex::encode(receipt.hash));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { file, skip_invalid } => {
+            import_command(connect()?, &file, skip_invalid, json)
+        }
+        Command::Verify { from, to, db } => {
+            let range = VerifyRange { from, to };
+            let report = match db {
+                Some(path) => {
+                    let connection = witness_daemon::schema::open_reader(&path)?;
+                    witness_daemon::verify::verify(&connection, range)
+                        .with_context(|| format!("reading {}", path.display()))?
+                }
+                None => connect()?.verify(range)?,
+            };
+            print_verify(&report, json)
+        }
+    }
+}
+
+fn entry_from(log: LogArgs) -> anyhow::Result<Entry> {
+    let mut entry = Entry::new(log.event, log.component);
+    entry.trace_id = log.trace;
+    if let Some(payload) = log.payload {
+        let value: serde_json::Value =
+            serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+        entry.payload = value.to_string();
+    }
+    let costed = log.tokens_in.is_some()
+        || log.tokens_out.is_some()
+        || log.cost_usd.is_some()
+        || log.model.is_some()
+        || log.cache_read_tokens.is_some()
+        || log.reasoning_tokens.is_some();
+    if costed {
+        entry.cost = Some(Cost {
+            tokens_in: log.tokens_in.unwrap_or(0),
+            tokens_out: log.tokens_out.unwrap_or(0),
+            cache_read_tokens: log.cache_read_tokens,
+            reasoning_tokens: log.reasoning_tokens,
+            micro_usd: log.cost_usd.unwrap_or(0),
+            model: log.model,
+        });
+    }
+    entry.check_limits()?;
+    Ok(entry)
+}
+
+fn import_command(
+    mut client: Client,
+    file: &PathBuf,
+    skip_invalid: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    match import::import(&mut client, input, skip_invalid) {
+        Ok(report) => {
+            if json {
+                print_json(&report)?;
+            } else {
+                for bad in &report.bad_lines {
+                    eprintln!("line {}: {} (skipped)", bad.line, bad.error);
+                }
+                println!(
+                    "imported {} entries in {:.2} s ({:.0} entries/s){}",
+                    report.imported,
+                    report.seconds,
+                    report.rate,
+                    match report.bad_lines.len() {
+                        0 => String::new(),
+                        n => format!(", skipped {n} invalid lines"),
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(import::Failure::Invalid(bad_lines)) => {
+            if json {
+                print_json(&json!({"imported": 0, "bad_lines": bad_lines}))?;
+            }
+            for bad in &bad_lines {
+                eprintln!("line {}: {}", bad.line, bad.error);
+            }
+            eprintln!(
+                "witness: {} invalid line(s); nothing was imported (use --skip-invalid to \
+                 import the valid lines)",
+                bad_lines.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(import::Failure::Other(error)) => Err(error),
+    }
+}
+
+fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
+    match report {
+        VerifyReport::Intact {
+            count,
+            first_seq,
+            last_seq,
+            head_hash,
+        } => {
+            let head = head_hash.map(hex::encode);
+            if json {
+                print_json(&json!({
+                    "intact": true, "count": count, "first_seq": first_seq,
+                    "last_seq": last_seq, "head_hash": head,
+                }))?;
+            } else if let (Some(first), Some(last), Some(head)) = (first_seq, last_seq, head) {
+                println!("intact: {count} entries, seq {first} to {last}, head hash {head}");
+            } else {
+                println!("intact: no entries in range");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VerifyReport::Broken {
+            seq,
+            reason,
+            checked,
+        } => {
+            if json {
+                print_json(&json!({
+                    "intact": false, "seq": seq, "reason": reason, "checked": checked,
+                }))?;
+            } else {
+                println!("BROKEN at seq {seq}: {reason} ({checked} entries verified before it)");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}

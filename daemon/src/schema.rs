@@ -1,0 +1,224 @@
+//! The database schema, its version, and how connections are opened.
+//!
+//! The writer opens the only read-write connection; everyone else (queries, verification,
+//! the offline `witness verify --db`) opens read-only ones. `docs/FORMAT.md` documents the
+//! schema for people who query the file with `sqlite3`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// `PRAGMA user_version` of the schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The schema, created in one transaction on an empty database.
+///
+/// `STRICT` keeps every hashed column in the storage class the hash assumed. Indexes end in
+/// `seq` so that each lookup returns rows in log order without a sort; the trace index skips
+/// rows without a trace.
+pub const SCHEMA: &str = "
+CREATE TABLE entries (
+    seq               INTEGER PRIMARY KEY,
+    ts                INTEGER NOT NULL,
+    client_ts         INTEGER,
+    event             TEXT    NOT NULL,
+    component         TEXT    NOT NULL,
+    trace_id          TEXT,
+    payload           TEXT    NOT NULL,
+    tokens_in         INTEGER,
+    tokens_out        INTEGER,
+    cache_read_tokens INTEGER,
+    reasoning_tokens  INTEGER,
+    cost_micro_usd    INTEGER,
+    model             TEXT,
+    pid               INTEGER,
+    uid               INTEGER,
+    gid               INTEGER,
+    producer_id       INTEGER,
+    producer_number   INTEGER,
+    hash              BLOB    NOT NULL
+) STRICT;
+CREATE INDEX entries_by_trace ON entries (trace_id, seq) WHERE trace_id IS NOT NULL;
+CREATE INDEX entries_by_component ON entries (component, seq);
+CREATE INDEX entries_by_event ON entries (event, seq);
+CREATE INDEX entries_by_ts ON entries (ts);
+CREATE TABLE producers (
+    producer_id INTEGER PRIMARY KEY,
+    last_number INTEGER NOT NULL
+) STRICT;
+";
+
+/// How hard a commit works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sync {
+    /// `synchronous=FULL`: a committed entry survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a committed entry survives a crash of the daemon, but the last
+    /// commits before a power loss may be lost.
+    Normal,
+}
+
+impl std::str::FromStr for Sync {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "full" => Ok(Sync::Full),
+            "normal" => Ok(Sync::Normal),
+            other => Err(format!(
+                "unknown durability {other:?}: expected \"full\" or \"normal\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sync::Full => "full",
+            Sync::Normal => "normal",
+        })
+    }
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// SQLite refused.
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer witness.
+    #[error(
+        "database {path} has schema version {found}; this witness understands up to \
+         {SCHEMA_VERSION}: upgrade witness"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// Its `user_version`.
+        found: i64,
+    },
+    /// SQLite would not put the database in WAL mode (a file system without shared memory,
+    /// for example).
+    #[error("database {path} stays in journal mode {journal}: witness needs WAL")]
+    NotWal {
+        /// The database file.
+        path: String,
+        /// The journal mode SQLite kept.
+        journal: String,
+    },
+    /// The file is not a witness database.
+    #[error("database {path} is not a witness database (it has tables but no witness schema)")]
+    Foreign {
+        /// The database file.
+        path: String,
+    },
+}
+
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
+    move |source| OpenError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Opens the read-write connection of the writer, creating the file and the schema if need
+/// be. Automatic checkpoints are off: the writer checkpoints between batches, so that no
+/// commit pays for one.
+pub fn open_writer(path: &Path, sync: Sync, cache_kib: u32) -> Result<Connection, OpenError> {
+    let error = sqlite_error(path);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut connection = Connection::open_with_flags(path, flags).map_err(&error)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(&error)?;
+    let journal: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(&error)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::NotWal {
+            path: path.display().to_string(),
+            journal,
+        });
+    }
+    let synchronous = match sync {
+        Sync::Full => "FULL",
+        Sync::Normal => "NORMAL",
+    };
+    connection
+        .execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous};
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA cache_size = -{cache_kib};
+             PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(&error)?;
+    migrate(&mut connection, path)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let error = sqlite_error(path);
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(&error)?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(&error)?;
+    match version {
+        0 => {
+            let tables: i64 = transaction
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(&error)?;
+            if tables != 0 {
+                return Err(OpenError::Foreign {
+                    path: path.display().to_string(),
+                });
+            }
+            transaction.execute_batch(SCHEMA).map_err(&error)?;
+            transaction
+                .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .map_err(&error)?;
+        }
+        SCHEMA_VERSION => {}
+        found => {
+            return Err(OpenError::NewerSchema {
+                path: path.display().to_string(),
+                found,
+            });
+        }
+    }
+    transaction.commit().map_err(&error)
+}
+
+/// Opens a read-only connection, for queries and verification. It never creates the file and
+/// cannot write to it.
+pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
+    let error = sqlite_error(path);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(&error)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(&error)?;
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(&error)?;
+    match version {
+        SCHEMA_VERSION => Ok(connection),
+        0 => Err(OpenError::Foreign {
+            path: path.display().to_string(),
+        }),
+        found => Err(OpenError::NewerSchema {
+            path: path.display().to_string(),
+            found,
+        }),
+    }
+}

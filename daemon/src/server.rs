@@ -1,0 +1,242 @@
+//! The listener: binding the socket, the accept loop, and the order of a clean stop.
+//!
+//! [`Server::run`] takes the shutdown signal as a future, so tests start and stop a daemon
+//! in-process. On shutdown: stop accepting, let every connection finish the frames it has
+//! read, close the queue, let the writer commit and acknowledge the rest, then give slow
+//! clients a moment to take their answers.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connection::{self, Shared};
+use crate::schema::OpenError;
+use crate::writer::{WriterHandle, WriterStats};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Another daemon answers on the socket.
+    #[error("another witnessd is already serving {0}: stop it first, or pick another --socket")]
+    SocketInUse(String),
+    /// Something other than a socket sits at the socket path.
+    #[error("{0} exists and is not a socket: remove it or pick another --socket")]
+    NotASocket(String),
+    /// Binding or preparing the socket failed.
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: String,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// Another daemon holds the database.
+    #[error("database {0} is in use by another witnessd: only one daemon may write it")]
+    DatabaseInUse(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Database(#[from] OpenError),
+}
+
+/// Binds a listening socket at `path` with permission bits `mode`, creating its folder.
+/// Refuses a path where a live daemon answers or that is not a socket, and replaces a
+/// socket nobody serves (left by a daemon that was killed).
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
+    let shown = || path.display().to_string();
+    let bind_error = |source| StartError::Bind {
+        path: shown(),
+        source,
+    };
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        create_private_dir(parent).map_err(bind_error)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.file_type().is_socket() => {
+            return Err(StartError::NotASocket(shown()));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(StartError::SocketInUse(shown())),
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "replacing a stale socket");
+                std::fs::remove_file(path).map_err(bind_error)?;
+            }
+            Err(error) => return Err(bind_error(error)),
+        },
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(bind_error(error)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
+    Ok(listener)
+}
+
+/// Creates a folder and its parents; a folder created here is private to the user (0700).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Counters of the connection side, for stats.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Requests refused, of every kind.
+    pub rejections: AtomicU64,
+}
+
+/// A daemon with its database open and its writer running, ready to serve a listener.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    writer: WriterHandle,
+    _lock: std::fs::File,
+    stats: Arc<ServerStats>,
+}
+
+impl Server {
+    /// Takes the database's lock, opens it and starts the writer.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let db_path = &config.writer.db_path;
+        if let Some(parent) = db_path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            create_private_dir(parent).map_err(|source| StartError::Bind {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let lock = lock_database(db_path)?;
+        let writer = WriterHandle::start(config.writer.clone(), config.queue_capacity)?;
+        Ok(Server {
+            config: Arc::new(config),
+            writer,
+            _lock: lock,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The writer's counters.
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        Arc::clone(self.writer.stats())
+    }
+
+    /// The connection counters.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then stops cleanly: every entry read from
+    /// a socket is committed and acknowledged before this returns.
+    pub async fn run(self, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+        let Server {
+            config,
+            writer,
+            _lock,
+            stats,
+        } = self;
+        let cancel = CancellationToken::new();
+        let readers = TaskTracker::new();
+        let responders = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            sender: writer.sender(),
+            queue: Arc::new(Semaphore::new(config.queue_capacity)),
+            config: Arc::clone(&config),
+            stats: Arc::clone(&stats),
+        });
+        let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                _ = &mut shutdown => break,
+                slot = Arc::clone(&connection_slots).acquire_owned() => slot.expect("never closed"),
+            };
+            let stream = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            stats.connections_total.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::clone(&shared);
+            let cancel = cancel.clone();
+            let responders = responders.clone();
+            readers.spawn(async move {
+                connection::serve(stream, shared, cancel, &responders).await;
+                drop(slot);
+            });
+        }
+        tracing::info!("shutting down: finishing the frames already read");
+        drop(listener);
+        cancel.cancel();
+        readers.close();
+        readers.wait().await;
+        drop(shared);
+        tracing::info!("draining the queue");
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        responders.close();
+        if tokio::time::timeout(config.shutdown_grace, responders.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some clients did not take their last answers in time");
+        }
+    }
+}
+
+/// Takes an exclusive lock on `<db>.lock`, so that two daemons never write one database and
+/// fork its chain. The lock goes with the process, so a killed daemon leaves none behind.
+fn lock_database(db_path: &Path) -> Result<std::fs::File, StartError> {
+    let mut lock_path = db_path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StartError::Bind {
+            path: Path::new(&lock_path).display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::DatabaseInUse(db_path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::Bind {
+            path: Path::new(&lock_path).display().to_string(),
+            source,
+        }),
+    }
+}
+
+impl ServerStats {
+    /// Counts a refused request.
+    pub(crate) fn reject(&self) {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,584 @@
+//! The writer thread: the one connection that writes, and group commit.
+//!
+//! It blocks for the first job, drains whatever else is ready (up to the batch limit, or
+//! until the batch delay has passed), writes the whole batch in one immediate transaction
+//! with cached statements, assigns `seq`, extends the hash chain, commits, and only then
+//! acknowledges. Checkpoints run between batches, never inside a commit. Dropping the
+//! [`WriterHandle`] closes the queue and joins the thread, which commits what it holds first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::OwnedSemaphorePermit;
+use witness_protocol::{
+    Ack, Entry, ErrorCode, ErrorReply, ProducerRef, Receipt, Response, ResponseFrame,
+};
+
+use crate::chain::{GENESIS, Value, hash_row};
+use crate::schema::{self, OpenError, Sync};
+
+/// How the writer batches, syncs and checkpoints.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The database file.
+    pub db_path: PathBuf,
+    /// Durability of each commit.
+    pub sync: Sync,
+    /// Most entries in one transaction.
+    pub max_batch_entries: usize,
+    /// How long to wait for more entries once a batch has started; zero commits whatever is
+    /// ready at once, which already groups entries that arrive during the previous commit.
+    pub max_batch_delay: Duration,
+    /// Run a passive checkpoint between batches once the WAL holds this many pages.
+    pub checkpoint_pages: u32,
+    /// After this long without a job, truncate the WAL.
+    pub idle_checkpoint: Duration,
+    /// SQLite page cache of the writer, in KiB.
+    pub cache_kib: u32,
+}
+
+impl WriterConfig {
+    /// The defaults for a database at `db_path`.
+    pub fn new(db_path: PathBuf) -> Self {
+        WriterConfig {
+            db_path,
+            sync: Sync::Full,
+            max_batch_entries: 4096,
+            max_batch_delay: Duration::ZERO,
+            checkpoint_pages: 4096,
+            idle_checkpoint: Duration::from_secs(1),
+            cache_kib: 8192,
+        }
+    }
+}
+
+/// A response on its way to a connection, with the connection's in-flight permit, which is
+/// released once the response is written.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The response.
+    pub frame: ResponseFrame,
+    /// Released after the write; `None` for responses that hold no permit.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a connection receives its responses. Unbounded so that the writer never waits for a
+/// client; the connection's in-flight permits bound what it can hold.
+pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
+/// What the daemon knows of the sender, from the socket, not from the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// Peer process id, when the kernel reports it.
+    pub pid: Option<i64>,
+    /// Peer user id.
+    pub uid: Option<i64>,
+    /// Peer group id.
+    pub gid: Option<i64>,
+}
+
+/// One validated append, on its way to the writer.
+#[derive(Debug)]
+pub struct Job {
+    /// The request id to answer.
+    pub request_id: u64,
+    /// The acknowledgement asked for.
+    pub ack: Ack,
+    /// Producer id and number of the first entry, for exactly-once.
+    pub producer: Option<ProducerRef>,
+    /// The entries, already checked.
+    pub entries: Vec<Entry>,
+    /// Receive time and credentials.
+    pub origin: Origin,
+    /// Where the answer goes.
+    pub reply_to: ReplyTo,
+    /// The connection's in-flight permit for this request.
+    pub connection_permit: OwnedSemaphorePermit,
+    /// Room in the queue, one permit per entry, released once the batch is committed so that
+    /// the queue bounds what the writer holds too.
+    pub queue_permit: OwnedSemaphorePermit,
+}
+
+/// Counters the writer publishes for metrics and the watchdog.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Entries committed since start (duplicates not counted).
+    pub entries_committed: AtomicU64,
+    /// Transactions committed since start.
+    pub batches_committed: AtomicU64,
+    /// Batches that failed and were rolled back.
+    pub batches_failed: AtomicU64,
+    /// Last committed `seq`.
+    pub last_seq: AtomicU64,
+    /// Bumped every time the writer loop turns, busy or idle; the watchdog reads it.
+    pub heartbeat: AtomicU64,
+    /// WAL pages after the last commit.
+    pub wal_pages: AtomicU32,
+}
+
+/// The running writer: the queue's sending side and the thread.
+#[derive(Debug)]
+pub struct WriterHandle {
+    sender: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterHandle {
+    /// Opens the database and starts the writer thread. Fails, with nothing started, if the
+    /// database cannot be opened. `queue_capacity` bounds the jobs in the channel; callers
+    /// hold a permit per entry, so the channel itself never fills.
+    pub fn start(config: WriterConfig, queue_capacity: usize) -> Result<Self, OpenError> {
+        let connection = schema::open_writer(&config.db_path, config.sync, config.cache_kib)?;
+        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
+        let stats = Arc::new(WriterStats::default());
+        let mut writer = Writer::new(connection, config, Arc::clone(&stats)).map_err(|source| {
+            OpenError::Sqlite {
+                path: "database".into(),
+                source,
+            }
+        })?;
+        let thread = std::thread::Builder::new()
+            .name("witness-writer".into())
+            .spawn(move || writer.run(&receiver))
+            .expect("spawning the writer thread");
+        Ok(WriterHandle {
+            sender: Some(sender),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// A sender for connection tasks.
+    pub fn sender(&self) -> Sender<Job> {
+        self.sender.clone().expect("writer is running")
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    /// Closes this handle's side of the queue and waits until the writer has committed every
+    /// job sent by anyone and stopped. Other senders must be dropped too, or this waits for
+    /// them.
+    pub fn join(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const INSERT: &str = "INSERT INTO entries (seq, ts, client_ts, event, component, trace_id, \
+    payload, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, cost_micro_usd, model, \
+    pid, uid, gid, producer_id, producer_number, hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+const FIND_PRODUCED: &str = "SELECT seq, hash FROM entries \
+    WHERE producer_id = ?1 AND producer_number = ?2 ORDER BY seq DESC LIMIT 1";
+
+const SAVE_PRODUCER: &str = "INSERT INTO producers (producer_id, last_number) VALUES (?1, ?2) \
+    ON CONFLICT (producer_id) DO UPDATE SET last_number = excluded.last_number";
+
+/// The checkpoints the writer runs: passive between busy batches (copies what no reader
+/// still needs), truncate when idle and at shutdown (empties the WAL file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoint {
+    Passive,
+    Truncate,
+}
+
+/// The head of the chain as committed.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: i64,
+    hash: [u8; 32],
+}
+
+/// What one job of a batch came to, before the commit decides whether it stands.
+enum Outcome {
+    Written(Vec<Receipt>),
+    Refused(ErrorReply),
+}
+
+struct Writer {
+    connection: Connection,
+    config: WriterConfig,
+    stats: Arc<WriterStats>,
+    head: Head,
+    /// Last committed number of every producer seen since start; others are read on demand.
+    producers: HashMap<i64, i64>,
+    wal_pages: Arc<AtomicU32>,
+    scratch: Vec<u8>,
+    dirty_since_truncate: bool,
+}
+
+impl Writer {
+    fn new(
+        mut connection: Connection,
+        config: WriterConfig,
+        stats: Arc<WriterStats>,
+    ) -> rusqlite::Result<Self> {
+        let head = connection
+            .query_row(
+                "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| {
+                    Ok(Head {
+                        seq: row.get(0)?,
+                        hash: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or(Head {
+                seq: 0,
+                hash: GENESIS,
+            });
+        stats.last_seq.store(head.seq as u64, Ordering::Relaxed);
+        let wal_pages = Arc::new(AtomicU32::new(0));
+        let hook_pages = Arc::clone(&wal_pages);
+        // Set after `wal_autocheckpoint`, which would replace it.
+        connection.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                hook_pages.store(pages.max(0) as u32, Ordering::Relaxed);
+                Ok(())
+            },
+        ))?;
+        Ok(Writer {
+            connection,
+            config,
+            stats,
+            head,
+            producers: HashMap::new(),
+            wal_pages,
+            scratch: Vec::with_capacity(4096),
+            dirty_since_truncate: true,
+        })
+    }
+
+    fn run(&mut self, receiver: &Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::new();
+        loop {
+            self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            match receiver.recv_timeout(self.config.idle_checkpoint) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.dirty_since_truncate {
+                        self.checkpoint(Checkpoint::Truncate);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let open = self.fill(&mut batch, receiver);
+            self.commit(&mut batch);
+            if self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages {
+                self.checkpoint(Checkpoint::Passive);
+            }
+            if !open {
+                break;
+            }
+        }
+        self.checkpoint(Checkpoint::Truncate);
+    }
+
+    /// Adds to `batch` what is ready, up to the entry limit or the delay. Returns false once
+    /// every sender is gone and the queue is empty.
+    fn fill(&self, batch: &mut Vec<Job>, receiver: &Receiver<Job>) -> bool {
+        let mut n_entries: usize = batch.iter().map(|job| job.entries.len()).sum();
+        let deadline = Instant::now() + self.config.max_batch_delay;
+        while n_entries < self.config.max_batch_entries {
+            let next = match receiver.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return true;
+                    }
+                    match receiver.recv_timeout(left) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => return true,
+                        Err(RecvTimeoutError::Disconnected) => return false,
+                    }
+                }
+            };
+            n_entries += next.entries.len();
+            batch.push(next);
+        }
+        true
+    }
+
+    /// Writes, commits and acknowledges `batch`, leaving it empty.
+    fn commit(&mut self, batch: &mut Vec<Job>) {
+        match self.write(batch) {
+            Ok((outcomes, head, producers, n_written)) => {
+                self.head = head;
+                self.producers.extend(producers);
+                self.dirty_since_truncate = true;
+                self.stats
+                    .entries_committed
+                    .fetch_add(n_written, Ordering::Relaxed);
+                self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_seq
+                    .store(head.seq as u64, Ordering::Relaxed);
+                self.stats
+                    .wal_pages
+                    .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    acknowledge(job, outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, jobs = batch.len(), "batch rolled back");
+                self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                let message =
+                    format!("the database refused the batch, nothing was written: {error}");
+                for job in batch.drain(..) {
+                    let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
+                    acknowledge(job, Outcome::Refused(reply));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. Nothing of the writer's state changes here: the
+    /// new head and producer numbers are returned and kept only if the commit succeeds.
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &mut self,
+        batch: &[Job],
+    ) -> rusqlite::Result<(Vec<Outcome>, Head, HashMap<i64, i64>, u64)> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut head = self.head;
+        let mut touched: HashMap<i64, i64> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut n_written = 0u64;
+        {
+            let mut insert = transaction.prepare_cached(INSERT)?;
+            for job in batch {
+                let (first_new, mut receipts) = match job.producer {
+                    None => (0, Vec::new()),
+                    Some(producer) => {
+                        let id = producer.producer_id as i64;
+                        let last = match touched.get(&id).or_else(|| self.producers.get(&id)) {
+                            Some(&last) => last,
+                            None => last_number(&transaction, id)?,
+                        };
+                        match already_written(&transaction, job, producer, last)? {
+                            Ok(known) => {
+                                let n = job.entries.len() as i64;
+                                let end = producer.first_number as i64 + n - 1;
+                                touched.insert(id, last.max(end));
+                                known
+                            }
+                            Err(reply) => {
+                                outcomes.push(Outcome::Refused(reply));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if job.ack == Ack::Committed {
+                    receipts.reserve(job.entries.len() - first_new);
+                }
+                for (index, entry) in job.entries.iter().enumerate().skip(first_new) {
+                    head.seq += 1;
+                    let number = job.producer.map(|p| p.first_number as i64 + index as i64);
+                    let values = row_values(head.seq, entry, &job.origin, job.producer, number);
+                    head.hash = hash_row(&head.hash, &values, &mut self.scratch);
+                    for (position, value) in values.iter().enumerate() {
+                        insert.raw_bind_parameter(position + 1, value)?;
+                    }
+                    insert.raw_bind_parameter(19, &head.hash[..])?;
+                    insert.raw_execute()?;
+                    n_written += 1;
+                    if job.ack == Ack::Committed {
+                        receipts.push(Receipt {
+                            seq: head.seq as u64,
+                            hash: head.hash,
+                        });
+                    }
+                }
+                outcomes.push(Outcome::Written(receipts));
+            }
+            let mut save = transaction.prepare_cached(SAVE_PRODUCER)?;
+            for (&id, &last) in &touched {
+                save.execute((id, last))?;
+            }
+        }
+        transaction.commit()?;
+        Ok((outcomes, head, touched, n_written))
+    }
+
+    fn checkpoint(&mut self, mode: Checkpoint) {
+        let started = Instant::now();
+        let name = match mode {
+            Checkpoint::Truncate => "TRUNCATE",
+            Checkpoint::Passive => "PASSIVE",
+        };
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.connection
+                .query_row(&format!("PRAGMA wal_checkpoint({name})"), [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                });
+        match result {
+            Ok((busy, log, done)) => {
+                tracing::debug!(mode = name, busy, log, done, elapsed = ?started.elapsed(), "checkpoint");
+                if mode == Checkpoint::Truncate && busy == 0 {
+                    self.dirty_since_truncate = false;
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+                if busy == 0 && log == done {
+                    // The next commit restarts the WAL from its start.
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
+        }
+        self.stats
+            .wal_pages
+            .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Sends the answer a job's outcome calls for, releasing its permits.
+fn acknowledge(job: Job, outcome: Outcome) {
+    let response = match (outcome, job.ack) {
+        (Outcome::Written(receipts), Ack::Committed) => Response::Committed { receipts },
+        (Outcome::Written(_), Ack::Queued | Ack::None) => return,
+        (Outcome::Refused(reply), _) => Response::Error(reply),
+    };
+    let frame = ResponseFrame {
+        id: job.request_id,
+        response,
+    };
+    // A connection that has gone away no longer needs its answer.
+    let _ = job.reply_to.send(Outgoing {
+        frame,
+        permit: Some(job.connection_permit),
+    });
+}
+
+fn last_number(connection: &Connection, producer_id: i64) -> rusqlite::Result<i64> {
+    Ok(connection
+        .prepare_cached("SELECT last_number FROM producers WHERE producer_id = ?1")?
+        .query_row([producer_id], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// For an append whose first entries a producer already had committed (a re-send after a lost
+/// acknowledgement), how many of them, with their receipts when the client wants receipts.
+/// Numbers are consecutive within an append, so the duplicates are always a prefix.
+fn already_written(
+    connection: &Connection,
+    job: &Job,
+    producer: ProducerRef,
+    last: i64,
+) -> rusqlite::Result<Result<(usize, Vec<Receipt>), ErrorReply>> {
+    let first = producer.first_number as i64;
+    if first > last {
+        return Ok(Ok((0, Vec::new())));
+    }
+    let n_known = ((last - first + 1) as usize).min(job.entries.len());
+    let mut receipts = Vec::new();
+    if job.ack == Ack::Committed {
+        let mut find = connection.prepare_cached(FIND_PRODUCED)?;
+        for number in first..first + n_known as i64 {
+            let found: Option<(i64, Vec<u8>)> = find
+                .query_row((producer.producer_id as i64, number), |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            match found.and_then(|(seq, hash)| Some((seq, <[u8; 32]>::try_from(hash).ok()?))) {
+                Some((seq, hash)) => receipts.push(Receipt {
+                    seq: seq as u64,
+                    hash,
+                }),
+                None => {
+                    let mut reply = ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "entry number {number} of producer {} is at or below its last \
+                             committed number {last} but was never stored: numbers must \
+                             increase, so start a new producer",
+                            producer.producer_id
+                        ),
+                    );
+                    reply.entry_index = Some((number - first) as u32);
+                    return Ok(Err(reply));
+                }
+            }
+        }
+    }
+    Ok(Ok((n_known, receipts)))
+}
+
+/// The stored columns of an entry, in `chain::HASHED_COLUMNS` order.
+fn row_values<'a>(
+    seq: i64,
+    entry: &'a Entry,
+    origin: &Origin,
+    producer: Option<ProducerRef>,
+    number: Option<i64>,
+) -> [Value<'a>; 18] {
+    let cost = entry.cost.as_ref();
+    let integer = |value: Option<u64>| Value::from(value.map(|value| value as i64));
+    [
+        Value::Integer(seq),
+        Value::Integer(origin.ts),
+        Value::from(entry.client_ts),
+        Value::Text(&entry.event),
+        Value::Text(&entry.component),
+        Value::from(entry.trace_id.as_deref()),
+        Value::Text(&entry.payload),
+        integer(cost.map(|cost| cost.tokens_in)),
+        integer(cost.map(|cost| cost.tokens_out)),
+        integer(cost.and_then(|cost| cost.cache_read_tokens)),
+        integer(cost.and_then(|cost| cost.reasoning_tokens)),
+        integer(cost.map(|cost| cost.micro_usd)),
+        Value::from(cost.and_then(|cost| cost.model.as_deref())),
+        Value::from(origin.pid),
+        Value::from(origin.uid),
+        Value::from(origin.gid),
+        Value::from(producer.map(|producer| producer.producer_id as i64)),
+        Value::from(number),
+    ]
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(integer) => ValueRef::Integer(integer),
+            Value::Text(text) => ValueRef::Text(text.as_bytes()),
+        }))
+    }
+}
