@@ -1,0 +1,240 @@
+//! The `witness` command line against a real `witnessd`: what a person at a shell sees.
+
+use crate::harness::{Witnessd, count, witness};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"))
+}
+
+#[test]
+fn log_ping_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let (code, out, err) = witness(&daemon.socket, &["ping"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("witnessd 0.1.0 answered in"), "{out}");
+
+    let args = [
+        "log",
+        "--event",
+        "llm_call",
+        "--component",
+        "planner",
+        "--trace",
+        "t-1",
+        "--payload",
+        r#"{"q":"hi"}"#,
+        "--tokens-in",
+        "12",
+        "--tokens-out",
+        "3",
+        "--cost-usd",
+        "0.0015",
+        "--model",
+        "small",
+    ];
+    let (code, out, err) = witness(&daemon.socket, &args, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("seq 1  hash "), "{out}");
+    let (code, out, _) = witness(
+        &daemon.socket,
+        &["--json", "log", "--event", "e", "--component", "c"],
+        None,
+    );
+    assert_eq!(code, 0);
+    let receipt = json(&out);
+    assert_eq!(receipt["seq"], 2);
+    assert_eq!(receipt["hash"].as_str().unwrap().len(), 64);
+    let cost: i64 = crate::harness::read_db(&daemon.db)
+        .query_row(
+            "SELECT cost_micro_usd FROM entries WHERE seq = 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(cost, 1500);
+
+    let (code, out, _) = witness(&daemon.socket, &["verify"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("intact: 2 entries, seq 1 to 2, head hash "),
+        "{out}"
+    );
+    let (code, out, _) = witness(&daemon.socket, &["--json", "verify", "--from", "2"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["count"], 1);
+    let db = daemon.db.to_str().unwrap().to_owned();
+    let (code, out, _) = witness(&daemon.socket, &["--json", "verify", "--db", &db], None);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["head_hash"], receipt["hash"]);
+}
+
+#[test]
+fn changing_one_byte_with_sqlite3_makes_verify_name_that_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    for i in 0..5 {
+        let payload = format!(r#"{{"n":{i}}}"#);
+        let (code, _, _) = witness(
+            &daemon.socket,
+            &[
+                "log",
+                "--event",
+                "e",
+                "--component",
+                "c",
+                "--payload",
+                &payload,
+            ],
+            None,
+        );
+        assert_eq!(code, 0);
+    }
+    let status = std::process::Command::new("sqlite3")
+        .arg(&daemon.db)
+        .arg(r#"UPDATE entries SET payload = '{"n":9}' WHERE seq = 3"#)
+        .status()
+        .expect("the sqlite3 shell is installed");
+    assert!(status.success());
+    let (code, out, _) = witness(&daemon.socket, &["verify"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("BROKEN at seq 3: stored hash"), "{out}");
+    assert!(out.contains("(2 entries verified before it)"), "{out}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let db = dir.path().join("witness.db");
+    let (code, out, _) = witness(
+        dir.path(),
+        &["--json", "verify", "--db", db.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_eq!(json(&out)["seq"], 3);
+}
+
+#[test]
+fn import_writes_nothing_when_one_line_is_bad_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let file = dir.path().join("events.jsonl");
+    let mut lines: Vec<String> = (0..50)
+        .map(|i| format!(r#"{{"event":"e","component":"c{}","trace_id":"t{}","payload":{{"i":{i}}},"cost":{{"tokens_in":1,"tokens_out":2,"cost_usd":0.25,"model":"m"}}}}"#, i % 3, i % 7))
+        .collect();
+    lines[36] = r#"{"event":"e","component":"c","payload":{"i":"#.to_owned();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = witness(&daemon.socket, &["import", file.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("line 37: "), "{err}");
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert_eq!(count(&daemon.db), 0);
+
+    let (code, out, err) = witness(
+        &daemon.socket,
+        &["import", "--skip-invalid", file.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("imported 49 entries"), "{out}");
+    assert!(out.contains("skipped 1 invalid lines"), "{out}");
+    assert!(err.contains("line 37: "), "{err}");
+    assert_eq!(count(&daemon.db), 49);
+    let money: i64 = crate::harness::read_db(&daemon.db)
+        .query_row("SELECT sum(cost_micro_usd) FROM entries", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(money, 49 * 250_000);
+
+    let stdin = "{\"event\":\"a\",\"component\":\"b\"}\n\n{\"event\":\"c\",\"component\":\"d\"}\n";
+    let (code, out, _) = witness(&daemon.socket, &["--json", "import", "-"], Some(stdin));
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["imported"], 2);
+    assert_eq!(count(&daemon.db), 51);
+}
+
+#[test]
+fn garbage_import_files_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let binary_junk: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let file = dir.path().join("junk.bin");
+    std::fs::write(&file, binary_junk).unwrap();
+    let (code, _, err) = witness(&daemon.socket, &["import", file.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 1") || err.contains("stream did not contain valid UTF-8"),
+        "{err}"
+    );
+    let (code, _, err) = witness(&daemon.socket, &["import", "/no/such/file.jsonl"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot open /no/such/file.jsonl"), "{err}");
+    assert_eq!(count(&daemon.db), 0);
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    for (args, code, expected) in [
+        (vec!["log", "--event", "e"], 2, "--component"),
+        (
+            vec![
+                "log",
+                "--event",
+                "e",
+                "--component",
+                "c",
+                "--tokens-in",
+                "many",
+            ],
+            2,
+            "--tokens-in",
+        ),
+        (
+            vec![
+                "log",
+                "--event",
+                "e",
+                "--component",
+                "c",
+                "--cost-usd",
+                "0.0000001",
+            ],
+            2,
+            "finer than a micro-dollar",
+        ),
+        (
+            vec!["log", "--event", "e", "--component", "c", "--payload", "{"],
+            1,
+            "--payload is not valid JSON",
+        ),
+        (
+            vec!["log", "--event", "", "--component", "c"],
+            1,
+            "event must not be empty",
+        ),
+        (
+            vec!["verify", "--from", "-3"],
+            2,
+            "unexpected argument '-3'",
+        ),
+        (vec!["frobnicate"], 2, "frobnicate"),
+    ] {
+        let (got, _, err) = witness(&daemon.socket, &args, None);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert_eq!(count(&daemon.db), 0);
+    let (code, _, err) = witness(&daemon.socket, &["verify", "--db", "/no/such.db"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such.db"), "{err}");
+}
+
+#[test]
+fn no_daemon_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = witness(&dir.path().join("absent.sock"), &["ping"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect to witnessd at"), "{err}");
+    assert!(err.contains("is it running?"), "{err}");
+}

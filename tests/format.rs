@@ -1,0 +1,101 @@
+//! `docs/FORMAT.md` kept true: its test vector, and its shell re-verification procedure run
+//! against a real database with `sqlite3`, `xxd` and `sha256sum`.
+
+use std::process::Command;
+
+use serde_json::json;
+use witness_client::{Cost, Entry};
+
+use crate::harness::TestDaemon;
+
+const FORMAT: &str = include_str!("../docs/FORMAT.md");
+
+/// The fenced block that follows `<!-- marker -->` in `docs/FORMAT.md`.
+fn block_after(marker: &str) -> String {
+    let start = FORMAT
+        .find(&format!("<!-- {marker} -->"))
+        .expect("marker in FORMAT.md");
+    let rest = &FORMAT[start..];
+    let open = rest.find("```").unwrap();
+    let body_start = open + rest[open..].find('\n').unwrap() + 1;
+    let body_end = body_start + rest[body_start..].find("```").unwrap();
+    rest[body_start..body_end].to_owned()
+}
+
+fn run_script(db: &std::path::Path) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("verify.sh");
+    std::fs::write(&script, block_after("script:verify")).unwrap();
+    let output = Command::new("sh").arg(&script).arg(db).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "the script printed errors: {stderr}");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn the_documented_vector_hashes_as_documented() {
+    let encoding = block_after("vector:encoding");
+    let hash = block_after("vector:hash");
+    let mut input = b"witness.entry.v1".to_vec();
+    input.extend_from_slice(&[0; 32]);
+    input.extend_from_slice(&hex::decode(encoding.trim()).unwrap());
+    let output = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), &input)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        &String::from_utf8(output.stdout).unwrap()[..64],
+        hash.trim()
+    );
+}
+
+#[test]
+fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    client
+        .log_batch(vec![
+            Entry::new("llm_call", "agent")
+                .trace("t-1")
+                .payload(json!({"q": "héllo wörld ✓", "n": -5}))
+                .client_time(-1)
+                .cost(
+                    Cost::new(12, 3, 1500)
+                        .model("gpt-x")
+                        .cache_read_tokens(2)
+                        .reasoning_tokens(0),
+                ),
+            Entry::new("plain", "c"),
+            Entry::new("quote's", "c|pipe").payload_text(r#"{"s":"a b  c"}"#),
+        ])
+        .unwrap();
+    for i in 0..20 {
+        client
+            .send(Entry::new("tick", "c").payload(json!({"i": i})))
+            .unwrap();
+    }
+    client.flush().unwrap();
+    let dir = daemon.stop();
+    let db = dir.path().join("witness.db");
+    let (ok, out) = run_script(&db);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "intact: 23 entries");
+
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE entries SET tokens_in = 13 WHERE seq = 1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ok, out) = run_script(&db);
+    assert!(!ok);
+    assert_eq!(out.trim(), "BROKEN at seq 1: hash mismatch");
+}

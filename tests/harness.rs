@@ -1,0 +1,343 @@
+//! The test harness: daemons with their own temporary folder, socket and database, stopped
+//! when dropped; raw connections for speaking frames by hand.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use witness_client::Client;
+use witness_daemon::config::Config;
+use witness_daemon::server::{self, Server};
+use witness_protocol::limits::MAX_FRAME_LEN;
+use witness_protocol::{Hello, PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame, frame};
+
+/// A daemon running in this process on a runtime of its own.
+pub struct TestDaemon {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    /// A daemon on the default settings.
+    pub fn start() -> TestDaemon {
+        TestDaemon::start_with(|_| {})
+    }
+
+    /// A daemon whose settings `configure` adjusts.
+    pub fn start_with(configure: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        TestDaemon::start_in(dir, configure)
+    }
+
+    /// A daemon on a folder that may already hold a database.
+    pub fn start_in(dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestDaemon {
+        let socket = dir.path().join("witness.sock");
+        let db = dir.path().join("witness.db");
+        let mut config = Config::new(socket.clone(), db.clone());
+        configure(&mut config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = server::bind(&config.socket_path, config.socket_mode).unwrap();
+                let server = Server::start(config).unwrap();
+                ready.send(()).unwrap();
+                server
+                    .run(listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        is_ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("daemon started");
+        TestDaemon {
+            dir,
+            socket,
+            db,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A client connected to this daemon.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket).unwrap()
+    }
+
+    /// A raw connection that has said Hello.
+    pub fn raw(&self) -> Raw {
+        let mut raw = Raw::connect(&self.socket);
+        raw.hello();
+        raw
+    }
+
+    /// Stops the daemon cleanly and waits for it; returns the folder so that the database
+    /// can be inspected or reopened.
+    pub fn stop(mut self) -> TempDir {
+        self.shutdown();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A read-only connection to a database file, as any reader would open it.
+pub fn read_db(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+/// `SELECT count(*) FROM entries`.
+pub fn count(db: &Path) -> i64 {
+    read_db(db)
+        .query_row("SELECT count(*) FROM entries", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// Verifies the whole chain of a file and returns the entry count, failing on a break.
+pub fn verify_file(db: &Path) -> u64 {
+    let connection = witness_daemon::schema::open_reader(db).unwrap();
+    match witness_daemon::verify::verify(&connection, Default::default()).unwrap() {
+        witness_protocol::VerifyReport::Intact { count, .. } => count,
+        broken => panic!("chain broken: {broken:?}"),
+    }
+}
+
+/// A connection that speaks frames by hand.
+pub struct Raw {
+    pub stream: UnixStream,
+    buffer: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(socket: &Path) -> Raw {
+        Raw::from_stream(UnixStream::connect(socket).unwrap())
+    }
+
+    pub fn from_stream(stream: UnixStream) -> Raw {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn hello(&mut self) {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            client: "raw".into(),
+        };
+        self.send(0, Request::Hello(hello));
+        assert!(matches!(
+            self.recv().unwrap().response,
+            witness_protocol::Response::Hello(_)
+        ));
+    }
+
+    pub fn send(&mut self, id: u64, request: Request) {
+        let mut bytes = Vec::new();
+        frame::encode(&RequestFrame { id, request }, MAX_FRAME_LEN, &mut bytes).unwrap();
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next answer, or `None` once the daemon has closed the connection.
+    pub fn recv(&mut self) -> Option<ResponseFrame> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some((frame, used)) = frame::decode(&self.buffer, MAX_FRAME_LEN).unwrap() {
+                self.buffer.drain(..used);
+                return Some(frame);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(error) => panic!("reading an answer: {error}"),
+            }
+        }
+    }
+}
+
+/// Path of a binary of the workspace, built once per test run in the profile of the tests.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev",
+            other => other,
+        }
+        .to_owned();
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "witness-daemon",
+                "--bins",
+                "--profile",
+                &profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the binaries");
+        profile_dir
+    });
+    profile_dir.join(name)
+}
+
+/// The real `witnessd` binary, running on a folder of its own.
+pub struct Witnessd {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Witnessd {
+    /// Starts `witnessd` on `dir` with extra flags and waits until it answers.
+    pub fn start(dir: &Path, extra: &[&str]) -> Witnessd {
+        let socket = dir.join("witness.sock");
+        let db = dir.join("witness.db");
+        let stderr = dir.join("witnessd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .unwrap();
+        let child = Command::new(binary("witnessd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--db")
+            .arg(&db)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Witnessd {
+            child,
+            socket,
+            db,
+            stderr,
+        };
+        daemon.wait_until_serving();
+        daemon
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if Client::connect(&self.socket)
+                .and_then(|mut client| client.ping())
+                .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "witnessd did not start: {}",
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        );
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with a valid pid and signal number has no memory effects.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Witnessd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the `witness` command line against a socket; returns exit code, stdout, stderr.
+pub fn witness(socket: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(binary("witness"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}

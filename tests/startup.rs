@@ -1,0 +1,190 @@
+//! Starting up: default paths, sockets that are live, stale or not sockets at all, a
+//! database held by another daemon, and database files that are not ours.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::harness::{TestDaemon, Witnessd, binary, witness};
+
+fn witnessd_fails(args: &[&std::ffi::OsStr]) -> String {
+    let output = Command::new(binary("witnessd"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn a_live_socket_is_refused_and_left_alone() {
+    let daemon = TestDaemon::start();
+    let other_db = daemon.dir.path().join("other.db");
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        daemon.socket.as_os_str(),
+        "--db".as_ref(),
+        other_db.as_os_str(),
+    ]);
+    assert!(
+        stderr.contains("another witnessd is already serving"),
+        "{stderr}"
+    );
+    daemon.client().ping().unwrap();
+}
+
+#[test]
+fn a_database_held_by_another_daemon_is_refused() {
+    let daemon = TestDaemon::start();
+    let other_socket = daemon.dir.path().join("other.sock");
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        other_socket.as_os_str(),
+        "--db".as_ref(),
+        daemon.db.as_os_str(),
+    ]);
+    assert!(stderr.contains("is in use by another witnessd"), "{stderr}");
+}
+
+#[test]
+fn a_file_at_the_socket_path_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("witness.sock");
+    std::fs::write(&path, "precious").unwrap();
+    let db = dir.path().join("w.db");
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        path.as_os_str(),
+        "--db".as_ref(),
+        db.as_os_str(),
+    ]);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}
+
+#[test]
+fn databases_that_are_not_ours_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--db".as_ref(),
+        foreign.as_os_str(),
+    ]);
+    assert!(stderr.contains("is not a witness database"), "{stderr}");
+    let newer = dir.path().join("newer.db");
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--db".as_ref(),
+        newer.as_os_str(),
+    ]);
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+    assert!(stderr.contains("upgrade witness"), "{stderr}");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--db".as_ref(),
+        garbage.as_os_str(),
+    ]);
+    assert!(stderr.contains("garbage.db"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for (args, expected) in [
+        (vec!["--sync", "sometimes"], "unknown durability"),
+        (vec!["--socket-mode", "999"], "is not an octal permission"),
+        (vec!["--batch-max", "0"], "--batch-max"),
+        (vec!["--queue", "lots"], "--queue"),
+        (vec!["--no-such-flag"], "--no-such-flag"),
+    ] {
+        let output = Command::new(binary("witnessd"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs a workspace binary as the unprivileged user `nobody`, so that the user defaults are
+/// exercised even when the tests run as root (whose defaults are the system folders).
+fn as_nobody(name: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary(name))
+        .env_remove("WITNESS_SOCKET");
+    command
+}
+
+#[test]
+fn defaults_live_under_the_users_runtime_and_data_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    // nobody must be able to reach the folders, as in a real home.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runtime = dir.path().join("run");
+    let data = dir.path().join("data");
+    let mut child = as_nobody("witnessd")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("XDG_DATA_HOME", &data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = runtime.join("witness/witness.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = as_nobody("witness")
+        .args(["log", "--event", "e", "--component", "c"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(data.join("witness/witness.db").exists());
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let folder_mode = std::fs::metadata(runtime.join("witness"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(folder_mode, 0o700);
+    // SAFETY: kill with a valid pid has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &["--sync", "normal", "--socket-mode", "600"]);
+    let (code, _, _) = witness(
+        &daemon.socket,
+        &["log", "--event", "e", "--component", "c"],
+        None,
+    );
+    assert_eq!(code, 0);
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    daemon.signal(libc::SIGINT);
+    assert!(daemon.wait().success());
+}

@@ -1,0 +1,12 @@
+//! Socket-level tests of witness: a real daemon (in-process, or the `witnessd` binary) on a
+//! temporary socket and database, spoken to over the real socket.
+
+mod harness;
+
+mod cli;
+mod crash;
+mod format;
+mod ingest;
+mod protocol_abuse;
+mod reconnect;
+mod startup;
