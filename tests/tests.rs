@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod crash;
+mod docs;
 mod format;
 mod ingest;
 mod protocol_abuse;
