@@ -53,7 +53,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             client_name: concat!("witness-client/", env!("CARGO_PKG_VERSION")).to_owned(),
-            send_batch: 256,
+            send_batch: 64,
             max_in_flight: 256,
             reconnect_timeout: Duration::from_secs(30),
         }

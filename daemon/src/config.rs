@@ -36,7 +36,7 @@ impl Config {
         Config {
             socket_path,
             socket_mode: 0o660,
-            queue_capacity: 65_536,
+            queue_capacity: 16_384,
             max_frame_len: MAX_FRAME_LEN,
             max_in_flight: 1024,
             max_connections: 1024,

@@ -28,7 +28,7 @@ use crate::writer::{Job, Origin, Outgoing, ReplyTo};
 /// What every connection shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) sender: Sender<Job>,
+    pub(crate) sender: Sender<Box<Job>>,
     /// One permit per entry the queue may hold.
     pub(crate) queue: Arc<Semaphore>,
     pub(crate) config: Arc<Config>,
@@ -78,7 +78,7 @@ pub(crate) async fn serve(
         greeted: false,
     };
     let max_frame_len = connection.shared.config.max_frame_len;
-    let mut buffer: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut buffer: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut start = 0;
     'connection: loop {
         loop {
@@ -246,7 +246,7 @@ impl Connection {
             },
         };
         let ack = append.ack;
-        let job = Job {
+        let job = Box::new(Job {
             request_id: id,
             ack,
             producer: append.producer,
@@ -258,7 +258,7 @@ impl Connection {
             reply_to: self.reply_to.clone(),
             connection_permit,
             queue_permit,
-        };
+        });
         if let Err(error) = self.shared.sender.try_send(job) {
             // The queue permits make a full channel impossible; a closed one means the writer
             // is gone, and the client must hear that nothing was recorded.

@@ -48,6 +48,12 @@ CREATE TABLE producers (
 ) STRICT;
 ";
 
+/// Inserts one row: the 18 hashed columns in `chain::HASHED_COLUMNS` order, then `hash`.
+pub const INSERT_ENTRY: &str = "INSERT INTO entries (seq, ts, client_ts, event, component, \
+    trace_id, payload, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, \
+    cost_micro_usd, model, pid, uid, gid, producer_id, producer_number, hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
 /// How hard a commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sync {

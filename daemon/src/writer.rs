@@ -127,7 +127,7 @@ pub struct WriterStats {
 /// The running writer: the queue's sending side and the thread.
 #[derive(Debug)]
 pub struct WriterHandle {
-    sender: Option<Sender<Job>>,
+    sender: Option<Sender<Box<Job>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
 }
@@ -157,8 +157,9 @@ impl WriterHandle {
         })
     }
 
-    /// A sender for connection tasks.
-    pub fn sender(&self) -> Sender<Job> {
+    /// A sender for connection tasks. Jobs are boxed because the bounded channel allocates
+    /// and touches every slot up front: a pointer per slot, not a whole job.
+    pub fn sender(&self) -> Sender<Box<Job>> {
         self.sender.clone().expect("writer is running")
     }
 
@@ -189,11 +190,6 @@ impl Drop for WriterHandle {
         self.stop();
     }
 }
-
-const INSERT: &str = "INSERT INTO entries (seq, ts, client_ts, event, component, trace_id, \
-    payload, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, cost_micro_usd, model, \
-    pid, uid, gid, producer_id, producer_number, hash) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 const FIND_PRODUCED: &str = "SELECT seq, hash FROM entries \
     WHERE producer_id = ?1 AND producer_number = ?2 ORDER BY seq DESC LIMIT 1";
@@ -278,12 +274,12 @@ impl Writer {
         })
     }
 
-    fn run(&mut self, receiver: &Receiver<Job>) {
+    fn run(&mut self, receiver: &Receiver<Box<Job>>) {
         let mut batch: Vec<Job> = Vec::new();
         loop {
             self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             match receiver.recv_timeout(self.config.idle_checkpoint) {
-                Ok(job) => batch.push(job),
+                Ok(job) => batch.push(*job),
                 Err(RecvTimeoutError::Timeout) => {
                     if self.dirty_since_truncate {
                         self.checkpoint(Checkpoint::Truncate);
@@ -306,7 +302,7 @@ impl Writer {
 
     /// Adds to `batch` what is ready, up to the entry limit or the delay. Returns false once
     /// every sender is gone and the queue is empty.
-    fn fill(&self, batch: &mut Vec<Job>, receiver: &Receiver<Job>) -> bool {
+    fn fill(&self, batch: &mut Vec<Job>, receiver: &Receiver<Box<Job>>) -> bool {
         let mut n_entries: usize = batch.iter().map(|job| job.entries.len()).sum();
         let deadline = Instant::now() + self.config.max_batch_delay;
         while n_entries < self.config.max_batch_entries {
@@ -326,7 +322,7 @@ impl Writer {
                 }
             };
             n_entries += next.entries.len();
-            batch.push(next);
+            batch.push(*next);
         }
         true
     }
@@ -380,7 +376,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut n_written = 0u64;
         {
-            let mut insert = transaction.prepare_cached(INSERT)?;
+            let mut insert = transaction.prepare_cached(schema::INSERT_ENTRY)?;
             for job in batch {
                 let (first_new, mut receipts) = match job.producer {
                     None => (0, Vec::new()),
@@ -540,8 +536,9 @@ fn already_written(
     Ok(Ok((n_known, receipts)))
 }
 
-/// The stored columns of an entry, in `chain::HASHED_COLUMNS` order.
-fn row_values<'a>(
+/// The stored columns of an entry, in `chain::HASHED_COLUMNS` order: what is hashed and, with
+/// the hash as parameter 19, what `schema::INSERT_ENTRY` binds.
+pub fn row_values<'a>(
     seq: i64,
     entry: &'a Entry,
     origin: &Origin,

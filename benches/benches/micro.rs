@@ -1,0 +1,98 @@
+//! Micro-benchmarks of the per-entry work: frame encoding and decoding, the canonical
+//! encoding plus SHA-256, and offline verification in entries per second.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use witness_bench::generate::Generator;
+use witness_daemon::chain::{GENESIS, hash_row};
+use witness_daemon::schema::{self, Sync};
+use witness_daemon::writer::{Origin, row_values};
+use witness_protocol::limits::MAX_FRAME_LEN;
+use witness_protocol::{Ack, Append, OnFull, Request, RequestFrame, frame};
+
+fn append_of(n: usize) -> RequestFrame {
+    let mut generator = Generator::new(3);
+    RequestFrame {
+        id: 1,
+        request: Request::Append(Append {
+            ack: Ack::Committed,
+            on_full: OnFull::Wait,
+            producer: None,
+            entries: (0..n).map(|_| generator.entry()).collect(),
+        }),
+    }
+}
+
+fn frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    let request = append_of(64);
+    group.throughput(Throughput::Elements(64));
+    let mut bytes = Vec::new();
+    group.bench_function("encode 64-entry append", |b| {
+        b.iter(|| {
+            bytes.clear();
+            frame::encode(&request, MAX_FRAME_LEN, &mut bytes).unwrap();
+        })
+    });
+    let mut encoded = Vec::new();
+    frame::encode(&request, MAX_FRAME_LEN, &mut encoded).unwrap();
+    group.bench_function("decode 64-entry append", |b| {
+        b.iter(|| {
+            frame::decode::<RequestFrame>(&encoded, MAX_FRAME_LEN)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    let mut generator = Generator::new(5);
+    let entry = generator.entry();
+    let origin = Origin {
+        ts: 1,
+        pid: Some(2),
+        uid: Some(3),
+        gid: Some(4),
+    };
+    let mut scratch = Vec::new();
+    let mut group = c.benchmark_group("chain");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("canonical encoding + SHA-256 of one entry", |b| {
+        b.iter(|| {
+            hash_row(
+                &GENESIS,
+                &row_values(7, &entry, &origin, None, None),
+                &mut scratch,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn verification(c: &mut Criterion) {
+    let n = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verify.db");
+    let mut connection = schema::open_writer(&path, Sync::Normal, 8192).unwrap();
+    let mut generator = Generator::new(9);
+    let entries: Vec<_> = (0..n).map(|_| generator.entry()).collect();
+    witness_bench::write_batches(&mut connection, &entries, 4096, |_| {}).unwrap();
+    connection
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    drop(connection);
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("offline verify of 200k entries", |b| {
+        b.iter_batched(
+            || schema::open_reader(&path).unwrap(),
+            |reader| witness_daemon::verify::verify(&reader, Default::default()).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, hashing, verification);
+criterion_main!(benches);

@@ -1,0 +1,61 @@
+//! Shared parts of witness's benchmarks: realistic entries, the client-side workers, and
+//! writing entries straight into a witness database (the ceiling, and fixtures).
+
+pub mod generate;
+pub mod load;
+
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+use witness_daemon::chain::{GENESIS, hash_row};
+use witness_daemon::schema;
+use witness_daemon::writer::{Origin, row_values};
+use witness_protocol::{Entry, ProducerRef};
+
+/// Writes `entries` into an empty witness database exactly as the writer would (same
+/// statement, row, hash chain), `batch` entries per immediate transaction, calling
+/// `on_commit` with each transaction's duration.
+pub fn write_batches(
+    connection: &mut Connection,
+    entries: &[Entry],
+    batch: usize,
+    mut on_commit: impl FnMut(Duration),
+) -> rusqlite::Result<()> {
+    let origin = Origin {
+        ts: 0,
+        pid: Some(1),
+        uid: Some(0),
+        gid: Some(0),
+    };
+    let producer = ProducerRef {
+        producer_id: 1,
+        first_number: 1,
+    };
+    let mut scratch = Vec::new();
+    let mut previous = GENESIS;
+    let mut seq = 0;
+    for chunk in entries.chunks(batch) {
+        let started = Instant::now();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = transaction.prepare_cached(schema::INSERT_ENTRY)?;
+            for entry in chunk {
+                seq += 1;
+                let origin = Origin {
+                    ts: load::now_ns() as i64,
+                    ..origin
+                };
+                let values = row_values(seq, entry, &origin, Some(producer), Some(seq));
+                previous = hash_row(&previous, &values, &mut scratch);
+                for (position, value) in values.iter().enumerate() {
+                    insert.raw_bind_parameter(position + 1, value)?;
+                }
+                insert.raw_bind_parameter(19, &previous[..])?;
+                insert.raw_execute()?;
+            }
+        }
+        transaction.commit()?;
+        on_commit(started.elapsed());
+    }
+    Ok(())
+}
