@@ -10,13 +10,9 @@ const PROTOCOL: &str = include_str!("../docs/PROTOCOL.md");
 
 /// The hex of the fenced block after `<!-- marker -->`, spaces and line breaks removed.
 fn example(marker: &str) -> String {
-    let start = PROTOCOL
-        .find(&format!("<!-- {marker} -->"))
-        .expect("marker in PROTOCOL.md");
-    let rest = &PROTOCOL[start..];
-    let open = rest.find("```").unwrap() + 3;
-    let close = open + rest[open..].find("```").unwrap();
-    rest[open..close].split_whitespace().collect()
+    crate::harness::doc_block(PROTOCOL, marker)
+        .split_whitespace()
+        .collect()
 }
 
 fn encoded(message: &impl serde::Serialize) -> String {

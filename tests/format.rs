@@ -10,16 +10,8 @@ use crate::harness::TestDaemon;
 
 const FORMAT: &str = include_str!("../docs/FORMAT.md");
 
-/// The fenced block that follows `<!-- marker -->` in `docs/FORMAT.md`.
 fn block_after(marker: &str) -> String {
-    let start = FORMAT
-        .find(&format!("<!-- {marker} -->"))
-        .expect("marker in FORMAT.md");
-    let rest = &FORMAT[start..];
-    let open = rest.find("```").unwrap();
-    let body_start = open + rest[open..].find('\n').unwrap() + 1;
-    let body_end = body_start + rest[body_start..].find("```").unwrap();
-    rest[body_start..body_end].to_owned()
+    crate::harness::doc_block(FORMAT, marker)
 }
 
 fn run_script(db: &std::path::Path) -> (bool, String) {

@@ -341,3 +341,16 @@ pub fn witness(socket: &Path, args: &[&str], stdin: Option<&str>) -> (i32, Strin
         String::from_utf8(output.stderr).unwrap(),
     )
 }
+
+/// The body of the first fenced block after `<!-- marker -->` in a document, so that tests
+/// can check what the documents say.
+pub fn doc_block(document: &str, marker: &str) -> String {
+    let start = document
+        .find(&format!("<!-- {marker} -->"))
+        .expect("marker in the document");
+    let rest = &document[start..];
+    let open = rest.find("```").unwrap();
+    let body_start = open + rest[open..].find('\n').unwrap() + 1;
+    let body_end = body_start + rest[body_start..].find("```").unwrap();
+    rest[body_start..body_end].to_owned()
+}
