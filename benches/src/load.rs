@@ -108,7 +108,17 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         wait_until(args.start_at);
         match args.mode {
             Mode::Send => {
-                for entry in entries {
+                // With a rate, calls are paced so that the daemon keeps up: what is measured
+                // is then the caller's own cost, not the wait of a saturated pipeline.
+                let interval = if args.rate > 0.0 {
+                    1e9 / args.rate
+                } else {
+                    0.0
+                };
+                for (index, entry) in entries.into_iter().enumerate() {
+                    if interval > 0.0 {
+                        wait_until(args.start_at + (index as f64 * interval) as u64);
+                    }
                     let started = Instant::now();
                     client.send(entry)?;
                     record(&mut latencies, started.elapsed().as_nanos() as u64);

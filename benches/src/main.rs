@@ -208,7 +208,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
             name: "ceiling: 1 thread, rusqlite, 1000/txn".into(),
             kind: Kind::Ceiling,
             processes: 1,
-            entries_per_process: scale(1_000_000),
+            entries_per_process: scale(800_000),
             batch: 1000,
             rate_per_process: 0.0,
         },
@@ -218,18 +218,22 @@ fn workloads(quick: bool) -> Vec<Workload> {
         list.push(direct(1, 5_000));
     }
     list.extend([
-        witness("send, 1 process", Mode::Send, 1, 1_000_000, 1),
-        witness("send, 8 processes", Mode::Send, 8, 1_000_000, 1),
-        witness("send, 64 processes", Mode::Send, 64, 1_000_000, 1),
+        witness("send, 1 process", Mode::Send, 1, 600_000, 1),
+        witness("send, 8 processes", Mode::Send, 8, 800_000, 1),
+        witness("send, 64 processes", Mode::Send, 64, 800_000, 1),
+        Workload {
+            rate_per_process: 5_000.0,
+            ..witness(
+                "send at 40000/s offered, 8 processes",
+                Mode::Send,
+                8,
+                400_000,
+                1,
+            )
+        },
         witness("log_batch 10, 8 processes", Mode::Batch, 8, 200_000, 10),
-        witness("log_batch 100, 8 processes", Mode::Batch, 8, 1_000_000, 100),
-        witness(
-            "log_batch 1000, 8 processes",
-            Mode::Batch,
-            8,
-            1_000_000,
-            1000,
-        ),
+        witness("log_batch 100, 8 processes", Mode::Batch, 8, 600_000, 100),
+        witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),
         witness("log, 1 process", Mode::Log, 1, 10_000, 1),
         witness("log, 8 processes", Mode::Log, 8, 80_000, 1),
         witness("log, 64 processes", Mode::Log, 64, 160_000, 1),

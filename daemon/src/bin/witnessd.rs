@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     batch_delay_us: u64,
     /// Entries that may wait for the writer before producers are slowed.
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
     queue: u32,
     /// Log filter, such as "info" or "witness_daemon=debug"; RUST_LOG is used when unset.
     #[arg(long, value_name = "FILTER")]
