@@ -9,5 +9,6 @@ mod docs;
 mod format;
 mod ingest;
 mod protocol_abuse;
+mod read;
 mod reconnect;
 mod startup;

@@ -20,6 +20,7 @@
 
 mod error;
 pub mod paths;
+mod read;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -28,7 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use error::{Error, Rejection};
+pub use read::EntryStream;
 use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
+/// Queries and what they answer, for `trace`, `traces`, `cost` and `entries`.
+pub use witness_protocol::query;
 pub use witness_protocol::{Ack, Cost, Entry, Receipt, VerifyRange, VerifyReport};
 use witness_protocol::{
     Append, ErrorCode, Hello, OnFull, PROTOCOL_VERSION, ProducerRef, Request, Response,
@@ -295,7 +299,11 @@ impl Client {
             .max_in_flight
             .min(self.server.max_in_flight as usize / 2)
             .max(1);
-        self.drain_ready()?;
+        // Reading answers costs the caller syscalls, so it waits until half the window is
+        // used: most `send` calls then cost one buffered push, one in 64 a single write.
+        if self.pending.len() >= limit.div_ceil(2) {
+            self.drain_ready()?;
+        }
         while self.pending.len() >= limit {
             let frame = self.read_frame()?;
             self.settle(frame)?;
@@ -425,20 +433,32 @@ impl Client {
 
     /// Reads one answer, blocking; reconnects (and re-sends) if the connection breaks.
     fn read_frame(&mut self) -> Result<ResponseFrame, Error> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Reads one answer, blocking. `None` says the connection broke and was made again, with
+    /// pending requests re-sent: a stream, which is not among them, must ask again.
+    fn next_frame(&mut self) -> Result<Option<ResponseFrame>, Error> {
         let mut chunk = [0u8; 16 << 10];
         loop {
             if let Some(frame) = self.take_buffered_frame()? {
-                return Ok(frame);
+                return Ok(Some(frame));
             }
             let read = match self.stream.as_mut() {
                 Some(stream) => stream.read(&mut chunk),
                 None => Err(io::ErrorKind::NotConnected.into()),
             };
             match read {
-                Ok(0) => self.reconnect()?,
-                Ok(n) => self.read_buffer.extend_from_slice(&chunk[..n]),
+                Ok(n) if n > 0 => self.read_buffer.extend_from_slice(&chunk[..n]),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => self.reconnect()?,
+                Ok(_) | Err(_) => {
+                    self.reconnect()?;
+                    return Ok(None);
+                }
             }
         }
     }

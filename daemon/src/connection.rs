@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_INTEGER};
@@ -22,6 +22,8 @@ use witness_protocol::{
 };
 
 use crate::config::Config;
+use crate::query;
+use crate::read::{self, ReadPool};
 use crate::server::ServerStats;
 use crate::writer::{Job, Origin, Outgoing, ReplyTo};
 
@@ -29,6 +31,10 @@ use crate::writer::{Job, Origin, Outgoing, ReplyTo};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) sender: Sender<Box<Job>>,
+    /// Read-only connections for queries.
+    pub(crate) reads: Arc<ReadPool>,
+    /// The last committed `seq`; closes when the writer stops.
+    pub(crate) committed: watch::Receiver<u64>,
     /// One permit per entry the queue may hold.
     pub(crate) queue: Arc<Semaphore>,
     pub(crate) config: Arc<Config>,
@@ -43,6 +49,12 @@ enum Next {
 
 struct Connection {
     shared: Arc<Shared>,
+    cancel: CancellationToken,
+    /// Tells this connection's streams that the client has gone.
+    client_gone: CancellationToken,
+    /// Streams outlive the reader, like responders, so that a follower hears the last
+    /// commits at shutdown.
+    streams: TaskTracker,
     reply_to: ReplyTo,
     in_flight: Arc<Semaphore>,
     origin: Origin,
@@ -68,6 +80,9 @@ pub(crate) async fn serve(
     let mut connection = Connection {
         in_flight: Arc::new(Semaphore::new(shared.config.max_in_flight)),
         shared,
+        cancel: cancel.clone(),
+        client_gone: CancellationToken::new(),
+        streams: responders.clone(),
         reply_to,
         origin: Origin {
             ts: 0,
@@ -123,6 +138,9 @@ pub(crate) async fn serve(
             }
         }
     }
+    if !cancel.is_cancelled() {
+        connection.client_gone.cancel();
+    }
     connection
         .shared
         .stats
@@ -161,27 +179,68 @@ impl Connection {
                 Next::Continue
             }
             Request::Verify(range) => {
-                let permit = self.permit().await;
-                let db_path = self.shared.config.writer.db_path.clone();
-                let reply_to = self.reply_to.clone();
-                tokio::task::spawn_blocking(move || {
-                    let response = match crate::schema::open_reader(&db_path)
-                        .map_err(|error| error.to_string())
-                        .and_then(|connection| {
-                            crate::verify::verify(&connection, range)
-                                .map_err(|error| error.to_string())
-                        }) {
-                        Ok(report) => Response::Verified(report),
-                        Err(message) => {
-                            Response::Error(ErrorReply::new(ErrorCode::Storage, message))
-                        }
-                    };
-                    let frame = ResponseFrame { id, response };
-                    let _ = reply_to.send(Outgoing {
-                        frame,
-                        permit: Some(permit),
-                    });
-                });
+                self.query(id, move |connection| {
+                    crate::verify::verify(connection, range).map(Response::Verified)
+                })
+                .await;
+                Next::Continue
+            }
+            Request::Trace(query) => {
+                match query::check_trace(&query) {
+                    Ok(()) => {
+                        self.query(id, move |connection| {
+                            read::trace(connection, &query).map(Response::Trace)
+                        })
+                        .await
+                    }
+                    Err(reply) => self.refuse(id, reply).await,
+                }
+                Next::Continue
+            }
+            Request::Traces(query) => {
+                match query::check_traces(&query) {
+                    Ok(()) => {
+                        self.query(id, move |connection| {
+                            read::traces(connection, &query).map(Response::Traces)
+                        })
+                        .await
+                    }
+                    Err(reply) => self.refuse(id, reply).await,
+                }
+                Next::Continue
+            }
+            Request::Cost(query) => {
+                match query::check_cost(&query) {
+                    Ok(()) => {
+                        self.query(id, move |connection| {
+                            read::cost(connection, &query).map(Response::Cost)
+                        })
+                        .await
+                    }
+                    Err(reply) => self.refuse(id, reply).await,
+                }
+                Next::Continue
+            }
+            Request::Entries(query) => {
+                match query::check_entries(&query) {
+                    Ok(()) => {
+                        let context = crate::stream::Context {
+                            reads: Arc::clone(&self.shared.reads),
+                            committed: self.shared.committed.clone(),
+                            stall_timeout: self.shared.config.stall_timeout,
+                            stats: Arc::clone(&self.shared.stats),
+                            client_gone: self.client_gone.clone(),
+                            shutdown: self.cancel.clone(),
+                        };
+                        self.streams.spawn(crate::stream::serve(
+                            id,
+                            query,
+                            context,
+                            self.reply_to.clone(),
+                        ));
+                    }
+                    Err(reply) => self.refuse(id, reply).await,
+                }
                 Next::Continue
             }
             Request::Append(append) => {
@@ -281,6 +340,31 @@ impl Connection {
         if ack == Ack::Queued {
             self.answer(id, Response::Queued { count: n_entries }).await;
         }
+    }
+
+    /// Answers a request with a query run on the read pool; the request holds an in-flight
+    /// permit until its answer is written.
+    async fn query<F>(&self, id: u64, query: F)
+    where
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Response> + Send + 'static,
+    {
+        let permit = self.permit().await;
+        let reads = Arc::clone(&self.shared.reads);
+        let reply_to = self.reply_to.clone();
+        let stats = Arc::clone(&self.shared.stats);
+        tokio::spawn(async move {
+            let response = match reads.run(query).await {
+                Ok(response) => response,
+                Err(message) => {
+                    stats.reject();
+                    Response::Error(ErrorReply::new(ErrorCode::Storage, message))
+                }
+            };
+            let _ = reply_to.send(Outgoing {
+                frame: ResponseFrame { id, response },
+                permit: Some(permit),
+            });
+        });
     }
 
     async fn permit(&self) -> OwnedSemaphorePermit {

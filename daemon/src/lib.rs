@@ -7,7 +7,10 @@
 pub mod chain;
 pub mod config;
 mod connection;
+mod query;
+pub mod read;
 pub mod schema;
 pub mod server;
+mod stream;
 pub mod verify;
 pub mod writer;

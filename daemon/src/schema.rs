@@ -8,8 +8,12 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// `PRAGMA user_version` of the schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`;
+/// the writer adds and fills it when it opens such a file.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// The schema, created in one transaction on an empty database.
 ///
@@ -47,6 +51,42 @@ CREATE TABLE producers (
     last_number INTEGER NOT NULL
 ) STRICT;
 ";
+
+/// Per hour, component, event and model: entries, tokens and money, kept by the writer in
+/// the same transaction as the entries, so that a cost report over millions of entries reads
+/// a few thousand rows. Derived data, outside the hash chain; `model` is `''` for entries
+/// without one, because a `NULL` in a primary key would never conflict.
+pub const COST_HOURLY: &str = "
+CREATE TABLE cost_hourly (
+    hour       INTEGER NOT NULL,
+    component  TEXT    NOT NULL,
+    event      TEXT    NOT NULL,
+    model      TEXT    NOT NULL,
+    entries    INTEGER NOT NULL,
+    tokens_in  INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    micro_usd  INTEGER NOT NULL,
+    PRIMARY KEY (hour, component, event, model)
+) STRICT, WITHOUT ROWID;
+";
+
+/// Fills `cost_hourly` from `entries`, when a version 1 file is upgraded.
+const FILL_COST_HOURLY: &str = "
+INSERT INTO cost_hourly
+SELECT ts / 3600000000000, component, event, coalesce(model, ''), count(*),
+       coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_micro_usd), 0)
+FROM entries GROUP BY 1, 2, 3, 4;
+";
+
+/// Adds a batch's sums to a `cost_hourly` row. Sums saturate at the largest integer (an
+/// overflowing `+` yields a real, which a STRICT column refuses and which would fail the
+/// batch).
+pub const ADD_COST_HOURLY: &str = "INSERT INTO cost_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+    ON CONFLICT (hour, component, event, model) DO UPDATE SET \
+    entries = entries + excluded.entries, \
+    tokens_in = min(tokens_in + excluded.tokens_in, 9223372036854775807), \
+    tokens_out = min(tokens_out + excluded.tokens_out, 9223372036854775807), \
+    micro_usd = min(micro_usd + excluded.micro_usd, 9223372036854775807)";
 
 /// Inserts one row: the 18 hashed columns in `chain::HASHED_COLUMNS` order, then `hash`.
 pub const INSERT_ENTRY: &str = "INSERT INTO entries (seq, ts, client_ts, event, component, \
@@ -190,11 +230,16 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 });
             }
             transaction.execute_batch(SCHEMA).map_err(&error)?;
+            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
+        }
+        1 => {
+            tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
+            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
             transaction
-                .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .execute_batch(FILL_COST_HOURLY)
                 .map_err(&error)?;
         }
-        SCHEMA_VERSION => {}
+        SCHEMA_VERSION => return Ok(()),
         found => {
             return Err(OpenError::NewerSchema {
                 path: path.display().to_string(),
@@ -202,11 +247,14 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             });
         }
     }
+    transaction
+        .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        .map_err(&error)?;
     transaction.commit().map_err(&error)
 }
 
 /// Opens a read-only connection, for queries and verification. It never creates the file and
-/// cannot write to it.
+/// cannot write to it. A version 1 file opens too: its `entries` are those of version 2.
 pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
     let error = sqlite_error(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -218,7 +266,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
     match version {
-        SCHEMA_VERSION => Ok(connection),
+        1..=SCHEMA_VERSION => Ok(connection),
         0 => Err(OpenError::Foreign {
             path: path.display().to_string(),
         }),

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connection::{self, Shared};
+use crate::read::ReadPool;
 use crate::schema::OpenError;
 use crate::writer::{WriterHandle, WriterStats};
 
@@ -159,6 +160,11 @@ impl Server {
         let responders = TaskTracker::new();
         let shared = Arc::new(Shared {
             sender: writer.sender(),
+            reads: Arc::new(ReadPool::new(
+                config.writer.db_path.clone(),
+                config.read_connections,
+            )),
+            committed: writer.committed(),
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
             config: Arc::clone(&config),
             stats: Arc::clone(&stats),

@@ -134,6 +134,7 @@ pub struct WriterHandle {
     sender: Option<Sender<Box<Job>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
+    committed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl WriterHandle {
@@ -144,12 +145,12 @@ impl WriterHandle {
         let connection = schema::open_writer(&config.db_path, config.sync, config.cache_kib)?;
         let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
         let stats = Arc::new(WriterStats::default());
-        let mut writer = Writer::new(connection, config, Arc::clone(&stats)).map_err(|source| {
-            OpenError::Sqlite {
+        let (committed_sender, committed) = tokio::sync::watch::channel(0);
+        let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
+            .map_err(|source| OpenError::Sqlite {
                 path: "database".into(),
                 source,
-            }
-        })?;
+            })?;
         let thread = std::thread::Builder::new()
             .name("witness-writer".into())
             .spawn(move || writer.run(&receiver))
@@ -158,6 +159,7 @@ impl WriterHandle {
             sender: Some(sender),
             thread: Some(thread),
             stats,
+            committed,
         })
     }
 
@@ -170,6 +172,12 @@ impl WriterHandle {
     /// The writer's counters.
     pub fn stats(&self) -> &Arc<WriterStats> {
         &self.stats
+    }
+
+    /// The last committed `seq`, updated after every commit; followers wait on it. It closes
+    /// when the writer stops, after its last commit.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Closes this handle's side of the queue and waits until the writer has committed every
@@ -226,6 +234,7 @@ struct Writer {
     connection: Connection,
     config: WriterConfig,
     stats: Arc<WriterStats>,
+    committed: tokio::sync::watch::Sender<u64>,
     head: Head,
     /// Last committed number of every producer seen since start; others are read on demand.
     producers: HashMap<i64, i64>,
@@ -242,6 +251,7 @@ impl Writer {
         mut connection: Connection,
         config: WriterConfig,
         stats: Arc<WriterStats>,
+        committed: tokio::sync::watch::Sender<u64>,
     ) -> rusqlite::Result<Self> {
         let head = connection
             .query_row(
@@ -260,6 +270,7 @@ impl Writer {
                 hash: GENESIS,
             });
         stats.last_seq.store(head.seq as u64, Ordering::Relaxed);
+        committed.send_replace(head.seq as u64);
         let wal_pages = Arc::new(AtomicU32::new(0));
         let hook_pages = Arc::clone(&wal_pages);
         // Set after `wal_autocheckpoint`, which would replace it.
@@ -273,6 +284,7 @@ impl Writer {
             connection,
             config,
             stats,
+            committed,
             head,
             producers: HashMap::new(),
             wal_pages,
@@ -375,6 +387,7 @@ impl Writer {
                 self.stats
                     .last_seq
                     .store(head.seq as u64, Ordering::Relaxed);
+                self.committed.send_replace(head.seq as u64);
                 self.stats
                     .wal_pages
                     .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -409,6 +422,9 @@ impl Writer {
         let mut touched: HashMap<i64, i64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut n_written = 0u64;
+        // Summed per batch so that `cost_hourly` takes a few upserts per commit, not one per
+        // entry.
+        let mut costs: HashMap<(i64, &str, &str, &str), [i64; 4]> = HashMap::new();
         {
             let mut insert = transaction.prepare_cached(schema::INSERT_ENTRY)?;
             for job in batch {
@@ -448,6 +464,23 @@ impl Writer {
                     insert.raw_bind_parameter(19, &head.hash[..])?;
                     insert.raw_execute()?;
                     n_written += 1;
+                    let cost = entry.cost.as_ref();
+                    let model = cost.and_then(|cost| cost.model.as_deref()).unwrap_or("");
+                    let key = (
+                        job.origin.ts / schema::HOUR_NS,
+                        entry.component.as_str(),
+                        entry.event.as_str(),
+                        model,
+                    );
+                    let sums = costs.entry(key).or_default();
+                    sums[0] += 1;
+                    if let Some(cost) = cost {
+                        // Saturating: absurd figures from one client must not fail the batch
+                        // of everyone else.
+                        sums[1] = sums[1].saturating_add(cost.tokens_in as i64);
+                        sums[2] = sums[2].saturating_add(cost.tokens_out as i64);
+                        sums[3] = sums[3].saturating_add(cost.micro_usd as i64);
+                    }
                     if job.ack == Ack::Committed {
                         receipts.push(Receipt {
                             seq: head.seq as u64,
@@ -460,6 +493,12 @@ impl Writer {
             let mut save = transaction.prepare_cached(SAVE_PRODUCER)?;
             for (&id, &last) in &touched {
                 save.execute((id, last))?;
+            }
+            let mut add_cost = transaction.prepare_cached(schema::ADD_COST_HOURLY)?;
+            for ((hour, component, event, model), sums) in costs {
+                add_cost.execute((
+                    hour, component, event, model, sums[0], sums[1], sums[2], sums[3],
+                ))?;
             }
         }
         transaction.commit()?;

@@ -7,6 +7,7 @@
 pub mod frame;
 pub mod limits;
 mod message;
+pub mod query;
 
 pub use frame::FrameError;
 pub use message::*;

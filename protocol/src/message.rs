@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::query::{
+    CostQuery, CostReport, EntriesQuery, StoredEntry, StreamEnd, TraceQuery, TraceReport,
+    TracesPage, TracesQuery,
+};
+
 /// A request as it travels: a client-chosen id, echoed in the response, and the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestFrame {
@@ -26,6 +31,14 @@ pub enum Request {
     Verify(VerifyRange),
     /// A liveness check, answered with `Pong`.
     Ping,
+    /// Entries, streamed: `Entries` frames, then one `End` (`tail`, `tail -f`, `export`).
+    Entries(EntriesQuery),
+    /// One trace with its summary, answered with `Trace`.
+    Trace(TraceQuery),
+    /// Traces by last activity, answered with `Traces`.
+    Traces(TracesQuery),
+    /// Money and tokens per group, answered with `Cost`.
+    Cost(CostQuery),
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -159,6 +172,16 @@ pub enum Response {
     Verified(VerifyReport),
     /// The request failed; nothing of it was recorded.
     Error(ErrorReply),
+    /// A page of a stream of entries, in `seq` order.
+    Entries(Vec<StoredEntry>),
+    /// The last frame of a stream of entries.
+    End(StreamEnd),
+    /// Answers `Trace`.
+    Trace(TraceReport),
+    /// Answers `Traces`.
+    Traces(TracesPage),
+    /// Answers `Cost`.
+    Cost(CostReport),
 }
 
 /// The daemon's side of the handshake.

@@ -20,8 +20,9 @@ struct Line {
     component: String,
     #[serde(default)]
     trace_id: Option<String>,
+    /// Kept as written, so that an export imports back to the same payload text.
     #[serde(default)]
-    payload: Option<serde_json::Value>,
+    payload: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     cost: Option<LineCost>,
     #[serde(default)]
@@ -105,7 +106,7 @@ fn parse_line(text: &str) -> Result<Entry, String> {
     entry.trace_id = line.trace_id;
     entry.client_ts = line.client_ts;
     if let Some(payload) = line.payload {
-        entry.payload = payload.to_string();
+        entry.payload = payload.get().to_owned();
     }
     if let Some(cost) = line.cost {
         let micro_usd = match (cost.cost_usd, cost.cost_micro_usd) {

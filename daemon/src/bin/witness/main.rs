@@ -1,9 +1,11 @@
 //! `witness`: the command line of witnessd, as journalctl is to journald. Every command
 //! speaks to the daemon over its socket, except `verify --db`, which reads a database file
-//! directly and read-only.
+//! directly and read-only. Times are RFC 3339 or a span back from now (`15m`, `2h`, `7d`).
 
 mod import;
 mod money;
+mod read;
+mod when;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::json;
+use witness_client::query::{CostQuery, EntriesQuery, GroupBy, TracesQuery};
 use witness_client::{Client, Cost, Entry, VerifyRange, VerifyReport, paths};
 
 /// Record and inspect events in a witnessd log.
@@ -54,6 +57,104 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
+    /// Every entry of one trace, with a summary.
+    Trace {
+        /// The trace id.
+        trace_id: String,
+    },
+    /// Traces (sessions), the most recently active first.
+    Traces {
+        /// Only traces active since this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        since: Option<i64>,
+        /// Only traces in which this component took part.
+        #[arg(long)]
+        component: Option<String>,
+        /// How many traces.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// The next page: traces whose last entry is below this seq.
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+    },
+    /// The latest entries; with -f, new entries as they are committed.
+    Tail {
+        /// How many of the latest entries to show first.
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: u32,
+        /// Keep going: print entries as they are committed, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this seq instead of with the latest entries.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+    },
+    /// Entries, tokens and money per group, with a total.
+    Cost {
+        /// What to group by.
+        #[arg(long, value_enum, default_value = "component")]
+        by: By,
+        /// Only entries received since this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        since: Option<i64>,
+        /// Only entries received before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        until: Option<i64>,
+        /// Only entries of this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// How many groups, the most expensive first.
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Groups to skip, to see the next page.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Entries as JSON lines with every stored field; `witness import` reads them back.
+    Export {
+        /// First seq to export.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// Last seq to export.
+        #[arg(long, value_name = "SEQ")]
+        to: Option<u64>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only entries received before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        until: Option<i64>,
+        /// Stop after this many entries.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+}
+
+/// Narrows `tail` and `export`.
+#[derive(Debug, ClapArgs)]
+struct FilterArgs {
+    /// Only entries of this component.
+    #[arg(long)]
+    component: Option<String>,
+    /// Only entries of this event.
+    #[arg(long)]
+    event: Option<String>,
+    /// Only entries of this trace.
+    #[arg(long, value_name = "ID")]
+    trace: Option<String>,
+    /// Only entries received since this time.
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+    since: Option<i64>,
+}
+
+/// What `cost` groups by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum By {
+    Component,
+    Model,
+    Event,
+    Trace,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -158,6 +259,102 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             print_verify(&report, json)
         }
+        Command::Trace { trace_id } => Ok(exit(read::trace(&mut connect()?, trace_id, json)?)),
+        Command::Traces {
+            since,
+            component,
+            limit,
+            before,
+        } => {
+            let query = TracesQuery {
+                since,
+                component,
+                before_seq: before,
+                limit,
+            };
+            read::traces(&mut connect()?, query, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            lines,
+            follow,
+            filter,
+            after,
+        } => {
+            let mut query = EntriesQuery {
+                filter: read::filter(
+                    filter.component,
+                    filter.event,
+                    filter.trace,
+                    filter.since,
+                    None,
+                ),
+                newest: Some(lines),
+                limit: None,
+                follow,
+            };
+            if after.is_some() {
+                query.filter.after_seq = after;
+                query.newest = None;
+            }
+            Ok(exit(read::stream(&mut connect()?, query, json)?))
+        }
+        Command::Cost {
+            by,
+            since,
+            until,
+            component,
+            limit,
+            offset,
+        } => {
+            let by = match by {
+                By::Component => GroupBy::Component,
+                By::Model => GroupBy::Model,
+                By::Event => GroupBy::Event,
+                By::Trace => GroupBy::Trace,
+            };
+            let query = CostQuery {
+                by,
+                since,
+                until,
+                component,
+                offset,
+                limit,
+            };
+            read::cost(&mut connect()?, query, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            from,
+            to,
+            filter,
+            until,
+            limit,
+        } => {
+            let mut query = EntriesQuery {
+                filter: read::filter(
+                    filter.component,
+                    filter.event,
+                    filter.trace,
+                    filter.since,
+                    until,
+                ),
+                newest: None,
+                limit,
+                follow: false,
+            };
+            query.filter.after_seq = from.map(|from| from.saturating_sub(1));
+            query.filter.to_seq = to;
+            Ok(exit(read::stream(&mut connect()?, query, true)?))
+        }
+    }
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -61,6 +61,11 @@ pub fn parse_usd(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Micro-USD as dollars with all six decimals, such as `$0.002310`.
+pub fn format_usd(micro_usd: u64) -> String {
+    format!("${}.{:06}", micro_usd / 1_000_000, micro_usd % 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

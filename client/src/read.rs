@@ -1,0 +1,152 @@
+//! Reading the log back: traces, cost reports, and streams of entries (`tail`, `tail -f`,
+//! `export`).
+//!
+//! A stream is not re-sent blindly on reconnect as appends are: it resumes from the last
+//! entry it delivered, so a follower survives a daemon restart without a gap or a repeat.
+
+use std::collections::VecDeque;
+
+use witness_protocol::query::{
+    CostQuery, CostReport, EndReason, EntriesQuery, StoredEntry, StreamEnd, TraceQuery,
+    TraceReport, TracesPage, TracesQuery,
+};
+use witness_protocol::{Request, Response};
+
+use crate::{Client, Error, unexpected};
+
+impl Client {
+    /// One trace: its summary and a page of its entries (see `TraceReport::next_after`).
+    pub fn trace(&mut self, query: TraceQuery) -> Result<TraceReport, Error> {
+        match self.call(Request::Trace(query))? {
+            Response::Trace(report) => Ok(report),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of traces, the most recently active first.
+    pub fn traces(&mut self, query: TracesQuery) -> Result<TracesPage, Error> {
+        match self.call(Request::Traces(query))? {
+            Response::Traces(page) => Ok(page),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Money and tokens per group.
+    pub fn cost(&mut self, query: CostQuery) -> Result<CostReport, Error> {
+        match self.call(Request::Cost(query))? {
+            Response::Cost(report) => Ok(report),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Streams the entries a query selects, in `seq` order. Sends what `send` buffered first.
+    /// With `follow`, the stream does not end until the daemon stops or the stream is
+    /// dropped; dropping an unfinished stream closes the connection (the next call opens a
+    /// new one).
+    pub fn entries(&mut self, query: EntriesQuery) -> Result<EntryStream<'_>, Error> {
+        self.flush()?;
+        let id = self.submit_stream(&query)?;
+        Ok(EntryStream {
+            client: self,
+            query,
+            id,
+            page: VecDeque::new(),
+            delivered: 0,
+            end: None,
+        })
+    }
+
+    /// Sends a stream request without keeping it for re-sending: the stream resumes itself.
+    fn submit_stream(&mut self, query: &EntriesQuery) -> Result<u64, Error> {
+        let id = self.submit(&Request::Entries(query.clone()), None)?;
+        self.pending.retain(|pending| pending.id != id);
+        Ok(id)
+    }
+}
+
+/// Entries as they arrive; `end` says why the stream stopped once it has.
+#[derive(Debug)]
+pub struct EntryStream<'client> {
+    client: &'client mut Client,
+    query: EntriesQuery,
+    id: u64,
+    page: VecDeque<StoredEntry>,
+    delivered: u64,
+    end: Option<StreamEnd>,
+}
+
+impl EntryStream<'_> {
+    /// How the stream ended, once `next` has returned `None`.
+    pub fn end(&self) -> Option<StreamEnd> {
+        self.end
+    }
+
+    /// The next entry, waiting for it if need be; `None` at the end of the stream.
+    fn next_entry(&mut self) -> Result<Option<StoredEntry>, Error> {
+        loop {
+            if let Some(entry) = self.page.pop_front() {
+                self.query.filter.after_seq = Some(entry.seq);
+                self.delivered += 1;
+                return Ok(Some(entry));
+            }
+            if self.end.is_some() {
+                return Ok(None);
+            }
+            let Some(frame) = self.client.next_frame()? else {
+                self.resume()?;
+                continue;
+            };
+            if frame.id != self.id {
+                self.client.settle(frame)?;
+                continue;
+            }
+            match frame.response {
+                Response::Entries(entries) => self.page.extend(entries),
+                Response::End(end) => self.end = Some(end),
+                Response::Error(reply) => {
+                    self.end = Some(StreamEnd {
+                        reason: EndReason::Complete,
+                        next_after: self.query.filter.after_seq,
+                    });
+                    return Err(Error::Refused(reply));
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// After a reconnect, asks again for what was not yet delivered.
+    fn resume(&mut self) -> Result<(), Error> {
+        let mut query = self.query.clone();
+        // The newest entries were already chosen by the first request; go on after them.
+        if query.filter.after_seq.is_some() || self.delivered > 0 {
+            query.newest = None;
+        }
+        if let Some(limit) = query.limit {
+            query.limit = Some(limit.saturating_sub(self.delivered).max(1));
+        }
+        self.id = self.client.submit_stream(&query)?;
+        Ok(())
+    }
+}
+
+impl Iterator for EntryStream<'_> {
+    type Item = Result<StoredEntry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_entry().transpose()
+    }
+}
+
+impl Drop for EntryStream<'_> {
+    fn drop(&mut self) {
+        if self.end.is_none() {
+            // Its frames would keep coming on this connection; a new one is cleaner.
+            self.client.stream = None;
+            self.client.read_buffer.clear();
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Times on the command line: RFC 3339 (`2026-11-22T10:00:00Z`, with any offset) or a span
+//! back from now (`90s`, `15m`, `2h`, `7d`, `2w`). Printed as RFC 3339 in UTC.
+
+use jiff::Timestamp;
+
+/// Parses a time into nanoseconds since the Unix epoch.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Some(span) = parse_span(text) {
+        let span = span.map_err(|why| format!("invalid time {text:?}: {why}"))?;
+        let now = Timestamp::now().as_nanosecond();
+        return i64::try_from(now - span)
+            .map_err(|_| format!("invalid time {text:?}: too far back"));
+    }
+    let timestamp: Timestamp = text.parse().map_err(|error| {
+        format!(
+            "invalid time {text:?}: expected RFC 3339 such as 2026-11-22T10:00:00Z, or a span \
+             back from now such as 15m, 2h or 7d ({error})"
+        )
+    })?;
+    i64::try_from(timestamp.as_nanosecond())
+        .ok()
+        .filter(|&ns| ns >= 0)
+        .ok_or_else(|| format!("invalid time {text:?}: before 1970 or after 2262"))
+}
+
+/// `Some` when the text looks like a span (digits then a unit), with its length in
+/// nanoseconds or why it is wrong.
+fn parse_span(text: &str) -> Option<Result<i128, String>> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    if split == 0 || text[split..].contains(|c: char| c.is_ascii_digit() || c == '-') {
+        return None;
+    }
+    let (number, unit) = text.split_at(split);
+    let seconds: i128 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => {
+            return Some(Err(format!("unknown unit {other:?}: use s, m, h, d or w")));
+        }
+    };
+    Some(
+        number
+            .parse::<i128>()
+            .map_err(|error| error.to_string())
+            .map(|n| n * seconds * 1_000_000_000),
+    )
+}
+
+/// RFC 3339 in UTC with all the digits stored, for JSON.
+pub fn rfc3339(ns: i64) -> String {
+    Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
+}
+
+/// RFC 3339 in UTC to the millisecond, for tables.
+pub fn rfc3339_millis(ns: i64) -> String {
+    Timestamp::from_nanosecond(i128::from(ns))
+        .map_or_else(|_| ns.to_string(), |t| format!("{t:.3}"))
+}
+
+/// A duration in nanoseconds, for people: `850 ms`, `4.2 s`, `3 min 10 s`, `2 h 5 min`.
+pub fn duration(ns: i64) -> String {
+    let ms = ns / 1_000_000;
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000)
+    } else {
+        format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339_with_offsets() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000_000_000));
+        assert_eq!(parse_time("1970-01-01T01:00:01+01:00"), Ok(1_000_000_000));
+        assert_eq!(
+            parse_time("2026-11-22T10:00:00.5Z").map(rfc3339),
+            Ok("2026-11-22T10:00:00.5Z".to_owned())
+        );
+    }
+
+    #[test]
+    fn parses_spans_back_from_now() {
+        let now = Timestamp::now().as_nanosecond() as i64;
+        let back = parse_time("15m").unwrap();
+        let expected = now - 15 * 60 * 1_000_000_000;
+        assert!(
+            (back - expected).abs() < 5_000_000_000,
+            "{back} vs {expected}"
+        );
+        assert!(parse_time("7d").unwrap() < parse_time("2h").unwrap());
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for text in [
+            "",
+            "yesterday",
+            "15x",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T00:00:00Z",
+            "-5m",
+            "5m3",
+        ] {
+            let error = parse_time(text).expect_err(text);
+            assert!(error.contains("invalid time"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn prints_milliseconds_and_durations() {
+        assert_eq!(rfc3339_millis(1_500_000_000), "1970-01-01T00:00:01.500Z");
+        assert_eq!(duration(850_000_000), "850 ms");
+        assert_eq!(duration(4_200_000_000), "4.2 s");
+        assert_eq!(duration(190_000_000_000), "3 min 10 s");
+    }
+}

@@ -1,0 +1,222 @@
+//! The read side of the protocol: filters, trace and cost reports, and stored entries.
+//!
+//! Every list can be walked page by page: a query takes a cursor (a `seq`, or an offset for
+//! reports sorted by money) and a limit, and each answer says where the next page starts.
+//! Like `message.rs`, every type here is part of the IPC boundary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Entry;
+
+/// Most entries, traces or groups one page may ask for.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// Which entries a query looks at. Every field narrows the set; `None` leaves it open.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only entries of this component.
+    pub component: Option<String>,
+    /// Only entries of this event.
+    pub event: Option<String>,
+    /// Only entries of this trace.
+    pub trace_id: Option<String>,
+    /// Only entries received at or after this time, in nanoseconds since the Unix epoch.
+    pub since: Option<i64>,
+    /// Only entries received before this time, in nanoseconds since the Unix epoch.
+    pub until: Option<i64>,
+    /// Only entries with a sequence number above this one: the cursor.
+    pub after_seq: Option<u64>,
+    /// Only entries with a sequence number at or below this one.
+    pub to_seq: Option<u64>,
+}
+
+/// Asks for entries, streamed in pages: `Response::Entries` frames in `seq` order, then one
+/// `Response::End`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EntriesQuery {
+    /// Which entries.
+    pub filter: Filter,
+    /// Start with only the newest this many matching entries (`tail -n`); `None` starts at
+    /// the oldest matching entry (`export`).
+    pub newest: Option<u32>,
+    /// Stop after this many entries; the `End` carries the cursor to go on from.
+    pub limit: Option<u64>,
+    /// Once caught up, keep streaming entries as they are committed, until the client
+    /// leaves or the daemon stops (`tail -f`). Ignores `limit`, `to_seq` and `until`.
+    pub follow: bool,
+}
+
+/// Why a stream of entries ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// Every matching entry was sent.
+    Complete,
+    /// The query's limit was reached; more may follow `next_after`.
+    Limit,
+    /// The daemon is stopping. Entries committed before it stopped were all sent.
+    ShuttingDown,
+    /// The client did not read for too long and the daemon stopped streaming to it; nothing
+    /// is lost, resume from `next_after`.
+    CutOff,
+}
+
+/// The last frame of a stream of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Why the stream ended.
+    pub reason: EndReason,
+    /// The `seq` of the last entry looked at, to pass as `after_seq` to go on; `None` if the
+    /// stream looked at nothing.
+    pub next_after: Option<u64>,
+}
+
+/// An entry as stored: what the client sent and what the daemon added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    /// Its position in the log.
+    pub seq: u64,
+    /// When the daemon received it, in nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// What the client sent.
+    pub entry: Entry,
+    /// The sender's process id, from the socket.
+    pub pid: Option<i64>,
+    /// The sender's user id, from the socket.
+    pub uid: Option<i64>,
+    /// The sender's group id, from the socket.
+    pub gid: Option<i64>,
+    /// The producer id the client gave, if any.
+    pub producer_id: Option<u64>,
+    /// The entry's number within its producer.
+    pub producer_number: Option<u64>,
+    /// Its chain hash.
+    pub hash: [u8; 32],
+}
+
+/// Asks for one trace: its summary and a page of its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceQuery {
+    /// The trace.
+    pub trace_id: String,
+    /// Only entries after this `seq`: the cursor.
+    pub after_seq: Option<u64>,
+    /// Most entries in the answer, at most `MAX_PAGE`; the daemon may send fewer to keep a
+    /// frame small, and then sets `next_after`.
+    pub limit: u32,
+}
+
+/// One trace, summed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    /// The trace id.
+    pub trace_id: String,
+    /// Its entries.
+    pub entries: u64,
+    /// Its first and last `seq`.
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Receive time of its first entry, in nanoseconds since the Unix epoch.
+    pub first_ts: i64,
+    /// Receive time of its last entry.
+    pub last_ts: i64,
+    /// The components that took part, sorted.
+    pub components: Vec<String>,
+    /// Input tokens, summed.
+    pub tokens_in: u64,
+    /// Output tokens, summed.
+    pub tokens_out: u64,
+    /// Money, summed, in micro-USD.
+    pub micro_usd: u64,
+}
+
+/// Answers `TraceQuery`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceReport {
+    /// The whole trace summed up; `None` if no entry has this trace id.
+    pub summary: Option<TraceSummary>,
+    /// A page of its entries, in `seq` order.
+    pub entries: Vec<StoredEntry>,
+    /// Set when more entries follow: pass it as `after_seq`.
+    pub next_after: Option<u64>,
+}
+
+/// Asks for traces, the most recently active first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracesQuery {
+    /// Only traces with an entry received at or after this time.
+    pub since: Option<i64>,
+    /// Only traces in which this component took part.
+    pub component: Option<String>,
+    /// Only traces whose last entry is below this `seq`: the cursor.
+    pub before_seq: Option<u64>,
+    /// Most traces in the answer, at most `MAX_PAGE`.
+    pub limit: u32,
+}
+
+/// Answers `TracesQuery`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracesPage {
+    /// The traces, the most recently active first.
+    pub traces: Vec<TraceSummary>,
+    /// Set when more traces may follow: pass it as `before_seq`.
+    pub next_before: Option<u64>,
+}
+
+/// What a cost report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupBy {
+    /// The entry's component.
+    Component,
+    /// The model of the cost; entries without one form their own group.
+    Model,
+    /// The entry's event.
+    Event,
+    /// The entry's trace; entries without one form their own group.
+    Trace,
+}
+
+/// Asks what was spent, per group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostQuery {
+    /// The grouping.
+    pub by: GroupBy,
+    /// Only entries received at or after this time.
+    pub since: Option<i64>,
+    /// Only entries received before this time.
+    pub until: Option<i64>,
+    /// Only entries of this component.
+    pub component: Option<String>,
+    /// Groups to skip, in the report's order: the cursor.
+    pub offset: u64,
+    /// Most groups in the answer, at most `MAX_PAGE`.
+    pub limit: u32,
+}
+
+/// One group of a cost report, or the total.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CostRow {
+    /// The group's value; `None` for the total, and for entries without a model or trace.
+    pub key: Option<String>,
+    /// Entries in the group.
+    pub entries: u64,
+    /// Input tokens, summed.
+    pub tokens_in: u64,
+    /// Output tokens, summed.
+    pub tokens_out: u64,
+    /// Money, summed exactly, in micro-USD.
+    pub micro_usd: u64,
+}
+
+/// Answers `CostQuery`: groups by money spent, most first (then by key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostReport {
+    /// The grouping asked for.
+    pub by: GroupBy,
+    /// A page of groups.
+    pub rows: Vec<CostRow>,
+    /// All the groups, not only this page.
+    pub groups: u64,
+    /// The sum over every matching entry.
+    pub total: CostRow,
+}
