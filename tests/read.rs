@@ -1221,3 +1221,38 @@ fn tail_follow_from_the_command_line_prints_new_entries() {
     child.wait().unwrap();
     assert_eq!(seqs, (4..=15).collect::<Vec<u64>>());
 }
+
+#[test]
+fn tail_counts_the_log_as_it_was_when_asked() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 200);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let mut client = daemon.client();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut index = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send(known_entry(index)).unwrap();
+                index += 1;
+            }
+            client.flush().unwrap();
+        })
+    };
+    let mut client = daemon.client();
+    for _ in 0..30 {
+        let query = EntriesQuery {
+            newest: Some(50),
+            ..EntriesQuery::default()
+        };
+        let entries = collect(client.entries(query).unwrap());
+        assert_eq!(entries.len(), 50, "while entries keep arriving");
+        assert!(
+            entries
+                .windows(2)
+                .all(|pair| pair[1].seq == pair[0].seq + 1)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+}

@@ -3,6 +3,7 @@
 
 pub mod generate;
 pub mod load;
+pub mod reads;
 
 use std::time::{Duration, Instant};
 

@@ -28,6 +28,10 @@ struct Args {
     /// Repetitions of the whole set; medians are reported.
     #[arg(long)]
     runs: Option<usize>,
+    /// Measure the read side instead: load a million entries (100,000 with --quick), then
+    /// time each query idle and while eight processes ingest.
+    #[arg(long)]
+    reads: bool,
     /// Only the workloads whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -97,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>();
     let witnessd = witnessd_binary()?;
+    if args.reads {
+        return run_reads(&args, &witnessd);
+    }
     let started = Instant::now();
     let mut all_runs: Vec<Vec<Measurement>> = Vec::new();
     for run in 0..runs {
@@ -163,6 +170,91 @@ fn main() -> anyhow::Result<()> {
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The read side: every query idle and under ingest, and ingest with and without readers.
+fn run_reads(args: &Args, witnessd: &Path) -> anyhow::Result<()> {
+    let total: u64 = if args.quick { 100_000 } else { 1_000_000 };
+    let daemon = Daemon::start(witnessd, &args.daemon_arg)?;
+    let sending = |name: &str, total: u64| Workload {
+        name: name.to_owned(),
+        kind: Kind::Witness(Mode::Send),
+        processes: 8,
+        entries_per_process: total / 8,
+        batch: 1,
+        rate_per_process: 0.0,
+    };
+    let load = sending("load, 8 processes sending", total);
+    let (reports, started_ns) = run_workers(&load, Mode::Send, &daemon.socket)?;
+    let alone = summarise(&load, &reports, started_ns, None);
+    eprintln!(
+        "loaded {} entries at {:.0}/s",
+        alone.entries, alone.entries_per_second
+    );
+    let mut client = witness_client::Client::connect(&daemon.socket)?;
+    let traces = witness_bench::reads::sample_traces(&mut client, alone.entries, 200)?;
+    let idle = witness_bench::reads::measure(&daemon.socket, &traces, false)?;
+
+    // Long enough to outlast the queries: about ten seconds of sending.
+    let more = sending("ingest while queries run", total.max(1_000_000));
+    let (busy, with_reads) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let ingest = scope.spawn(|| run_workers(&more, Mode::Send, &daemon.socket));
+        // The workers start together after a moment; the queries wait for them.
+        std::thread::sleep(Duration::from_millis(500 + 8 * 20 + 300));
+        let busy = witness_bench::reads::measure(&daemon.socket, &traces, true)?;
+        let still_ingesting = !ingest.is_finished();
+        let (reports, started_ns) = ingest.join().expect("ingest thread")?;
+        if !still_ingesting {
+            eprintln!("warning: ingest ended before the queries did");
+        }
+        Ok((busy, summarise(&more, &reports, started_ns, None)))
+    })?;
+    let peak_rss_mb = daemon.peak_rss_kib() as f64 / 1024.0;
+    daemon.stop()?;
+
+    let mut table = format!(
+        "{} entries loaded; every query over the socket, one client, one call at a time; \
+         latency in ms.\n\n| query | calls | idle p50 | idle p99 | under ingest p50 | \
+         under ingest p99 | under ingest max |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        alone.entries
+    );
+    for (quiet, loaded) in idle.iter().zip(&busy) {
+        table += &format!(
+            "| `{}` | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            quiet.name,
+            quiet.calls,
+            quiet.latency_ms[0],
+            quiet.latency_ms[2],
+            loaded.latency_ms[0],
+            loaded.latency_ms[2],
+            loaded.latency_ms[3],
+        );
+    }
+    table += &format!(
+        "\nIngest, 8 processes sending: {:.0} entries/s alone, {:.0} entries/s while the \
+         queries ran ({:.0}%). Daemon peak RSS {peak_rss_mb:.1} MB.\n",
+        alone.entries_per_second,
+        with_reads.entries_per_second,
+        100.0 * with_reads.entries_per_second / alone.entries_per_second
+    );
+    println!("{table}");
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let json = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": machine(),
+        "entries": alone.entries,
+        "idle": idle,
+        "under_ingest": busy,
+        "ingest_alone_per_second": alone.entries_per_second,
+        "ingest_with_queries_per_second": with_reads.entries_per_second,
+        "daemon_peak_rss_mb": peak_rss_mb,
+    });
+    let out = args.out.with_file_name("witness-bench-reads.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    eprintln!("results in {}", out.display());
     Ok(())
 }
 

@@ -52,6 +52,11 @@ pub(crate) async fn serve(id: u64, mut query: EntriesQuery, context: Context, re
         query.limit = None;
         query.filter.to_seq = None;
         query.filter.until = None;
+    } else {
+        // A one-off stream answers for the log as it was when asked: `tail -n 100` prints
+        // 100 lines however fast entries arrive meanwhile.
+        let head = *committed.borrow();
+        query.filter.to_seq = Some(query.filter.to_seq.map_or(head, |to| to.min(head)));
     }
     if let Some(newest) = query.newest {
         let filter = query.filter.clone();
