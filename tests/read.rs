@@ -24,10 +24,10 @@ const MODELS: [Option<&str>; 3] = [Some("small-model"), Some("big-model"), None]
 fn known_entry(index: usize) -> Entry {
     let mut entry = Entry::new(EVENTS[index * 7 % 3], COMPONENTS[index % 4])
         .payload(json!({"i": index, "text": "a few words"}));
-    if index % 11 != 0 {
+    if !index.is_multiple_of(11) {
         entry = entry.trace(format!("req-{}", index / 10));
     }
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         let mut cost = Cost::new(
             100 + index as u64 % 7,
             20 + index as u64 % 5,
@@ -972,7 +972,8 @@ fn every_query_uses_an_index_rather_than_a_full_scan() {
     };
     let now = 1_800_000_000_000_000_000;
     // (what, operation, the index each statement on entries must name)
-    let cases: Vec<(&str, Box<dyn FnOnce(&rusqlite::Connection)>, &str)> = vec![
+    type Operation = Box<dyn FnOnce(&rusqlite::Connection)>;
+    let cases: Vec<(&str, Operation, &str)> = vec![
         (
             "tail",
             Box::new(entries(Filter::default())),
