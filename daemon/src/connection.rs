@@ -179,46 +179,34 @@ impl Connection {
                 Next::Continue
             }
             Request::Verify(range) => {
-                self.query(id, move |connection| {
+                self.query(id, Ok(()), move |connection| {
                     crate::verify::verify(connection, range).map(Response::Verified)
                 })
                 .await;
                 Next::Continue
             }
             Request::Trace(query) => {
-                match query::check_trace(&query) {
-                    Ok(()) => {
-                        self.query(id, move |connection| {
-                            read::trace(connection, &query).map(Response::Trace)
-                        })
-                        .await
-                    }
-                    Err(reply) => self.refuse(id, reply).await,
-                }
+                let checked = query::check_trace(&query);
+                self.query(id, checked, move |connection| {
+                    read::trace(connection, &query).map(Response::Trace)
+                })
+                .await;
                 Next::Continue
             }
             Request::Traces(query) => {
-                match query::check_traces(&query) {
-                    Ok(()) => {
-                        self.query(id, move |connection| {
-                            read::traces(connection, &query).map(Response::Traces)
-                        })
-                        .await
-                    }
-                    Err(reply) => self.refuse(id, reply).await,
-                }
+                let checked = query::check_traces(&query);
+                self.query(id, checked, move |connection| {
+                    read::traces(connection, &query).map(Response::Traces)
+                })
+                .await;
                 Next::Continue
             }
             Request::Cost(query) => {
-                match query::check_cost(&query) {
-                    Ok(()) => {
-                        self.query(id, move |connection| {
-                            read::cost(connection, &query).map(Response::Cost)
-                        })
-                        .await
-                    }
-                    Err(reply) => self.refuse(id, reply).await,
-                }
+                let checked = query::check_cost(&query);
+                self.query(id, checked, move |connection| {
+                    read::cost(connection, &query).map(Response::Cost)
+                })
+                .await;
                 Next::Continue
             }
             Request::Entries(query) => {
@@ -342,12 +330,15 @@ impl Connection {
         }
     }
 
-    /// Answers a request with a query run on the read pool; the request holds an in-flight
-    /// permit until its answer is written.
-    async fn query<F>(&self, id: u64, query: F)
+    /// Answers a request with a query run on the read pool, or with the refusal `checked`
+    /// carries; the request holds an in-flight permit until its answer is written.
+    async fn query<F>(&self, id: u64, checked: Result<(), ErrorReply>, query: F)
     where
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Response> + Send + 'static,
     {
+        if let Err(reply) = checked {
+            return self.refuse(id, reply).await;
+        }
         let permit = self.permit().await;
         let reads = Arc::clone(&self.shared.reads);
         let reply_to = self.reply_to.clone();

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::json;
-use witness_client::query::{CostQuery, EntriesQuery, GroupBy, TracesQuery};
+use witness_client::query::{CostQuery, EntriesQuery, Filter, GroupBy, TracesQuery};
 use witness_client::{Client, Cost, Entry, VerifyRange, VerifyReport, paths};
 
 /// Record and inspect events in a witnessd log.
@@ -146,6 +146,20 @@ struct FilterArgs {
     /// Only entries received since this time.
     #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
     since: Option<i64>,
+}
+
+impl FilterArgs {
+    /// The query filter these flags and `until` select.
+    fn into_filter(self, until: Option<i64>) -> Filter {
+        Filter {
+            component: self.component,
+            event: self.event,
+            trace_id: self.trace,
+            since: self.since,
+            until,
+            ..Filter::default()
+        }
+    }
 }
 
 /// What `cost` groups by.
@@ -282,13 +296,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             after,
         } => {
             let mut query = EntriesQuery {
-                filter: read::filter(
-                    filter.component,
-                    filter.event,
-                    filter.trace,
-                    filter.since,
-                    None,
-                ),
+                filter: filter.into_filter(None),
                 newest: Some(lines),
                 limit: None,
                 follow,
@@ -332,13 +340,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             limit,
         } => {
             let mut query = EntriesQuery {
-                filter: read::filter(
-                    filter.component,
-                    filter.event,
-                    filter.trace,
-                    filter.since,
-                    until,
-                ),
+                filter: filter.into_filter(until),
                 newest: None,
                 limit,
                 follow: false,

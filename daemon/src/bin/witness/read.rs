@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use witness_client::Client;
 use witness_client::query::{
-    CostQuery, CostReport, CostRow, EndReason, EntriesQuery, Filter, GroupBy, StoredEntry,
-    TraceQuery, TraceSummary, TracesQuery,
+    CostQuery, CostReport, CostRow, EndReason, EntriesQuery, GroupBy, StoredEntry, TraceQuery,
+    TraceSummary, TracesQuery,
 };
 
 use crate::money::format_usd;
@@ -404,23 +404,5 @@ pub fn stream(client: &mut Client, query: EntriesQuery, as_json: bool) -> anyhow
             );
             Ok(false)
         }
-    }
-}
-
-/// The filter flags shared by `tail` and `export`.
-pub fn filter(
-    component: Option<String>,
-    event: Option<String>,
-    trace_id: Option<String>,
-    since: Option<i64>,
-    until: Option<i64>,
-) -> Filter {
-    Filter {
-        component,
-        event,
-        trace_id,
-        since,
-        until,
-        ..Filter::default()
     }
 }
