@@ -234,6 +234,13 @@ pub struct Witnessd {
 impl Witnessd {
     /// Starts `witnessd` on `dir` with extra flags and waits until it answers.
     pub fn start(dir: &Path, extra: &[&str]) -> Witnessd {
+        let daemon = Witnessd::spawn(dir, extra, &[]);
+        daemon.wait_until_serving();
+        daemon
+    }
+
+    /// Starts `witnessd` on `dir` with extra flags and environment, without waiting.
+    pub fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Witnessd {
         let socket = dir.join("witness.sock");
         let db = dir.join("witness.db");
         let stderr = dir.join("witnessd.log");
@@ -249,21 +256,26 @@ impl Witnessd {
             .arg(&db)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let daemon = Witnessd {
+        Witnessd {
             child,
             socket,
             db,
             stderr,
-        };
-        daemon.wait_until_serving();
-        daemon
+        }
     }
 
-    fn wait_until_serving(&self) {
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the daemon answers on its socket.
+    pub fn wait_until_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if Client::connect(&self.socket)
@@ -353,4 +365,15 @@ pub fn doc_block(document: &str, marker: &str) -> String {
     let body_start = open + rest[open..].find('\n').unwrap() + 1;
     let body_end = body_start + rest[body_start..].find("```").unwrap();
     rest[body_start..body_end].to_owned()
+}
+
+/// A command that runs a binary of the workspace as the user and group nobody (the tests
+/// run as root in CI, whose defaults and privileges differ).
+pub fn as_nobody(name: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary(name))
+        .env_remove("WITNESS_SOCKET");
+    command
 }

@@ -410,6 +410,7 @@ fn cost_windows_split_hours_exactly() {
                 ts,
                 ..Origin::default()
             },
+            received: std::time::Instant::now(),
             reply_to: reply_to.clone(),
             connection_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),
             queue_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::harness::{TestDaemon, Witnessd, binary, witness};
+use crate::harness::{TestDaemon, Witnessd, as_nobody, binary, witness};
 
 fn witnessd_fails(args: &[&std::ffi::OsStr]) -> String {
     let output = Command::new(binary("witnessd"))
@@ -106,7 +106,9 @@ fn bad_flags_are_usage_errors() {
     for (args, expected) in [
         (vec!["--sync", "sometimes"], "unknown durability"),
         (vec!["--socket-mode", "999"], "is not an octal permission"),
-        (vec!["--batch-max", "0"], "--batch-max"),
+        (vec!["--batch-max", "0"], "`batch_max`"),
+        (vec!["--metrics-listen", "localhost"], "`metrics_listen`"),
+        (vec!["--log-format", "xml"], "`log_format`"),
         (vec!["--queue", "lots"], "--queue"),
         (vec!["--no-such-flag"], "--no-such-flag"),
     ] {
@@ -120,17 +122,8 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
-/// Runs a workspace binary as the unprivileged user `nobody`, so that the user defaults are
+/// Runs the binaries as the unprivileged user `nobody`, so that the user defaults are
 /// exercised even when the tests run as root (whose defaults are the system folders).
-fn as_nobody(name: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(binary(name))
-        .env_remove("WITNESS_SOCKET");
-    command
-}
-
 #[test]
 fn defaults_live_under_the_users_runtime_and_data_folders() {
     let dir = tempfile::tempdir().unwrap();

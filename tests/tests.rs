@@ -11,4 +11,5 @@ mod ingest;
 mod protocol_abuse;
 mod read;
 mod reconnect;
+mod service;
 mod startup;

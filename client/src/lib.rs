@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 
 pub use error::{Error, Rejection};
 pub use read::EntryStream;
-use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
 /// Queries and what they answer, for `trace`, `traces`, `cost` and `entries`.
+pub use witness_protocol::admin;
+use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
 pub use witness_protocol::query;
 pub use witness_protocol::{Ack, Cost, Entry, Receipt, VerifyRange, VerifyReport};
 use witness_protocol::{

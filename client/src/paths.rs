@@ -19,11 +19,14 @@ fn env_dir(name: &str) -> Option<PathBuf> {
         .filter(|path| path.is_absolute())
 }
 
+/// The socket of the system service (`systemd/witnessd.socket`).
+pub const SYSTEM_SOCKET: &str = "/run/witness/witness.sock";
+
 /// `/run/witness/witness.sock` for root; otherwise `$XDG_RUNTIME_DIR/witness/witness.sock`,
 /// or `/tmp/witness-$UID/witness.sock` when there is no runtime folder.
 pub fn default_socket_path() -> PathBuf {
     if is_root() {
-        return PathBuf::from("/run/witness/witness.sock");
+        return PathBuf::from(SYSTEM_SOCKET);
     }
     let folder = env_dir("XDG_RUNTIME_DIR").map_or_else(
         || {
@@ -48,9 +51,42 @@ pub fn default_db_path() -> PathBuf {
     data.join("witness").join("witness.db")
 }
 
-/// The socket named by `WITNESS_SOCKET`, else the default.
+/// The socket a client talks to when nobody names one: the user's own daemon when its socket
+/// exists, else the system service's when that exists, else the user's (whose absence the
+/// connection error then names). So a user in the `witness` group reaches the system service
+/// with no flag.
+pub fn client_socket_path() -> PathBuf {
+    first_existing(default_socket_path(), PathBuf::from(SYSTEM_SOCKET))
+}
+
+fn first_existing(own: PathBuf, system: PathBuf) -> PathBuf {
+    if !own.exists() && system.exists() {
+        system
+    } else {
+        own
+    }
+}
+
+/// The socket named by `WITNESS_SOCKET`, else [`client_socket_path`].
 pub fn socket_path_from_env() -> PathBuf {
     std::env::var_os(SOCKET_ENV)
         .filter(|path| !path.is_empty())
-        .map_or_else(default_socket_path, PathBuf::from)
+        .map_or_else(client_socket_path, PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_falls_back_to_the_system_socket_only_when_its_own_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own.sock");
+        let system = dir.path().join("system.sock");
+        assert_eq!(first_existing(own.clone(), system.clone()), own);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(first_existing(own.clone(), system.clone()), system);
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(first_existing(own.clone(), system), own);
+    }
 }

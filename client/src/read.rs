@@ -1,11 +1,12 @@
 //! Reading the log back: traces, cost reports, and streams of entries (`tail`, `tail -f`,
-//! `export`).
+//! `export`); and the operator's requests, stats and maintenance.
 //!
 //! A stream is not re-sent blindly on reconnect as appends are: it resumes from the last
 //! entry it delivered, so a follower survives a daemon restart without a gap or a repeat.
 
 use std::collections::VecDeque;
 
+use witness_protocol::admin::{MaintenanceReport, MaintenanceTask, StatsReport};
 use witness_protocol::query::{
     CostQuery, CostReport, EndReason, EntriesQuery, StoredEntry, StreamEnd, TraceQuery,
     TraceReport, TracesPage, TracesQuery,
@@ -37,6 +38,25 @@ impl Client {
     pub fn cost(&mut self, query: CostQuery) -> Result<CostReport, Error> {
         match self.call(Request::Cost(query))? {
             Response::Cost(report) => Ok(report),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The daemon's health and load.
+    pub fn stats(&mut self) -> Result<StatsReport, Error> {
+        match self.call(Request::Stats)? {
+            Response::Stats(report) => Ok(report),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a maintenance task on the database and waits until it is done. Only the
+    /// daemon's own user, or root, may ask.
+    pub fn maintenance(&mut self, task: MaintenanceTask) -> Result<MaintenanceReport, Error> {
+        match self.call(Request::Maintenance(task))? {
+            Response::Maintained(report) => Ok(report),
             Response::Error(reply) => Err(Error::Refused(reply)),
             other => Err(unexpected(&other)),
         }

@@ -5,7 +5,7 @@
 //! reading its answers the permits run out and the reader stops reading its requests, so a
 //! slow client slows itself and nobody else.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
@@ -21,11 +21,14 @@ use witness_protocol::{
     ResponseFrame, ServerHello, frame,
 };
 
-use crate::config::Config;
+use witness_protocol::admin::{MaintenanceReport, MaintenanceTask};
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::query;
 use crate::read::{self, ReadPool};
 use crate::server::ServerStats;
-use crate::writer::{Job, Origin, Outgoing, ReplyTo};
+use crate::writer::{Control, Job, Origin, Outgoing, ReplyTo};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -37,7 +40,11 @@ pub(crate) struct Shared {
     pub(crate) committed: watch::Receiver<u64>,
     /// One permit per entry the queue may hold.
     pub(crate) queue: Arc<Semaphore>,
-    pub(crate) config: Arc<Config>,
+    /// The limits a new connection takes; a reload replaces them.
+    pub(crate) limits: Arc<RwLock<Limits>>,
+    /// Maintenance requests go to the writer this way.
+    pub(crate) writer_control: Sender<Control>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) stats: Arc<ServerStats>,
 }
 
@@ -57,6 +64,8 @@ struct Connection {
     streams: TaskTracker,
     reply_to: ReplyTo,
     in_flight: Arc<Semaphore>,
+    /// The limits as they were when the connection opened.
+    limits: Limits,
     origin: Origin,
     greeted: bool,
 }
@@ -69,16 +78,15 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     responders: &TaskTracker,
 ) {
-    shared
-        .stats
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.stats.connection_opened();
+    let limits = *shared.limits.read().expect("never poisoned");
     let credentials = stream.peer_cred().ok();
     let (mut read_half, write_half) = stream.into_split();
     let (reply_to, replies) = mpsc::unbounded_channel();
-    responders.spawn(respond(replies, write_half, shared.config.max_frame_len));
+    responders.spawn(respond(replies, write_half, limits.max_frame_len));
     let mut connection = Connection {
-        in_flight: Arc::new(Semaphore::new(shared.config.max_in_flight)),
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+        limits,
         shared,
         cancel: cancel.clone(),
         client_gone: CancellationToken::new(),
@@ -92,7 +100,7 @@ pub(crate) async fn serve(
         },
         greeted: false,
     };
-    let max_frame_len = connection.shared.config.max_frame_len;
+    let max_frame_len = limits.max_frame_len;
     let mut buffer: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut start = 0;
     'connection: loop {
@@ -141,11 +149,7 @@ pub(crate) async fn serve(
     if !cancel.is_cancelled() {
         connection.client_gone.cancel();
     }
-    connection
-        .shared
-        .stats
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    connection.shared.stats.connection_closed();
 }
 
 impl Connection {
@@ -215,7 +219,7 @@ impl Connection {
                         let context = crate::stream::Context {
                             reads: Arc::clone(&self.shared.reads),
                             committed: self.shared.committed.clone(),
-                            stall_timeout: self.shared.config.stall_timeout,
+                            stall_timeout: self.limits.stall_timeout,
                             stats: Arc::clone(&self.shared.stats),
                             client_gone: self.client_gone.clone(),
                             shutdown: self.cancel.clone(),
@@ -234,6 +238,85 @@ impl Connection {
             Request::Append(append) => {
                 self.append(id, append).await;
                 Next::Continue
+            }
+            Request::Stats => {
+                let report = self.shared.metrics.report();
+                self.answer(id, Response::Stats(report)).await;
+                Next::Continue
+            }
+            Request::Maintenance(task) => {
+                self.maintenance(id, task).await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// Runs a maintenance task for the daemon's own user or root: `ANALYZE` on the writer
+    /// (it writes), a backup on a read connection (it only reads, so ingest goes on).
+    async fn maintenance(&self, id: u64, task: MaintenanceTask) {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let own_uid = i64::from(unsafe { libc::geteuid() });
+        if !matches!(self.origin.uid, Some(uid) if uid == own_uid || uid == 0) {
+            let reply = ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "maintenance is for the daemon's own user (uid {own_uid}) or root; this                      client runs as uid {}",
+                    self.origin
+                        .uid
+                        .map_or("unknown".to_owned(), |uid| uid.to_string())
+                ),
+            );
+            return self.refuse(id, reply).await;
+        }
+        let started = std::time::Instant::now();
+        match task {
+            MaintenanceTask::Analyze => {
+                let permit = self.permit().await;
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let reply_to = self.reply_to.clone();
+                let stats = Arc::clone(&self.shared.stats);
+                if self
+                    .shared
+                    .writer_control
+                    .send(Control::Analyze(answer))
+                    .is_err()
+                {
+                    drop(permit);
+                    let reply = ErrorReply::new(ErrorCode::ShuttingDown, "the writer has stopped");
+                    return self.refuse(id, reply).await;
+                }
+                tokio::spawn(async move {
+                    let response = match answered.await {
+                        Ok(Ok(elapsed)) => Response::Maintained(MaintenanceReport {
+                            task: MaintenanceTask::Analyze,
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            bytes: None,
+                            last_seq: None,
+                        }),
+                        Ok(Err(message)) => {
+                            stats.reject(ErrorCode::Storage);
+                            Response::Error(ErrorReply::new(ErrorCode::Storage, message))
+                        }
+                        Err(_) => {
+                            stats.reject(ErrorCode::ShuttingDown);
+                            Response::Error(ErrorReply::new(
+                                ErrorCode::ShuttingDown,
+                                "the writer stopped before it ran ANALYZE",
+                            ))
+                        }
+                    };
+                    let _ = reply_to.send(Outgoing {
+                        frame: ResponseFrame { id, response },
+                        permit: Some(permit),
+                    });
+                });
+            }
+            MaintenanceTask::Backup { path } => {
+                let checked = query::check_backup_path(&path);
+                self.query(id, checked, move |connection| {
+                    read::backup(connection, &path, started)
+                })
+                .await;
             }
         }
     }
@@ -254,9 +337,9 @@ impl Connection {
         let server_hello = ServerHello {
             version: PROTOCOL_VERSION,
             server: concat!("witnessd ", env!("CARGO_PKG_VERSION")).to_owned(),
-            max_frame_len: self.shared.config.max_frame_len,
+            max_frame_len: self.limits.max_frame_len,
             max_entries_per_append: MAX_ENTRIES_PER_APPEND as u32,
-            max_in_flight: self.shared.config.max_in_flight as u32,
+            max_in_flight: self.limits.max_in_flight as u32,
         };
         self.answer(id, Response::Hello(server_hello)).await;
         Next::Continue
@@ -302,6 +385,7 @@ impl Connection {
                 ts: now_ns(),
                 ..self.origin
             },
+            received: std::time::Instant::now(),
             reply_to: self.reply_to.clone(),
             connection_permit,
             queue_permit,
@@ -314,7 +398,7 @@ impl Connection {
                 ErrorCode::ShuttingDown,
                 "the writer has stopped; nothing was recorded",
             );
-            self.shared.stats.reject();
+            self.shared.stats.reject(ErrorCode::ShuttingDown);
             let frame = ResponseFrame {
                 id,
                 response: Response::Error(reply),
@@ -347,7 +431,7 @@ impl Connection {
             let response = match reads.run(query).await {
                 Ok(response) => response,
                 Err(message) => {
-                    stats.reject();
+                    stats.reject(ErrorCode::Storage);
                     Response::Error(ErrorReply::new(ErrorCode::Storage, message))
                 }
             };
@@ -376,7 +460,7 @@ impl Connection {
 
     async fn refuse(&self, id: u64, reply: ErrorReply) {
         tracing::debug!(id, code = ?reply.code, message = %reply.message, "request refused");
-        self.shared.stats.reject();
+        self.shared.stats.reject(reply.code);
         self.answer(id, Response::Error(reply)).await;
     }
 }

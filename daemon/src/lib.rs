@@ -7,10 +7,13 @@
 pub mod chain;
 pub mod config;
 mod connection;
+pub mod http;
+pub mod metrics;
 mod query;
 pub mod read;
 pub mod schema;
 pub mod server;
+pub mod service;
 mod stream;
 pub mod verify;
 pub mod writer;

@@ -91,3 +91,25 @@ pub(crate) fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
     check_window(query.since, query.until)?;
     check_limit(query.limit)
 }
+
+/// Checks where a backup goes: an absolute path to a file that does not exist yet, in a
+/// folder that does. `VACUUM INTO` would refuse an existing file too, but this says why.
+pub(crate) fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
+    let target = std::path::Path::new(path);
+    if path.is_empty() || path.contains('\0') || !target.is_absolute() {
+        return Err(bad(format!(
+            "backup path {path:?} must be absolute: the daemon's working folder is not yours"
+        )));
+    }
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Err(bad(format!(
+            "{path} exists; a backup never overwrites a file: pick a new name"
+        )));
+    }
+    match target.parent().map(std::fs::metadata) {
+        Some(Ok(metadata)) if metadata.is_dir() => Ok(()),
+        _ => Err(bad(format!(
+            "the folder of {path} does not exist, or the daemon cannot see it"
+        ))),
+    }
+}

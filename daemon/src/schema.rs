@@ -94,6 +94,14 @@ pub const INSERT_ENTRY: &str = "INSERT INTO entries (seq, ts, client_ts, event, 
     cost_micro_usd, model, pid, uid, gid, producer_id, producer_number, hash) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
+/// Bytes the WAL file is cut back to once a checkpoint has emptied it, so that one burst does
+/// not leave a large file behind for good.
+pub const WAL_SIZE_LIMIT: u64 = 64 << 20;
+
+/// Rows `ANALYZE` and `PRAGMA optimize` look at per index: enough for the planner, and it
+/// keeps the writer (which runs them between batches) busy for milliseconds, not seconds.
+pub const ANALYSIS_LIMIT: u32 = 1000;
+
 /// How hard a commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sync {
@@ -204,7 +212,9 @@ pub fn open_writer(path: &Path, sync: Sync, cache_kib: u32) -> Result<Connection
             "PRAGMA synchronous = {synchronous};
              PRAGMA wal_autocheckpoint = 0;
              PRAGMA cache_size = -{cache_kib};
-             PRAGMA temp_store = MEMORY;"
+             PRAGMA temp_store = MEMORY;
+             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};
+             PRAGMA analysis_limit = {ANALYSIS_LIMIT};"
         ))
         .map_err(&error)?;
     migrate(&mut connection, path)?;

@@ -9,19 +9,22 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use witness_protocol::ErrorCode;
+
+use crate::config::{Config, Limits};
 use crate::connection::{self, Shared};
+use crate::metrics::Metrics;
 use crate::read::ReadPool;
 use crate::schema::OpenError;
-use crate::writer::{WriterHandle, WriterStats};
+use crate::writer::{Control, WriterHandle, WriterStats};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,15 +96,31 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Every `ErrorCode`, in the order of `ServerStats::rejections_by_code`.
+const ERROR_CODES: [ErrorCode; 10] = [
+    ErrorCode::VersionMismatch,
+    ErrorCode::ExpectedHello,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::BadFrame,
+    ErrorCode::BadRequest,
+    ErrorCode::InvalidEntry,
+    ErrorCode::Busy,
+    ErrorCode::ShuttingDown,
+    ErrorCode::Storage,
+    ErrorCode::Forbidden,
+];
+
 /// Counters of the connection side, for stats.
 #[derive(Debug, Default)]
 pub struct ServerStats {
     /// Connections open now.
     pub connections: AtomicU64,
+    /// The most connections open at once since start.
+    pub connections_max: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Requests refused, of every kind.
-    pub rejections: AtomicU64,
+    /// Requests refused, by the index of their `ErrorCode`.
+    rejections_by_code: [AtomicU64; ERROR_CODES.len()],
 }
 
 /// A daemon with its database open and its writer running, ready to serve a listener.
@@ -111,6 +130,9 @@ pub struct Server {
     writer: WriterHandle,
     _lock: std::fs::File,
     stats: Arc<ServerStats>,
+    queue: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    limits: Arc<RwLock<Limits>>,
 }
 
 impl Server {
@@ -128,12 +150,37 @@ impl Server {
         }
         let lock = lock_database(db_path)?;
         let writer = WriterHandle::start(config.writer.clone(), config.queue_capacity)?;
+        let stats = Arc::<ServerStats>::default();
+        let queue = Arc::new(Semaphore::new(config.queue_capacity));
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&stats),
+            Arc::clone(writer.stats()),
+            Arc::clone(&queue),
+            config.queue_capacity,
+            config.writer.db_path.clone(),
+        ));
         Ok(Server {
+            limits: Arc::new(RwLock::new(config.limits())),
             config: Arc::new(config),
             writer,
             _lock: lock,
-            stats: Arc::default(),
+            stats,
+            queue,
+            metrics,
         })
+    }
+
+    /// The figures `witness stats`, the metrics endpoint and systemd's status line show.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// A handle that changes the reloadable settings while the daemon runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            limits: Arc::clone(&self.limits),
+            writer: self.writer.control(),
+        }
     }
 
     /// The writer's counters.
@@ -154,6 +201,9 @@ impl Server {
             writer,
             _lock,
             stats,
+            queue,
+            metrics,
+            limits,
         } = self;
         let cancel = CancellationToken::new();
         let readers = TaskTracker::new();
@@ -165,9 +215,18 @@ impl Server {
                 config.read_connections,
             )),
             committed: writer.committed(),
-            queue: Arc::new(Semaphore::new(config.queue_capacity)),
-            config: Arc::clone(&config),
+            queue,
+            limits,
+            writer_control: writer.control(),
+            metrics: Arc::clone(&metrics),
             stats: Arc::clone(&stats),
+        });
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics.sample();
+            }
         });
         let connection_slots = Arc::new(Semaphore::new(config.max_connections));
         tokio::pin!(shutdown);
@@ -197,6 +256,7 @@ impl Server {
             });
         }
         tracing::info!("shutting down: finishing the frames already read");
+        sampler.abort();
         drop(listener);
         cancel.cancel();
         readers.close();
@@ -242,7 +302,50 @@ fn lock_database(db_path: &Path) -> Result<std::fs::File, StartError> {
 
 impl ServerStats {
     /// Counts a refused request.
-    pub(crate) fn reject(&self) {
-        self.rejections.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn reject(&self, code: ErrorCode) {
+        if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
+            self.rejections_by_code[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refused requests since start, by reason, leaving out reasons never seen.
+    pub fn rejections(&self) -> Vec<(String, u64)> {
+        ERROR_CODES
+            .iter()
+            .zip(&self.rejections_by_code)
+            .map(|(code, count)| (format!("{code:?}"), count.load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Counts a connection opened.
+    pub(crate) fn connection_opened(&self) {
+        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Changes the settings of a running daemon that may change without a restart: the limits of
+/// new connections, and batching. Cheap to clone; taken before [`Server::run`].
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    limits: Arc<RwLock<Limits>>,
+    writer: crossbeam_channel::Sender<Control>,
+}
+
+impl Reloader {
+    /// Applies the reloadable parts of `config`. What needs a restart is left as it was (see
+    /// `Config::reloadable_differences`).
+    pub fn apply(&self, config: &Config) {
+        *self.limits.write().expect("never poisoned") = config.limits();
+        let _ = self.writer.send(Control::Tune {
+            max_batch_entries: config.writer.max_batch_entries,
+            max_batch_delay: config.writer.max_batch_delay,
+        });
     }
 }

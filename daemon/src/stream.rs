@@ -197,7 +197,7 @@ impl Stream {
     }
 
     fn fail(&self, message: String) {
-        self.context.stats.reject();
+        self.context.stats.reject(ErrorCode::Storage);
         let frame = ResponseFrame {
             id: self.id,
             response: Response::Error(ErrorReply::new(ErrorCode::Storage, message)),

@@ -21,10 +21,11 @@ use witness_protocol::{
 };
 
 use crate::chain::{GENESIS, Value, hash_row};
+use crate::metrics::Timings;
 use crate::schema::{self, OpenError, Sync};
 
 /// How the writer batches, syncs and checkpoints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriterConfig {
     /// The database file.
     pub db_path: PathBuf,
@@ -44,6 +45,11 @@ pub struct WriterConfig {
     pub idle_checkpoint: Duration,
     /// SQLite page cache of the writer, in KiB.
     pub cache_kib: u32,
+    /// How often to run `PRAGMA optimize` between batches; `None` never does.
+    pub optimize_interval: Option<Duration>,
+    /// Longest the writer's loop goes without turning when idle, so that its heartbeat (which
+    /// the systemd watchdog reads) advances while it is healthy.
+    pub heartbeat: Duration,
 }
 
 impl WriterConfig {
@@ -58,6 +64,8 @@ impl WriterConfig {
             checkpoint_pages: 4096,
             idle_checkpoint: Duration::from_secs(1),
             cache_kib: 8192,
+            optimize_interval: Some(Duration::from_secs(3600)),
+            heartbeat: Duration::from_millis(250),
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct Job {
     pub entries: Vec<Entry>,
     /// Receive time and credentials.
     pub origin: Origin,
+    /// When the append was read, for the acknowledgement time in stats.
+    pub received: Instant,
     /// Where the answer goes.
     pub reply_to: ReplyTo,
     /// The connection's in-flight permit for this request.
@@ -126,12 +136,29 @@ pub struct WriterStats {
     pub heartbeat: AtomicU64,
     /// WAL pages after the last commit.
     pub wal_pages: AtomicU32,
+    /// Batch size, commit and acknowledgement times.
+    pub timings: std::sync::Mutex<Timings>,
+}
+
+/// Requests to the writer other than appends, handled between batches.
+#[derive(Debug)]
+pub enum Control {
+    /// New batching settings (a configuration reload).
+    Tune {
+        /// See [`WriterConfig::max_batch_entries`].
+        max_batch_entries: usize,
+        /// See [`WriterConfig::max_batch_delay`].
+        max_batch_delay: Duration,
+    },
+    /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
+    Analyze(tokio::sync::oneshot::Sender<Result<Duration, String>>),
 }
 
 /// The running writer: the queue's sending side and the thread.
 #[derive(Debug)]
 pub struct WriterHandle {
     sender: Option<Sender<Box<Job>>>,
+    control: Sender<Control>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Receiver<u64>,
@@ -144,6 +171,7 @@ impl WriterHandle {
     pub fn start(config: WriterConfig, queue_capacity: usize) -> Result<Self, OpenError> {
         let connection = schema::open_writer(&config.db_path, config.sync, config.cache_kib)?;
         let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
+        let (control, control_receiver) = crossbeam_channel::unbounded();
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
@@ -153,10 +181,11 @@ impl WriterHandle {
             })?;
         let thread = std::thread::Builder::new()
             .name("witness-writer".into())
-            .spawn(move || writer.run(&receiver))
+            .spawn(move || writer.run(&receiver, &control_receiver))
             .expect("spawning the writer thread");
         Ok(WriterHandle {
             sender: Some(sender),
+            control,
             thread: Some(thread),
             stats,
             committed,
@@ -167,6 +196,11 @@ impl WriterHandle {
     /// and touches every slot up front: a pointer per slot, not a whole job.
     pub fn sender(&self) -> Sender<Box<Job>> {
         self.sender.clone().expect("writer is running")
+    }
+
+    /// Where to send [`Control`] requests.
+    pub fn control(&self) -> Sender<Control> {
+        self.control.clone()
     }
 
     /// The writer's counters.
@@ -244,6 +278,8 @@ struct Writer {
     /// Entries in the last batch and how long its commit took, for adaptive batching.
     last_batch_entries: usize,
     last_commit: Duration,
+    last_job: Instant,
+    last_optimize: Instant,
 }
 
 impl Writer {
@@ -292,33 +328,62 @@ impl Writer {
             dirty_since_truncate: true,
             last_batch_entries: 0,
             last_commit: Duration::ZERO,
+            last_job: Instant::now(),
+            last_optimize: Instant::now(),
         })
     }
 
-    fn run(&mut self, receiver: &Receiver<Box<Job>>) {
+    fn run(&mut self, receiver: &Receiver<Box<Job>>, control: &Receiver<Control>) {
         let mut batch: Vec<Job> = Vec::new();
+        let mut control_open = true;
         loop {
             self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
-            match receiver.recv_timeout(self.config.idle_checkpoint) {
-                Ok(job) => batch.push(*job),
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.dirty_since_truncate {
-                        self.checkpoint(Checkpoint::Truncate);
+            let mut select = crossbeam_channel::Select::new();
+            let jobs = select.recv(receiver);
+            let controls = control_open.then(|| select.recv(control));
+            match select.select_timeout(self.config.heartbeat) {
+                Ok(operation) if operation.index() == jobs => match operation.recv(receiver) {
+                    Ok(job) => batch.push(*job),
+                    Err(_) => break,
+                },
+                Ok(operation) => {
+                    debug_assert_eq!(Some(operation.index()), controls);
+                    match operation.recv(control) {
+                        Ok(request) => self.control(request),
+                        Err(_) => control_open = false,
                     }
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => {
+                    if self.dirty_since_truncate
+                        && self.last_job.elapsed() >= self.config.idle_checkpoint
+                    {
+                        self.checkpoint(Checkpoint::Truncate);
+                    }
+                    self.maybe_optimize();
+                    continue;
+                }
             }
             let open = self.fill(&mut batch, receiver);
             self.commit(&mut batch);
+            self.last_job = Instant::now();
             if self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages {
                 self.checkpoint(Checkpoint::Passive);
             }
+            while let Ok(request) = control.try_recv() {
+                self.control(request);
+            }
+            self.maybe_optimize();
             if !open {
                 break;
             }
         }
         self.checkpoint(Checkpoint::Truncate);
+        // SQLite's advice for a connection about to close: cheap, and keeps the planner's
+        // statistics current for readers.
+        if let Err(error) = self.connection.execute_batch("PRAGMA optimize") {
+            tracing::warn!(%error, "PRAGMA optimize failed");
+        }
         let entries = self.stats.entries_committed.load(Ordering::Relaxed);
         let batches = self.stats.batches_committed.load(Ordering::Relaxed);
         tracing::info!(
@@ -369,6 +434,47 @@ impl Writer {
         true
     }
 
+    /// Handles a request other than an append, between batches.
+    fn control(&mut self, request: Control) {
+        match request {
+            Control::Tune {
+                max_batch_entries,
+                max_batch_delay,
+            } => {
+                self.config.max_batch_entries = max_batch_entries;
+                self.config.max_batch_delay = max_batch_delay;
+                tracing::info!(max_batch_entries, ?max_batch_delay, "batching retuned");
+            }
+            Control::Analyze(answer) => {
+                let started = Instant::now();
+                let result = self
+                    .connection
+                    .execute_batch("ANALYZE")
+                    .map(|()| started.elapsed())
+                    .map_err(|error| format!("ANALYZE failed: {error}"));
+                tracing::info!(?result, "analyze");
+                let _ = answer.send(result);
+            }
+        }
+    }
+
+    /// Runs `PRAGMA optimize` when its interval has passed. `analysis_limit` bounds it to
+    /// milliseconds, so it runs between batches like a checkpoint.
+    fn maybe_optimize(&mut self) {
+        let Some(interval) = self.config.optimize_interval else {
+            return;
+        };
+        if self.last_optimize.elapsed() < interval {
+            return;
+        }
+        let started = Instant::now();
+        match self.connection.execute_batch("PRAGMA optimize") {
+            Ok(()) => tracing::debug!(elapsed = ?started.elapsed(), "PRAGMA optimize"),
+            Err(error) => tracing::warn!(%error, "PRAGMA optimize failed"),
+        }
+        self.last_optimize = Instant::now();
+    }
+
     /// Writes, commits and acknowledges `batch`, leaving it empty.
     fn commit(&mut self, batch: &mut Vec<Job>) {
         let started = Instant::now();
@@ -391,9 +497,20 @@ impl Writer {
                 self.stats
                     .wal_pages
                     .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
+                let now = Instant::now();
+                let acks: Vec<Duration> = batch
+                    .iter()
+                    .filter(|job| job.ack == Ack::Committed)
+                    .map(|job| now.saturating_duration_since(job.received))
+                    .collect();
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     acknowledge(job, outcome);
                 }
+                self.stats
+                    .timings
+                    .lock()
+                    .expect("never poisoned")
+                    .record_batch(n_written, self.last_commit, acks);
             }
             Err(error) => {
                 tracing::error!(%error, jobs = batch.len(), "batch rolled back");

@@ -4,6 +4,7 @@
 //! and checks every length against a limit before it allocates. `docs/PROTOCOL.md` at the
 //! repository root is the byte-level specification of what it implements.
 
+pub mod admin;
 pub mod frame;
 pub mod limits;
 mod message;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::{MaintenanceReport, MaintenanceTask, StatsReport};
 use crate::query::{
     CostQuery, CostReport, EntriesQuery, StoredEntry, StreamEnd, TraceQuery, TraceReport,
     TracesPage, TracesQuery,
@@ -39,6 +40,11 @@ pub enum Request {
     Traces(TracesQuery),
     /// Money and tokens per group, answered with `Cost`.
     Cost(CostQuery),
+    /// The daemon's health and load, answered with `Stats`.
+    Stats,
+    /// Work on the database, answered with `Maintained`; only the daemon's own user (or
+    /// root) may ask.
+    Maintenance(MaintenanceTask),
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -182,6 +188,10 @@ pub enum Response {
     Traces(TracesPage),
     /// Answers `Cost`.
     Cost(CostReport),
+    /// Answer to `Stats`.
+    Stats(StatsReport),
+    /// Answer to `Maintenance`: the task is done.
+    Maintained(MaintenanceReport),
 }
 
 /// The daemon's side of the handshake.
@@ -267,6 +277,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The database refused the write; nothing of the batch was committed.
     Storage,
+    /// The request needs a privilege the client's user lacks (maintenance from another
+    /// user than the daemon's).
+    Forbidden,
 }
 
 impl Entry {

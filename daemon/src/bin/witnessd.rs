@@ -1,23 +1,40 @@
-//! `witnessd`: the daemon. Parses flags, binds (or inherits) the socket, opens the database,
-//! tells systemd when it is ready, and stops cleanly on SIGTERM or SIGINT.
+//! `witnessd`: the daemon. Reads its configuration (file, then flags), binds (or inherits)
+//! the socket, opens the database, tells systemd when it is ready, reloads on SIGHUP and
+//! stops cleanly on SIGTERM or SIGINT.
 
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 use witness_client::paths;
-use witness_daemon::config::Config;
-use witness_daemon::schema::Sync;
-use witness_daemon::server::{self, Server};
+use witness_daemon::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat, Settings};
+use witness_daemon::server::{self, Reloader, Server};
+use witness_daemon::service;
 
 /// Records events from local processes into one hash-chained SQLite log.
+///
+/// Settings come from the defaults, then the configuration file, then these flags.
 #[derive(Debug, Parser)]
 #[command(name = "witnessd", version)]
 struct Args {
+    /// Configuration file (TOML) [default: /etc/witness/witnessd.toml, when it exists].
+    /// SIGHUP reads it again.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Check the configuration (file and flags), print the verdict and exit.
+    #[arg(long, conflicts_with = "print_config")]
+    check_config: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Socket to listen on [default: $XDG_RUNTIME_DIR/witness/witness.sock, or
     /// /run/witness/witness.sock as root]. Ignored when systemd passes a socket.
     #[arg(long, value_name = "PATH")]
@@ -27,37 +44,94 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Durability of a commit: "full" survives power loss, "normal" survives a crash of the
-    /// daemon.
-    #[arg(long, default_value = "full", value_name = "full|normal")]
-    sync: Sync,
-    /// Permission bits of the socket, in octal.
-    #[arg(long, default_value = "660", value_name = "OCTAL", value_parser = parse_mode)]
-    socket_mode: u32,
-    /// Most entries in one transaction.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    batch_max: u32,
-    /// Microseconds to wait for more entries once a batch has started.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
-    batch_delay_us: u64,
-    /// Entries that may wait for the writer before producers are slowed.
-    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
-    queue: u32,
-    /// Log filter, such as "info" or "witness_daemon=debug"; RUST_LOG is used when unset.
+    /// daemon [default: full].
+    #[arg(long, value_name = "full|normal")]
+    sync: Option<String>,
+    /// Permission bits of the socket, in octal [default: 660].
+    #[arg(long, value_name = "OCTAL")]
+    socket_mode: Option<String>,
+    /// Most entries in one transaction [default: 4096].
+    #[arg(long, value_name = "N")]
+    batch_max: Option<u64>,
+    /// Microseconds to wait for more entries once a batch has started [default: 0].
+    #[arg(long, value_name = "US")]
+    batch_delay_us: Option<u64>,
+    /// Entries that may wait for the writer before producers are slowed [default: 8192].
+    #[arg(long, value_name = "N")]
+    queue: Option<u64>,
+    /// Log filter, such as "info" or "witness_daemon=debug" [default: RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Log line format [default: text].
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<String>,
+    /// Serve Prometheus metrics over HTTP at this address, such as 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
-fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("{text:?} is not an octal permission such as 660"))
+impl Args {
+    /// The settings the flags give, which override the file's.
+    fn overrides(&self) -> Settings {
+        Settings {
+            socket: self.socket.clone(),
+            db: self.db.clone(),
+            sync: self.sync.clone(),
+            socket_mode: self.socket_mode.clone(),
+            queue: self.queue,
+            batch_max: self.batch_max,
+            batch_delay_us: self.batch_delay_us,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            ..Settings::default()
+        }
+    }
+
+    /// The configuration file to read, if any: the one named, or the default when present.
+    fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+            default.exists().then_some(default)
+        })
+    }
+
+    /// Reads the file (if any) and applies the flags; every value checked.
+    fn load(&self) -> Result<Config, ConfigError> {
+        let file = match self.config_path() {
+            Some(path) => Settings::from_file(&path)?,
+            None => Settings::default(),
+        };
+        Config::from_settings(
+            &file.overridden_by(self.overrides()),
+            paths::default_socket_path,
+            paths::default_db_path,
+        )
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_level.as_deref());
-    match run(args) {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("witnessd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        match args.config_path() {
+            Some(path) => println!("{}: configuration is valid", path.display()),
+            None => println!("no configuration file; the defaults and flags are valid"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    if args.print_config {
+        print!("{}", config.to_settings().to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let logging = init_logging(&config);
+    match run(args, config, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -67,35 +141,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(filter) => EnvFilter::new(filter),
+/// Changes the log filter of the running daemon.
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// The filter a configuration asks for: its `log_level`, else `RUST_LOG`, else `info`.
+fn log_filter(config: &Config) -> EnvFilter {
+    match &config.log_level {
+        // Checked when the configuration was built.
+        Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    // The journal stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let socket_path = args.socket.unwrap_or_else(paths::default_socket_path);
-    let db_path = args.db.unwrap_or_else(paths::default_db_path);
-    let mut config = Config::new(socket_path, db_path);
-    config.socket_mode = args.socket_mode;
-    config.queue_capacity = args.queue as usize;
-    config.writer.sync = args.sync;
-    config.writer.max_batch_entries = args.batch_max as usize;
-    config.writer.max_batch_delay = Duration::from_micros(args.batch_delay_us);
+fn init_logging(config: &Config) -> FilterHandle {
+    use std::io::IsTerminal;
+    let (filter, handle) = reload::Layer::new(log_filter(config));
+    // The journal stamps every line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = !journal && std::io::stderr().is_terminal();
+    type Boxed = Box<
+        dyn Layer<tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>>
+            + Send
+            + Sync,
+    >;
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let output: Boxed = match (config.log_format, journal) {
+        (LogFormat::Text, false) => Box::new(layer),
+        (LogFormat::Text, true) => Box::new(layer.without_time()),
+        (LogFormat::Json, false) => Box::new(layer.json()),
+        (LogFormat::Json, true) => Box::new(layer.json().without_time()),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    handle
+}
 
+fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<()> {
+    let watchdog = sd_notify::watchdog_enabled();
+    config.writer.heartbeat = service::writer_heartbeat(watchdog);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("witness-io")
@@ -109,14 +196,45 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => server::bind(&config.socket_path, config.socket_mode)?,
     };
-    let (socket, db) = (config.socket_path.clone(), config.writer.db_path.clone());
-    let server = Server::start(config)?;
-    let stop = stop_on_signals()?;
-    tracing::info!(socket = %socket.display(), db = %db.display(), sync = %args.sync, "witnessd ready");
-    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            runtime
+                .block_on(tokio::net::TcpListener::bind(address))
+                .with_context(|| format!("binding the metrics endpoint {address}"))?,
+        ),
+        None => None,
+    };
+    let server = Server::start(config.clone())?;
+    let metrics = server.metrics();
+    let stopping = CancellationToken::new();
+    if let Some(listener) = metrics_listener {
+        match listener.local_addr() {
+            Ok(address) => tracing::info!(%address, "serving metrics at http://{address}/metrics"),
+            Err(error) => tracing::warn!(%error, "serving metrics at an unknown address"),
+        }
+        runtime.spawn(witness_daemon::http::serve(
+            listener,
+            Arc::clone(&metrics),
+            stopping.clone(),
+        ));
+    }
+    let stop = handle_signals(args, config.clone(), server.reloader(), logging)?;
+    service::spawn_notifier(Arc::clone(&metrics), watchdog).context("starting the notifier")?;
+    tracing::info!(
+        socket = %config.socket_path.display(),
+        db = %config.writer.db_path.display(),
+        sync = %config.writer.sync,
+        watchdog = ?watchdog,
+        "witnessd ready"
+    );
+    let _ = sd_notify::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&metrics.status_line()),
+    ]);
     runtime.block_on(server.run(listener, async {
         let _ = stop.await;
     }));
+    stopping.cancel();
     tracing::info!("witnessd stopped");
     Ok(())
 }
@@ -144,22 +262,83 @@ fn inherited_listener() -> anyhow::Result<Option<tokio::net::UnixListener>> {
     Ok(Some(listener))
 }
 
-/// Resolves on the first SIGTERM or SIGINT, after telling systemd that the daemon is
-/// stopping. A thread waits for the signals so that no handler runs inside the runtime.
-fn stop_on_signals() -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// Starts the thread that takes signals: SIGHUP reloads the configuration; the first SIGTERM
+/// or SIGINT tells systemd the daemon is stopping and resolves the returned receiver. A
+/// thread waits for them so that no handler runs inside the runtime.
+fn handle_signals(
+    args: Args,
+    mut running: Config,
+    reloader: Reloader,
+    logging: FilterHandle,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("witness-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    let monotonic = NotifyState::monotonic_usec_now();
+                    let mut reloading = vec![NotifyState::Reloading];
+                    reloading.extend(monotonic.ok());
+                    let _ = sd_notify::notify(&reloading);
+                    running = reload(&args, running, &reloader, &logging);
+                    let _ = sd_notify::notify(&[NotifyState::Ready]);
+                    continue;
+                }
                 tracing::info!(signal, "stopping");
                 let _ = sd_notify::notify(&[NotifyState::Stopping]);
                 let _ = stop.send(());
+                break;
             }
         })
         .context("starting the signal thread")?;
     Ok(stopped)
+}
+
+/// Reads the configuration again and applies what can change while running. A configuration
+/// that does not check out is refused whole, and the running one stays.
+fn reload(args: &Args, running: Config, reloader: &Reloader, logging: &FilterHandle) -> Config {
+    let new = match args.load() {
+        Ok(new) => new,
+        Err(error) => {
+            // One line: a journal entry per line of TOML's pointer drawing would scatter it.
+            let reason = error.to_string();
+            let reason: Vec<&str> = reason
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('|'))
+                .collect();
+            tracing::error!(
+                "reload refused, the running configuration stays: {}",
+                reason.join(" ")
+            );
+            return running;
+        }
+    };
+    for key in running.reloadable_differences(&new) {
+        tracing::warn!(
+            key,
+            "changed in the configuration, but takes effect only on a restart"
+        );
+    }
+    let next = running.with_reloaded(&new);
+    reloader.apply(&next);
+    if next.log_level != running.log_level
+        && let Err(error) = logging.reload(log_filter(&next))
+    {
+        tracing::error!(%error, "cannot change the log filter");
+    }
+    tracing::info!(
+        batch_max = next.writer.max_batch_entries,
+        batch_delay_us = next.writer.max_batch_delay.as_micros() as u64,
+        max_frame_len = next.max_frame_len,
+        max_in_flight = next.max_in_flight,
+        stall_timeout_secs = next.stall_timeout.as_secs(),
+        log_level = next.log_level.as_deref().unwrap_or("(RUST_LOG or info)"),
+        "configuration reloaded"
+    );
+    next
 }

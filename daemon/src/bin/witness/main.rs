@@ -2,6 +2,7 @@
 //! speaks to the daemon over its socket, except `verify --db`, which reads a database file
 //! directly and read-only. Times are RFC 3339 or a span back from now (`15m`, `2h`, `7d`).
 
+mod admin;
 mod import;
 mod money;
 mod read;
@@ -21,7 +22,8 @@ use witness_client::{Client, Cost, Entry, VerifyRange, VerifyReport, paths};
 #[derive(Debug, Parser)]
 #[command(name = "witness", version)]
 struct Args {
-    /// The daemon's socket [default: $WITNESS_SOCKET, else the daemon's default].
+    /// The daemon's socket [default: $WITNESS_SOCKET, else the user's daemon's, else the
+    /// system service's /run/witness/witness.sock].
     #[arg(long, global = true, value_name = "PATH", env = "WITNESS_SOCKET")]
     socket: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -112,6 +114,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
+    /// The daemon's health: throughput, queue, latencies, connections, sizes, memory.
+    Stats {
+        /// Print the Prometheus text format instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+    },
+    /// Work on the database while the daemon runs (as the daemon's user or root).
+    #[command(subcommand)]
+    Maintenance(Maintenance),
     /// Entries as JSON lines with every stored field; `witness import` reads them back.
     Export {
         /// First seq to export.
@@ -128,6 +139,19 @@ enum Command {
         /// Stop after this many entries.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
+    },
+}
+
+/// `witness maintenance` tasks.
+#[derive(Debug, Subcommand)]
+enum Maintenance {
+    /// Refresh the query planner's statistics (a bounded ANALYZE; ingest waits milliseconds).
+    Analyze,
+    /// Write a consistent, compacted copy of the database (VACUUM INTO) while ingest goes on.
+    Backup {
+        /// The new file; the daemon's user writes it, so it must be a place that user may
+        /// write (under systemd: /var/lib/witness/). It must not exist.
+        path: PathBuf,
     },
 }
 
@@ -231,7 +255,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let socket = args
         .socket
         .clone()
-        .unwrap_or_else(paths::default_socket_path);
+        .unwrap_or_else(paths::client_socket_path);
     let connect = || Client::connect(&socket);
     let json = args.json;
     match args.command {
@@ -330,6 +354,32 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 limit,
             };
             read::cost(&mut connect()?, query, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { prometheus } => {
+            let format = match (json, prometheus) {
+                (true, _) => admin::StatsFormat::Json,
+                (_, true) => admin::StatsFormat::Prometheus,
+                _ => admin::StatsFormat::Table,
+            };
+            admin::stats(&mut connect()?, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Maintenance(task) => {
+            let task = match task {
+                Maintenance::Analyze => witness_client::admin::MaintenanceTask::Analyze,
+                Maintenance::Backup { path } => {
+                    // The daemon resolves nothing against its own working folder.
+                    let path = std::path::absolute(&path)
+                        .with_context(|| format!("resolving {}", path.display()))?;
+                    let path = path
+                        .to_str()
+                        .context("the backup path is not valid UTF-8")?
+                        .to_owned();
+                    witness_client::admin::MaintenanceTask::Backup { path }
+                }
+            };
+            admin::maintenance(&mut connect()?, task, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {

@@ -1,0 +1,206 @@
+//! `witness stats` and `witness maintenance`: the operator's view of a running daemon.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+use witness_client::Client;
+use witness_client::admin::{MaintenanceReport, MaintenanceTask, Percentiles, StatsReport};
+
+/// How `witness stats` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+/// `witness stats`.
+pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
+    let report = client.stats()?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        StatsFormat::Json => writeln!(out, "{}", stats_json(&report))?,
+        StatsFormat::Prometheus => {
+            write!(out, "{}", witness_daemon::metrics::prometheus(&report))?;
+        }
+        StatsFormat::Table => print_stats(&mut out, &report)?,
+    }
+    Ok(())
+}
+
+fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()> {
+    let percent = |part: u64, whole: u64| part as f64 * 100.0 / whole.max(1) as f64;
+    let spread = |p: &Percentiles, unit: &str| {
+        if p.count == 0 {
+            "(none in the last minutes)".to_owned()
+        } else {
+            format!(
+                "p50 {}{unit}  p90 {}{unit}  p99 {}{unit}  max {}{unit}  ({} recorded)",
+                p.p50, p.p90, p.p99, p.max, p.count
+            )
+        }
+    };
+    let rejections = if report.rejections.is_empty() {
+        "none".to_owned()
+    } else {
+        report
+            .rejections
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows = [
+        ("server", report.server.clone()),
+        ("uptime", uptime(report.uptime_ms)),
+        (
+            "entries",
+            format!(
+                "{} committed, {:.1}/s over the last 10 s, last seq {}",
+                report.entries_total, report.entries_per_sec, report.last_seq
+            ),
+        ),
+        (
+            "batches",
+            format!(
+                "{} committed, {} failed",
+                report.batches_total, report.batches_failed
+            ),
+        ),
+        (
+            "queue",
+            format!(
+                "{} of {} ({:.0}%)",
+                report.queue_depth,
+                report.queue_capacity,
+                percent(report.queue_depth, report.queue_capacity)
+            ),
+        ),
+        ("batch size", spread(&report.batch_entries, "")),
+        ("commit time", spread(&report.commit_us, " µs")),
+        ("ack time", spread(&report.ack_us, " µs")),
+        (
+            "connections",
+            format!(
+                "{} open, at most {}, {} since start",
+                report.connections, report.connections_max, report.connections_total
+            ),
+        ),
+        ("rejections", rejections),
+        (
+            "database",
+            format!(
+                "{} (WAL {})",
+                bytes(report.db_bytes),
+                bytes(report.wal_bytes)
+            ),
+        ),
+        (
+            "memory",
+            format!(
+                "{} resident, peak {}",
+                bytes(report.rss_bytes),
+                bytes(report.rss_peak_bytes)
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        writeln!(out, "{name:<12} {value}")?;
+    }
+    Ok(())
+}
+
+fn stats_json(report: &StatsReport) -> Value {
+    let spread = |p: &Percentiles| json!({"count": p.count, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max});
+    let rejections: serde_json::Map<String, Value> = report
+        .rejections
+        .iter()
+        .map(|(reason, count)| (reason.clone(), json!(count)))
+        .collect();
+    json!({
+        "server": report.server,
+        "uptime_ms": report.uptime_ms,
+        "entries_total": report.entries_total,
+        "entries_per_sec": report.entries_per_sec,
+        "last_seq": report.last_seq,
+        "batches_total": report.batches_total,
+        "batches_failed": report.batches_failed,
+        "queue_depth": report.queue_depth,
+        "queue_capacity": report.queue_capacity,
+        "batch_entries": spread(&report.batch_entries),
+        "commit_us": spread(&report.commit_us),
+        "ack_us": spread(&report.ack_us),
+        "connections": report.connections,
+        "connections_max": report.connections_max,
+        "connections_total": report.connections_total,
+        "rejections": rejections,
+        "db_bytes": report.db_bytes,
+        "wal_bytes": report.wal_bytes,
+        "rss_bytes": report.rss_bytes,
+        "rss_peak_bytes": report.rss_peak_bytes,
+    })
+}
+
+/// `witness maintenance`.
+pub fn maintenance(client: &mut Client, task: MaintenanceTask, json: bool) -> anyhow::Result<()> {
+    let report = client.maintenance(task)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", maintenance_json(&report))?;
+        return Ok(());
+    }
+    match &report.task {
+        MaintenanceTask::Analyze => {
+            writeln!(out, "ANALYZE done in {} ms", report.elapsed_ms)?;
+        }
+        MaintenanceTask::Backup { path } => writeln!(
+            out,
+            "backup written to {path}: {}, up to seq {}, in {} ms",
+            bytes(report.bytes.unwrap_or(0)),
+            report
+                .last_seq
+                .map_or("(empty log)".to_owned(), |seq| seq.to_string()),
+            report.elapsed_ms
+        )?,
+    }
+    Ok(())
+}
+
+fn maintenance_json(report: &MaintenanceReport) -> Value {
+    match &report.task {
+        MaintenanceTask::Analyze => json!({"task": "analyze", "elapsed_ms": report.elapsed_ms}),
+        MaintenanceTask::Backup { path } => json!({
+            "task": "backup",
+            "path": path,
+            "bytes": report.bytes,
+            "last_seq": report.last_seq,
+            "elapsed_ms": report.elapsed_ms,
+        }),
+    }
+}
+
+fn uptime(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, hours, minutes, seconds) =
+        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) => format!("{minutes}m {seconds}s"),
+        (0, _, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,0 +1,96 @@
+//! Messages for operating the daemon: its health (`Stats`) and maintenance of its database.
+//!
+//! Like every message type, field order is encoding: new fields go at the end of a new
+//! protocol version, never in between.
+
+use serde::{Deserialize, Serialize};
+
+/// The daemon's health and load, answered to `Request::Stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// The daemon's name and version, as in its `Hello`.
+    pub server: String,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Entries committed since start (re-sent duplicates not counted).
+    pub entries_total: u64,
+    /// Entries committed per second over the last ten seconds.
+    pub entries_per_sec: f64,
+    /// The last committed `seq`.
+    pub last_seq: u64,
+    /// Transactions committed since start.
+    pub batches_total: u64,
+    /// Transactions that failed and were rolled back since start.
+    pub batches_failed: u64,
+    /// Entries accepted and waiting for (or inside) a commit.
+    pub queue_depth: u64,
+    /// Entries the queue holds before producers are slowed.
+    pub queue_capacity: u64,
+    /// Entries per committed transaction, over the last one to two minutes.
+    pub batch_entries: Percentiles,
+    /// Microseconds to write and commit a transaction, fsync included, same window.
+    pub commit_us: Percentiles,
+    /// Microseconds from reading an append to sending its `Committed`, same window.
+    pub ack_us: Percentiles,
+    /// Connections open now.
+    pub connections: u64,
+    /// The most connections open at once since start.
+    pub connections_max: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Requests refused since start, by `ErrorCode` name, only those counted at least once.
+    pub rejections: Vec<(String, u64)>,
+    /// Size of the database file in bytes.
+    pub db_bytes: u64,
+    /// Size of its write-ahead log in bytes.
+    pub wal_bytes: u64,
+    /// Resident memory of the daemon in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident memory in bytes.
+    pub rss_peak_bytes: u64,
+}
+
+/// A distribution summarised: how many values, their sum, and points of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Values recorded in the window.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value.
+    pub max: u64,
+}
+
+/// Work on the database that an operator asks for, answered with `Maintained`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MaintenanceTask {
+    /// Refresh the query planner's statistics (`ANALYZE`, bounded so that ingest waits
+    /// milliseconds, not seconds).
+    Analyze,
+    /// Write a consistent, compacted copy of the database to a new file (`VACUUM INTO`),
+    /// from a read snapshot, so ingest goes on meanwhile. The path is absolute, is written by
+    /// the daemon's user, and must not exist yet.
+    Backup {
+        /// Where the copy goes.
+        path: String,
+    },
+}
+
+/// What a maintenance task did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceReport {
+    /// The task, as asked.
+    pub task: MaintenanceTask,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// For a backup, the size of the copy in bytes, and the last `seq` it holds.
+    pub bytes: Option<u64>,
+    /// For a backup, the last `seq` the copy holds.
+    pub last_seq: Option<u64>,
+}
