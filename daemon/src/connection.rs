@@ -260,7 +260,8 @@ impl Connection {
             let reply = ErrorReply::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "maintenance is for the daemon's own user (uid {own_uid}) or root; this                      client runs as uid {}",
+                    "maintenance is for the daemon's own user (uid {own_uid}) or root; this \
+                     client runs as uid {}",
                     self.origin
                         .uid
                         .map_or("unknown".to_owned(), |uid| uid.to_string())

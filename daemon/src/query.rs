@@ -93,7 +93,8 @@ pub(crate) fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
 }
 
 /// Checks where a backup goes: an absolute path to a file that does not exist yet, in a
-/// folder that does. `VACUUM INTO` would refuse an existing file too, but this says why.
+/// folder that does and that the daemon may write. `VACUUM INTO` would refuse these too, but
+/// this says why.
 pub(crate) fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
     let target = std::path::Path::new(path);
     if path.is_empty() || path.contains('\0') || !target.is_absolute() {
@@ -107,9 +108,27 @@ pub(crate) fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
         )));
     }
     match target.parent().map(std::fs::metadata) {
-        Some(Ok(metadata)) if metadata.is_dir() => Ok(()),
-        _ => Err(bad(format!(
-            "the folder of {path} does not exist, or the daemon cannot see it"
+        Some(Ok(metadata)) if metadata.is_dir() => {}
+        _ => {
+            return Err(bad(format!(
+                "the folder of {path} does not exist, or the daemon cannot see it"
+            )));
+        }
+    }
+    // The daemon writes the copy as its own user, and a sandbox may leave it only its state
+    // folder: find out now, with a clear reason, rather than from SQLite's "unable to open".
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(target);
+            Ok(())
+        }
+        Err(error) => Err(bad(format!(
+            "the daemon cannot create {path}: {error} (it writes as its own user; under the \
+             systemd unit only /var/lib/witness/ is writable)"
         ))),
     }
 }
