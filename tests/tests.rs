@@ -12,4 +12,5 @@ mod protocol_abuse;
 mod read;
 mod reconnect;
 mod service;
+mod spool;
 mod startup;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use rusqlite::{OptionalExtension, TransactionBehavior};
-use witness_client::{Client, Options};
+use witness_client::{Client, Options, Spool};
 use witness_daemon::chain::{GENESIS, hash_row};
 use witness_daemon::writer::{Origin, row_values};
 
@@ -19,6 +19,8 @@ use crate::generate::Generator;
 pub enum Mode {
     /// `send` every entry, then `flush`; records the cost of each `send` call.
     Send,
+    /// The same through a `Spool`, whose own thread does the socket I/O.
+    Spool,
     /// `log_batch` of `--batch` entries, closed loop; records each call's latency.
     Batch,
     /// `log` one entry at a time as fast as answers come.
@@ -99,6 +101,31 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let mut latencies = histogram();
     if args.mode == Mode::Direct {
         direct(args, entries, &mut latencies)?;
+    } else if args.mode == Mode::Spool {
+        let options = Options {
+            client_name: "witness-bench".into(),
+            ..Options::default()
+        };
+        let spool = Spool::connect_with(
+            &args.target,
+            options,
+            witness_client::spool::DEFAULT_CAPACITY,
+        )?;
+        wait_until(args.start_at);
+        let interval = if args.rate > 0.0 {
+            1e9 / args.rate
+        } else {
+            0.0
+        };
+        for (index, entry) in entries.into_iter().enumerate() {
+            if interval > 0.0 {
+                wait_until(args.start_at + (index as f64 * interval) as u64);
+            }
+            let started = Instant::now();
+            spool.send(entry)?;
+            record(&mut latencies, started.elapsed().as_nanos() as u64);
+        }
+        spool.flush()?;
     } else {
         let options = Options {
             client_name: "witness-bench".into(),
@@ -150,7 +177,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                     record(&mut latencies, now_ns().saturating_sub(intended));
                 }
             }
-            Mode::Direct => unreachable!("handled above"),
+            Mode::Direct | Mode::Spool => unreachable!("handled above"),
         }
     }
     let mut bytes = Vec::new();

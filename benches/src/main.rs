@@ -323,6 +323,18 @@ fn workloads(quick: bool) -> Vec<Workload> {
                 1,
             )
         },
+        witness("spool send, 1 process", Mode::Spool, 1, 600_000, 1),
+        witness("spool send, 8 processes", Mode::Spool, 8, 800_000, 1),
+        Workload {
+            rate_per_process: 5_000.0,
+            ..witness(
+                "spool send at 40000/s offered, 8 processes",
+                Mode::Spool,
+                8,
+                400_000,
+                1,
+            )
+        },
         witness("log_batch 10, 8 processes", Mode::Batch, 8, 200_000, 10),
         witness("log_batch 100, 8 processes", Mode::Batch, 8, 600_000, 100),
         witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),

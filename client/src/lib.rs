@@ -21,6 +21,7 @@
 mod error;
 pub mod paths;
 mod read;
+pub mod spool;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{Error, Rejection};
 pub use read::EntryStream;
+pub use spool::Spool;
 /// Queries and what they answer, for `trace`, `traces`, `cost` and `entries`.
 pub use witness_protocol::admin;
 use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
@@ -255,7 +257,7 @@ impl Client {
     }
 
     /// Writes the entries `send` buffered as one append, halving it if it is too big.
-    fn write_buffered(&mut self) -> Result<(), Error> {
+    pub(crate) fn write_buffered(&mut self) -> Result<(), Error> {
         let max = (self.server.max_entries_per_append as usize).min(MAX_ENTRIES_PER_APPEND);
         while !self.buffered.is_empty() {
             let take = self.buffered.len().min(max);
