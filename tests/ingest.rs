@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use witness_client::{Cost, Entry, Error};
-use witness_protocol::ErrorCode;
+use witness_protocol::{Ack, Append, ErrorCode, OnFull, Request, Response};
 
 use crate::harness::{TestDaemon, count, read_db, verify_file};
 
@@ -202,6 +202,35 @@ fn concurrent_clients_get_distinct_gap_free_seqs() {
         (1..=(n_clients * per_client) as u64).collect::<Vec<_>>()
     );
     assert_eq!(verify_file(&daemon.db), (n_clients * per_client) as u64);
+}
+
+#[test]
+fn durable_acknowledgements_come_after_the_commit_without_receipts() {
+    let daemon = TestDaemon::start();
+    let mut raw = daemon.raw();
+    raw.hello();
+    let append = |ack| {
+        Request::Append(Append {
+            ack,
+            on_full: OnFull::Wait,
+            producer: None,
+            entries: vec![Entry::new("d", "c"); 5],
+        })
+    };
+    raw.send(7, append(Ack::Durable));
+    let answer = raw.recv().unwrap();
+    assert_eq!(answer.id, 7);
+    assert_eq!(answer.response, Response::Committed { receipts: vec![] });
+    // Answered after the commit: the entries are there for any reader.
+    assert_eq!(count(&daemon.db), 5);
+    raw.send(8, append(Ack::Committed));
+    match raw.recv().unwrap().response {
+        Response::Committed { receipts } => {
+            let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, vec![6, 7, 8, 9, 10]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -559,6 +559,29 @@ fn the_metrics_endpoint_serves_prometheus_text_over_http() {
 }
 
 #[test]
+fn a_metrics_address_in_use_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(binary("witnessd"))
+        .arg("--socket")
+        .arg(dir.path().join("s"))
+        .arg("--db")
+        .arg(dir.path().join("d.db"))
+        .args(["--metrics-listen", &address])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("binding the metrics endpoint {address}")),
+        "{stderr}"
+    );
+    // It stopped before opening the database.
+    assert!(!dir.path().join("d.db").exists());
+}
+
+#[test]
 fn maintenance_backs_up_while_ingest_runs_and_is_for_the_daemons_user() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Witnessd::start(dir.path(), &["--socket-mode", "666"]);

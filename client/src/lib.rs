@@ -270,8 +270,10 @@ impl Client {
     fn submit_sent(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
         let n_entries = entries.len();
         let producer = self.number(n_entries);
+        // `send` needs to know only that its entries are durable, and its answers may wait
+        // unread in the daemon while the client fills its window: no receipts.
         let request = Request::Append(Append {
-            ack: Ack::Committed,
+            ack: Ack::Durable,
             on_full: OnFull::Wait,
             producer: Some(producer),
             entries,

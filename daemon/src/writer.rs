@@ -500,7 +500,7 @@ impl Writer {
                 let now = Instant::now();
                 let acks: Vec<Duration> = batch
                     .iter()
-                    .filter(|job| job.ack == Ack::Committed)
+                    .filter(|job| matches!(job.ack, Ack::Committed | Ack::Durable))
                     .map(|job| now.saturating_duration_since(job.received))
                     .collect();
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
@@ -656,7 +656,9 @@ impl Writer {
 /// Sends the answer a job's outcome calls for, releasing its permits.
 fn acknowledge(job: Job, outcome: Outcome) {
     let response = match (outcome, job.ack) {
-        (Outcome::Written(receipts), Ack::Committed) => Response::Committed { receipts },
+        (Outcome::Written(receipts), Ack::Committed | Ack::Durable) => {
+            Response::Committed { receipts }
+        }
         (Outcome::Written(_), Ack::Queued | Ack::None) => return,
         (Outcome::Refused(reply), _) => Response::Error(reply),
     };

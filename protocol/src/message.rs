@@ -78,6 +78,10 @@ pub enum Ack {
     Queued,
     /// Answer once the entries are committed with the configured durability.
     Committed,
+    /// Answer once committed, like `Committed`, but without receipts (an empty list): for
+    /// senders that need to know their entries are durable, not their `seq` and hash, and
+    /// whose unread answers should not cost the daemon 40 bytes an entry.
+    Durable,
 }
 
 /// What the daemon does with an append that finds its queue full.
