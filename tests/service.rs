@@ -90,6 +90,16 @@ fn wait_for_log(daemon: &Witnessd, needle: &str) -> String {
     }
 }
 
+/// Starts `witnessd` on `dir` with `notify` as its notify socket and a watchdog interval in
+/// microseconds; does not wait.
+fn spawn_watched(dir: &Path, notify: &NotifySocket, watchdog_usec: &str) -> Witnessd {
+    let env = [
+        ("NOTIFY_SOCKET", notify.path.as_os_str()),
+        ("WATCHDOG_USEC", OsStr::new(watchdog_usec)),
+    ];
+    Witnessd::spawn(dir, &[], &env)
+}
+
 #[test]
 fn socket_activation_serves_the_passed_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,14 +141,7 @@ fn socket_activation_serves_the_passed_socket() {
 fn the_notify_socket_hears_ready_watchdog_status_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let notify = NotifySocket::bind(dir.path());
-    let daemon = Witnessd::spawn(
-        dir.path(),
-        &[],
-        &[
-            ("NOTIFY_SOCKET", notify.path.as_os_str()),
-            ("WATCHDOG_USEC", OsStr::new("400000")),
-        ],
-    );
+    let daemon = spawn_watched(dir.path(), &notify, "400000");
     let first = notify.wait_for("READY=1", Duration::from_secs(20));
     assert_eq!(first.len(), 1, "READY=1 came after {first:?}");
     assert!(
@@ -162,14 +165,7 @@ fn the_notify_socket_hears_ready_watchdog_status_and_stopping() {
 fn a_wedged_writer_gets_no_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
     let notify = NotifySocket::bind(dir.path());
-    let daemon = Witnessd::spawn(
-        dir.path(),
-        &[],
-        &[
-            ("NOTIFY_SOCKET", notify.path.as_os_str()),
-            ("WATCHDOG_USEC", OsStr::new("300000")),
-        ],
-    );
+    let daemon = spawn_watched(dir.path(), &notify, "300000");
     notify.wait_for("READY=1", Duration::from_secs(20));
     notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
     // Another process holds the write lock: the writer's next commit waits in SQLite's busy

@@ -112,19 +112,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             witness_client::spool::DEFAULT_CAPACITY,
         )?;
         wait_until(args.start_at);
-        let interval = if args.rate > 0.0 {
-            1e9 / args.rate
-        } else {
-            0.0
-        };
-        for (index, entry) in entries.into_iter().enumerate() {
-            if interval > 0.0 {
-                wait_until(args.start_at + (index as f64 * interval) as u64);
-            }
-            let started = Instant::now();
-            spool.send(entry)?;
-            record(&mut latencies, started.elapsed().as_nanos() as u64);
-        }
+        send_each(args, entries, &mut latencies, |entry| spool.send(entry))?;
         spool.flush()?;
     } else {
         let options = Options {
@@ -135,21 +123,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         wait_until(args.start_at);
         match args.mode {
             Mode::Send => {
-                // With a rate, calls are paced so that the daemon keeps up: what is measured
-                // is then the caller's own cost, not the wait of a saturated pipeline.
-                let interval = if args.rate > 0.0 {
-                    1e9 / args.rate
-                } else {
-                    0.0
-                };
-                for (index, entry) in entries.into_iter().enumerate() {
-                    if interval > 0.0 {
-                        wait_until(args.start_at + (index as f64 * interval) as u64);
-                    }
-                    let started = Instant::now();
-                    client.send(entry)?;
-                    record(&mut latencies, started.elapsed().as_nanos() as u64);
-                }
+                send_each(args, entries, &mut latencies, |entry| client.send(entry))?;
                 client.flush()?;
             }
             Mode::Batch => {
@@ -188,6 +162,31 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         histogram: hex::encode(bytes),
     };
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Calls `send` on every entry, timing each call; with a rate, calls are paced so that the
+/// daemon keeps up, and what is measured is the caller's own cost, not the wait of a
+/// saturated pipeline.
+fn send_each(
+    args: &WorkerArgs,
+    entries: Vec<witness_protocol::Entry>,
+    latencies: &mut Histogram<u64>,
+    mut send: impl FnMut(witness_protocol::Entry) -> Result<(), witness_client::Error>,
+) -> anyhow::Result<()> {
+    let interval = if args.rate > 0.0 {
+        1e9 / args.rate
+    } else {
+        0.0
+    };
+    for (index, entry) in entries.into_iter().enumerate() {
+        if interval > 0.0 {
+            wait_until(args.start_at + (index as f64 * interval) as u64);
+        }
+        let started = Instant::now();
+        send(entry)?;
+        record(latencies, started.elapsed().as_nanos() as u64);
+    }
     Ok(())
 }
 
