@@ -444,6 +444,24 @@ fn the_wal_stays_bounded_under_sustained_load() {
 }
 
 #[test]
+fn pragma_optimize_runs_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("witnessd.toml");
+    std::fs::write(
+        &config,
+        "optimize_interval_secs = 1\nlog_level = \"witness_daemon::writer=debug\"\n",
+    )
+    .unwrap();
+    let daemon = Witnessd::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    for _ in 0..10 {
+        client.log(Entry::new("e", "optimize")).unwrap();
+    }
+    // Idle or busy, the writer runs it between batches once the interval has passed.
+    wait_for_log(&daemon, "PRAGMA optimize elapsed=");
+}
+
+#[test]
 fn stats_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Witnessd::start(dir.path(), &[]);
