@@ -1225,6 +1225,58 @@ fn tail_follow_from_the_command_line_prints_new_entries() {
 }
 
 #[test]
+fn tail_follow_waits_out_a_restart_of_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let mut child = std::process::Command::new(crate::harness::binary("witness"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["tail", "-f", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = |socket: &std::path::Path, index: u64| {
+        witness_client::Client::connect(socket)
+            .unwrap()
+            .log(Entry::new("e", "c").payload(json!({ "index": index })))
+            .unwrap();
+    };
+    for index in 0..3 {
+        log(&daemon.socket, index);
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seqs = Vec::new();
+    let mut read = |seqs: &mut Vec<u64>, until: usize| {
+        while seqs.len() < until {
+            let line = lines.next().unwrap().unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            seqs.push(entry["seq"].as_u64().unwrap());
+        }
+    };
+    read(&mut seqs, 3);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let daemon = Witnessd::start(dir.path(), &[]);
+    for index in 3..6 {
+        log(&daemon.socket, index);
+    }
+    read(&mut seqs, 6);
+    // Still following, and it said what happened.
+    assert_eq!(child.try_wait().unwrap(), None);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+    assert!(
+        stderr.contains("following again once it is back"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn tail_counts_the_log_as_it_was_when_asked() {
     let daemon = TestDaemon::start();
     feed(&daemon, 200);

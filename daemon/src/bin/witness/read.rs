@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use witness_client::Client;
 use witness_client::query::{
-    CostQuery, CostReport, CostRow, EndReason, EntriesQuery, GroupBy, StoredEntry, TraceQuery,
-    TraceSummary, TracesQuery,
+    CostQuery, CostReport, CostRow, EndReason, EntriesQuery, GroupBy, StoredEntry, StreamEnd,
+    TraceQuery, TraceSummary, TracesQuery,
 };
 
 use crate::money::format_usd;
@@ -367,26 +367,48 @@ fn cost_json(report: &CostReport) -> Value {
 
 /// `witness tail` and `witness export`: entries as lines, as they arrive. Returns whether the
 /// stream ended as asked (a cut-off or a stop of the daemon is reported and fails).
-pub fn stream(client: &mut Client, query: EntriesQuery, as_json: bool) -> anyhow::Result<bool> {
+pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> anyhow::Result<bool> {
     let follow = query.follow;
-    let mut stream = client.entries(query)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for stored in stream.by_ref() {
-        let stored = stored?;
-        if as_json {
-            serde_json::to_writer(&mut out, &ExportLine::new(&stored))?;
-            out.write_all(b"\n")?;
-        } else {
-            writeln!(out, "{}", entry_line(&stored))?;
+    let end = loop {
+        let mut stream = client.entries(query.clone())?;
+        for stored in stream.by_ref() {
+            let stored = stored?;
+            if as_json {
+                serde_json::to_writer(&mut out, &ExportLine::new(&stored))?;
+                out.write_all(b"\n")?;
+            } else {
+                writeln!(out, "{}", entry_line(&stored))?;
+            }
+            // A follower shows each entry as it comes; a one-off listing writes in bulk.
+            if follow {
+                out.flush()?;
+            }
         }
-        // A follower shows each entry as it comes; a one-off listing writes in bulk.
-        if follow {
-            out.flush()?;
+        let end = stream.end();
+        drop(stream);
+        match end {
+            // Like journalctl -f across a restart of journald: wait for the daemon (the
+            // client reconnects, and under socket activation the socket never went away)
+            // and go on from the last entry shown.
+            Some(StreamEnd {
+                reason: EndReason::ShuttingDown,
+                next_after,
+            }) if follow => {
+                out.flush()?;
+                eprintln!(
+                    "witness: the daemon is stopping; following again once it is back \
+                     (or resume later with --after {})",
+                    next_after.unwrap_or(0)
+                );
+                query.filter.after_seq = next_after.or(query.filter.after_seq);
+                query.newest = None;
+            }
+            end => break end,
         }
-    }
+    };
     out.flush().context("writing to standard output")?;
-    let end = stream.end();
     match end.map(|end| (end.reason, end.next_after)) {
         Some((EndReason::Complete | EndReason::Limit, _)) | None => Ok(true),
         Some((EndReason::ShuttingDown, next)) => {
