@@ -178,8 +178,9 @@ fn a_wedged_writer_gets_no_watchdog_pings() {
             .unwrap()
             .log(Entry::new("stuck", "test"))
     });
-    // One ping may still be on its way for progress made before the writer stuck.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once a ping has been withheld the writer is stuck; a ping for progress made before
+    // that may still be waiting on the socket.
+    wait_for_log(&daemon, "withholding the watchdog ping");
     notify.drain();
     let wedged = notify.collect(Duration::from_millis(1500));
     assert!(
@@ -190,7 +191,6 @@ fn a_wedged_writer_gets_no_watchdog_pings() {
     notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
     let receipt = logger.join().unwrap().unwrap();
     assert_eq!(receipt.seq, 1);
-    assert!(daemon.log().contains("withholding the watchdog ping"));
 }
 
 #[test]
@@ -419,23 +419,26 @@ fn the_wal_stays_bounded_under_sustained_load() {
             }
         })
     };
-    let started = Instant::now();
+    // Load until far more than the bound has gone through the WAL, however fast this
+    // machine is.
+    let bound = 8 << 20;
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut largest = 0;
-    while started.elapsed() < Duration::from_secs(6) {
-        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    while size(&daemon.db) < 4 * bound && Instant::now() < deadline {
+        largest = largest.max(size(&wal));
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
     reader.join().unwrap();
     let db_size = std::fs::metadata(&daemon.db).unwrap().len();
-    let bound = 8 << 20;
     assert!(
         largest < bound,
         "WAL reached {largest} bytes (bound {bound}) while the database grew to {db_size}"
     );
     // The bound means something only if far more than it went through the WAL.
-    assert!(db_size > 3 * bound, "only {db_size} bytes written");
+    assert!(db_size >= 4 * bound, "only {db_size} bytes written");
     daemon.signal(libc::SIGTERM);
     let db = daemon.db.clone();
     assert!(daemon.wait().success());
