@@ -99,7 +99,8 @@ impl Client {
         Client::connect_with(path, Options::default())
     }
 
-    /// Connects to the socket named by `WITNESS_SOCKET`, else the default socket.
+    /// Connects to the socket named by `WITNESS_SOCKET`, else the user's own daemon's, else
+    /// the system service's (see `paths::client_socket_path`).
     pub fn from_env() -> Result<Client, Error> {
         Client::connect(paths::socket_path_from_env())
     }

@@ -70,7 +70,8 @@ impl Spool {
         Spool::connect_with(path, Options::default(), DEFAULT_CAPACITY)
     }
 
-    /// Connects to the socket named by `WITNESS_SOCKET`, else the default socket.
+    /// Connects to the socket named by `WITNESS_SOCKET`, else the user's own daemon's, else
+    /// the system service's (see `paths::client_socket_path`).
     pub fn from_env() -> Result<Spool, Error> {
         Spool::connect(crate::paths::socket_path_from_env())
     }
