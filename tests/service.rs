@@ -437,6 +437,7 @@ fn the_wal_stays_bounded_under_sustained_load() {
         largest < bound,
         "WAL reached {largest} bytes (bound {bound}) while the database grew to {db_size}"
     );
+    eprintln!("largest WAL {largest} bytes while the database grew to {db_size}");
     // The bound means something only if far more than it went through the WAL.
     assert!(db_size >= 4 * bound, "only {db_size} bytes written");
     daemon.signal(libc::SIGTERM);
