@@ -330,6 +330,41 @@ fn configuration_files_are_checked_printed_and_garbage_is_named() {
 }
 
 #[test]
+fn the_readmes_example_configuration_checks_out_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = include_str!("../README.md");
+    let example = crate::harness::doc_block(readme, "example-config");
+    let file = dir.path().join("witnessd.toml");
+    std::fs::write(&file, &example).unwrap();
+    let output = Command::new(binary("witnessd"))
+        .args(["--config", file.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every key of the effective configuration is in the example, with the same value.
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let without_comments: String = example
+        .lines()
+        .map(|line| line.split(" #").next().unwrap().trim_end())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let normalise = |text: &str| {
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(normalise(&printed), normalise(&without_comments));
+}
+
+#[test]
 fn log_lines_are_json_on_request_and_unstamped_under_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Witnessd::spawn(dir.path(), &["--log-format", "json"], &[]);
