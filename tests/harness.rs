@@ -286,10 +286,7 @@ impl Witnessd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "witnessd did not start: {}",
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        );
+        panic!("witnessd did not start: {}", self.log());
     }
 
     pub fn pid(&self) -> i32 {

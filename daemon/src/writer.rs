@@ -335,22 +335,22 @@ impl Writer {
 
     fn run(&mut self, receiver: &Receiver<Box<Job>>, control: &Receiver<Control>) {
         let mut batch: Vec<Job> = Vec::new();
-        let mut control_open = true;
         loop {
             self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             let mut select = crossbeam_channel::Select::new();
             let jobs = select.recv(receiver);
-            let controls = control_open.then(|| select.recv(control));
+            let controls = select.recv(control);
             match select.select_timeout(self.config.heartbeat) {
                 Ok(operation) if operation.index() == jobs => match operation.recv(receiver) {
                     Ok(job) => batch.push(*job),
                     Err(_) => break,
                 },
                 Ok(operation) => {
-                    debug_assert_eq!(Some(operation.index()), controls);
-                    match operation.recv(control) {
-                        Ok(request) => self.control(request),
-                        Err(_) => control_open = false,
+                    debug_assert_eq!(operation.index(), controls);
+                    // The handle keeps a control sender for as long as this thread runs, so
+                    // this channel never disconnects.
+                    if let Ok(request) = operation.recv(control) {
+                        self.control(request);
                     }
                     continue;
                 }
