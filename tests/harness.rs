@@ -320,6 +320,29 @@ impl Drop for Witnessd {
     }
 }
 
+/// Starts the `witness` command line against a socket without waiting for it; its output is
+/// piped.
+pub fn witness_spawn(socket: &Path, args: &[&str]) -> Child {
+    Command::new(binary("witness"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `condition` to hold, polling, for at most `within`; panics naming `what`.
+pub fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs the `witness` command line against a socket; returns exit code, stdout, stderr.
 pub fn witness(socket: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(binary("witness"))

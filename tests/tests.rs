@@ -3,7 +3,9 @@
 
 mod harness;
 
+mod bounds;
 mod cli;
+mod contract;
 mod crash;
 mod docs;
 mod format;

@@ -24,8 +24,8 @@ pub struct Rejection {
 pub enum Error {
     /// No daemon answered at the socket.
     #[error(
-        "cannot connect to witnessd at {path}: {source} (is it running? start it with \
-         `witnessd`, or set WITNESS_SOCKET to its socket)"
+        "cannot connect to witnessd at {path}: {source}{}",
+        connect_hint(source)
     )]
     Connect {
         /// The socket path tried.
@@ -44,12 +44,36 @@ pub enum Error {
         /// The last failure.
         source: io::Error,
     },
+    /// The daemon took too long to answer (or to take a request) on a live connection: it
+    /// is overloaded or hung. Unanswered requests are still held and re-sent by the next
+    /// call, on a new connection.
+    #[error(
+        "witnessd at {path} did not {what} within {waited:?}: it is overloaded or hung (see \
+         `witness stats` and its log)"
+    )]
+    TimedOut {
+        /// The socket path.
+        path: PathBuf,
+        /// How long the client waited.
+        waited: Duration,
+        /// What it waited for.
+        what: &'static str,
+    },
     /// The daemon refused the request; nothing of it was recorded.
     #[error("witnessd refused the request: {0}")]
     Refused(ErrorReply),
     /// The daemon refused some of the entries sent with `send`; the others are recorded.
     #[error("witnessd refused {} append(s) sent earlier; first: {}", .0.len(), .0[0].reply)]
     Rejected(Vec<Rejection>),
+    /// A spool's queue is full and the caller asked not to wait; the entry was not queued.
+    #[error(
+        "the spool's queue holds {capacity} entries and is full: the daemon is not keeping \
+         up; the entry was not queued"
+    )]
+    QueueFull {
+        /// The queue's capacity in entries.
+        capacity: usize,
+    },
     /// An entry breaks a limit; nothing was sent.
     #[error("invalid entry: {0}")]
     Invalid(#[from] LimitError),
@@ -67,4 +91,19 @@ pub enum Error {
     /// A frame could not be encoded or decoded.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+/// What to do about a failed connection, by its cause: a missing daemon and a socket this
+/// user may not use call for different remedies.
+fn connect_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            " (is it running? start it with `witnessd`, or set WITNESS_SOCKET to its socket)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            " (this user may not use that socket: the system service admits the group \
+             `witness`; or set WITNESS_SOCKET to a socket of your own)"
+        }
+        _ => "",
+    }
 }

@@ -21,6 +21,7 @@
 mod error;
 pub mod paths;
 mod read;
+mod socket;
 pub mod spool;
 
 use std::collections::VecDeque;
@@ -38,8 +39,7 @@ use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
 pub use witness_protocol::query;
 pub use witness_protocol::{Ack, Cost, Entry, Receipt, VerifyRange, VerifyReport};
 use witness_protocol::{
-    Append, ErrorCode, Hello, OnFull, PROTOCOL_VERSION, ProducerRef, Request, Response,
-    ResponseFrame, ServerHello, frame,
+    Append, ErrorCode, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello, frame,
 };
 
 /// How a client batches, pipelines and reconnects.
@@ -54,6 +54,12 @@ pub struct Options {
     pub max_in_flight: usize,
     /// How long to keep trying to reconnect after the connection breaks.
     pub reconnect_timeout: Duration,
+    /// How long connecting and the handshake may take, so that a daemon that has stopped
+    /// accepting gives an error rather than a hang.
+    pub connect_timeout: Duration,
+    /// How long to wait for each answer (and for the daemon to take each request); `None`
+    /// waits forever. A stream that follows new entries waits for them without this bound.
+    pub answer_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -63,6 +69,8 @@ impl Default for Options {
             send_batch: 64,
             max_in_flight: 256,
             reconnect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            answer_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -108,11 +116,16 @@ impl Client {
     /// Connects to the daemon at `path` with the given options.
     pub fn connect_with(path: impl AsRef<Path>, options: Options) -> Result<Client, Error> {
         let path = path.as_ref().to_path_buf();
-        let (stream, server) =
-            handshake(&path, &options.client_name).map_err(|source| Error::Connect {
-                path: path.clone(),
-                source,
-            })??;
+        let (stream, server) = socket::handshake(
+            &path,
+            &options.client_name,
+            options.connect_timeout,
+            options.answer_timeout,
+        )
+        .map_err(|source| Error::Connect {
+            path: path.clone(),
+            source,
+        })??;
         Ok(Client {
             path,
             options,
@@ -332,8 +345,16 @@ impl Client {
             Some(stream) => stream.write_all(&self.pending.back().expect("just pushed").frame),
             None => Err(io::ErrorKind::NotConnected.into()),
         };
-        if written.is_err() {
-            self.reconnect()?;
+        match written {
+            Ok(()) => {}
+            // The daemon takes no requests: it is hung, and reconnecting will not cure that.
+            // The request stays pending, to be re-sent on the next connection.
+            Err(error) if socket::is_timeout(&error) => {
+                self.stream = None;
+                self.read_buffer.clear();
+                return Err(self.timed_out("take a request"));
+            }
+            Err(_) => self.reconnect()?,
         }
         Ok(id)
     }
@@ -440,32 +461,53 @@ impl Client {
     /// Reads one answer, blocking; reconnects (and re-sends) if the connection breaks.
     fn read_frame(&mut self) -> Result<ResponseFrame, Error> {
         loop {
-            if let Some(frame) = self.next_frame()? {
+            if let Some(frame) = self.next_frame(Patience::Answer)? {
                 return Ok(frame);
             }
         }
     }
 
-    /// Reads one answer, blocking. `None` says the connection broke and was made again, with
-    /// pending requests re-sent: a stream, which is not among them, must ask again.
-    fn next_frame(&mut self) -> Result<Option<ResponseFrame>, Error> {
+    /// Reads one answer, blocking, within the answer timeout unless `patience` says to wait
+    /// for whatever comes. `None` says the connection broke and was made again, with pending
+    /// requests re-sent: a stream, which is not among them, must ask again.
+    fn next_frame(&mut self, patience: Patience) -> Result<Option<ResponseFrame>, Error> {
         let mut chunk = [0u8; 16 << 10];
         loop {
             if let Some(frame) = self.take_buffered_frame()? {
                 return Ok(Some(frame));
             }
             let read = match self.stream.as_mut() {
+                Some(stream) if patience == Patience::Forever => {
+                    let bounded = stream.read_timeout().ok().flatten();
+                    let _ = stream.set_read_timeout(None);
+                    let read = stream.read(&mut chunk);
+                    let _ = stream.set_read_timeout(bounded);
+                    read
+                }
                 Some(stream) => stream.read(&mut chunk),
                 None => Err(io::ErrorKind::NotConnected.into()),
             };
             match read {
                 Ok(n) if n > 0 => self.read_buffer.extend_from_slice(&chunk[..n]),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // A live connection on which the daemon says nothing: reconnecting would not
+                // help, so say so. What is pending stays pending.
+                Err(error) if socket::is_timeout(&error) => {
+                    return Err(self.timed_out("answer"));
+                }
                 Ok(_) | Err(_) => {
                     self.reconnect()?;
                     return Ok(None);
                 }
             }
+        }
+    }
+
+    fn timed_out(&self, what: &'static str) -> Error {
+        Error::TimedOut {
+            path: self.path.clone(),
+            waited: self.options.answer_timeout.unwrap_or_default(),
+            what,
         }
     }
 
@@ -478,7 +520,13 @@ impl Client {
         let mut delay = Duration::from_millis(5);
         let mut last_error: io::Error;
         loop {
-            match handshake(&self.path, &self.options.client_name) {
+            let attempt = socket::handshake(
+                &self.path,
+                &self.options.client_name,
+                self.options.connect_timeout,
+                self.options.answer_timeout,
+            );
+            match attempt {
                 Ok(Ok((mut stream, server))) => {
                     let resent = self
                         .pending
@@ -521,41 +569,13 @@ impl Drop for Client {
     }
 }
 
-/// Connects and exchanges `Hello`. The outer error is the connection's; the inner one is the
-/// daemon's refusal, which retrying will not cure.
-fn handshake(
-    path: &Path,
-    client_name: &str,
-) -> io::Result<Result<(UnixStream, ServerHello), Error>> {
-    let mut stream = UnixStream::connect(path)?;
-    let hello = Request::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        client: client_name.into(),
-    });
-    let mut bytes = Vec::new();
-    if let Err(error) = frame::encode_request(0, &hello, MAX_FRAME_LEN, &mut bytes) {
-        return Ok(Err(error.into()));
-    }
-    stream.write_all(&bytes)?;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let frame = loop {
-        match frame::decode::<ResponseFrame>(&buffer, MAX_FRAME_LEN) {
-            Ok(Some((frame, _))) => break frame,
-            Ok(None) => {}
-            Err(error) => return Ok(Err(error.into())),
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    Ok(match frame.response {
-        Response::Hello(server) => Ok((stream, server)),
-        Response::Error(reply) => Err(Error::Refused(reply)),
-        other => Err(unexpected(&other)),
-    })
+/// How long a read of an answer may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// Within the answer timeout.
+    Answer,
+    /// For as long as it takes: a follower waiting for new entries.
+    Forever,
 }
 
 fn unexpected(response: &Response) -> Error {

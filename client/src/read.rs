@@ -13,7 +13,7 @@ use witness_protocol::query::{
 };
 use witness_protocol::{Request, Response};
 
-use crate::{Client, Error, unexpected};
+use crate::{Client, Error, Patience, unexpected};
 
 impl Client {
     /// One trace: its summary and a page of its entries (see `TraceReport::next_after`).
@@ -115,7 +115,12 @@ impl EntryStream<'_> {
             if self.end.is_some() {
                 return Ok(None);
             }
-            let Some(frame) = self.client.next_frame()? else {
+            let patience = if self.query.follow {
+                Patience::Forever
+            } else {
+                Patience::Answer
+            };
+            let Some(frame) = self.client.next_frame(patience)? else {
                 self.resume()?;
                 continue;
             };

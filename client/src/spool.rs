@@ -112,9 +112,24 @@ impl Spool {
     /// only when the queue is full, which means the daemon is not keeping up. Refusals and
     /// connection failures are reported by `flush`.
     pub fn send(&self, entry: Entry) -> Result<(), Error> {
+        self.push(entry, true)
+    }
+
+    /// Like `send`, but never waits: a full queue fails at once with `Error::QueueFull`, and
+    /// the entry is not queued: the caller may keep it, count it or retry.
+    pub fn try_send(&self, entry: Entry) -> Result<(), Error> {
+        self.push(entry, false)
+    }
+
+    fn push(&self, entry: Entry, wait: bool) -> Result<(), Error> {
         entry.check_limits()?;
         let mut state = self.lock();
         while state.queue.len() >= self.shared.capacity && !state.stopped {
+            if !wait {
+                return Err(Error::QueueFull {
+                    capacity: self.shared.capacity,
+                });
+            }
             state = self
                 .shared
                 .settled

@@ -17,7 +17,7 @@ pub enum StatsFormat {
 /// `witness stats`.
 pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
     let report = client.stats()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     match format {
         StatsFormat::Json => writeln!(out, "{}", stats_json(&report))?,
         StatsFormat::Prometheus => {
@@ -144,7 +144,7 @@ fn stats_json(report: &StatsReport) -> Value {
 /// `witness maintenance`.
 pub fn maintenance(client: &mut Client, task: MaintenanceTask, json: bool) -> anyhow::Result<()> {
     let report = client.maintenance(task)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         writeln!(out, "{}", maintenance_json(&report))?;
         return Ok(());

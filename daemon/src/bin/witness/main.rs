@@ -5,6 +5,7 @@
 mod admin;
 mod import;
 mod money;
+mod output;
 mod read;
 mod when;
 
@@ -29,6 +30,11 @@ struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to wait for the daemon: to connect, for each answer, and for it to come
+    /// back after a lost connection. `tail -f` waits for new entries without this bound.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,7 +240,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(error) => {
-            if is_broken_pipe(&error) {
+            // Only a reader that stopped reading ends a command quietly; a broken socket to
+            // the daemon never does, or a script would take a lost entry for a stored one.
+            if output::is_stdout_closed(&error) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("witness: {error:#}");
@@ -243,20 +251,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let socket = args
         .socket
         .clone()
         .unwrap_or_else(paths::client_socket_path);
-    let connect = || Client::connect(&socket);
+    let wait = std::time::Duration::from_secs(args.timeout);
+    let options = witness_client::Options {
+        reconnect_timeout: wait,
+        connect_timeout: wait,
+        answer_timeout: Some(wait),
+        ..witness_client::Options::default()
+    };
+    let connect = || Client::connect_with(&socket, options.clone());
     let json = args.json;
     match args.command {
         Command::Ping => {
@@ -268,7 +275,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     &json!({"server": server, "round_trip_us": elapsed.as_micros() as u64}),
                 )?;
             } else {
-                println!("{server} answered in {} µs", elapsed.as_micros());
+                writeln!(
+                    output::stdout(),
+                    "{server} answered in {} µs",
+                    elapsed.as_micros()
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -278,7 +289,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&json!({"seq": receipt.seq, "hash": hex::encode(receipt.hash)}))?;
             } else {
-                println!("seq {}  hash {}", receipt.seq, hex::encode(receipt.hash));
+                let hash = hex::encode(receipt.hash);
+                writeln!(output::stdout(), "seq {}  hash {hash}", receipt.seq)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -459,7 +471,8 @@ fn import_command(
                 for bad in &report.bad_lines {
                     eprintln!("line {}: {} (skipped)", bad.line, bad.error);
                 }
-                println!(
+                writeln!(
+                    output::stdout(),
                     "imported {} entries in {:.2} s ({:.0} entries/s){}",
                     report.imported,
                     report.seconds,
@@ -468,7 +481,7 @@ fn import_command(
                         0 => String::new(),
                         n => format!(", skipped {n} invalid lines"),
                     }
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -505,9 +518,12 @@ fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
                     "last_seq": last_seq, "head_hash": head,
                 }))?;
             } else if let (Some(first), Some(last), Some(head)) = (first_seq, last_seq, head) {
-                println!("intact: {count} entries, seq {first} to {last}, head hash {head}");
+                writeln!(
+                    output::stdout(),
+                    "intact: {count} entries, seq {first} to {last}, head hash {head}"
+                )?;
             } else {
-                println!("intact: no entries in range");
+                writeln!(output::stdout(), "intact: no entries in range")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -521,7 +537,10 @@ fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
                     "intact": false, "seq": seq, "reason": reason, "checked": checked,
                 }))?;
             } else {
-                println!("BROKEN at seq {seq}: {reason} ({checked} entries verified before it)");
+                writeln!(
+                    output::stdout(),
+                    "BROKEN at seq {seq}: {reason} ({checked} entries verified before it)"
+                )?;
             }
             Ok(ExitCode::FAILURE)
         }
@@ -529,7 +548,7 @@ fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     serde_json::to_writer(&mut out, value)?;
     out.write_all(b"\n")?;
     Ok(())

@@ -194,7 +194,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
             None => break,
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     let Some(summary) = summary else {
         if json {
             writeln!(out, "{}", json!({"summary": null, "entries": []}))?;
@@ -264,7 +264,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
 /// `witness traces`: one page of traces by last activity.
 pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Result<()> {
     let page = client.traces(query)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         let traces: Vec<Value> = page.traces.iter().map(summary_json).collect();
         writeln!(
@@ -303,7 +303,7 @@ pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Re
 /// `witness cost`.
 pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result<()> {
     let report = client.cost(query)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         writeln!(out, "{}", cost_json(&report))?;
         return Ok(());
@@ -369,8 +369,7 @@ fn cost_json(report: &CostReport) -> Value {
 /// stream ended as asked (a cut-off or a stop of the daemon is reported and fails).
 pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> anyhow::Result<bool> {
     let follow = query.follow;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(crate::output::stdout());
     let end = loop {
         let mut stream = client.entries(query.clone())?;
         for stored in stream.by_ref() {

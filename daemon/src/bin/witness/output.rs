@@ -1,0 +1,77 @@
+//! Standard output, and the one failure of it that is not an error: a reader that has gone
+//! (`witness tail | head`). Every other failure, a broken socket to the daemon above all,
+//! must fail the command, so a closed stdout is marked where it happens rather than guessed
+//! from an error's kind afterwards.
+
+use std::io::{self, Write};
+
+/// Standard output, locked, whose broken-pipe errors say that stdout was closed.
+pub struct Stdout(io::StdoutLock<'static>);
+
+/// Marks an error as standard output having been closed by its reader.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Standard output for the command's results.
+pub fn stdout() -> Stdout {
+    Stdout(io::stdout().lock())
+}
+
+fn mark(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        io::Error::new(io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        error
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(mark)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(mark)
+    }
+}
+
+/// True when `error` is standard output closed by its reader, which ends the command quietly
+/// and successfully, as `cat` does; nothing else does.
+pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_stdout_is_quiet() {
+        let closed = anyhow::Error::from(mark(io::Error::from(io::ErrorKind::BrokenPipe)));
+        assert!(is_stdout_closed(&closed.context("writing a line")));
+        // The daemon's socket breaking while a receipt is awaited is an error, whatever kind
+        // of I/O error carried it.
+        let socket = witness_client::Error::Disconnected {
+            path: "/run/witness/witness.sock".into(),
+            waited: std::time::Duration::from_secs(1),
+            source: io::Error::from(io::ErrorKind::BrokenPipe),
+        };
+        assert!(!is_stdout_closed(&anyhow::Error::from(socket)));
+        let other = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(!is_stdout_closed(&other));
+    }
+}
