@@ -78,3 +78,87 @@ fn log_and_import_fail_when_the_daemon_dies_before_their_commit() {
     }
     assert_eq!(count(&db), 0);
 }
+
+use witness_protocol::{Ack, Append, Entry, ErrorCode, OnFull, ProducerRef, Request, Response};
+
+use crate::harness::{TestDaemon, read_db};
+
+fn append(ack: Ack, producer: Option<(u64, u64)>, n: usize) -> Request {
+    Request::Append(Append {
+        ack,
+        on_full: OnFull::Wait,
+        producer: producer.map(|(producer_id, first_number)| ProducerRef {
+            producer_id,
+            first_number,
+        }),
+        entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
+    })
+}
+
+#[test]
+fn an_answer_larger_than_the_connections_frame_limit_is_delivered() {
+    let daemon = TestDaemon::start_with(|config| config.max_frame_len = 1024);
+    let mut raw = daemon.raw();
+    // 30 small entries fit a 1 KiB request; their 30 receipts (40 bytes each) do not.
+    raw.send(7, append(Ack::Committed, None, 30));
+    let frame = raw.recv().expect("an answer");
+    assert_eq!(frame.id, 7);
+    match frame.response {
+        Response::Committed { receipts } => assert_eq!(receipts.len(), 30),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_re_sent_number_that_was_never_stored_is_refused_in_every_ack_mode() {
+    let daemon = TestDaemon::start();
+    let mut raw = daemon.raw();
+    // Producer 9 commits its number 5 only: numbers 1 to 4 were never stored.
+    raw.send(1, append(Ack::Committed, Some((9, 5)), 1));
+    assert!(matches!(
+        raw.recv().unwrap().response,
+        Response::Committed { .. }
+    ));
+    for (id, ack) in [(2, Ack::Durable), (3, Ack::None), (4, Ack::Committed)] {
+        raw.send(id, append(ack, Some((9, 2)), 1));
+        let frame = raw.recv().unwrap();
+        assert_eq!(frame.id, id);
+        match frame.response {
+            Response::Error(reply) => {
+                assert_eq!(reply.code, ErrorCode::BadRequest, "{ack:?}: {reply}");
+                assert!(reply.message.contains("never stored"), "{reply}");
+            }
+            other => panic!("{ack:?} acknowledged a number never stored: {other:?}"),
+        }
+    }
+    // A genuine re-send of number 5 is still recognised, in every mode.
+    raw.send(5, append(Ack::Durable, Some((9, 5)), 1));
+    assert_eq!(
+        raw.recv().unwrap().response,
+        Response::Committed { receipts: vec![] }
+    );
+    assert_eq!(count(&daemon.db), 1);
+}
+
+#[test]
+fn re_sent_numbers_are_found_through_an_index() {
+    let daemon = TestDaemon::start();
+    daemon
+        .client()
+        .log(witness_client::Entry::new("e", "c"))
+        .unwrap();
+    let plan: Vec<String> = read_db(&daemon.db)
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT producer_number, seq, hash FROM entries \
+             WHERE producer_id = 1 AND producer_number BETWEEN 1 AND 10 ORDER BY producer_number",
+        )
+        .unwrap()
+        .query_map([], |row| row.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter().any(|step| step.contains("entries_by_producer")),
+        "{plan:?}"
+    );
+}

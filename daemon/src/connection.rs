@@ -15,7 +15,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_INTEGER};
+use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN, MAX_INTEGER};
 use witness_protocol::{
     Ack, Append, ErrorCode, ErrorReply, OnFull, PROTOCOL_VERSION, Request, RequestFrame, Response,
     ResponseFrame, ServerHello, frame,
@@ -83,7 +83,7 @@ pub(crate) async fn serve(
     let credentials = stream.peer_cred().ok();
     let (mut read_half, write_half) = stream.into_split();
     let (reply_to, replies) = mpsc::unbounded_channel();
-    responders.spawn(respond(replies, write_half, limits.max_frame_len));
+    responders.spawn(respond(replies, write_half));
     let mut connection = Connection {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         limits,
@@ -518,20 +518,20 @@ fn check_append(append: &Append) -> Result<(), ErrorReply> {
 
 /// Writes answers as they come, batching whatever is ready into one write. On a write error
 /// it keeps draining, so that the permits of a departed client are still released.
-async fn respond(
-    mut replies: mpsc::UnboundedReceiver<Outgoing>,
-    mut write_half: OwnedWriteHalf,
-    max_frame_len: u32,
-) {
+///
+/// Answers are sized against the protocol's frame limit, not the connection's: the
+/// connection's `max_frame_len` bounds what the daemon reads, and a client always accepts
+/// frames up to `MAX_FRAME_LEN`, so a small request whose receipts outgrow it is still
+/// answered. Every query's answer is paged below that limit; should one still not fit, the
+/// client hears why instead of waiting forever.
+async fn respond(mut replies: mpsc::UnboundedReceiver<Outgoing>, mut write_half: OwnedWriteHalf) {
     let mut buffer = Vec::with_capacity(16 << 10);
     let mut permits = Vec::new();
     let mut broken = false;
     while let Some(first) = replies.recv().await {
         let mut next = Some(first);
         while let Some(outgoing) = next {
-            if let Err(error) = frame::encode(&outgoing.frame, max_frame_len, &mut buffer) {
-                tracing::error!(%error, id = outgoing.frame.id, "cannot encode an answer");
-            }
+            encode_answer(&outgoing.frame, &mut buffer);
             permits.extend(outgoing.permit);
             next = if buffer.len() < (256 << 10) {
                 replies.try_recv().ok()
@@ -547,6 +547,24 @@ async fn respond(
         permits.clear();
     }
     let _ = write_half.shutdown().await;
+}
+
+/// Appends the frame of an answer to `buffer`, or, if it cannot be encoded within the
+/// protocol's limit, an error that says so under the same id.
+fn encode_answer(frame: &ResponseFrame, buffer: &mut Vec<u8>) {
+    let Err(error) = frame::encode(frame, MAX_FRAME_LEN, buffer) else {
+        return;
+    };
+    tracing::error!(%error, id = frame.id, "cannot encode an answer");
+    let reply = ErrorReply::new(
+        ErrorCode::Storage,
+        format!("the answer could not be sent ({error}); ask for a smaller page"),
+    );
+    let refusal = ResponseFrame {
+        id: frame.id,
+        response: Response::Error(reply),
+    };
+    frame::encode(&refusal, MAX_FRAME_LEN, buffer).expect("a short error always encodes");
 }
 
 fn now_ns() -> i64 {

@@ -70,6 +70,12 @@ CREATE TABLE cost_hourly (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Finds a producer's entries by number, so that re-sent numbers are checked against what is
+/// stored in a few page reads, however long the log. Not a change of format: the writer adds
+/// it to any file that lacks it, and readers do not need it.
+pub const PRODUCER_INDEX: &str = "CREATE INDEX IF NOT EXISTS entries_by_producer \
+    ON entries (producer_id, producer_number) WHERE producer_id IS NOT NULL";
+
 /// Fills `cost_hourly` from `entries`, when a version 1 file is upgraded.
 const FILL_COST_HOURLY: &str = "
 INSERT INTO cost_hourly
@@ -249,7 +255,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 .execute_batch(FILL_COST_HOURLY)
                 .map_err(&error)?;
         }
-        SCHEMA_VERSION => return Ok(()),
+        SCHEMA_VERSION => return add_producer_index(transaction, path),
         found => {
             return Err(OpenError::NewerSchema {
                 path: path.display().to_string(),
@@ -260,6 +266,27 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     transaction
         .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(&error)?;
+    add_producer_index(transaction, path)
+}
+
+/// Adds `entries_by_producer` to a file that lacks it, and commits.
+fn add_producer_index(
+    transaction: rusqlite::Transaction<'_>,
+    path: &Path,
+) -> Result<(), OpenError> {
+    let error = sqlite_error(path);
+    let present: bool = transaction
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'entries_by_producer'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(&error)?;
+    if !present {
+        let started = std::time::Instant::now();
+        transaction.execute_batch(PRODUCER_INDEX).map_err(&error)?;
+        tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "indexed entries by producer");
+    }
     transaction.commit().map_err(&error)
 }
 

@@ -237,8 +237,9 @@ impl Drop for WriterHandle {
     }
 }
 
-const FIND_PRODUCED: &str = "SELECT seq, hash FROM entries \
-    WHERE producer_id = ?1 AND producer_number = ?2 ORDER BY seq DESC LIMIT 1";
+/// The stored entries of a producer in a range of numbers, through `entries_by_producer`.
+const FIND_PRODUCED: &str = "SELECT producer_number, seq, hash FROM entries \
+    WHERE producer_id = ?1 AND producer_number BETWEEN ?2 AND ?3 ORDER BY producer_number";
 
 const SAVE_PRODUCER: &str = "INSERT INTO producers (producer_id, last_number) VALUES (?1, ?2) \
     ON CONFLICT (producer_id) DO UPDATE SET last_number = excluded.last_number";
@@ -684,6 +685,11 @@ fn last_number(connection: &Connection, producer_id: i64) -> rusqlite::Result<i6
 /// For an append whose first entries a producer already had committed (a re-send after a lost
 /// acknowledgement), how many of them, with their receipts when the client wants receipts.
 /// Numbers are consecutive within an append, so the duplicates are always a prefix.
+///
+/// Every number taken for a duplicate must really be stored, whatever the acknowledgement
+/// mode: a number at or below the producer's last that was never stored (a client that
+/// reused numbers, or a hand-edited `producers` table) is refused, never acknowledged. One
+/// range read through `entries_by_producer` checks them all.
 fn already_written(
     connection: &Connection,
     job: &Job,
@@ -695,37 +701,39 @@ fn already_written(
         return Ok(Ok((0, Vec::new())));
     }
     let n_known = ((last - first + 1) as usize).min(job.entries.len());
+    let end = first + n_known as i64 - 1;
+    let want_receipts = job.ack == Ack::Committed;
     let mut receipts = Vec::new();
-    if job.ack == Ack::Committed {
-        let mut find = connection.prepare_cached(FIND_PRODUCED)?;
-        for number in first..first + n_known as i64 {
-            let found: Option<(i64, Vec<u8>)> = find
-                .query_row((producer.producer_id as i64, number), |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            match found.and_then(|(seq, hash)| Some((seq, <[u8; 32]>::try_from(hash).ok()?))) {
-                Some((seq, hash)) => receipts.push(Receipt {
-                    seq: seq as u64,
-                    hash,
-                }),
-                None => {
-                    let mut reply = ErrorReply::new(
-                        ErrorCode::BadRequest,
-                        format!(
-                            "entry number {number} of producer {} is at or below its last \
-                             committed number {last} but was never stored: numbers must \
-                             increase, so start a new producer",
-                            producer.producer_id
-                        ),
-                    );
-                    reply.entry_index = Some((number - first) as u32);
-                    return Ok(Err(reply));
-                }
-            }
+    let mut find = connection.prepare_cached(FIND_PRODUCED)?;
+    let mut rows = find.query((producer.producer_id as i64, first, end))?;
+    let mut expected = first;
+    while let Some(row) = rows.next()? {
+        let number: i64 = row.get(0)?;
+        let hash = <[u8; 32]>::try_from(row.get_ref(2)?.as_blob().unwrap_or_default());
+        if number != expected || hash.is_err() {
+            break;
         }
+        if want_receipts {
+            receipts.push(Receipt {
+                seq: row.get::<_, i64>(1)? as u64,
+                hash: hash.expect("checked"),
+            });
+        }
+        expected += 1;
     }
-    Ok(Ok((n_known, receipts)))
+    if expected > end {
+        return Ok(Ok((n_known, receipts)));
+    }
+    let mut reply = ErrorReply::new(
+        ErrorCode::BadRequest,
+        format!(
+            "entry number {expected} of producer {} is at or below its last committed number \
+             {last} but was never stored: numbers must increase, so start a new producer",
+            producer.producer_id
+        ),
+    );
+    reply.entry_index = Some((expected - first) as u32);
+    Ok(Err(reply))
 }
 
 /// The stored columns of an entry, in `chain::HASHED_COLUMNS` order: what is hashed and, with
