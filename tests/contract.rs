@@ -162,3 +162,137 @@ fn re_sent_numbers_are_found_through_an_index() {
         "{plan:?}"
     );
 }
+
+/// Waits for a daemon to exit, for at most `within`, and returns its status.
+fn exits_within(mut daemon: Witnessd, within: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            return (status, daemon.log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deletes or replaces the database under a running daemon; nothing logged afterwards may be
+/// acknowledged, and the daemon must stop with a non-zero status, saying why.
+fn database_file_goes_away(replace: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    assert_eq!(
+        client
+            .log(witness_client::Entry::new("before", "c"))
+            .unwrap()
+            .seq,
+        1
+    );
+    if replace {
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &daemon.db).unwrap();
+    } else {
+        std::fs::remove_file(&daemon.db).unwrap();
+    }
+    let mut receipts = Vec::new();
+    for _ in 0..20 {
+        match client.log(witness_client::Entry::new("after", "c")) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        receipts.is_empty(),
+        "acknowledged into a file that is not the log: {receipts:?}"
+    );
+    let (status, log) = exits_within(daemon, Duration::from_secs(15));
+    assert!(!status.success(), "{status:?}: {log}");
+    let said = if replace {
+        "was replaced"
+    } else {
+        "was deleted"
+    };
+    assert!(log.contains(said), "{log}");
+}
+
+#[test]
+fn a_database_deleted_under_the_daemon_stops_acknowledgements_and_the_daemon() {
+    database_file_goes_away(false);
+}
+
+#[test]
+fn a_database_replaced_under_the_daemon_stops_acknowledgements_and_the_daemon() {
+    database_file_goes_away(true);
+}
+
+#[test]
+fn a_link_to_a_database_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    daemon.client_log("first");
+    let symlink = dir.path().join("symlink.db");
+    std::os::unix::fs::symlink(&daemon.db, &symlink).unwrap();
+    let hardlink = dir.path().join("hardlink.db");
+    std::fs::hard_link(&daemon.db, &hardlink).unwrap();
+    for (name, path) in [("symlink", &symlink), ("hard link", &hardlink)] {
+        let other = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(crate::harness::binary("witnessd"))
+            .arg("--socket")
+            .arg(other.path().join("s.sock"))
+            .arg("--db")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains("in use by another witnessd"),
+            "{name}: {stderr}"
+        );
+    }
+    assert_eq!(daemon.client_log("second"), 2);
+}
+
+#[test]
+fn a_new_log_is_announced_and_refused_where_one_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("not/yet");
+    let db = nested.join("witness.db");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(crate::harness::binary("witnessd"))
+            .arg("--socket")
+            .arg(dir.path().join("w.sock"))
+            .arg("--db")
+            .arg(&db)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&["--create", "false"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no log at") && stderr.contains("create = false"),
+        "{stderr}"
+    );
+    assert!(!nested.exists(), "a refused start created folders");
+    // --init makes one on purpose, and says so; a second time it leaves it.
+    let init = run(&["--init"]);
+    assert!(init.status.success(), "{init:?}");
+    assert!(String::from_utf8_lossy(&init.stdout).contains("created a new log at"));
+    let again = run(&["--init"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already exists"));
+    // An ordinary start on a fresh path says it created the log.
+    let other = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(other.path(), &[]);
+    assert!(
+        daemon.log().contains("created a new log at"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -26,7 +26,7 @@ fn the_worked_example_is_what_the_implementation_sends() {
     let hello = RequestFrame {
         id: 1,
         request: Request::Hello(Hello {
-            version: 1,
+            version: witness_protocol::PROTOCOL_VERSION,
             client: "cli".into(),
         }),
     };

@@ -58,7 +58,8 @@ impl TestDaemon {
                     .run(listener, async {
                         let _ = stopped.await;
                     })
-                    .await;
+                    .await
+                    .expect("the daemon stopped cleanly");
             });
         });
         is_ready
@@ -287,6 +288,15 @@ impl Witnessd {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("witnessd did not start: {}", self.log());
+    }
+
+    /// Logs one entry through a new client and returns its `seq`.
+    pub fn client_log(&self, event: &str) -> u64 {
+        Client::connect(&self.socket)
+            .unwrap()
+            .log(witness_client::Entry::new(event, "test"))
+            .unwrap()
+            .seq
     }
 
     pub fn pid(&self) -> i32 {

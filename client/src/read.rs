@@ -46,7 +46,7 @@ impl Client {
     /// The daemon's health and load.
     pub fn stats(&mut self) -> Result<StatsReport, Error> {
         match self.call(Request::Stats)? {
-            Response::Stats(report) => Ok(report),
+            Response::Stats(report) => Ok(*report),
             Response::Error(reply) => Err(Error::Refused(reply)),
             other => Err(unexpected(&other)),
         }

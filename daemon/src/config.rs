@@ -48,6 +48,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether a missing database may be created as a new, empty log. Off where a log must
+    /// already exist (the system unit), so that a lost or moved file is never silently
+    /// replaced by an empty chain.
+    pub create: bool,
     /// Batching, durability, checkpoints and optimisation.
     pub writer: WriterConfig,
 }
@@ -106,6 +110,7 @@ impl Config {
             log_level: None,
             log_format: LogFormat::Text,
             metrics_listen: None,
+            create: true,
             writer: WriterConfig::new(db_path),
         }
     }
@@ -129,6 +134,9 @@ impl Config {
             settings.socket.clone().unwrap_or_else(default_socket),
             settings.db.clone().unwrap_or_else(default_db),
         );
+        if let Some(create) = settings.create {
+            config.create = create;
+        }
         if let Some(sync) = &settings.sync {
             config.writer.sync = sync.parse().map_err(|e| ConfigError::key("sync", e))?;
         }
@@ -199,6 +207,7 @@ impl Config {
         Settings {
             socket: Some(self.socket_path.clone()),
             db: Some(self.writer.db_path.clone()),
+            create: Some(self.create),
             sync: Some(self.writer.sync.to_string()),
             socket_mode: Some(format!("{:o}", self.socket_mode)),
             queue: Some(self.queue_capacity as u64),
@@ -241,6 +250,7 @@ impl Config {
         };
         check("socket", self.socket_path != new.socket_path);
         check("db", self.writer.db_path != new.writer.db_path);
+        check("create", self.create != new.create);
         check("sync", self.writer.sync != new.writer.sync);
         check("socket_mode", self.socket_mode != new.socket_mode);
         check("queue", self.queue_capacity != new.queue_capacity);
@@ -275,6 +285,8 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     /// Database path.
     pub db: Option<PathBuf>,
+    /// Whether a missing database may be created as a new log.
+    pub create: Option<bool>,
     /// `full` or `normal`.
     pub sync: Option<String>,
     /// Socket permission bits in octal, as a string such as `"660"`.
@@ -330,6 +342,7 @@ impl Settings {
         Settings {
             socket: overrides.socket.or(self.socket),
             db: overrides.db.or(self.db),
+            create: overrides.create.or(self.create),
             sync: overrides.sync.or(self.sync),
             socket_mode: overrides.socket_mode.or(self.socket_mode),
             queue: overrides.queue.or(self.queue),

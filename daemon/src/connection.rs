@@ -241,7 +241,7 @@ impl Connection {
             }
             Request::Stats => {
                 let report = self.shared.metrics.report();
-                self.answer(id, Response::Stats(report)).await;
+                self.answer(id, Response::Stats(Box::new(report))).await;
                 Next::Continue
             }
             Request::Maintenance(task) => {

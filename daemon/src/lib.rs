@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod config;
 mod connection;
+pub mod dbfile;
 pub mod http;
 pub mod metrics;
 mod query;

@@ -215,6 +215,8 @@ impl Metrics {
             wal_bytes: file_size(std::path::Path::new(&wal)),
             rss_bytes,
             rss_peak_bytes,
+            failure: self.writer.failure(),
+            rate_limited: Vec::new(),
         }
     }
 

@@ -173,6 +173,9 @@ pub enum OpenError {
         /// The journal mode SQLite kept.
         journal: String,
     },
+    /// The path stopped naming the file the daemon locked while it opened it.
+    #[error("{0}")]
+    Moved(String),
     /// The file is not a witness database.
     #[error("database {path} is not a witness database (it has tables but no witness schema)")]
     Foreign {

@@ -21,6 +21,7 @@ use witness_protocol::ErrorCode;
 
 use crate::config::{Config, Limits};
 use crate::connection::{self, Shared};
+use crate::dbfile::{DatabaseFile, TakeError};
 use crate::metrics::Metrics;
 use crate::read::ReadPool;
 use crate::schema::OpenError;
@@ -44,12 +45,23 @@ pub enum StartError {
         /// The system's reason.
         source: io::Error,
     },
-    /// Another daemon holds the database.
-    #[error("database {0} is in use by another witnessd: only one daemon may write it")]
-    DatabaseInUse(String),
+    /// The database file could not be taken: missing where a log must exist, held by
+    /// another daemon, or unreadable.
+    #[error(transparent)]
+    DatabaseFile(#[from] TakeError),
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] OpenError),
+}
+
+/// Why a running daemon stopped other than when asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The writer failed for good (its database file was deleted or replaced): it
+    /// acknowledged nothing from then on, and the daemon stopped.
+    #[error("{0}")]
+    WriterFailed(String),
 }
 
 /// Binds a listening socket at `path` with permission bits `mode`, creating its folder.
@@ -97,7 +109,7 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Every `ErrorCode`, in the order of `ServerStats::rejections_by_code`.
-const ERROR_CODES: [ErrorCode; 10] = [
+const ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::VersionMismatch,
     ErrorCode::ExpectedHello,
     ErrorCode::FrameTooLarge,
@@ -108,6 +120,7 @@ const ERROR_CODES: [ErrorCode; 10] = [
     ErrorCode::ShuttingDown,
     ErrorCode::Storage,
     ErrorCode::Forbidden,
+    ErrorCode::TimedOut,
 ];
 
 /// Counters of the connection side, for stats.
@@ -128,7 +141,7 @@ pub struct ServerStats {
 pub struct Server {
     config: Arc<Config>,
     writer: WriterHandle,
-    _lock: std::fs::File,
+    _file: DatabaseFile,
     stats: Arc<ServerStats>,
     queue: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -136,20 +149,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// Takes the database's lock, opens it and starts the writer.
+    /// Takes the database file (its lock, by identity), opens it and starts the writer. A
+    /// missing log is created, and said to be, only when `config.create` allows.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let db_path = &config.writer.db_path;
-        if let Some(parent) = db_path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
+        if config.create
+            && let Some(parent) = db_path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
         {
             create_private_dir(parent).map_err(|source| StartError::Bind {
                 path: parent.display().to_string(),
                 source,
             })?;
         }
-        let lock = lock_database(db_path)?;
-        let writer = WriterHandle::start(config.writer.clone(), config.queue_capacity)?;
+        let file = DatabaseFile::take(db_path, config.create)?;
+        let writer = WriterHandle::start(
+            config.writer.clone(),
+            config.queue_capacity,
+            Some(file.identity()),
+        )?;
+        if file.created() {
+            tracing::warn!(path = %file.path().display(), "created a new log at {}", file.path().display());
+        }
         let stats = Arc::<ServerStats>::default();
         let queue = Arc::new(Semaphore::new(config.queue_capacity));
         let metrics = Arc::new(Metrics::new(
@@ -163,7 +185,7 @@ impl Server {
             limits: Arc::new(RwLock::new(config.limits())),
             config: Arc::new(config),
             writer,
-            _lock: lock,
+            _file: file,
             stats,
             queue,
             metrics,
@@ -194,12 +216,17 @@ impl Server {
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops cleanly: every entry read from
-    /// a socket is committed and acknowledged before this returns.
-    pub async fn run(self, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+    /// a socket is committed and acknowledged before this returns. It also stops, and says
+    /// why, when the writer fails for good.
+    pub async fn run(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
         let Server {
             config,
             writer,
-            _lock,
+            _file,
             stats,
             queue,
             metrics,
@@ -229,14 +256,17 @@ impl Server {
             }
         });
         let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+        let failed = writer.stats().failed.clone();
         tokio::pin!(shutdown);
         loop {
             let slot = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = failed.cancelled() => break,
                 slot = Arc::clone(&connection_slots).acquire_owned() => slot.expect("never closed"),
             };
             let stream = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = failed.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(error) => {
@@ -263,6 +293,7 @@ impl Server {
         readers.wait().await;
         drop(shared);
         tracing::info!("draining the queue");
+        let writer_stats = Arc::clone(writer.stats());
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         responders.close();
         if tokio::time::timeout(config.shutdown_grace, responders.wait())
@@ -271,32 +302,10 @@ impl Server {
         {
             tracing::warn!("some clients did not take their last answers in time");
         }
-    }
-}
-
-/// Takes an exclusive lock on `<db>.lock`, so that two daemons never write one database and
-/// fork its chain. The lock goes with the process, so a killed daemon leaves none behind.
-fn lock_database(db_path: &Path) -> Result<std::fs::File, StartError> {
-    let mut lock_path = db_path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| StartError::Bind {
-            path: Path::new(&lock_path).display().to_string(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(StartError::DatabaseInUse(db_path.display().to_string()))
+        match writer_stats.failure() {
+            Some(reason) => Err(RunError::WriterFailed(reason)),
+            None => Ok(()),
         }
-        Err(std::fs::TryLockError::Error(source)) => Err(StartError::Bind {
-            path: Path::new(&lock_path).display().to_string(),
-            source,
-        }),
     }
 }
 

@@ -21,6 +21,7 @@ use witness_protocol::{
 };
 
 use crate::chain::{GENESIS, Value, hash_row};
+use crate::dbfile::{self, Identity};
 use crate::metrics::Timings;
 use crate::schema::{self, OpenError, Sync};
 
@@ -138,6 +139,17 @@ pub struct WriterStats {
     pub wal_pages: AtomicU32,
     /// Batch size, commit and acknowledgement times.
     pub timings: std::sync::Mutex<Timings>,
+    /// Why the writer stopped acknowledging for good, once it has.
+    pub failure: std::sync::Mutex<Option<String>>,
+    /// Cancelled when the writer fails for good: the server then stops the daemon.
+    pub failed: tokio_util::sync::CancellationToken,
+}
+
+impl WriterStats {
+    /// Why the writer stopped acknowledging, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("never poisoned").clone()
+    }
 }
 
 /// Requests to the writer other than appends, handled between batches.
@@ -167,14 +179,26 @@ pub struct WriterHandle {
 impl WriterHandle {
     /// Opens the database and starts the writer thread. Fails, with nothing started, if the
     /// database cannot be opened. `queue_capacity` bounds the jobs in the channel; callers
-    /// hold a permit per entry, so the channel itself never fills.
-    pub fn start(config: WriterConfig, queue_capacity: usize) -> Result<Self, OpenError> {
+    /// hold a permit per entry, so the channel itself never fills. With `identity`, the
+    /// writer checks after every commit, and when idle, that the path still names that file,
+    /// and fails for good (acknowledging nothing more) once it does not.
+    pub fn start(
+        config: WriterConfig,
+        queue_capacity: usize,
+        identity: Option<Identity>,
+    ) -> Result<Self, OpenError> {
         let connection = schema::open_writer(&config.db_path, config.sync, config.cache_kib)?;
+        if let Some(identity) = identity
+            && let Err(reason) = dbfile::check(&config.db_path, identity)
+        {
+            return Err(OpenError::Moved(reason));
+        }
         let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
         let (control, control_receiver) = crossbeam_channel::unbounded();
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
+            .map(|writer| Writer { identity, ..writer })
             .map_err(|source| OpenError::Sqlite {
                 path: "database".into(),
                 source,
@@ -268,6 +292,10 @@ enum Outcome {
 struct Writer {
     connection: Connection,
     config: WriterConfig,
+    /// The database file's identity, checked after each commit.
+    identity: Option<Identity>,
+    /// Set once the file is no longer the log: nothing more is written or acknowledged.
+    failure: Option<String>,
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Sender<u64>,
     head: Head,
@@ -320,6 +348,8 @@ impl Writer {
         Ok(Writer {
             connection,
             config,
+            identity: None,
+            failure: None,
             stats,
             committed,
             head,
@@ -337,7 +367,10 @@ impl Writer {
     fn run(&mut self, receiver: &Receiver<Box<Job>>, control: &Receiver<Control>) {
         let mut batch: Vec<Job> = Vec::new();
         loop {
-            self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            // A failed writer stops its heartbeat, so the watchdog stops pinging too.
+            if self.failure.is_none() {
+                self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            }
             let mut select = crossbeam_channel::Select::new();
             let jobs = select.recv(receiver);
             let controls = select.recv(control);
@@ -356,6 +389,10 @@ impl Writer {
                     continue;
                 }
                 Err(_) => {
+                    self.check_file();
+                    if self.failure.is_some() {
+                        continue;
+                    }
                     if self.dirty_since_truncate
                         && self.last_job.elapsed() >= self.config.idle_checkpoint
                     {
@@ -379,11 +416,13 @@ impl Writer {
                 break;
             }
         }
-        self.checkpoint(Checkpoint::Truncate);
-        // SQLite's advice for a connection about to close: cheap, and keeps the planner's
-        // statistics current for readers.
-        if let Err(error) = self.connection.execute_batch("PRAGMA optimize") {
-            tracing::warn!(%error, "PRAGMA optimize failed");
+        if self.failure.is_none() {
+            self.checkpoint(Checkpoint::Truncate);
+            // SQLite's advice for a connection about to close: cheap, and keeps the planner's
+            // statistics current for readers.
+            if let Err(error) = self.connection.execute_batch("PRAGMA optimize") {
+                tracing::warn!(%error, "PRAGMA optimize failed");
+            }
         }
         let entries = self.stats.entries_committed.load(Ordering::Relaxed);
         let batches = self.stats.batches_committed.load(Ordering::Relaxed);
@@ -476,14 +515,57 @@ impl Writer {
         self.last_optimize = Instant::now();
     }
 
+    /// Checks that the database path still names the file this writer writes; on the first
+    /// mismatch the writer fails for good: it says why, everywhere it can, and from then on
+    /// refuses every append (the server stops the daemon).
+    fn check_file(&mut self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(reason) = dbfile::check(&self.config.db_path, identity) {
+            tracing::error!("{reason}: acknowledging nothing more, and stopping");
+            *self.stats.failure.lock().expect("never poisoned") = Some(reason.clone());
+            self.failure = Some(reason);
+            self.stats.failed.cancel();
+        }
+    }
+
+    /// Refuses every job of `batch`: the writer has failed for good.
+    fn refuse_all(&self, batch: &mut Vec<Job>, reason: &str, written: bool) {
+        let message = if written {
+            format!(
+                "{reason}; these entries went to that file, which is no longer the log, and \
+                 are not acknowledged: send them again once the daemon is back"
+            )
+        } else {
+            format!("{reason}; nothing was recorded: send it again once the daemon is back")
+        };
+        for job in batch.drain(..) {
+            let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
+            acknowledge(job, Outcome::Refused(reply));
+        }
+    }
+
     /// Writes, commits and acknowledges `batch`, leaving it empty.
     fn commit(&mut self, batch: &mut Vec<Job>) {
+        if let Some(reason) = self.failure.clone() {
+            return self.refuse_all(batch, &reason, false);
+        }
         let started = Instant::now();
         self.last_batch_entries = batch.iter().map(|job| job.entries.len()).sum();
         let written = self.write(batch);
         self.last_commit = started.elapsed();
         match written {
             Ok((outcomes, head, producers, n_written)) => {
+                // Committed, but to the file the path names? Checked before any answer goes
+                // out, so that nothing written to a deleted or replaced file is acknowledged.
+                self.check_file();
+                if let Some(reason) = self.failure.clone() {
+                    return self.refuse_all(batch, &reason, true);
+                }
                 self.head = head;
                 self.producers.extend(producers);
                 self.dirty_since_truncate = true;

@@ -48,6 +48,11 @@ pub struct StatsReport {
     pub rss_bytes: u64,
     /// Peak resident memory in bytes.
     pub rss_peak_bytes: u64,
+    /// Set once the daemon has stopped acknowledging entries for good (its database file was
+    /// deleted or replaced under it): why. The daemon then stops, with a non-zero status.
+    pub failure: Option<String>,
+    /// Appends refused with `Busy` because their user went past a configured rate, by uid.
+    pub rate_limited: Vec<(u32, u64)>,
 }
 
 /// A distribution summarised: how many values, their sum, and points of it.

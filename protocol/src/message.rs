@@ -193,7 +193,7 @@ pub enum Response {
     /// Answers `Cost`.
     Cost(CostReport),
     /// Answer to `Stats`.
-    Stats(StatsReport),
+    Stats(Box<StatsReport>),
     /// Answer to `Maintenance`: the task is done.
     Maintained(MaintenanceReport),
 }
@@ -247,6 +247,17 @@ pub enum VerifyReport {
         /// Entries checked and found intact before it.
         checked: u64,
     },
+    /// Every entry verifies, but data derived from them does not agree with them: a roll-up
+    /// that reports other money, or producer numbers that would make the daemon skip or
+    /// refuse entries.
+    Inconsistent {
+        /// The derived table, such as `cost_hourly` or `producers`.
+        table: String,
+        /// The first disagreement found.
+        reason: String,
+        /// Entries checked (all intact).
+        checked: u64,
+    },
 }
 
 /// A failed request: a code to branch on and a message for people.
@@ -281,9 +292,13 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The database refused the write; nothing of the batch was committed.
     Storage,
-    /// The request needs a privilege the client's user lacks (maintenance from another
-    /// user than the daemon's).
+    /// The request needs a privilege the client's user lacks: maintenance from another user
+    /// than the daemon's, or a user the configuration does not admit (to the daemon, or to
+    /// reading).
     Forbidden,
+    /// The client took too long: to say `Hello`, or to finish a frame it had begun. The
+    /// connection is closed.
+    TimedOut,
 }
 
 impl Entry {

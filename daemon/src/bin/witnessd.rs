@@ -35,6 +35,10 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Create a new, empty log at the database path if none is there, say which, and exit:
+    /// the first step of an install whose configuration says `create = false`.
+    #[arg(long, conflicts_with_all = ["check_config", "print_config"])]
+    init: bool,
     /// Socket to listen on [default: $XDG_RUNTIME_DIR/witness/witness.sock, or
     /// /run/witness/witness.sock as root]. Ignored when systemd passes a socket.
     #[arg(long, value_name = "PATH")]
@@ -43,6 +47,10 @@ struct Args {
     /// /var/lib/witness/witness.db as root].
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// Whether a missing database may be created as a new, empty log [default: true]. The
+    /// system unit says false, so a lost or moved log is never silently replaced.
+    #[arg(long, value_name = "true|false")]
+    create: Option<bool>,
     /// Durability of a commit: "full" survives power loss, "normal" survives a crash of the
     /// daemon [default: full].
     #[arg(long, value_name = "full|normal")]
@@ -76,6 +84,7 @@ impl Args {
         Settings {
             socket: self.socket.clone(),
             db: self.db.clone(),
+            create: self.create,
             sync: self.sync.clone(),
             socket_mode: self.socket_mode.clone(),
             queue: self.queue,
@@ -130,6 +139,9 @@ fn main() -> ExitCode {
         print!("{}", config.to_settings().to_toml());
         return ExitCode::SUCCESS;
     }
+    if args.init {
+        return init(config);
+    }
     let logging = init_logging(&config);
     match run(args, config, logging) {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +151,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `witnessd --init`: creates the log if it is missing, and says whether it did.
+fn init(mut config: Config) -> ExitCode {
+    config.create = true;
+    let path = config.writer.db_path.clone();
+    let created = match witness_daemon::dbfile::DatabaseFile::take(&path, false) {
+        Ok(_) => false,
+        Err(witness_daemon::dbfile::TakeError::Missing(_)) => true,
+        Err(error) => {
+            eprintln!("witnessd: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(error) = Server::start(config) {
+        eprintln!("witnessd: {error}");
+        return ExitCode::FAILURE;
+    }
+    if created {
+        println!("created a new log at {}", path.display());
+    } else {
+        println!("a log already exists at {}; left as it is", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 /// Changes the log filter of the running daemon.
@@ -231,10 +267,11 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
         NotifyState::Ready,
         NotifyState::Status(&metrics.status_line()),
     ]);
-    runtime.block_on(server.run(listener, async {
+    let outcome = runtime.block_on(server.run(listener, async {
         let _ = stop.await;
     }));
     stopping.cancel();
+    outcome?;
     tracing::info!("witnessd stopped");
     Ok(())
 }

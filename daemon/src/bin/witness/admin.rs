@@ -104,8 +104,19 @@ fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()
             ),
         ),
     ];
+    if let Some(failure) = &report.failure {
+        writeln!(out, "{:<12} {failure}", "FAILED")?;
+    }
     for (name, value) in rows {
         writeln!(out, "{name:<12} {value}")?;
+    }
+    if !report.rate_limited.is_empty() {
+        let limited: Vec<String> = report
+            .rate_limited
+            .iter()
+            .map(|(uid, count)| format!("uid {uid}: {count}"))
+            .collect();
+        writeln!(out, "{:<12} {}", "rate limited", limited.join(", "))?;
     }
     Ok(())
 }
@@ -138,6 +149,10 @@ fn stats_json(report: &StatsReport) -> Value {
         "wal_bytes": report.wal_bytes,
         "rss_bytes": report.rss_bytes,
         "rss_peak_bytes": report.rss_peak_bytes,
+        "failure": report.failure,
+        "rate_limited": report.rate_limited.iter()
+            .map(|(uid, count)| (uid.to_string(), json!(count)))
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 

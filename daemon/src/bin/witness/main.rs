@@ -544,6 +544,23 @@ fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+        VerifyReport::Inconsistent {
+            table,
+            reason,
+            checked,
+        } => {
+            if json {
+                print_json(&json!({
+                    "intact": false, "table": table, "reason": reason, "checked": checked,
+                }))?;
+            } else {
+                writeln!(
+                    output::stdout(),
+                    "INCONSISTENT {table}: {reason} (all {checked} entries verified)"
+                )?;
+            }
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
