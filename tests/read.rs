@@ -387,7 +387,7 @@ fn cost_windows_split_hours_exactly() {
 
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("witness.db");
-    let writer = WriterHandle::start(WriterConfig::new(db_path.clone()), 1024, None).unwrap();
+    let writer = WriterHandle::start(WriterConfig::new(db_path.clone()), None).unwrap();
     let base = 1_800_000_000 * 1_000_000_000 / HOUR_NS * HOUR_NS;
     let permits = Arc::new(tokio::sync::Semaphore::new(1 << 20));
     let (reply_to, _replies) = tokio::sync::mpsc::unbounded_channel();
@@ -398,7 +398,9 @@ fn cost_windows_split_hours_exactly() {
             .wrapping_add(1442695040888963407);
         (state >> 33) % below
     };
-    let sender = writer.sender();
+    let queue = writer.queue();
+    let admission = witness_daemon::queue::Admission::new(1 << 20);
+    let lane = admission.lane();
     for index in 0..1200 {
         let ts = base + random(6 * HOUR_NS as u64) as i64;
         let job = Job {
@@ -413,11 +415,10 @@ fn cost_windows_split_hours_exactly() {
             received: std::time::Instant::now(),
             reply_to: reply_to.clone(),
             connection_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),
-            queue_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),
+            admitted: admission.try_now(&lane, 1).unwrap(),
         };
-        sender.send(Box::new(job)).unwrap();
+        queue.push(1, Box::new(job)).unwrap();
     }
-    drop(sender);
     writer.join();
 
     let connection = witness_daemon::schema::open_reader(&db_path).unwrap();

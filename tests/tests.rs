@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod bounds;
 mod cli;
 mod contract;

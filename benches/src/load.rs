@@ -29,6 +29,10 @@ pub enum Mode {
     Open,
     /// No daemon: write SQLite directly, one transaction per entry.
     Direct,
+    /// A flooder: `send` through a `Spool` as fast as it goes, cycling through `--count`
+    /// entries, until it is killed. It reports nothing; it is the load others are measured
+    /// beside.
+    Flood,
 }
 
 /// A worker's orders.
@@ -99,7 +103,15 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     // generator.
     let entries: Vec<_> = (0..args.count).map(|_| generator.entry()).collect();
     let mut latencies = histogram();
-    if args.mode == Mode::Direct {
+    if args.mode == Mode::Flood {
+        let spool = Spool::connect(&args.target)?;
+        wait_until(args.start_at);
+        loop {
+            for entry in &entries {
+                spool.send(entry.clone())?;
+            }
+        }
+    } else if args.mode == Mode::Direct {
         direct(args, entries, &mut latencies)?;
     } else if args.mode == Mode::Spool {
         let options = Options {
@@ -151,7 +163,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                     record(&mut latencies, now_ns().saturating_sub(intended));
                 }
             }
-            Mode::Direct | Mode::Spool => unreachable!("handled above"),
+            Mode::Direct | Mode::Spool | Mode::Flood => unreachable!("handled above"),
         }
     }
     let mut bytes = Vec::new();

@@ -60,6 +60,8 @@ struct Workload {
     entries_per_process: u64,
     batch: usize,
     rate_per_process: f64,
+    /// Run a flooding `Spool` process beside the measured ones, for the whole workload.
+    beside_flooder: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +186,7 @@ fn run_reads(args: &Args, witnessd: &Path) -> anyhow::Result<()> {
         entries_per_process: total / 8,
         batch: 1,
         rate_per_process: 0.0,
+        beside_flooder: false,
     };
     let load = sending("load, 8 processes sending", total);
     let (reports, started_ns) = run_workers(&load, Mode::Send, &daemon.socket)?;
@@ -267,6 +270,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         entries_per_process: (scale(total) / processes as u64).max(1),
         batch,
         rate_per_process: 0.0,
+        beside_flooder: false,
     };
     let open = |name: &str, processes: usize, rate: f64| Workload {
         name: name.to_owned(),
@@ -283,6 +287,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         } else {
             rate
         },
+        beside_flooder: false,
     };
     let direct = |processes: usize, total: u64| Workload {
         name: format!(
@@ -294,6 +299,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         entries_per_process: scale(total) / processes as u64,
         batch: 1,
         rate_per_process: 0.0,
+        beside_flooder: false,
     };
     let mut list = vec![
         Workload {
@@ -303,6 +309,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
             entries_per_process: scale(800_000),
             batch: 1000,
             rate_per_process: 0.0,
+            beside_flooder: false,
         },
         direct(8, 20_000),
     ];
@@ -344,6 +351,14 @@ fn workloads(quick: bool) -> Vec<Workload> {
         open("log at 20000/s offered, 8 processes", 8, 20_000.0),
         open("log at 50% of saturation, 8 processes", 8, -0.5),
         open("log at 90% of saturation, 8 processes", 8, -0.9),
+        // Fairness: the same four well-behaved processes alone, then beside one process
+        // that floods through a Spool as fast as it can.
+        witness("log, 4 processes", Mode::Log, 4, 20_000, 1),
+        Workload {
+            name: "log, 4 processes, beside a spool flooder".into(),
+            beside_flooder: true,
+            ..witness("log, 4 processes", Mode::Log, 4, 20_000, 1)
+        },
     ]);
     if !quick {
         list.push(open("log at 5000/s offered, 8 processes", 8, 5_000.0));
@@ -367,9 +382,18 @@ fn measure(
         }
         Kind::Witness(mode) => {
             let daemon = Daemon::start(witnessd, daemon_args)?;
+            let mut flooder = match workload.beside_flooder {
+                true => Some(start_flooder(&daemon.socket)?),
+                false => None,
+            };
             let cpu_before = daemon.cpu_seconds();
-            let (reports, started_ns) = run_workers(workload, mode, &daemon.socket)?;
+            let workers = run_workers(workload, mode, &daemon.socket);
             let cpu = daemon.cpu_seconds() - cpu_before;
+            if let Some(flooder) = flooder.as_mut() {
+                let _ = flooder.kill();
+                let _ = flooder.wait();
+            }
+            let (reports, started_ns) = workers?;
             let peak_rss_mb = daemon.peak_rss_kib() as f64 / 1024.0;
             let mut measurement = summarise(workload, &reports, started_ns, None);
             measurement.daemon_cpu_percent = Some(100.0 * cpu / measurement.seconds);
@@ -378,6 +402,22 @@ fn measure(
             Ok(measurement)
         }
     }
+}
+
+/// Starts a process that floods the daemon through a `Spool` until it is killed; it is in
+/// full flow before the measured workers start.
+fn start_flooder(socket: &Path) -> anyhow::Result<Child> {
+    let child = Command::new(std::env::current_exe()?)
+        .arg("worker")
+        .args(["--mode", "flood", "--count", "10000", "--seed", "99"])
+        .arg("--target")
+        .arg(socket)
+        .args(["--start-at", &now_ns().to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the flooder")?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
 }
 
 /// Spawns the workers, waits for them, and returns their reports and the common start time.

@@ -32,7 +32,8 @@ pub struct Config {
     /// Requests one connection may have awaiting an answer before the daemon stops reading
     /// from it.
     pub max_in_flight: usize,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more are accepted and told `Busy` at once. Root and the
+    /// daemon's own user may open `reserved_connections` more, so an operator can always look.
     pub max_connections: usize,
     /// After shutdown starts and the writer has drained, how long to wait for slow clients
     /// to take their last answers.
@@ -42,12 +43,20 @@ pub struct Config {
     /// How long a stream of entries (`tail -f`, `export`) waits for a client that does not
     /// read before it cuts the stream off and tells the client where to resume.
     pub stall_timeout: Duration,
+    /// How long a new connection may take to say `Hello`.
+    pub handshake_timeout: Duration,
+    /// How long a frame may take to arrive once its first byte has.
+    pub frame_timeout: Duration,
+    /// How long a connection with nothing in flight and no stream may stay silent.
+    pub idle_timeout: Option<Duration>,
     /// Log filter, such as `info` or `witness_daemon=debug`; `None` leaves it to `RUST_LOG`.
     pub log_level: Option<String>,
     /// How log lines are written.
     pub log_format: LogFormat,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Who may connect, write and read, and how much each user may send.
+    pub access: Access,
     /// Whether a missing database may be created as a new, empty log. Off where a log must
     /// already exist (the system unit), so that a lost or moved file is never silently
     /// replaced by an empty chain.
@@ -90,6 +99,38 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// See [`Config::stall_timeout`].
     pub stall_timeout: Duration,
+    /// How long a new connection may take to say `Hello`.
+    pub handshake_timeout: Duration,
+    /// How long a frame may take to arrive once its first byte has.
+    pub frame_timeout: Duration,
+    /// A connection with nothing in flight and no stream that sends nothing this long is
+    /// closed; `None` never closes one.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Who may use the daemon and how much: checked from the socket's peer credentials, never
+/// from anything the client says. Root and the daemon's own user are always admitted (as
+/// writers, readers and operators) and never rate-limited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Users admitted at all; with `allow_gids`, empty lists admit anyone who can open the
+    /// socket (its mode decides).
+    pub allow_uids: Vec<u32>,
+    /// Groups admitted (primary or supplementary).
+    pub allow_gids: Vec<u32>,
+    /// Users who may read (tail, export, trace, traces, cost, verify); with `read_gids`,
+    /// empty lists let every admitted user read.
+    pub read_uids: Vec<u32>,
+    /// Groups who may read.
+    pub read_gids: Vec<u32>,
+    /// Connections one user may hold open at once.
+    pub max_connections_per_uid: usize,
+    /// Connections beyond `max_connections` kept for root and the daemon's own user.
+    pub reserved_connections: usize,
+    /// Entries per second one user may append (a burst of one second's worth); 0: no limit.
+    pub uid_entries_per_sec: u64,
+    /// Request bytes per second one user may append; 0: no limit.
+    pub uid_bytes_per_sec: u64,
 }
 
 impl Config {
@@ -110,6 +151,14 @@ impl Config {
             log_level: None,
             log_format: LogFormat::Text,
             metrics_listen: None,
+            access: Access {
+                max_connections_per_uid: 256,
+                reserved_connections: 8,
+                ..Access::default()
+            },
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(600)),
             create: true,
             writer: WriterConfig::new(db_path),
         }
@@ -121,6 +170,9 @@ impl Config {
             max_frame_len: self.max_frame_len,
             max_in_flight: self.max_in_flight,
             stall_timeout: self.stall_timeout,
+            handshake_timeout: self.handshake_timeout,
+            frame_timeout: self.frame_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -172,6 +224,45 @@ impl Config {
             config.stall_timeout =
                 Duration::from_secs(in_range("stall_timeout_secs", secs, 1, 86_400)?);
         }
+        if let Some(secs) = settings.handshake_timeout_secs {
+            config.handshake_timeout =
+                Duration::from_secs(in_range("handshake_timeout_secs", secs, 1, 3600)?);
+        }
+        if let Some(secs) = settings.frame_timeout_secs {
+            config.frame_timeout =
+                Duration::from_secs(in_range("frame_timeout_secs", secs, 1, 3600)?);
+        }
+        if let Some(secs) = settings.idle_timeout_secs {
+            let secs = in_range("idle_timeout_secs", secs, 0, 7 * 86_400)?;
+            config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        let access = &mut config.access;
+        if let Some(n) = settings.max_connections_per_uid {
+            access.max_connections_per_uid =
+                in_range("max_connections_per_uid", n, 1, 65_536)? as usize;
+        }
+        if let Some(n) = settings.reserved_connections {
+            access.reserved_connections = in_range("reserved_connections", n, 0, 1024)? as usize;
+        }
+        for (key, given, list) in [
+            ("allow_uids", &settings.allow_uids, &mut access.allow_uids),
+            ("allow_gids", &settings.allow_gids, &mut access.allow_gids),
+            ("read_uids", &settings.read_uids, &mut access.read_uids),
+            ("read_gids", &settings.read_gids, &mut access.read_gids),
+        ] {
+            if let Some(ids) = given {
+                *list = ids
+                    .iter()
+                    .map(|&id| in_range(key, id, 0, u64::from(u32::MAX)).map(|id| id as u32))
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        if let Some(rate) = settings.uid_entries_per_sec {
+            access.uid_entries_per_sec = in_range("uid_entries_per_sec", rate, 0, 1 << 40)?;
+        }
+        if let Some(rate) = settings.uid_bytes_per_sec {
+            access.uid_bytes_per_sec = in_range("uid_bytes_per_sec", rate, 0, 1 << 50)?;
+        }
         if let Some(pages) = settings.checkpoint_pages {
             config.writer.checkpoint_pages =
                 in_range("checkpoint_pages", pages, 16, 1 << 20)? as u32;
@@ -218,6 +309,17 @@ impl Config {
             max_connections: Some(self.max_connections as u64),
             read_connections: Some(self.read_connections as u64),
             stall_timeout_secs: Some(self.stall_timeout.as_secs()),
+            handshake_timeout_secs: Some(self.handshake_timeout.as_secs()),
+            frame_timeout_secs: Some(self.frame_timeout.as_secs()),
+            idle_timeout_secs: Some(self.idle_timeout.map_or(0, |d| d.as_secs())),
+            max_connections_per_uid: Some(self.access.max_connections_per_uid as u64),
+            reserved_connections: Some(self.access.reserved_connections as u64),
+            allow_uids: Some(ids(&self.access.allow_uids)),
+            allow_gids: Some(ids(&self.access.allow_gids)),
+            read_uids: Some(ids(&self.access.read_uids)),
+            read_gids: Some(ids(&self.access.read_gids)),
+            uid_entries_per_sec: Some(self.access.uid_entries_per_sec),
+            uid_bytes_per_sec: Some(self.access.uid_bytes_per_sec),
             checkpoint_pages: Some(self.writer.checkpoint_pages.into()),
             optimize_interval_secs: Some(self.writer.optimize_interval.map_or(0, |d| d.as_secs())),
             log_level: self.log_level.clone(),
@@ -232,6 +334,10 @@ impl Config {
         running.max_frame_len = new.max_frame_len;
         running.max_in_flight = new.max_in_flight;
         running.stall_timeout = new.stall_timeout;
+        running.handshake_timeout = new.handshake_timeout;
+        running.frame_timeout = new.frame_timeout;
+        running.idle_timeout = new.idle_timeout;
+        running.access = new.access.clone();
         running.log_level = new.log_level.clone();
         running.writer.max_batch_entries = new.writer.max_batch_entries;
         running.writer.max_batch_delay = new.writer.max_batch_delay;
@@ -307,6 +413,28 @@ pub struct Settings {
     pub read_connections: Option<u64>,
     /// Seconds a stream waits for a client that does not read.
     pub stall_timeout_secs: Option<u64>,
+    /// Seconds a new connection may take to say `Hello`.
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds a begun frame may take to arrive whole.
+    pub frame_timeout_secs: Option<u64>,
+    /// Seconds an idle connection may stay silent; 0 never closes one.
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections one user may hold open.
+    pub max_connections_per_uid: Option<u64>,
+    /// Connections beyond the limit kept for root and the daemon's user.
+    pub reserved_connections: Option<u64>,
+    /// Users admitted; empty with `allow_gids` admits anyone the socket's mode lets in.
+    pub allow_uids: Option<Vec<u64>>,
+    /// Groups admitted.
+    pub allow_gids: Option<Vec<u64>>,
+    /// Users who may read; empty with `read_gids` lets every admitted user read.
+    pub read_uids: Option<Vec<u64>>,
+    /// Groups who may read.
+    pub read_gids: Option<Vec<u64>>,
+    /// Entries per second one user may append; 0 for no limit.
+    pub uid_entries_per_sec: Option<u64>,
+    /// Request bytes per second one user may append; 0 for no limit.
+    pub uid_bytes_per_sec: Option<u64>,
     /// WAL pages after which the writer checkpoints between batches.
     pub checkpoint_pages: Option<u64>,
     /// Seconds between `PRAGMA optimize` runs; 0 turns them off.
@@ -353,6 +481,21 @@ impl Settings {
             max_connections: overrides.max_connections.or(self.max_connections),
             read_connections: overrides.read_connections.or(self.read_connections),
             stall_timeout_secs: overrides.stall_timeout_secs.or(self.stall_timeout_secs),
+            handshake_timeout_secs: overrides
+                .handshake_timeout_secs
+                .or(self.handshake_timeout_secs),
+            frame_timeout_secs: overrides.frame_timeout_secs.or(self.frame_timeout_secs),
+            idle_timeout_secs: overrides.idle_timeout_secs.or(self.idle_timeout_secs),
+            max_connections_per_uid: overrides
+                .max_connections_per_uid
+                .or(self.max_connections_per_uid),
+            reserved_connections: overrides.reserved_connections.or(self.reserved_connections),
+            allow_uids: overrides.allow_uids.or(self.allow_uids),
+            allow_gids: overrides.allow_gids.or(self.allow_gids),
+            read_uids: overrides.read_uids.or(self.read_uids),
+            read_gids: overrides.read_gids.or(self.read_gids),
+            uid_entries_per_sec: overrides.uid_entries_per_sec.or(self.uid_entries_per_sec),
+            uid_bytes_per_sec: overrides.uid_bytes_per_sec.or(self.uid_bytes_per_sec),
             checkpoint_pages: overrides.checkpoint_pages.or(self.checkpoint_pages),
             optimize_interval_secs: overrides
                 .optimize_interval_secs
@@ -397,6 +540,10 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+fn ids(list: &[u32]) -> Vec<u64> {
+    list.iter().map(|&id| u64::from(id)).collect()
 }
 
 fn in_range(key: &'static str, value: u64, low: u64, high: u64) -> Result<u64, ConfigError> {

@@ -5,10 +5,10 @@
 //! reading its answers the permits run out and the reader stops reading its requests, so a
 //! slow client slows itself and nobody else.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
@@ -23,29 +23,35 @@ use witness_protocol::{
 
 use witness_protocol::admin::{MaintenanceReport, MaintenanceTask};
 
+use crate::access::{self, Gate, Peer};
 use crate::config::Limits;
+use crate::job::{Control, Job, Origin, Outgoing, ReplyTo};
 use crate::metrics::Metrics;
 use crate::query;
+use crate::queue::{Admission, JobQueue, LaneId};
 use crate::read::{self, ReadPool};
-use crate::server::ServerStats;
-use crate::writer::{Control, Job, Origin, Outgoing, ReplyTo};
+use crate::server::{ServerStats, Stop};
+
+/// Lane ids, one per connection since start.
+static NEXT_LANE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What every connection shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) sender: Sender<Box<Job>>,
+    /// The writer's queue: appends and maintenance requests go there.
+    pub(crate) writer: Arc<JobQueue>,
     /// Read-only connections for queries.
     pub(crate) reads: Arc<ReadPool>,
     /// The last committed `seq`; closes when the writer stops.
     pub(crate) committed: watch::Receiver<u64>,
-    /// One permit per entry the queue may hold.
-    pub(crate) queue: Arc<Semaphore>,
+    /// Room in the writer's queue.
+    pub(crate) admission: Arc<Admission>,
     /// The limits a new connection takes; a reload replaces them.
     pub(crate) limits: Arc<RwLock<Limits>>,
-    /// Maintenance requests go to the writer this way.
-    pub(crate) writer_control: Sender<Control>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stats: Arc<ServerStats>,
+    /// Who may do what, and how much; a reload replaces the policy.
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// Whether the reader goes on after a request.
@@ -57,6 +63,14 @@ enum Next {
 struct Connection {
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    /// Cancelled a grace period after shutdown began: from then on nothing waits for this
+    /// client (for its share of the queue, or for it to read its answers), so that a stop
+    /// ends in bounded time whatever clients do. What was not admitted by then was never
+    /// acknowledged, and the client re-sends it.
+    abandon: CancellationToken,
+    /// This connection's lane in the writer's queue, and its share of the queue's room.
+    lane_id: LaneId,
+    lane: Arc<Semaphore>,
     /// Tells this connection's streams that the client has gone.
     client_gone: CancellationToken,
     /// Streams outlive the reader, like responders, so that a follower hears the last
@@ -66,43 +80,64 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     /// The limits as they were when the connection opened.
     limits: Limits,
+    peer: Peer,
     origin: Origin,
     greeted: bool,
+    /// Streams of this connection still running: a follower is never idle.
+    streams_open: Arc<AtomicUsize>,
+}
+
+/// What the read loop does when a deadline passes.
+enum Deadline {
+    /// Nothing was due after all (the connection is busy): wait again.
+    Extend,
+    /// Close the connection.
+    Close,
 }
 
 /// Serves one connection until the client leaves, a fatal error, or shutdown. The responder
 /// is spawned on `responders` so that it outlives the reader and delivers the last answers.
 pub(crate) async fn serve(
     stream: UnixStream,
+    peer: Peer,
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    stop: &Stop,
     responders: &TaskTracker,
 ) {
+    let cancel = stop.cancel.clone();
     shared.stats.connection_opened();
     let limits = *shared.limits.read().expect("never poisoned");
-    let credentials = stream.peer_cred().ok();
     let (mut read_half, write_half) = stream.into_split();
     let (reply_to, replies) = mpsc::unbounded_channel();
     responders.spawn(respond(replies, write_half));
     let mut connection = Connection {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         limits,
+        lane_id: NEXT_LANE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        lane: shared.admission.lane(),
         shared,
         cancel: cancel.clone(),
+        abandon: stop.abandon.clone(),
         client_gone: CancellationToken::new(),
         streams: responders.clone(),
         reply_to,
         origin: Origin {
             ts: 0,
-            pid: credentials.and_then(|c| c.pid()).map(i64::from),
-            uid: credentials.map(|c| i64::from(c.uid())),
-            gid: credentials.map(|c| i64::from(c.gid())),
+            pid: peer.pid,
+            uid: peer.uid.map(i64::from),
+            gid: peer.gid.map(i64::from),
         },
+        peer,
         greeted: false,
+        streams_open: Arc::default(),
     };
     let max_frame_len = limits.max_frame_len;
     let mut buffer: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut start = 0;
+    let accepted = Instant::now();
+    let mut last_heard = accepted;
+    // When the partial frame at the end of the buffer began to arrive.
+    let mut frame_began: Option<Instant> = None;
     'connection: loop {
         loop {
             match frame::check(&buffer[start..], max_frame_len) {
@@ -110,7 +145,8 @@ pub(crate) async fn serve(
                     let body = &buffer[start + frame::LEN_PREFIX..start + total];
                     let next = connection.handle(body).await;
                     start += total;
-                    if let Next::Close = next {
+                    frame_began = None;
+                    if matches!(next, Next::Close) || connection.abandon.is_cancelled() {
                         break 'connection;
                     }
                 }
@@ -128,11 +164,25 @@ pub(crate) async fn serve(
         }
         buffer.drain(..start);
         start = 0;
+        if !buffer.is_empty() {
+            frame_began.get_or_insert(last_heard);
+        }
+        let deadline = connection.deadline(accepted, last_heard, frame_began);
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                match connection.deadline_passed(frame_began) {
+                    Deadline::Extend => {
+                        last_heard = Instant::now();
+                        continue;
+                    }
+                    Deadline::Close => break,
+                }
+            }
             read = read_half.read_buf(&mut buffer) => read,
         };
+        last_heard = Instant::now();
         match read {
             Ok(0) if buffer.is_empty() => break,
             Ok(0) => {
@@ -153,6 +203,74 @@ pub(crate) async fn serve(
 }
 
 impl Connection {
+    /// When the read loop must stop waiting for bytes: the handshake's deadline, a begun
+    /// frame's, or the idle timeout.
+    fn deadline(
+        &self,
+        accepted: Instant,
+        last_heard: Instant,
+        frame_began: Option<Instant>,
+    ) -> Instant {
+        if !self.greeted {
+            return accepted + self.limits.handshake_timeout;
+        }
+        if let Some(began) = frame_began {
+            return began + self.limits.frame_timeout;
+        }
+        match self.limits.idle_timeout {
+            Some(idle) => last_heard + idle,
+            None => last_heard + Duration::from_secs(365 * 86_400),
+        }
+    }
+
+    /// A deadline passed: a client too slow to greet or to finish a frame is told so and
+    /// closed; an idle one is closed without a word (its client reconnects when it next has
+    /// something to say), unless it is waiting for answers or following a stream.
+    fn deadline_passed(&self, frame_began: Option<Instant>) -> Deadline {
+        let timed_out = |message: String| {
+            tracing::debug!(uid = %self.peer.uid_text(), "{message}");
+            self.shared.stats.reject(ErrorCode::TimedOut);
+            let _ = self.reply_to.send(Outgoing {
+                frame: ResponseFrame {
+                    id: 0,
+                    response: Response::Error(ErrorReply::new(ErrorCode::TimedOut, message)),
+                },
+                permit: None,
+            });
+            Deadline::Close
+        };
+        if !self.greeted {
+            return timed_out(format!(
+                "no Hello within {:?} of connecting; closing",
+                self.limits.handshake_timeout
+            ));
+        }
+        if frame_began.is_some() {
+            return timed_out(format!(
+                "a frame begun {:?} ago is still incomplete; closing",
+                self.limits.frame_timeout
+            ));
+        }
+        let answering = self.in_flight.available_permits() < self.limits.max_in_flight;
+        if answering || self.streams_open.load(Ordering::Relaxed) > 0 {
+            return Deadline::Extend;
+        }
+        tracing::debug!(uid = %self.peer.uid_text(), "closing an idle connection");
+        Deadline::Close
+    }
+
+    /// Refuses a read request to a user the configuration does not let read.
+    async fn may_read(&self, id: u64) -> bool {
+        match access::may_read(&self.shared.gate.access(), &self.peer) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.refuse(id, ErrorReply::new(ErrorCode::Forbidden, reason))
+                    .await;
+                false
+            }
+        }
+    }
+
     async fn handle(&mut self, body: &[u8]) -> Next {
         let request: RequestFrame = match frame::decode_body(body) {
             Ok(request) => request,
@@ -180,6 +298,15 @@ impl Connection {
             }
             Request::Ping => {
                 self.answer(id, Response::Pong).await;
+                Next::Continue
+            }
+            Request::Verify(_)
+            | Request::Trace(_)
+            | Request::Traces(_)
+            | Request::Cost(_)
+            | Request::Entries(_)
+                if !self.may_read(id).await =>
+            {
                 Next::Continue
             }
             Request::Verify(range) => {
@@ -224,19 +351,21 @@ impl Connection {
                             client_gone: self.client_gone.clone(),
                             shutdown: self.cancel.clone(),
                         };
-                        self.streams.spawn(crate::stream::serve(
-                            id,
-                            query,
-                            context,
-                            self.reply_to.clone(),
-                        ));
+                        let open = Arc::clone(&self.streams_open);
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let stream =
+                            crate::stream::serve(id, query, context, self.reply_to.clone());
+                        self.streams.spawn(async move {
+                            stream.await;
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        });
                     }
                     Err(reply) => self.refuse(id, reply).await,
                 }
                 Next::Continue
             }
             Request::Append(append) => {
-                self.append(id, append).await;
+                self.append(id, append, body.len()).await;
                 Next::Continue
             }
             Request::Stats => {
@@ -254,17 +383,15 @@ impl Connection {
     /// Runs a maintenance task for the daemon's own user or root: `ANALYZE` on the writer
     /// (it writes), a backup on a read connection (it only reads, so ingest goes on).
     async fn maintenance(&self, id: u64, task: MaintenanceTask) {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let own_uid = i64::from(unsafe { libc::geteuid() });
-        if !matches!(self.origin.uid, Some(uid) if uid == own_uid || uid == 0) {
+        if !self.peer.is_operator() {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let own_uid = unsafe { libc::geteuid() };
             let reply = ErrorReply::new(
                 ErrorCode::Forbidden,
                 format!(
                     "maintenance is for the daemon's own user (uid {own_uid}) or root; this \
                      client runs as uid {}",
-                    self.origin
-                        .uid
-                        .map_or("unknown".to_owned(), |uid| uid.to_string())
+                    self.peer.uid_text()
                 ),
             );
             return self.refuse(id, reply).await;
@@ -272,14 +399,16 @@ impl Connection {
         let started = std::time::Instant::now();
         match task {
             MaintenanceTask::Analyze => {
-                let permit = self.permit().await;
+                let Some(permit) = self.permit().await else {
+                    return;
+                };
                 let (answer, answered) = tokio::sync::oneshot::channel();
                 let reply_to = self.reply_to.clone();
                 let stats = Arc::clone(&self.shared.stats);
                 if self
                     .shared
-                    .writer_control
-                    .send(Control::Analyze(answer))
+                    .writer
+                    .control(Control::Analyze(answer))
                     .is_err()
                 {
                     drop(permit);
@@ -346,22 +475,35 @@ impl Connection {
         Next::Continue
     }
 
-    async fn append(&mut self, id: u64, append: Append) {
+    async fn append(&mut self, id: u64, append: Append, n_bytes: usize) {
         if let Err(reply) = check_append(&append) {
             self.refuse(id, reply).await;
             return;
         }
         let n_entries = append.entries.len() as u32;
-        let connection_permit = self.permit().await;
-        let queue = Arc::clone(&self.shared.queue);
-        let queue_permit = match append.on_full {
-            OnFull::Wait => queue
-                .acquire_many_owned(n_entries)
-                .await
-                .expect("never closed"),
-            OnFull::Busy => match queue.try_acquire_many_owned(n_entries) {
-                Ok(permit) => permit,
-                Err(_) => {
+        let gate = &self.shared.gate;
+        if let Err(reason) =
+            gate.rates
+                .take(&gate.access(), &self.peer, n_entries as usize, n_bytes)
+        {
+            return self
+                .refuse(id, ErrorReply::new(ErrorCode::Busy, reason))
+                .await;
+        }
+        let Some(connection_permit) = self.permit().await else {
+            return;
+        };
+        let admission = Arc::clone(&self.shared.admission);
+        let admitted = match append.on_full {
+            // A connection waits on its own share first: one that floods waits behind its
+            // own backlog, never in everyone's line.
+            OnFull::Wait => tokio::select! {
+                admitted = admission.wait(&self.lane, n_entries as usize) => admitted,
+                _ = self.abandon.cancelled() => return,
+            },
+            OnFull::Busy => match admission.try_now(&self.lane, n_entries as usize) {
+                Some(admitted) => admitted,
+                None => {
                     drop(connection_permit);
                     let reply = ErrorReply::new(
                         ErrorCode::Busy,
@@ -389,12 +531,11 @@ impl Connection {
             received: std::time::Instant::now(),
             reply_to: self.reply_to.clone(),
             connection_permit,
-            queue_permit,
+            admitted,
         });
-        if let Err(error) = self.shared.sender.try_send(job) {
-            // The queue permits make a full channel impossible; a closed one means the writer
-            // is gone, and the client must hear that nothing was recorded.
-            let job = error.into_inner();
+        if let Err(job) = self.shared.writer.push(self.lane_id, job) {
+            // A closed queue means the writer is gone, and the client must hear that nothing
+            // was recorded.
             let reply = ErrorReply::new(
                 ErrorCode::ShuttingDown,
                 "the writer has stopped; nothing was recorded",
@@ -424,7 +565,9 @@ impl Connection {
         if let Err(reply) = checked {
             return self.refuse(id, reply).await;
         }
-        let permit = self.permit().await;
+        let Some(permit) = self.permit().await else {
+            return;
+        };
         let reads = Arc::clone(&self.shared.reads);
         let reply_to = self.reply_to.clone();
         let stats = Arc::clone(&self.shared.stats);
@@ -443,15 +586,21 @@ impl Connection {
         });
     }
 
-    async fn permit(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .expect("never closed")
+    /// An in-flight permit for one more request; `None` once the connection is abandoned at
+    /// shutdown (a client that does not read its answers holds them all).
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            permit = Arc::clone(&self.in_flight).acquire_owned() => {
+                Some(permit.expect("never closed"))
+            }
+            _ = self.abandon.cancelled() => None,
+        }
     }
 
     async fn answer(&self, id: u64, response: Response) {
-        let permit = self.permit().await;
+        let Some(permit) = self.permit().await else {
+            return;
+        };
         let frame = ResponseFrame { id, response };
         let _ = self.reply_to.send(Outgoing {
             frame,
@@ -487,7 +636,8 @@ fn check_append(append: &Append) -> Result<(), ErrorReply> {
     }
     if let Some(producer) = append.producer {
         let last = producer.first_number.checked_add(n_entries as u64 - 1);
-        if producer.producer_id > MAX_INTEGER
+        if producer.producer_id == 0
+            || producer.producer_id > MAX_INTEGER
             || producer.first_number == 0
             || last.is_none_or(|last| last > MAX_INTEGER)
         {

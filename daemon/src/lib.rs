@@ -4,13 +4,16 @@
 //! The library holds everything but the two binaries' argument parsing, so that tests can
 //! run a daemon in-process: [`server::Server`] with a listener and a shutdown future.
 
+pub mod access;
 pub mod chain;
 pub mod config;
 mod connection;
 pub mod dbfile;
 pub mod http;
+pub mod job;
 pub mod metrics;
 mod query;
+pub mod queue;
 pub mod read;
 pub mod schema;
 pub mod server;

@@ -18,6 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use witness_protocol::admin::{Percentiles, StatsReport};
 
+use crate::access::Gate;
 use crate::server::ServerStats;
 use crate::writer::WriterStats;
 
@@ -121,18 +122,20 @@ pub struct Metrics {
     writer: Arc<WriterStats>,
     queue: Arc<Semaphore>,
     queue_capacity: usize,
+    gate: Arc<Gate>,
     db_path: PathBuf,
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl Metrics {
-    /// Figures of a daemon whose queue is `queue` (of `queue_capacity` permits) and whose
-    /// database is at `db_path`.
+    /// Figures of a daemon whose queue is `queue` (of `queue_capacity` permits), whose access
+    /// policy is `gate`, and whose database is at `db_path`.
     pub fn new(
         server: Arc<ServerStats>,
         writer: Arc<WriterStats>,
         queue: Arc<Semaphore>,
         queue_capacity: usize,
+        gate: Arc<Gate>,
         db_path: PathBuf,
     ) -> Self {
         Metrics {
@@ -141,6 +144,7 @@ impl Metrics {
             writer,
             queue,
             queue_capacity,
+            gate,
             db_path,
             samples: Mutex::new(VecDeque::with_capacity(RATE_SAMPLES)),
         }
@@ -216,7 +220,7 @@ impl Metrics {
             rss_bytes,
             rss_peak_bytes,
             failure: self.writer.failure(),
-            rate_limited: Vec::new(),
+            rate_limited: self.gate.rates.limited(),
         }
     }
 

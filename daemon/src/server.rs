@@ -11,21 +11,25 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use witness_protocol::ErrorCode;
+use witness_protocol::limits::MAX_FRAME_LEN;
+use witness_protocol::{ErrorCode, ErrorReply, Response, ResponseFrame, frame};
 
+use crate::access::{self, Gate, Peer};
 use crate::config::{Config, Limits};
 use crate::connection::{self, Shared};
 use crate::dbfile::{DatabaseFile, TakeError};
+use crate::job::Control;
 use crate::metrics::Metrics;
+use crate::queue::{Admission, JobQueue};
 use crate::read::ReadPool;
 use crate::schema::OpenError;
-use crate::writer::{Control, WriterHandle, WriterStats};
+use crate::writer::WriterHandle;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +147,19 @@ pub struct Server {
     writer: WriterHandle,
     _file: DatabaseFile,
     stats: Arc<ServerStats>,
-    queue: Arc<Semaphore>,
+    admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     limits: Arc<RwLock<Limits>>,
+    gate: Arc<Gate>,
+}
+
+/// The two stages of a stop, which every connection task watches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    /// Stop reading new frames; finish those already read.
+    pub(crate) cancel: CancellationToken,
+    /// A grace period later: stop waiting for any client at all.
+    pub(crate) abandon: CancellationToken,
 }
 
 impl Server {
@@ -164,21 +178,19 @@ impl Server {
             })?;
         }
         let file = DatabaseFile::take(db_path, config.create)?;
-        let writer = WriterHandle::start(
-            config.writer.clone(),
-            config.queue_capacity,
-            Some(file.identity()),
-        )?;
+        let writer = WriterHandle::start(config.writer.clone(), Some(file.identity()))?;
         if file.created() {
             tracing::warn!(path = %file.path().display(), "created a new log at {}", file.path().display());
         }
         let stats = Arc::<ServerStats>::default();
-        let queue = Arc::new(Semaphore::new(config.queue_capacity));
+        let admission = Arc::new(Admission::new(config.queue_capacity));
+        let gate = Arc::new(Gate::new(config.access.clone()));
         let metrics = Arc::new(Metrics::new(
             Arc::clone(&stats),
             Arc::clone(writer.stats()),
-            Arc::clone(&queue),
-            config.queue_capacity,
+            Arc::clone(&admission.queue),
+            admission.capacity(),
+            Arc::clone(&gate),
             config.writer.db_path.clone(),
         ));
         Ok(Server {
@@ -187,8 +199,9 @@ impl Server {
             writer,
             _file: file,
             stats,
-            queue,
+            admission,
             metrics,
+            gate,
         })
     }
 
@@ -201,18 +214,9 @@ impl Server {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             limits: Arc::clone(&self.limits),
-            writer: self.writer.control(),
+            writer: self.writer.queue(),
+            gate: Arc::clone(&self.gate),
         }
-    }
-
-    /// The writer's counters.
-    pub fn writer_stats(&self) -> Arc<WriterStats> {
-        Arc::clone(self.writer.stats())
-    }
-
-    /// The connection counters.
-    pub fn stats(&self) -> Arc<ServerStats> {
-        Arc::clone(&self.stats)
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops cleanly: every entry read from
@@ -228,25 +232,26 @@ impl Server {
             writer,
             _file,
             stats,
-            queue,
+            admission,
             metrics,
             limits,
+            gate,
         } = self;
-        let cancel = CancellationToken::new();
+        let stop = Stop::default();
         let readers = TaskTracker::new();
         let responders = TaskTracker::new();
         let shared = Arc::new(Shared {
-            sender: writer.sender(),
+            writer: writer.queue(),
             reads: Arc::new(ReadPool::new(
                 config.writer.db_path.clone(),
                 config.read_connections,
             )),
             committed: writer.committed(),
-            queue,
+            admission,
             limits,
-            writer_control: writer.control(),
             metrics: Arc::clone(&metrics),
             stats: Arc::clone(&stats),
+            gate: Arc::clone(&gate),
         });
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -255,15 +260,11 @@ impl Server {
                 metrics.sample();
             }
         });
-        let connection_slots = Arc::new(Semaphore::new(config.max_connections));
         let failed = writer.stats().failed.clone();
         tokio::pin!(shutdown);
         loop {
-            let slot = tokio::select! {
-                _ = &mut shutdown => break,
-                _ = failed.cancelled() => break,
-                slot = Arc::clone(&connection_slots).acquire_owned() => slot.expect("never closed"),
-            };
+            // Every connection is accepted at once, so that no client waits unanswered in the
+            // kernel's backlog: one the limits refuse hears why and is closed.
             let stream = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = failed.cancelled() => break,
@@ -271,32 +272,65 @@ impl Server {
                     Ok((stream, _)) => stream,
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 },
             };
             stats.connections_total.fetch_add(1, Ordering::Relaxed);
+            let peer = Peer::of(&stream);
+            let access = gate.access();
+            if let Err(reason) = access::admit(&access, &peer) {
+                refuse_connection(
+                    stream,
+                    &stats,
+                    ErrorReply::new(ErrorCode::Forbidden, reason),
+                );
+                continue;
+            }
+            let place = match gate
+                .connections
+                .enter(&peer, config.max_connections, &access)
+            {
+                Ok(place) => place,
+                Err(reason) => {
+                    refuse_connection(stream, &stats, ErrorReply::new(ErrorCode::Busy, reason));
+                    continue;
+                }
+            };
             let shared = Arc::clone(&shared);
-            let cancel = cancel.clone();
+            let stop = stop.clone();
             let responders = responders.clone();
             readers.spawn(async move {
-                connection::serve(stream, shared, cancel, &responders).await;
-                drop(slot);
+                connection::serve(stream, peer, shared, &stop, &responders).await;
+                drop(place);
             });
         }
         tracing::info!("shutting down: finishing the frames already read");
         sampler.abort();
         drop(listener);
-        cancel.cancel();
+        stop.cancel.cancel();
+        // Clients get a grace period to let their connections finish what was read; then
+        // nothing waits for them any more, so the stop takes a bounded time.
+        let abandon = stop.abandon.clone();
+        let grace = config.shutdown_grace;
+        let give_up = tokio::time::Instant::now() + grace;
+        let abandoning = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            abandon.cancel();
+        });
         readers.close();
         readers.wait().await;
+        abandoning.abort();
         drop(shared);
         tracing::info!("draining the queue");
         let writer_stats = Arc::clone(writer.stats());
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         responders.close();
-        if tokio::time::timeout(config.shutdown_grace, responders.wait())
+        // The same grace, not a second one: clients that read have had it to take their
+        // answers, and the last commit's answers get a moment more.
+        let last_answers = give_up.max(tokio::time::Instant::now() + Duration::from_millis(200));
+        if tokio::time::timeout_at(last_answers, responders.wait())
             .await
             .is_err()
         {
@@ -307,6 +341,30 @@ impl Server {
             None => Ok(()),
         }
     }
+}
+
+/// Answers a connection the limits refuse with one error frame (id 0), within a second, and
+/// closes it: the client's handshake reads the reason instead of hanging.
+fn refuse_connection(stream: tokio::net::UnixStream, stats: &ServerStats, reply: ErrorReply) {
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(code = ?reply.code, message = %reply.message, "connection refused");
+    stats.reject(reply.code);
+    let frame = ResponseFrame {
+        id: 0,
+        response: Response::Error(reply),
+    };
+    let mut bytes = Vec::new();
+    if frame::encode(&frame, MAX_FRAME_LEN, &mut bytes).is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
 }
 
 impl ServerStats {
@@ -344,7 +402,8 @@ impl ServerStats {
 #[derive(Debug, Clone)]
 pub struct Reloader {
     limits: Arc<RwLock<Limits>>,
-    writer: crossbeam_channel::Sender<Control>,
+    writer: Arc<JobQueue>,
+    gate: Arc<Gate>,
 }
 
 impl Reloader {
@@ -352,7 +411,8 @@ impl Reloader {
     /// `Config::reloadable_differences`).
     pub fn apply(&self, config: &Config) {
         *self.limits.write().expect("never poisoned") = config.limits();
-        let _ = self.writer.send(Control::Tune {
+        self.gate.replace(config.access.clone());
+        let _ = self.writer.control(Control::Tune {
             max_batch_entries: config.writer.max_batch_entries,
             max_batch_delay: config.writer.max_batch_delay,
         });

@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::OwnedSemaphorePermit;
 use witness_protocol::{
     Ack, Entry, ErrorCode, ErrorReply, ProducerRef, Receipt, Response, ResponseFrame,
 };
 
 use crate::chain::{GENESIS, Value, hash_row};
 use crate::dbfile::{self, Identity};
+pub use crate::job::{Control, Job, Origin, Outgoing, ReplyTo};
 use crate::metrics::Timings;
+use crate::queue::{JobQueue, Next, Shares};
 use crate::schema::{self, OpenError, Sync};
 
 /// How the writer batches, syncs and checkpoints.
@@ -71,57 +71,6 @@ impl WriterConfig {
     }
 }
 
-/// A response on its way to a connection, with the connection's in-flight permit, which is
-/// released once the response is written.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// The response.
-    pub frame: ResponseFrame,
-    /// Released after the write; `None` for responses that hold no permit.
-    pub permit: Option<OwnedSemaphorePermit>,
-}
-
-/// Where a connection receives its responses. Unbounded so that the writer never waits for a
-/// client; the connection's in-flight permits bound what it can hold.
-pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<Outgoing>;
-
-/// What the daemon knows of the sender, from the socket, not from the client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Origin {
-    /// Receive time, nanoseconds since the Unix epoch.
-    pub ts: i64,
-    /// Peer process id, when the kernel reports it.
-    pub pid: Option<i64>,
-    /// Peer user id.
-    pub uid: Option<i64>,
-    /// Peer group id.
-    pub gid: Option<i64>,
-}
-
-/// One validated append, on its way to the writer.
-#[derive(Debug)]
-pub struct Job {
-    /// The request id to answer.
-    pub request_id: u64,
-    /// The acknowledgement asked for.
-    pub ack: Ack,
-    /// Producer id and number of the first entry, for exactly-once.
-    pub producer: Option<ProducerRef>,
-    /// The entries, already checked.
-    pub entries: Vec<Entry>,
-    /// Receive time and credentials.
-    pub origin: Origin,
-    /// When the append was read, for the acknowledgement time in stats.
-    pub received: Instant,
-    /// Where the answer goes.
-    pub reply_to: ReplyTo,
-    /// The connection's in-flight permit for this request.
-    pub connection_permit: OwnedSemaphorePermit,
-    /// Room in the queue, one permit per entry, released once the batch is committed so that
-    /// the queue bounds what the writer holds too.
-    pub queue_permit: OwnedSemaphorePermit,
-}
-
 /// Counters the writer publishes for metrics and the watchdog.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -152,25 +101,10 @@ impl WriterStats {
     }
 }
 
-/// Requests to the writer other than appends, handled between batches.
-#[derive(Debug)]
-pub enum Control {
-    /// New batching settings (a configuration reload).
-    Tune {
-        /// See [`WriterConfig::max_batch_entries`].
-        max_batch_entries: usize,
-        /// See [`WriterConfig::max_batch_delay`].
-        max_batch_delay: Duration,
-    },
-    /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
-    Analyze(tokio::sync::oneshot::Sender<Result<Duration, String>>),
-}
-
-/// The running writer: the queue's sending side and the thread.
+/// The running writer: its queue and its thread.
 #[derive(Debug)]
 pub struct WriterHandle {
-    sender: Option<Sender<Box<Job>>>,
-    control: Sender<Control>,
+    queue: Arc<JobQueue>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Receiver<u64>,
@@ -178,23 +112,17 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Opens the database and starts the writer thread. Fails, with nothing started, if the
-    /// database cannot be opened. `queue_capacity` bounds the jobs in the channel; callers
-    /// hold a permit per entry, so the channel itself never fills. With `identity`, the
-    /// writer checks after every commit, and when idle, that the path still names that file,
-    /// and fails for good (acknowledging nothing more) once it does not.
-    pub fn start(
-        config: WriterConfig,
-        queue_capacity: usize,
-        identity: Option<Identity>,
-    ) -> Result<Self, OpenError> {
+    /// database cannot be opened. With `identity`, the writer checks after every commit, and
+    /// when idle, that the path still names that file, and fails for good (acknowledging
+    /// nothing more) once it does not.
+    pub fn start(config: WriterConfig, identity: Option<Identity>) -> Result<Self, OpenError> {
         let connection = schema::open_writer(&config.db_path, config.sync, config.cache_kib)?;
         if let Some(identity) = identity
             && let Err(reason) = dbfile::check(&config.db_path, identity)
         {
             return Err(OpenError::Moved(reason));
         }
-        let (sender, receiver) = crossbeam_channel::bounded(queue_capacity);
-        let (control, control_receiver) = crossbeam_channel::unbounded();
+        let queue = JobQueue::new();
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
@@ -203,28 +131,24 @@ impl WriterHandle {
                 path: "database".into(),
                 source,
             })?;
-        let thread = std::thread::Builder::new()
-            .name("witness-writer".into())
-            .spawn(move || writer.run(&receiver, &control_receiver))
-            .expect("spawning the writer thread");
+        let thread = {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name("witness-writer".into())
+                .spawn(move || writer.run(&queue))
+                .expect("spawning the writer thread")
+        };
         Ok(WriterHandle {
-            sender: Some(sender),
-            control,
+            queue,
             thread: Some(thread),
             stats,
             committed,
         })
     }
 
-    /// A sender for connection tasks. Jobs are boxed because the bounded channel allocates
-    /// and touches every slot up front: a pointer per slot, not a whole job.
-    pub fn sender(&self) -> Sender<Box<Job>> {
-        self.sender.clone().expect("writer is running")
-    }
-
-    /// Where to send [`Control`] requests.
-    pub fn control(&self) -> Sender<Control> {
-        self.control.clone()
+    /// The writer's queue, where connections put jobs and [`Control`] requests.
+    pub fn queue(&self) -> Arc<JobQueue> {
+        Arc::clone(&self.queue)
     }
 
     /// The writer's counters.
@@ -238,15 +162,14 @@ impl WriterHandle {
         self.committed.clone()
     }
 
-    /// Closes this handle's side of the queue and waits until the writer has committed every
-    /// job sent by anyone and stopped. Other senders must be dropped too, or this waits for
-    /// them.
+    /// Closes the queue and waits until the writer has committed every job queued and
+    /// stopped.
     pub fn join(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        self.sender.take();
+        self.queue.close();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -296,6 +219,8 @@ struct Writer {
     identity: Option<Identity>,
     /// Set once the file is no longer the log: nothing more is written or acknowledged.
     failure: Option<String>,
+    /// The last batch took jobs from more than one connection: bound each one's share.
+    contended: bool,
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Sender<u64>,
     head: Head,
@@ -350,6 +275,7 @@ impl Writer {
             config,
             identity: None,
             failure: None,
+            contended: false,
             stats,
             committed,
             head,
@@ -364,31 +290,24 @@ impl Writer {
         })
     }
 
-    fn run(&mut self, receiver: &Receiver<Box<Job>>, control: &Receiver<Control>) {
+    fn run(&mut self, queue: &JobQueue) {
         let mut batch: Vec<Job> = Vec::new();
         loop {
             // A failed writer stops its heartbeat, so the watchdog stops pinging too.
             if self.failure.is_none() {
                 self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             }
-            let mut select = crossbeam_channel::Select::new();
-            let jobs = select.recv(receiver);
-            let controls = select.recv(control);
-            match select.select_timeout(self.config.heartbeat) {
-                Ok(operation) if operation.index() == jobs => match operation.recv(receiver) {
-                    Ok(job) => batch.push(*job),
-                    Err(_) => break,
-                },
-                Ok(operation) => {
-                    debug_assert_eq!(operation.index(), controls);
-                    // The handle keeps a control sender for as long as this thread runs, so
-                    // this channel never disconnects.
-                    if let Ok(request) = operation.recv(control) {
-                        self.control(request);
-                    }
+            let mut shares = Shares::new(self.contended.then_some(self.lane_quantum()));
+            match queue.next(self.config.heartbeat) {
+                Next::Job(lane, job) => {
+                    shares.record(lane, job.entries.len());
+                    batch.push(*job);
+                }
+                Next::Control(request) => {
+                    self.control(request);
                     continue;
                 }
-                Err(_) => {
+                Next::Idle => {
                     self.check_file();
                     if self.failure.is_some() {
                         continue;
@@ -401,20 +320,18 @@ impl Writer {
                     self.maybe_optimize();
                     continue;
                 }
+                Next::Closed => break,
             }
-            let open = self.fill(&mut batch, receiver);
+            self.fill(&mut batch, queue, &mut shares);
+            self.contended = shares.lanes() > 1;
             self.commit(&mut batch);
             self.last_job = Instant::now();
-            if self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages {
+            if self.failure.is_none()
+                && self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages
+            {
                 self.checkpoint(Checkpoint::Passive);
             }
-            while let Ok(request) = control.try_recv() {
-                self.control(request);
-            }
             self.maybe_optimize();
-            if !open {
-                break;
-            }
         }
         if self.failure.is_none() {
             self.checkpoint(Checkpoint::Truncate);
@@ -435,43 +352,38 @@ impl Writer {
         );
     }
 
-    /// Adds to `batch` what is ready, up to the entry limit or the delay. Returns false once
-    /// every sender is gone and the queue is empty.
+    /// Adds to `batch` what is ready, by turn across connections, up to the entry limit or
+    /// the delay.
     ///
     /// Adaptive batching: synchronous clients re-send only after their answer, so right after
     /// a commit the first of them arrives alone and, committed at once, would split the rest
     /// into a second commit: two fsyncs per round instead of one. So while the batch is smaller
     /// than the previous one, the writer waits for the others, at most half the previous
     /// commit's duration. A lone client (previous batch no larger) never waits.
-    fn fill(&self, batch: &mut Vec<Job>, receiver: &Receiver<Box<Job>>) -> bool {
+    fn fill(&self, batch: &mut Vec<Job>, queue: &JobQueue, shares: &mut Shares) {
         let mut n_entries: usize = batch.iter().map(|job| job.entries.len()).sum();
         let started = Instant::now();
         let fixed_deadline = started + self.config.max_batch_delay;
         let adaptive_deadline = started + (self.last_commit / 2).min(Duration::from_millis(2));
         while n_entries < self.config.max_batch_entries {
-            let next = match receiver.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => return false,
-                Err(TryRecvError::Empty) => {
-                    let mut deadline = fixed_deadline;
-                    if self.config.adaptive_batching && n_entries < self.last_batch_entries {
-                        deadline = deadline.max(adaptive_deadline);
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return true;
-                    }
-                    match receiver.recv_timeout(left) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout) => return true,
-                        Err(RecvTimeoutError::Disconnected) => return false,
-                    }
-                }
+            let mut deadline = fixed_deadline;
+            if self.config.adaptive_batching && n_entries < self.last_batch_entries {
+                deadline = deadline.max(adaptive_deadline);
+            }
+            if shares.lanes() > 1 {
+                shares.limit(self.lane_quantum());
+            }
+            let Some(next) = queue.next_job(deadline, shares) else {
+                return;
             };
             n_entries += next.entries.len();
             batch.push(*next);
         }
-        true
+    }
+
+    /// Entries one lane may put into a batch while lanes contend (see `queue::Shares`).
+    fn lane_quantum(&self) -> usize {
+        (self.config.max_batch_entries / 16).max(1)
     }
 
     /// Handles a request other than an append, between batches.

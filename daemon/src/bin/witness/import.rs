@@ -82,8 +82,11 @@ pub struct BadLine {
 pub struct Report {
     /// Entries recorded.
     pub imported: usize,
-    /// Lines refused.
+    /// Lines refused: invalid, or refused by the daemon.
     pub bad_lines: Vec<BadLine>,
+    /// Entries the daemon refused (valid lines it did not record, such as for a full queue
+    /// or a rate limit); any makes the import fail.
+    pub refused: usize,
     /// Wall time.
     pub seconds: f64,
     /// Entries per second.
@@ -192,6 +195,7 @@ pub fn import(
     Ok(Report {
         imported,
         bad_lines,
+        refused,
         seconds,
         rate: imported as f64 / seconds.max(1e-9),
     })

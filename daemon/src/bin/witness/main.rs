@@ -469,7 +469,7 @@ fn import_command(
                 print_json(&report)?;
             } else {
                 for bad in &report.bad_lines {
-                    eprintln!("line {}: {} (skipped)", bad.line, bad.error);
+                    eprintln!("line {}: {} (not recorded)", bad.line, bad.error);
                 }
                 writeln!(
                     output::stdout(),
@@ -477,11 +477,21 @@ fn import_command(
                     report.imported,
                     report.seconds,
                     report.rate,
-                    match report.bad_lines.len() {
+                    match report.bad_lines.len() - report.refused {
                         0 => String::new(),
                         n => format!(", skipped {n} invalid lines"),
                     }
                 )?;
+            }
+            if report.refused > 0 {
+                // Valid entries the daemon did not record: the import did not do what was
+                // asked, whatever else it did.
+                eprintln!(
+                    "witness: the daemon refused {} entries (listed above); the other {} were \
+                     recorded",
+                    report.refused, report.imported
+                );
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,77 @@
+//! The contract between connections and the writer: a job (one checked append), where its
+//! answer goes, and the other requests the writer takes between batches.
+//!
+//! These types sit below both the connection side and the writer, so that neither needs the
+//! other: the writer knows of a connection only its reply handle.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use witness_protocol::{Ack, Entry, ProducerRef, ResponseFrame};
+
+use crate::queue::Admitted;
+
+/// A response on its way to a connection, with the connection's in-flight permit, which is
+/// released once the response is written.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The response.
+    pub frame: ResponseFrame,
+    /// Released after the write; `None` for responses that hold no permit.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a connection receives its responses. Unbounded so that the writer never waits for a
+/// client; the connection's in-flight permits bound what it can hold.
+pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
+/// What the daemon knows of the sender, from the socket, not from the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// Peer process id, when the kernel reports it.
+    pub pid: Option<i64>,
+    /// Peer user id.
+    pub uid: Option<i64>,
+    /// Peer group id.
+    pub gid: Option<i64>,
+}
+
+/// One validated append, on its way to the writer.
+#[derive(Debug)]
+pub struct Job {
+    /// The request id to answer.
+    pub request_id: u64,
+    /// The acknowledgement asked for.
+    pub ack: Ack,
+    /// Producer id and number of the first entry, for exactly-once.
+    pub producer: Option<ProducerRef>,
+    /// The entries, already checked.
+    pub entries: Vec<Entry>,
+    /// Receive time and credentials.
+    pub origin: Origin,
+    /// When the append was read, for the acknowledgement time in stats.
+    pub received: Instant,
+    /// Where the answer goes.
+    pub reply_to: ReplyTo,
+    /// The connection's in-flight permit for this request.
+    pub connection_permit: OwnedSemaphorePermit,
+    /// Room in the queue (the connection's share and the whole queue's), released once the
+    /// batch is committed so that the queue bounds what the writer holds too.
+    pub admitted: Admitted,
+}
+
+/// Requests to the writer other than appends, handled between batches.
+#[derive(Debug)]
+pub enum Control {
+    /// New batching settings (a configuration reload).
+    Tune {
+        /// See [`WriterConfig::max_batch_entries`].
+        max_batch_entries: usize,
+        /// See [`WriterConfig::max_batch_delay`].
+        max_batch_delay: Duration,
+    },
+    /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
+    Analyze(tokio::sync::oneshot::Sender<Result<Duration, String>>),
+}
