@@ -181,3 +181,21 @@ fn sigint_stops_cleanly_too() {
     daemon.signal(libc::SIGINT);
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn a_socket_folder_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = shared.join("witness.sock");
+    let db = dir.path().join("w.db");
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--db".as_ref(),
+        db.as_os_str(),
+    ]);
+    assert!(stderr.contains("will not serve a socket in"), "{stderr}");
+    assert!(!socket.exists());
+}

@@ -35,6 +35,21 @@ use crate::writer::WriterHandle;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The socket's folder could be written by another user, who could then impersonate the
+    /// daemon.
+    #[error(
+        "will not serve a socket in {folder} (owner uid {owner}, mode {mode:o}): another user \
+         could put their own socket there and receive every entry; use a folder only this \
+         user (or root) owns and may write, such as $XDG_RUNTIME_DIR/witness"
+    )]
+    UnsafeFolder {
+        /// The folder.
+        folder: String,
+        /// Its owner.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Another daemon answers on the socket.
     #[error("another witnessd is already serving {0}: stop it first, or pick another --socket")]
     SocketInUse(String),
@@ -82,6 +97,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
         .filter(|parent| !parent.as_os_str().is_empty())
     {
         create_private_dir(parent).map_err(bind_error)?;
+        check_socket_folder(parent)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if !metadata.file_type().is_socket() => {
@@ -101,6 +117,28 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
     let listener = UnixListener::bind(path).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
     Ok(listener)
+}
+
+/// Refuses to serve from a folder that another user owns or may write: anyone who can write
+/// the folder can put their own socket at the path, and clients would hand them their
+/// entries. Root's folders are fine (the system service's `/run/witness` is made by systemd).
+fn check_socket_folder(folder: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    let metadata = std::fs::metadata(folder).map_err(|source| StartError::Bind {
+        path: folder.display().to_string(),
+        source,
+    })?;
+    let owner_ok = metadata.uid() == own || metadata.uid() == 0;
+    if owner_ok && metadata.mode() & 0o022 == 0 {
+        return Ok(());
+    }
+    Err(StartError::UnsafeFolder {
+        folder: folder.display().to_string(),
+        owner: metadata.uid(),
+        mode: metadata.mode() & 0o7777,
+    })
 }
 
 /// Creates a folder and its parents; a folder created here is private to the user (0700).
@@ -180,7 +218,7 @@ impl Server {
         let file = DatabaseFile::take(db_path, config.create)?;
         let writer = WriterHandle::start(config.writer.clone(), Some(file.identity()))?;
         if file.created() {
-            tracing::warn!(path = %file.path().display(), "created a new log at {}", file.path().display());
+            tracing::warn!("created a new log at {}", file.path().display());
         }
         let stats = Arc::<ServerStats>::default();
         let admission = Arc::new(Admission::new(config.queue_capacity));
