@@ -91,3 +91,53 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
     assert!(!ok);
     assert_eq!(out.trim(), "BROKEN at seq 1: hash mismatch");
 }
+
+#[test]
+fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let huge = i64::MAX as u64;
+    // Sums that overflow 64 bits (the daemon saturates them), sums that only the low halves
+    // carry, and ordinary ones, across models and events.
+    for (event, model, tokens) in [
+        ("call", Some("big"), huge),
+        ("call", Some("big"), huge),
+        ("call", Some("big"), 3),
+        ("call", Some("small"), 4_294_967_295),
+        ("call", Some("small"), 4_294_967_297),
+        ("call", None, 12),
+        ("note", None, 0),
+    ] {
+        let mut cost = Cost::new(tokens, tokens / 2, tokens);
+        if let Some(model) = model {
+            cost = cost.model(model);
+        }
+        client.log(Entry::new(event, "agent").cost(cost)).unwrap();
+    }
+    client.log(Entry::new("bare", "agent")).unwrap();
+    let dir = daemon.stop();
+    let db = dir.path().join("witness.db");
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let rows = |connection: &rusqlite::Connection| -> Vec<Vec<i64>> {
+        let mut statement = connection
+            .prepare(
+                "SELECT hour, entries, tokens_in, tokens_out, micro_usd FROM cost_hourly \
+                 ORDER BY component, event, model",
+            )
+            .unwrap();
+        statement
+            .query_map([], |row| (0..5).map(|i| row.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let kept = rows(&connection);
+    assert!(kept.iter().any(|row| row[2] == i64::MAX), "{kept:?}");
+    connection
+        .execute_batch(&block_after("sql:rebuild-cost-hourly"))
+        .unwrap();
+    assert_eq!(rows(&connection), kept);
+    drop(connection);
+    // And verify agrees with both.
+    crate::harness::verify_file(&db);
+}

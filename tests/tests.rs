@@ -17,3 +17,4 @@ mod reconnect;
 mod service;
 mod spool;
 mod startup;
+mod verify;

@@ -37,9 +37,11 @@ pub use spool::Spool;
 pub use witness_protocol::admin;
 use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
 pub use witness_protocol::query;
-pub use witness_protocol::{Ack, Cost, Entry, Receipt, VerifyRange, VerifyReport};
+pub use witness_protocol::{
+    Ack, Cost, Entry, ErrorCode, ErrorReply, Receipt, VerifyRange, VerifyReport,
+};
 use witness_protocol::{
-    Append, ErrorCode, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello, frame,
+    Append, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello, frame,
 };
 
 /// How a client batches, pipelines and reconnects.

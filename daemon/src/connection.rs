@@ -31,6 +31,7 @@ use crate::query;
 use crate::queue::{Admission, JobQueue, LaneId};
 use crate::read::{self, ReadPool};
 use crate::server::{ServerStats, Stop};
+use crate::verify::VerifyError;
 
 /// Lane ids, one per connection since start.
 static NEXT_LANE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -310,8 +311,17 @@ impl Connection {
                 Next::Continue
             }
             Request::Verify(range) => {
-                self.query(id, Ok(()), move |connection| {
-                    crate::verify::verify(connection, range).map(Response::Verified)
+                let checked = crate::verify::check_range(range)
+                    .map_err(|reason| ErrorReply::new(ErrorCode::BadRequest, reason));
+                self.query(id, checked, move |connection| {
+                    match crate::verify::verify(connection, range) {
+                        Ok(report) => Ok(Response::Verified(report)),
+                        Err(VerifyError::Range(reason)) => Ok(Response::Error(ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            reason,
+                        ))),
+                        Err(VerifyError::Sqlite(error)) => Err(error),
+                    }
                 })
                 .await;
                 Next::Continue

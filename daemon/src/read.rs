@@ -295,8 +295,7 @@ pub fn trace_summary(
     let sums = connection
         .prepare_cached(
             "SELECT count(*), min(seq), max(seq), min(ts), max(ts), \
-             coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), \
-             coalesce(sum(cost_micro_usd), 0) \
+             ssum(tokens_in), ssum(tokens_out), ssum(cost_micro_usd) \
              FROM entries WHERE trace_id = ?1",
         )?
         .query_row([trace_id], |row| {
@@ -336,9 +335,12 @@ pub fn trace_summary(
     }))
 }
 
-/// Traces by last activity. Walks entries backwards from the cursor, taking each trace the
-/// first time it is met, which is at its last entry below the cursor; a trace whose real last
-/// entry is at or above the cursor was on an earlier page and is skipped.
+/// Traces by their last entry that matches the query (with no component, their last entry),
+/// newest first. Walks matching entries backwards from the cursor, taking each trace the first
+/// time it is met, which is at its last matching entry below the cursor; a trace with a
+/// matching entry at or above the cursor was on an earlier page and is skipped. A page's
+/// `next_before` is the last matching entry of its last trace, so paging is by the same key
+/// as the order, and every trace appears on exactly one page.
 pub fn traces(connection: &Connection, query: &TracesQuery) -> rusqlite::Result<TracesPage> {
     let filter = Filter {
         component: query.component.clone(),
@@ -351,40 +353,64 @@ pub fn traces(connection: &Connection, query: &TracesQuery) -> rusqlite::Result<
         conditions.add("seq < ?", clamp(before));
     }
     let sql = format!(
-        "SELECT trace_id FROM entries {} ORDER BY seq DESC",
+        "SELECT trace_id, seq FROM entries {} ORDER BY seq DESC",
         conditions.sql()
     );
     let mut statement = connection.prepare_cached(&sql)?;
     let mut rows = statement.query(params_from_iter(conditions.params.iter()))?;
     let mut seen = HashSet::new();
     let mut traces = Vec::new();
+    let mut cursor = None;
     let limit = query.limit.max(1) as usize;
     while let Some(row) = rows.next()? {
         let trace_id: String = row.get(0)?;
         if !seen.insert(trace_id.clone()) {
             continue;
         }
-        let Some(summary) = trace_summary(connection, &trace_id)? else {
-            continue;
-        };
-        if query
-            .before_seq
-            .is_some_and(|before| summary.last_seq >= before)
+        if let Some(before) = query.before_seq
+            && matches_from(connection, &trace_id, &filter, before)?
         {
             continue;
         }
+        let Some(summary) = trace_summary(connection, &trace_id)? else {
+            continue;
+        };
         traces.push(summary);
+        cursor = Some(row.get::<_, i64>(1)? as u64);
         if traces.len() == limit {
             break;
         }
     }
-    let next_before = (traces.len() == limit)
-        .then(|| traces.last().map(|last| last.last_seq))
-        .flatten();
+    let next_before = (traces.len() == limit).then_some(cursor).flatten();
     Ok(TracesPage {
         traces,
         next_before,
     })
+}
+
+/// Whether a trace has an entry matching `filter` at or after `seq`.
+fn matches_from(
+    connection: &Connection,
+    trace_id: &str,
+    filter: &Filter,
+    seq: u64,
+) -> rusqlite::Result<bool> {
+    let mut sql = String::from("SELECT 1 FROM entries WHERE trace_id = ?1 AND seq >= ?2");
+    let mut params: Vec<SqlValue> = vec![trace_id.to_owned().into(), clamp(seq).into()];
+    if let Some(component) = &filter.component {
+        params.push(component.clone().into());
+        sql += &format!(" AND component = ?{}", params.len());
+    }
+    if let Some(since) = filter.since {
+        params.push(since.into());
+        sql += &format!(" AND ts >= ?{}", params.len());
+    }
+    sql += " LIMIT 1";
+    connection
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(params.iter()), |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 /// Entries, tokens and money per group. Whole hours come from `cost_hourly`, the partial
@@ -393,13 +419,12 @@ pub fn traces(connection: &Connection, query: &TracesQuery) -> rusqlite::Result<
 pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<CostReport> {
     let (source, params) = cost_source(query);
     let grouped = format!(
-        "SELECT key, sum(n) AS n, sum(tin) AS tin, sum(tout) AS tout, sum(usd) AS usd \
+        "SELECT key, ssum(n) AS n, ssum(tin) AS tin, ssum(tout) AS tout, ssum(usd) AS usd \
          FROM ({source}) GROUP BY key"
     );
     let (groups, total) = connection
         .prepare_cached(&format!(
-            "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(tin), 0), \
-             coalesce(sum(tout), 0), coalesce(sum(usd), 0) FROM ({grouped})"
+            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(usd) FROM ({grouped})"
         ))?
         .query_row(params_from_iter(params.iter()), |row| {
             Ok((row.get::<_, i64>(0)? as u64, cost_row(None, row, 1)?))

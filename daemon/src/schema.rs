@@ -302,6 +302,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
     connection
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(&error)?;
+    add_saturating_sum(&connection).map_err(&error)?;
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
@@ -315,4 +316,33 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
             found,
         }),
     }
+}
+
+/// Registers `ssum(x)`: the sum of the non-NULL integers `x`, 0 for none, stopping at the
+/// largest integer instead of failing. SQLite's `sum` raises "integer overflow", so two
+/// entries with absurd token counts from one client would break every report that adds
+/// them up; the writer's roll-up saturates the same way, so reports agree with it.
+fn add_saturating_sum(connection: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::{Aggregate, Context, FunctionFlags};
+    struct SaturatingSum;
+    impl Aggregate<i64, i64> for SaturatingSum {
+        fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<i64> {
+            Ok(0)
+        }
+        fn step(&self, context: &mut Context<'_>, sum: &mut i64) -> rusqlite::Result<()> {
+            if let Some(value) = context.get::<Option<i64>>(0)? {
+                *sum = sum.saturating_add(value);
+            }
+            Ok(())
+        }
+        fn finalize(&self, _: &mut Context<'_>, sum: Option<i64>) -> rusqlite::Result<i64> {
+            Ok(sum.unwrap_or(0))
+        }
+    }
+    connection.create_aggregate_function(
+        "ssum",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        SaturatingSum,
+    )
 }

@@ -1,105 +1,85 @@
-//! Re-verification of the hash chain from what is stored, for the `Verify` request and for
+//! Re-verification of the log from what is stored, for the `Verify` request and for
 //! `witness verify --db` on a file with no daemon running.
+//!
+//! Every row must be accounted for: the chain is recomputed over the range asked, a row with
+//! a sequence number outside `1..=head` (which no chain covers, yet every read would show)
+//! breaks the log whatever the range, and when the whole log is verified the tables derived
+//! from it (`cost_hourly`, which `witness cost` reports, and `producers`, which decides
+//! what a re-send skips) must agree with the entries.
 
-use rusqlite::Connection;
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::{VerifyRange, VerifyReport};
 
 use crate::chain::{GENESIS, HASHED_COLUMNS, Value, hash_row};
+use crate::schema::HOUR_NS;
 
-/// Walks the rows of `range` in order and recomputes each hash from the stored hash of the
-/// row before. Stops at the first row that does not match, or at a gap in `seq`.
-pub fn verify(connection: &Connection, range: VerifyRange) -> rusqlite::Result<VerifyReport> {
-    let from = range.from.unwrap_or(1).max(1);
-    let to = range
-        .to
-        .map_or(i64::MAX, |to| to.min(i64::MAX as u64) as i64);
-    let mut previous = if from == 1 {
-        GENESIS
-    } else {
-        let stored: Option<Vec<u8>> = connection
-            .query_row(
-                "SELECT hash FROM entries WHERE seq = ?1",
-                [from as i64 - 1],
-                |row| row.get(0),
-            )
-            .map(Some)
-            .or_else(|error| match error {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                other => Err(other),
-            })?;
-        match stored.map(<[u8; 32]>::try_from) {
-            Some(Ok(hash)) => hash,
-            Some(Err(_)) => {
-                return Ok(broken(from - 1, "its hash is not 32 bytes long".into(), 0));
-            }
-            None => {
-                return Ok(broken(
-                    from - 1,
-                    "it is missing, so the range has no anchor".into(),
-                    0,
-                ));
-            }
-        }
-    };
-    let sql = format!(
-        "SELECT {}, hash FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
-        HASHED_COLUMNS.join(", ")
-    );
-    let mut statement = connection.prepare(&sql)?;
-    let mut rows = statement.query([from as i64, to])?;
-    let mut scratch = Vec::with_capacity(1024);
-    let mut count = 0u64;
-    let mut expected_seq = from as i64;
-    let mut first_seq = None;
-    let mut last_seq = None;
-    while let Some(row) = rows.next()? {
-        let seq: i64 = row.get(0)?;
-        if seq != expected_seq {
-            return Ok(broken(
-                expected_seq as u64,
-                format!("it is missing: the next stored entry is {seq}"),
-                count,
-            ));
-        }
-        let values = match read_values(row) {
-            Ok(values) => values,
-            Err(reason) => return Ok(broken(seq as u64, reason, count)),
-        };
-        let stored = row
-            .get_ref(18)?
-            .as_blob_or_null()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let computed = hash_row(&previous, &values, &mut scratch);
-        if stored != computed {
-            return Ok(broken(
-                seq as u64,
-                format!(
-                    "stored hash {} does not match {} computed from its fields and {}",
-                    hex::encode(stored),
-                    hex::encode(computed),
-                    if seq == 1 {
-                        "the genesis hash".to_owned()
-                    } else {
-                        format!("entry {}", seq - 1)
-                    }
-                ),
-                count,
-            ));
-        }
-        previous = computed;
-        first_seq.get_or_insert(seq as u64);
-        last_seq = Some(seq as u64);
-        count += 1;
-        expected_seq += 1;
+/// Why a verification could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The range asked for is not a range of this log.
+    #[error("{0}")]
+    Range(String),
+    /// The database could not be read.
+    #[error("reading the database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Checks a range before any database is read: `from` at least 1, and not after `to`.
+pub fn check_range(range: VerifyRange) -> Result<(), String> {
+    if range.from == Some(0) {
+        return Err("sequence numbers start at 1: --from must be at least 1".into());
     }
-    Ok(VerifyReport::Intact {
-        count,
-        first_seq,
-        last_seq,
-        head_hash: last_seq.map(|_| previous),
-    })
+    if let (Some(from), Some(to)) = (range.from, range.to)
+        && from > to
+    {
+        return Err(format!("the range from seq {from} to seq {to} is empty"));
+    }
+    Ok(())
+}
+
+/// Verifies `range` of the log: `from` (default 1) through `to` (default, and at most, the
+/// head). A range that starts past the head is an error, not a verdict.
+pub fn verify(connection: &Connection, range: VerifyRange) -> Result<VerifyReport, VerifyError> {
+    check_range(range).map_err(VerifyError::Range)?;
+    let (head, lowest): (Option<i64>, Option<i64>) =
+        connection.query_row("SELECT max(seq), min(seq) FROM entries", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    if let Some(lowest) = lowest.filter(|&lowest| lowest < 1) {
+        return Ok(broken(
+            0,
+            format!(
+                "a row has seq {lowest}: sequence numbers start at 1, and no chain covers it \
+                 (yet tail, export and cost would show it)"
+            ),
+            0,
+        ));
+    }
+    let head = head.unwrap_or(0) as u64;
+    let from = range.from.unwrap_or(1);
+    if from > head.max(1) {
+        return Err(VerifyError::Range(format!(
+            "the log ends at seq {head}: --from {from} is past it"
+        )));
+    }
+    let to = range.to.map_or(head, |to| to.min(head));
+    let whole = from == 1 && to == head;
+    let mut walk = Walk::new(whole);
+    let report = walk.chain(connection, from, to)?;
+    if !whole || !matches!(report, VerifyReport::Intact { .. }) {
+        return Ok(report);
+    }
+    let checked = walk.count;
+    if let Some(reason) = walk.check_costs(connection)? {
+        return Ok(inconsistent("cost_hourly", reason, checked));
+    }
+    if let Some(reason) = walk.check_producers(connection)? {
+        return Ok(inconsistent("producers", reason, checked));
+    }
+    Ok(report)
 }
 
 fn broken(seq: u64, reason: String, checked: u64) -> VerifyReport {
@@ -108,6 +88,287 @@ fn broken(seq: u64, reason: String, checked: u64) -> VerifyReport {
         reason,
         checked,
     }
+}
+
+fn inconsistent(table: &str, reason: String, checked: u64) -> VerifyReport {
+    VerifyReport::Inconsistent {
+        table: table.to_owned(),
+        reason,
+        checked,
+    }
+}
+
+/// Sums of one `cost_hourly` row: entries, tokens in, tokens out, micro-USD.
+type Sums = [i64; 4];
+
+/// The state of one pass over the rows: the chain, and (for a whole-log pass) what the
+/// derived tables must hold, recomputed from the entries.
+struct Walk {
+    derive: bool,
+    count: u64,
+    /// Texts seen in `cost_hourly` keys, numbered, so that a key is four integers.
+    names: HashMap<String, u32>,
+    costs: HashMap<(i64, u32, u32, u32), Sums>,
+    producers: HashMap<i64, i64>,
+}
+
+impl Walk {
+    fn new(derive: bool) -> Walk {
+        Walk {
+            derive,
+            count: 0,
+            names: HashMap::new(),
+            costs: HashMap::new(),
+            producers: HashMap::new(),
+        }
+    }
+
+    fn name(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.names.get(text) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.insert(text.to_owned(), id);
+        id
+    }
+
+    /// Walks the rows of `from..=to` in order and recomputes each hash from the stored hash
+    /// of the row before. Stops at the first row that does not match, or at a gap.
+    fn chain(
+        &mut self,
+        connection: &Connection,
+        from: u64,
+        to: u64,
+    ) -> Result<VerifyReport, VerifyError> {
+        let mut previous = match anchor(connection, from)? {
+            Ok(hash) => hash,
+            Err(report) => return Ok(report),
+        };
+        let sql = format!(
+            "SELECT {}, hash FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+            HASHED_COLUMNS.join(", ")
+        );
+        let mut statement = connection.prepare(&sql)?;
+        let mut rows = statement.query([from as i64, to as i64])?;
+        let mut scratch = Vec::with_capacity(1024);
+        let mut expected_seq = from as i64;
+        let mut first_seq = None;
+        let mut last_seq = None;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            if seq != expected_seq {
+                return Ok(broken(
+                    expected_seq as u64,
+                    format!("it is missing: the next stored entry is {seq}"),
+                    self.count,
+                ));
+            }
+            let values = match read_values(row) {
+                Ok(values) => values,
+                Err(reason) => return Ok(broken(seq as u64, reason, self.count)),
+            };
+            let stored = row
+                .get_ref(18)?
+                .as_blob_or_null()
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let computed = hash_row(&previous, &values, &mut scratch);
+            if stored != computed {
+                return Ok(broken(
+                    seq as u64,
+                    format!(
+                        "stored hash {} does not match {} computed from its fields and {}",
+                        hex::encode(stored),
+                        hex::encode(computed),
+                        if seq == 1 {
+                            "the genesis hash".to_owned()
+                        } else {
+                            format!("entry {}", seq - 1)
+                        }
+                    ),
+                    self.count,
+                ));
+            }
+            if self.derive {
+                self.derive_from(&values);
+            }
+            previous = computed;
+            first_seq.get_or_insert(seq as u64);
+            last_seq = Some(seq as u64);
+            self.count += 1;
+            expected_seq += 1;
+        }
+        if expected_seq <= to as i64 {
+            return Ok(broken(
+                expected_seq as u64,
+                "it is missing: the log ends before it".into(),
+                self.count,
+            ));
+        }
+        Ok(VerifyReport::Intact {
+            count: self.count,
+            first_seq,
+            last_seq,
+            head_hash: last_seq.map(|_| previous),
+        })
+    }
+
+    /// Adds a verified row to what `cost_hourly` and `producers` must hold.
+    fn derive_from(&mut self, values: &[Value<'_>; 18]) {
+        let integer = |index: usize| match values[index] {
+            Value::Integer(value) => Some(value),
+            _ => None,
+        };
+        let text = |index: usize| match values[index] {
+            Value::Text(text) => text,
+            _ => "",
+        };
+        let hour = integer(1).unwrap_or(0) / HOUR_NS;
+        let key = (
+            hour,
+            self.name(text(4)),
+            self.name(text(3)),
+            self.name(text(12)),
+        );
+        let sums = self.costs.entry(key).or_default();
+        // The writer saturates these sums at the largest integer rather than overflow; the
+        // values are never negative, so the saturated total is the same in any grouping.
+        for (sum, value) in sums
+            .iter_mut()
+            .zip([Some(1), integer(7), integer(8), integer(11)])
+        {
+            *sum = sum.saturating_add(value.unwrap_or(0));
+        }
+        if let (Some(producer), Some(number)) = (integer(16), integer(17)) {
+            let last = self.producers.entry(producer).or_insert(number);
+            *last = (*last).max(number);
+        }
+    }
+
+    /// Compares `cost_hourly` with the sums of the entries; the first difference, if any.
+    fn check_costs(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        let mut names: Vec<&str> = vec![""; self.names.len()];
+        for (name, &id) in &self.names {
+            names[id as usize] = name;
+        }
+        let expected: BTreeMap<(i64, &str, &str, &str), Sums> = self
+            .costs
+            .iter()
+            .map(|(&(hour, component, event, model), &sums)| {
+                let key = (
+                    hour,
+                    names[component as usize],
+                    names[event as usize],
+                    names[model as usize],
+                );
+                (key, sums)
+            })
+            .collect();
+        let mut statement = connection.prepare(
+            "SELECT hour, component, event, model, entries, tokens_in, tokens_out, micro_usd \
+             FROM cost_hourly",
+        )?;
+        let mut rows = statement.query([])?;
+        let mut stored: BTreeMap<(i64, String, String, String), Sums> = BTreeMap::new();
+        while let Some(row) = rows.next()? {
+            let key = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            stored.insert(key, [row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?]);
+        }
+        for (key, sums) in &expected {
+            let (hour, component, event, model) = *key;
+            let found = stored.get(&(
+                hour,
+                component.to_owned(),
+                event.to_owned(),
+                model.to_owned(),
+            ));
+            if found != Some(sums) {
+                return Ok(Some(format!(
+                    "hour {hour}, component {component:?}, event {event:?}, model {model:?}: \
+                     the entries sum to {} (entries, tokens in, tokens out, micro-USD), the \
+                     table says {}",
+                    show(Some(sums)),
+                    show(found)
+                )));
+            }
+        }
+        if let Some(((hour, component, event, model), sums)) = stored.iter().find(|(key, _)| {
+            !expected.contains_key(&(key.0, key.1.as_str(), key.2.as_str(), key.3.as_str()))
+        }) {
+            return Ok(Some(format!(
+                "hour {hour}, component {component:?}, event {event:?}, model {model:?}: the \
+                 table says {}, but no entry is in that group",
+                show(Some(sums))
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Compares `producers` with the highest number stored for each producer.
+    fn check_producers(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        let mut statement = connection.prepare("SELECT producer_id, last_number FROM producers")?;
+        let stored: HashMap<i64, i64> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut expected: Vec<_> = self.producers.iter().collect();
+        expected.sort();
+        for (producer, last) in expected {
+            match stored.get(producer) {
+                Some(found) if found == last => {}
+                found => {
+                    return Ok(Some(format!(
+                        "producer {producer}: its highest stored number is {last}, the table \
+                         says {} (a wrong number makes the daemon skip or refuse its entries)",
+                        found.map_or("nothing".to_owned(), i64::to_string)
+                    )));
+                }
+            }
+        }
+        let mut extra: Vec<_> = stored
+            .iter()
+            .filter(|(producer, _)| !self.producers.contains_key(producer))
+            .collect();
+        extra.sort();
+        if let Some((producer, last)) = extra.first() {
+            return Ok(Some(format!(
+                "producer {producer}: the table says {last}, but no entry of it is stored"
+            )));
+        }
+        Ok(None)
+    }
+}
+
+fn show(sums: Option<&Sums>) -> String {
+    sums.map_or("nothing".to_owned(), |[n, tin, tout, usd]| {
+        format!("{n}, {tin}, {tout}, {usd}")
+    })
+}
+
+/// The stored hash of the row before `from`, or the report of why there is none.
+fn anchor(
+    connection: &Connection,
+    from: u64,
+) -> Result<Result<[u8; 32], VerifyReport>, VerifyError> {
+    if from == 1 {
+        return Ok(Ok(GENESIS));
+    }
+    let stored: Option<Vec<u8>> = connection
+        .query_row(
+            "SELECT hash FROM entries WHERE seq = ?1",
+            [from as i64 - 1],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(match stored.map(<[u8; 32]>::try_from) {
+        Some(Ok(hash)) => Ok(hash),
+        Some(Err(_)) => Err(broken(from - 1, "its hash is not 32 bytes long".into(), 0)),
+        None => Err(broken(
+            from - 1,
+            "it is missing, so the range has no anchor".into(),
+            0,
+        )),
+    })
 }
 
 /// Reads the hashed columns of a row, refusing a value of a storage class the column cannot

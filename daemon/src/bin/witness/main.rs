@@ -299,13 +299,37 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { from, to, db } => {
             let range = VerifyRange { from, to };
+            // 0 intact, 1 broken or inconsistent, 2 a bad range or a file that cannot be read.
+            if let Err(reason) = witness_daemon::verify::check_range(range) {
+                eprintln!("witness: {reason}");
+                return Ok(ExitCode::from(2));
+            }
             let report = match db {
                 Some(path) => {
-                    let connection = witness_daemon::schema::open_reader(&path)?;
-                    witness_daemon::verify::verify(&connection, range)
-                        .with_context(|| format!("reading {}", path.display()))?
+                    let verified = witness_daemon::schema::open_reader(&path)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|connection| {
+                            witness_daemon::verify::verify(&connection, range)
+                                .with_context(|| format!("verifying {}", path.display()))
+                        });
+                    match verified {
+                        Ok(report) => report,
+                        Err(error) => {
+                            eprintln!("witness: {error:#}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
                 }
-                None => connect()?.verify(range)?,
+                None => match connect()?.verify(range) {
+                    Ok(report) => report,
+                    Err(witness_client::Error::Refused(reply))
+                        if reply.code == witness_client::ErrorCode::BadRequest =>
+                    {
+                        eprintln!("witness: {}", reply.message);
+                        return Ok(ExitCode::from(2));
+                    }
+                    Err(error) => return Err(error.into()),
+                },
             };
             print_verify(&report, json)
         }

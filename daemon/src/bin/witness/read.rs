@@ -101,8 +101,34 @@ fn summary_json(summary: &TraceSummary) -> Value {
     })
 }
 
+/// Text from the log as it may be shown on a terminal: control characters (which could move
+/// the cursor, recolour or retitle the operator's terminal) and the invisible marks that
+/// reorder or hide text are written as `\u{…}` escapes; everything else as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            shown += &format!("\\u{{{:x}}}", c as u32);
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 /// One line of `tail` for people.
 fn entry_line(stored: &StoredEntry) -> String {
+    printable(&raw_entry_line(stored)).into_owned()
+}
+
+fn raw_entry_line(stored: &StoredEntry) -> String {
     let entry = &stored.entry;
     let mut line = format!(
         "{}  #{}  {}  {}",
@@ -140,6 +166,15 @@ fn table(
     right: &[bool],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| printable(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows[..];
     let mut widths: Vec<usize> = headers
         .iter()
         .map(|header| header.chars().count())
@@ -212,13 +247,17 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
     writeln!(
         out,
         "trace {}: {} entries, {} to {} ({})",
-        summary.trace_id,
+        printable(&summary.trace_id),
         summary.entries,
         rfc3339_millis(summary.first_ts),
         rfc3339_millis(summary.last_ts),
         duration(summary.last_ts - summary.first_ts)
     )?;
-    writeln!(out, "components: {}", summary.components.join(", "))?;
+    writeln!(
+        out,
+        "components: {}",
+        printable(&summary.components.join(", "))
+    )?;
     writeln!(
         out,
         "tokens: {} in, {} out; cost {}\n",
@@ -425,5 +464,25 @@ pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> an
             );
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    fn check(text: &str, shown: &str) {
+        assert_eq!(printable(text), shown, "{text:?}");
+    }
+
+    #[test]
+    fn control_and_reordering_characters_are_escaped() {
+        check("plain text, é ü 日本", "plain text, é ü 日本");
+        check("a\u{1b}[2Jb", "a\\u{1b}[2Jb");
+        check("title\u{1b}]0;pwned\u{7}", "title\\u{1b}]0;pwned\\u{7}");
+        check("tab\there\r\n", "tab\\u{9}here\\u{d}\\u{a}");
+        check("\u{202e}gnp.exe", "\\u{202e}gnp.exe");
+        check("zero\u{200b}width", "zero\\u{200b}width");
+        check("del\u{7f} c1\u{9b}", "del\\u{7f} c1\\u{9b}");
     }
 }

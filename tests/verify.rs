@@ -1,0 +1,238 @@
+//! `verify` tells the whole truth: every row is accounted for, derived tables are checked
+//! against the entries, ranges are defined, and the exit status says which of intact (0),
+//! broken (1) or unusable (2) it is. And reads that one producer could break do not break.
+
+use witness_client::query::TracesQuery;
+use witness_client::{Cost, Entry};
+
+use crate::harness::{TestDaemon, Witnessd, witness};
+
+/// A stopped daemon's folder with a few entries of two producers and costs.
+fn small_log() -> (tempfile::TempDir, std::path::PathBuf) {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    for i in 0..5u64 {
+        client
+            .log(Entry::new("call", "agent").cost(Cost::new(10 + i, 2, 100 * i).model("m")))
+            .unwrap();
+    }
+    daemon.client().log(Entry::new("other", "c")).unwrap();
+    let db = daemon.db.clone();
+    (daemon.stop(), db)
+}
+
+/// `witness verify --db` on a file: exit code and stdout.
+fn verify_db(db: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["verify", "--db", db.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    witness(std::path::Path::new("/nonexistent"), &args, None)
+}
+
+fn edit(db: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+#[test]
+fn rows_outside_the_chain_break_the_log() {
+    for seq in [0, -7] {
+        let (_dir, db) = small_log();
+        assert_eq!(verify_db(&db, &[]).0, 0);
+        edit(
+            &db,
+            &format!(
+                "INSERT INTO entries (seq, ts, event, component, payload, hash) \
+                 VALUES ({seq}, 1, 'forged', 'x', '{{}}', zeroblob(32))"
+            ),
+        );
+        let (code, out, _) = verify_db(&db, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("a row has seq {seq}")), "{out}");
+        // Whatever range is asked.
+        assert_eq!(verify_db(&db, &["--from", "3"]).0, 1);
+    }
+}
+
+#[test]
+fn derived_tables_must_agree_with_the_entries() {
+    let cases = [
+        (
+            "UPDATE cost_hourly SET micro_usd = micro_usd + 1",
+            "cost_hourly",
+        ),
+        (
+            "DELETE FROM cost_hourly WHERE event = 'other'",
+            "cost_hourly",
+        ),
+        (
+            "INSERT INTO cost_hourly VALUES (1, 'ghost', 'e', '', 1, 0, 0, 5)",
+            "cost_hourly",
+        ),
+        (
+            "UPDATE producers SET last_number = last_number + 5",
+            "producers",
+        ),
+        ("DELETE FROM producers", "producers"),
+    ];
+    for (sql, table) in cases {
+        let (_dir, db) = small_log();
+        edit(&db, sql);
+        let (code, out, _) = verify_db(&db, &[]);
+        assert_eq!(code, 1, "{sql}: {out}");
+        assert!(
+            out.contains(&format!("INCONSISTENT {table}")),
+            "{sql}: {out}"
+        );
+        // A part of the log does not vouch for the whole, so its derived data is not read.
+        assert_eq!(verify_db(&db, &["--from", "2"]).0, 0, "{sql}");
+    }
+}
+
+#[test]
+fn ranges_are_defined_and_exit_codes_tell_which_failure() {
+    let (dir, db) = small_log();
+    let check = |extra: &[&str], code: i32, says: &str| {
+        let (got, out, err) = verify_db(&db, extra);
+        assert_eq!(got, code, "{extra:?}: {out} {err}");
+        assert!(
+            out.contains(says) || err.contains(says),
+            "{extra:?}: {out} {err}"
+        );
+    };
+    check(&["--to", "99"], 0, "intact: 6 entries, seq 1 to 6");
+    check(
+        &["--from", "2", "--to", "4"],
+        0,
+        "intact: 3 entries, seq 2 to 4",
+    );
+    check(&["--from", "6"], 0, "intact: 1 entries, seq 6 to 6");
+    check(&["--from", "10", "--to", "5"], 2, "is empty");
+    check(&["--from", "0"], 2, "start at 1");
+    check(&["--from", "7"], 2, "ends at seq 6: --from 7 is past it");
+    let missing = dir.path().join("missing.db");
+    let (code, _, err) = verify_db(&missing, &[]);
+    assert_eq!(code, 2, "{err}");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    assert_eq!(verify_db(&garbage, &[]).0, 2);
+    // The same through the daemon.
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let (code, _, err) = witness(&daemon.socket, &["verify", "--from", "99"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("past it"), "{err}");
+    assert_eq!(
+        witness(&daemon.socket, &["verify", "--to", "99"], None).0,
+        0
+    );
+}
+
+#[test]
+fn token_sums_past_the_largest_integer_saturate_in_every_read() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    let huge = i64::MAX as u64;
+    for _ in 0..2 {
+        client
+            .log(
+                Entry::new("call", "agent")
+                    .trace("t")
+                    .cost(Cost::new(huge, huge, huge)),
+            )
+            .unwrap();
+    }
+    let trace = client
+        .trace(witness_client::query::TraceQuery {
+            trace_id: "t".into(),
+            after_seq: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(trace.summary.unwrap().tokens_in, huge);
+    let page = client
+        .traces(TracesQuery {
+            since: None,
+            component: None,
+            before_seq: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(page.traces[0].micro_usd, huge);
+    for args in [
+        &["trace", "t"][..],
+        &["traces"],
+        &["cost"],
+        &["cost", "--by", "trace"],
+    ] {
+        let (code, _, err) = witness(&daemon.socket, args, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn traces_filtered_by_component_page_without_skipping() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    // a: planner then, later, a writer entry; b: planner between them.
+    client.log(Entry::new("e", "planner").trace("a")).unwrap();
+    client.log(Entry::new("e", "planner").trace("b")).unwrap();
+    client.log(Entry::new("e", "writer").trace("a")).unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = client
+            .traces(TracesQuery {
+                since: None,
+                component: Some("planner".into()),
+                before_seq: before,
+                limit: 1,
+            })
+            .unwrap();
+        seen.extend(page.traces.iter().map(|trace| trace.trace_id.clone()));
+        match page.next_before {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["b", "a"]);
+}
+
+#[test]
+fn tables_for_people_escape_what_would_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let event = "alert\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let logged = witness(
+        &daemon.socket,
+        &[
+            "log",
+            "--event",
+            event,
+            "--component",
+            "c\u{202e}x",
+            "--trace",
+            "t\u{1b}",
+        ],
+        None,
+    );
+    assert_eq!(logged.0, 0, "{}", logged.2);
+    for args in [
+        &["tail"][..],
+        &["trace", "t\u{1b}"],
+        &["traces"],
+        &["cost", "--by", "event"],
+    ] {
+        let (code, out, err) = witness(&daemon.socket, args, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains("\\u{1b}"), "{args:?}: {out}");
+    }
+    // JSON keeps the text exactly.
+    let (_, out, _) = witness(&daemon.socket, &["tail", "--json"], None);
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["event"], event);
+}
