@@ -416,6 +416,7 @@ fn cost_windows_split_hours_exactly() {
             reply_to: reply_to.clone(),
             connection_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),
             admitted: admission.try_now(&lane, 1).unwrap(),
+            alone: false,
         };
         queue.push(1, Box::new(job)).unwrap();
     }

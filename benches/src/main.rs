@@ -542,7 +542,12 @@ impl Daemon {
             .arg(&socket)
             .arg("--db")
             .arg(dir.path().join("witness.db"))
-            .args(["--log-level", "warn"])
+            // Quiet by default; a --log-level among the extra flags replaces this one.
+            .args(
+                ["--log-level", "warn"]
+                    .iter()
+                    .filter(|_| !extra.iter().any(|arg| arg.starts_with("--log-level"))),
+            )
             .args(extra)
             .spawn()?;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -529,6 +529,7 @@ impl Connection {
             },
         };
         let ack = append.ack;
+        let alone = self.in_flight.available_permits() + 1 == self.limits.max_in_flight;
         let job = Box::new(Job {
             request_id: id,
             ack,
@@ -542,6 +543,7 @@ impl Connection {
             reply_to: self.reply_to.clone(),
             connection_permit,
             admitted,
+            alone,
         });
         if let Err(job) = self.shared.writer.push(self.lane_id, job) {
             // A closed queue means the writer is gone, and the client must hear that nothing

@@ -60,6 +60,9 @@ pub struct Job {
     /// Room in the queue (the connection's share and the whole queue's), released once the
     /// batch is committed so that the queue bounds what the writer holds too.
     pub admitted: Admitted,
+    /// The connection had nothing else in flight when it sent this: its client waits on
+    /// this answer alone (a `log` call), where a pipelining client has others coming.
+    pub alone: bool,
 }
 
 /// Requests to the writer other than appends, handled between batches.

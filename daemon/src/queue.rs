@@ -11,13 +11,22 @@
 //! Requests other than appends ([`Control`]) travel here too, so that the writer waits on
 //! one thing; they go before any job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use witness_protocol::Ack;
+
 use crate::writer::{Control, Job};
+
+/// Times the writer gives up the processor before it sleeps on an empty queue.
+///
+/// Synchronous clients re-send within microseconds of their answer; a writer that went to
+/// sleep at once would pay a wake-up (a context switch on a busy machine) for each of them.
+/// Yielding first lets those threads run and usually finds their entry already queued.
+const YIELDS_BEFORE_SLEEP: u32 = 10;
 
 /// Identifies a lane: one per connection.
 pub type LaneId = u64;
@@ -25,8 +34,8 @@ pub type LaneId = u64;
 /// What the writer finds when it looks at the queue.
 #[derive(Debug)]
 pub enum Next {
-    /// The next job, by turn, and its lane.
-    Job(LaneId, Box<Job>),
+    /// The next job, by turn, its lane, and whether that lane has more jobs queued.
+    Job(LaneId, Box<Job>, bool),
     /// A request other than an append.
     Control(Control),
     /// Nothing came before the timeout.
@@ -101,12 +110,13 @@ impl JobQueue {
     pub fn next(&self, timeout: Duration) -> Next {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
+        let mut yields = 0;
         loop {
             if let Some(control) = state.controls.pop_front() {
                 return Next::Control(control);
             }
-            if let Some((lane, job)) = state.take_job(&Shares::default()) {
-                return Next::Job(lane, job);
+            if let Some((lane, job, more)) = state.take_job(&Shares::default()) {
+                return Next::Job(lane, job, more);
             }
             if state.closed {
                 return Next::Closed;
@@ -114,6 +124,13 @@ impl JobQueue {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Next::Idle;
             };
+            if yields < YIELDS_BEFORE_SLEEP {
+                yields += 1;
+                drop(state);
+                std::thread::yield_now();
+                state = self.lock();
+                continue;
+            }
             state = self
                 .ready
                 .wait_timeout(state, left)
@@ -127,9 +144,10 @@ impl JobQueue {
     /// lane with jobs has used its share, or when the queue is closed and empty.
     pub fn next_job(&self, deadline: Instant, shares: &mut Shares) -> Option<Box<Job>> {
         let mut state = self.lock();
+        let mut yields = 0;
         loop {
-            if let Some((lane, job)) = state.take_job(shares) {
-                shares.record(lane, job.entries.len());
+            if let Some((lane, job, more)) = state.take_job(shares) {
+                shares.record(lane, &job, more);
                 return Some(job);
             }
             if state.closed || !state.turns.is_empty() {
@@ -138,6 +156,13 @@ impl JobQueue {
             let left = deadline.checked_duration_since(Instant::now())?;
             if left.is_zero() {
                 return None;
+            }
+            if yields < YIELDS_BEFORE_SLEEP {
+                yields += 1;
+                drop(state);
+                std::thread::yield_now();
+                state = self.lock();
+                continue;
             }
             state = self
                 .ready
@@ -157,17 +182,18 @@ impl JobQueue {
 impl State {
     /// The first job of the next lane in turn that `shares` allows; that lane goes to the back
     /// of the line if it has more. Lanes passed over keep their place.
-    fn take_job(&mut self, shares: &Shares) -> Option<(LaneId, Box<Job>)> {
+    fn take_job(&mut self, shares: &Shares) -> Option<(LaneId, Box<Job>, bool)> {
         let position = self.turns.iter().position(|lane| shares.allows(*lane))?;
         let lane = self.turns.remove(position).expect("a position found");
         let jobs = self.lanes.get_mut(&lane).expect("a lane in turn has jobs");
         let job = jobs.pop_front().expect("a lane in turn has jobs");
-        if jobs.is_empty() {
-            self.lanes.remove(&lane);
-        } else {
+        let more = !jobs.is_empty();
+        if more {
             self.turns.push_back(lane);
+        } else {
+            self.lanes.remove(&lane);
         }
-        Some((lane, job))
+        Some((lane, job, more))
     }
 }
 
@@ -175,42 +201,66 @@ impl State {
 ///
 /// Taking jobs in turn is not enough on its own: a connection that sends one entry and waits
 /// for its answer waits for the whole commit, and a batch filled by a flooder takes tens of
-/// milliseconds to commit. So while lanes contend, each may put at most `quantum` entries
-/// (but always one whole job) into a batch: commits stay short, and the flooder loses
-/// little, since a batch of a few hundred entries already pays its fsync many times over.
+/// milliseconds to commit. So once a light lane (a client waiting for this commit alone)
+/// meets a heavy one (a backlog: a flooder) in a batch, and in the batch after, each lane
+/// may put at most `quantum` entries into it (but always one whole job): beside a flooder,
+/// commits stay short. Lanes that all pipeline, and lone clients, are never bounded, so
+/// they fill whole batches and lose no throughput.
 #[derive(Debug, Default)]
 pub struct Shares {
     taken: HashMap<LaneId, usize>,
-    quantum: Option<usize>,
+    backlogged: HashSet<LaneId>,
+    waiting: HashSet<LaneId>,
+    quantum: usize,
+    bounded: bool,
+    /// Lanes that had a backlog in a recent batch: a pipelining client is sometimes caught
+    /// with a single request in flight, and is not light for that.
+    heavy_before: HashSet<LaneId>,
 }
 
 impl Shares {
-    /// A batch in which each lane may take `quantum` entries, or any number with `None`.
-    pub fn new(quantum: Option<usize>) -> Shares {
+    /// A batch in which each lane may take `quantum` entries once light and heavy lanes
+    /// meet, or from the start when `bounded` (they met in the batch before);
+    /// `heavy_before` are the lanes that had a backlog in recent batches.
+    pub fn new(quantum: usize, bounded: bool, heavy_before: HashSet<LaneId>) -> Shares {
         Shares {
-            taken: HashMap::new(),
-            quantum,
+            quantum: quantum.max(1),
+            bounded,
+            heavy_before,
+            ..Shares::default()
         }
     }
 
-    /// Notes that `lane` put `n_entries` into the batch.
-    pub fn record(&mut self, lane: LaneId, n_entries: usize) {
-        *self.taken.entry(lane).or_default() += n_entries;
+    /// Lanes that had jobs queued behind the one they put into this batch.
+    pub fn backlogged(&self) -> impl Iterator<Item = LaneId> + '_ {
+        self.backlogged.iter().copied()
     }
 
-    /// Lanes that put something into the batch.
-    pub fn lanes(&self) -> usize {
-        self.taken.len()
+    /// Notes that `lane` put `job` into the batch, and whether it had `more` queued.
+    pub fn record(&mut self, lane: LaneId, job: &Job, more: bool) {
+        *self.taken.entry(lane).or_default() += job.entries.len();
+        if more {
+            self.backlogged.insert(lane);
+        }
+        if job.alone && matches!(job.ack, Ack::Committed | Ack::Durable) {
+            self.waiting.insert(lane);
+        }
+        self.bounded = self.bounded || self.light_beside_heavy();
     }
 
-    /// Turns the per-lane bound on (once a batch has found that lanes contend).
-    pub fn limit(&mut self, quantum: usize) {
-        self.quantum.get_or_insert(quantum);
+    /// Whether a client waiting for this commit alone (a job acknowledged on commit, sent
+    /// with nothing else in flight) shared the batch with a lane that had a backlog: the
+    /// case the quantum is for.
+    pub fn light_beside_heavy(&self) -> bool {
+        !self.backlogged.is_empty()
+            && self
+                .waiting
+                .iter()
+                .any(|lane| !self.backlogged.contains(lane) && !self.heavy_before.contains(lane))
     }
 
     fn allows(&self, lane: LaneId) -> bool {
-        self.quantum
-            .is_none_or(|quantum| self.taken.get(&lane).copied().unwrap_or(0) < quantum)
+        !self.bounded || self.taken.get(&lane).copied().unwrap_or(0) < self.quantum
     }
 }
 
@@ -289,5 +339,90 @@ impl Admission {
             _lane: lane,
             _queue: queue,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::job::Origin;
+    use witness_protocol::Entry;
+
+    fn job(entries: usize, ack: Ack, alone: bool) -> Box<Job> {
+        let admission = Admission::new(1 << 20);
+        let lane = admission.lane();
+        let admitted = admission.try_now(&lane, entries).expect("room");
+        let (reply_to, _) = tokio::sync::mpsc::unbounded_channel();
+        Box::new(Job {
+            request_id: 1,
+            ack,
+            producer: None,
+            entries: (0..entries).map(|_| Entry::new("e", "c")).collect(),
+            origin: Origin::default(),
+            received: Instant::now(),
+            reply_to,
+            connection_permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            admitted,
+            alone,
+        })
+    }
+
+    /// Fills one batch the way the writer does, and returns how many entries each lane put in.
+    fn fill(queue: &JobQueue, shares: &mut Shares, max_entries: usize) -> HashMap<LaneId, usize> {
+        let mut taken = HashMap::new();
+        let mut n = 0;
+        while n < max_entries {
+            let Some(job) = queue.next_job(Instant::now(), shares) else {
+                break;
+            };
+            n += job.entries.len();
+            *taken.entry(job.request_id).or_default() += job.entries.len();
+        }
+        taken
+    }
+
+    fn push(queue: &JobQueue, lane: LaneId, mut job: Box<Job>) {
+        job.request_id = lane;
+        queue.push(lane, job).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_client_bounds_a_flooder_but_flooders_alone_fill_whole_batches() {
+        // Two lanes that both pipeline 64-entry appends: never bounded, the batch is full.
+        let queue = JobQueue::new();
+        for _ in 0..40 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+            push(&queue, 2, job(64, Ack::Durable, false));
+        }
+        let mut shares = Shares::new(256, false, HashSet::new());
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken.values().sum::<usize>(), 4096, "{taken:?}");
+        assert!(!shares.light_beside_heavy());
+
+        // A flooder beside a client waiting on one entry: once they meet, the flooder puts
+        // at most the quantum (here 256 entries) into the batch, and the client is in it.
+        let queue = JobQueue::new();
+        for _ in 0..100 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+        }
+        push(&queue, 2, job(1, Ack::Committed, true));
+        let mut shares = Shares::new(256, false, HashSet::new());
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken[&2], 1);
+        assert!(taken[&1] <= 256 + 64, "{taken:?}");
+        assert!(shares.light_beside_heavy());
+
+        // A pipelining lane caught with a single append in flight is not taken for a waiting
+        // client while it counts as heavy from recent batches.
+        let queue = JobQueue::new();
+        for _ in 0..100 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+        }
+        push(&queue, 2, job(64, Ack::Durable, true));
+        let mut shares = Shares::new(256, false, HashSet::from([2]));
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken.values().sum::<usize>(), 4096, "{taken:?}");
+        assert!(!shares.light_beside_heavy());
     }
 }

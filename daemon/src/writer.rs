@@ -22,7 +22,7 @@ use crate::chain::{GENESIS, Value, hash_row};
 use crate::dbfile::{self, Identity};
 pub use crate::job::{Control, Job, Origin, Outgoing, ReplyTo};
 use crate::metrics::Timings;
-use crate::queue::{JobQueue, Next, Shares};
+use crate::queue::{JobQueue, LaneId, Next, Shares};
 use crate::schema::{self, OpenError, Sync};
 
 /// How the writer batches, syncs and checkpoints.
@@ -185,6 +185,10 @@ impl Drop for WriterHandle {
 }
 
 /// The stored entries of a producer in a range of numbers, through `entries_by_producer`.
+/// Batches for which a lane that had a backlog counts as heavy (see `queue::Shares`): long
+/// enough that a pipelining client, between two bursts, is not taken for a waiting one.
+const HEAVY_MEMORY: u64 = 16;
+
 const FIND_PRODUCED: &str = "SELECT producer_number, seq, hash FROM entries \
     WHERE producer_id = ?1 AND producer_number BETWEEN ?2 AND ?3 ORDER BY producer_number";
 
@@ -219,8 +223,10 @@ struct Writer {
     identity: Option<Identity>,
     /// Set once the file is no longer the log: nothing more is written or acknowledged.
     failure: Option<String>,
-    /// The last batch took jobs from more than one connection: bound each one's share.
+    /// Whether a light lane met a heavy one in the last batch: the next starts bounded.
     contended: bool,
+    /// Lanes that had a backlog, and the number of the last batch in which they had one.
+    heavy: HashMap<LaneId, u64>,
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Sender<u64>,
     head: Head,
@@ -276,6 +282,7 @@ impl Writer {
             identity: None,
             failure: None,
             contended: false,
+            heavy: HashMap::new(),
             stats,
             committed,
             head,
@@ -297,10 +304,14 @@ impl Writer {
             if self.failure.is_none() {
                 self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             }
-            let mut shares = Shares::new(self.contended.then_some(self.lane_quantum()));
+            let mut shares = Shares::new(
+                self.lane_quantum(),
+                self.contended,
+                self.heavy.keys().copied().collect(),
+            );
             match queue.next(self.config.heartbeat) {
-                Next::Job(lane, job) => {
-                    shares.record(lane, job.entries.len());
+                Next::Job(lane, job, more) => {
+                    shares.record(lane, &job, more);
                     batch.push(*job);
                 }
                 Next::Control(request) => {
@@ -323,7 +334,7 @@ impl Writer {
                 Next::Closed => break,
             }
             self.fill(&mut batch, queue, &mut shares);
-            self.contended = shares.lanes() > 1;
+            self.remember_heavy(&shares);
             self.commit(&mut batch);
             self.last_job = Instant::now();
             if self.failure.is_none()
@@ -370,15 +381,24 @@ impl Writer {
             if self.config.adaptive_batching && n_entries < self.last_batch_entries {
                 deadline = deadline.max(adaptive_deadline);
             }
-            if shares.lanes() > 1 {
-                shares.limit(self.lane_quantum());
-            }
             let Some(next) = queue.next_job(deadline, shares) else {
                 return;
             };
             n_entries += next.entries.len();
             batch.push(*next);
         }
+    }
+
+    /// Notes which lanes had a backlog in the batch just filled, forgetting those that have
+    /// had none for `HEAVY_MEMORY` batches.
+    fn remember_heavy(&mut self, shares: &Shares) {
+        self.contended = shares.light_beside_heavy();
+        let batch = self.stats.batches_committed.load(Ordering::Relaxed);
+        for lane in shares.backlogged() {
+            self.heavy.insert(lane, batch);
+        }
+        self.heavy
+            .retain(|_, last| batch.saturating_sub(*last) < HEAVY_MEMORY);
     }
 
     /// Entries one lane may put into a batch while lanes contend (see `queue::Shares`).
