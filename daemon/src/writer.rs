@@ -184,11 +184,11 @@ impl Drop for WriterHandle {
     }
 }
 
-/// The stored entries of a producer in a range of numbers, through `entries_by_producer`.
 /// Batches for which a lane that had a backlog counts as heavy (see `queue::Shares`): long
 /// enough that a pipelining client, between two bursts, is not taken for a waiting one.
 const HEAVY_MEMORY: u64 = 16;
 
+/// The stored entries of a producer in a range of numbers, through `entries_by_producer`.
 const FIND_PRODUCED: &str = "SELECT producer_number, seq, hash FROM entries \
     WHERE producer_id = ?1 AND producer_number BETWEEN ?2 AND ?3 ORDER BY producer_number";
 
