@@ -95,6 +95,10 @@ pub struct Client {
     stream: Option<UnixStream>,
     server: ServerHello,
     read_buffer: Vec<u8>,
+    /// Where the next undecoded frame starts in `read_buffer`: frames are taken by moving
+    /// this, and the buffer is compacted only when most of it is spent, so that reading a
+    /// full buffer of small answers is linear, not quadratic.
+    read_start: usize,
     next_id: u64,
     producer_id: u64,
     next_number: u64,
@@ -134,6 +138,7 @@ impl Client {
             stream: Some(stream),
             server,
             read_buffer: Vec::with_capacity(64 << 10),
+            read_start: 0,
             next_id: 1,
             producer_id: random_producer_id(),
             next_number: 1,
@@ -353,7 +358,7 @@ impl Client {
             // The request stays pending, to be re-sent on the next connection.
             Err(error) if socket::is_timeout(&error) => {
                 self.stream = None;
-                self.read_buffer.clear();
+                self.clear_read_buffer();
                 return Err(self.timed_out("take a request"));
             }
             Err(_) => self.reconnect()?,
@@ -450,10 +455,23 @@ impl Client {
         }
     }
 
+    /// Forgets every byte read and not yet decoded (the connection they came on is gone).
+    fn clear_read_buffer(&mut self) {
+        self.read_buffer.clear();
+        self.read_start = 0;
+    }
+
     fn take_buffered_frame(&mut self) -> Result<Option<ResponseFrame>, Error> {
-        match frame::decode::<ResponseFrame>(&self.read_buffer, MAX_FRAME_LEN)? {
+        let unread = &self.read_buffer[self.read_start..];
+        match frame::decode::<ResponseFrame>(unread, MAX_FRAME_LEN)? {
             Some((frame, used)) => {
-                self.read_buffer.drain(..used);
+                self.read_start += used;
+                if self.read_start == self.read_buffer.len() {
+                    self.clear_read_buffer();
+                } else if self.read_start > self.read_buffer.len() / 2 {
+                    self.read_buffer.drain(..self.read_start);
+                    self.read_start = 0;
+                }
                 Ok(Some(frame))
             }
             None => Ok(None),
@@ -517,7 +535,7 @@ impl Client {
     /// not yet answered, in order. The daemon drops entries it had already committed.
     fn reconnect(&mut self) -> Result<(), Error> {
         self.stream = None;
-        self.read_buffer.clear();
+        self.clear_read_buffer();
         let started = Instant::now();
         let mut delay = Duration::from_millis(5);
         let mut last_error: io::Error;

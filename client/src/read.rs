@@ -171,7 +171,7 @@ impl Drop for EntryStream<'_> {
         if self.end.is_none() {
             // Its frames would keep coming on this connection; a new one is cleaner.
             self.client.stream = None;
-            self.client.read_buffer.clear();
+            self.client.clear_read_buffer();
         }
     }
 }
