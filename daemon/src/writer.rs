@@ -37,9 +37,6 @@ pub struct WriterConfig {
     /// How long to wait for more entries once a batch has started; zero commits whatever is
     /// ready at once, which already groups entries that arrive during the previous commit.
     pub max_batch_delay: Duration,
-    /// Wait a little for stragglers when a batch starts smaller than the previous one (see
-    /// `Writer::fill`); off, only `max_batch_delay` applies.
-    pub adaptive_batching: bool,
     /// Run a passive checkpoint between batches once the WAL holds this many pages.
     pub checkpoint_pages: u32,
     /// After this long without a job, truncate the WAL.
@@ -61,7 +58,6 @@ impl WriterConfig {
             sync: Sync::Full,
             max_batch_entries: 4096,
             max_batch_delay: Duration::ZERO,
-            adaptive_batching: true,
             checkpoint_pages: 4096,
             idle_checkpoint: Duration::from_secs(1),
             cache_kib: 8192,
@@ -84,8 +80,6 @@ pub struct WriterStats {
     pub last_seq: AtomicU64,
     /// Bumped every time the writer loop turns, busy or idle; the watchdog reads it.
     pub heartbeat: AtomicU64,
-    /// WAL pages after the last commit.
-    pub wal_pages: AtomicU32,
     /// Batch size, commit and acknowledgement times.
     pub timings: std::sync::Mutex<Timings>,
     /// Why the writer stopped acknowledging for good, once it has.
@@ -378,7 +372,7 @@ impl Writer {
         let adaptive_deadline = started + (self.last_commit / 2).min(Duration::from_millis(2));
         while n_entries < self.config.max_batch_entries {
             let mut deadline = fixed_deadline;
-            if self.config.adaptive_batching && n_entries < self.last_batch_entries {
+            if n_entries < self.last_batch_entries {
                 deadline = deadline.max(adaptive_deadline);
             }
             let Some(next) = queue.next_job(deadline, shares) else {
@@ -509,9 +503,6 @@ impl Writer {
                     .last_seq
                     .store(head.seq as u64, Ordering::Relaxed);
                 self.committed.send_replace(head.seq as u64);
-                self.stats
-                    .wal_pages
-                    .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
                 let now = Instant::now();
                 let acks: Vec<Duration> = batch
                     .iter()
@@ -662,9 +653,6 @@ impl Writer {
             }
             Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
         }
-        self.stats
-            .wal_pages
-            .store(self.wal_pages.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
