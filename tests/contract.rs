@@ -296,3 +296,64 @@ fn a_new_log_is_announced_and_refused_where_one_must_exist() {
         daemon.log()
     );
 }
+
+#[test]
+fn the_receive_time_is_taken_before_the_wait_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &["--queue", "16"]);
+    let blocker = wedge(&daemon);
+    // Two connections take all the queue's room (one connection may hold 14 of its 16
+    // entries), and the wedged writer holds it.
+    let fillers: Vec<_> = [14, 2]
+        .into_iter()
+        .map(|n| {
+            let socket = daemon.socket.clone();
+            std::thread::spawn(move || {
+                let entries = (0..n).map(|_| witness_client::Entry::new("filler", "c"));
+                Client::connect(&socket)
+                    .unwrap()
+                    .log_batch(entries.collect())
+                    .unwrap();
+            })
+        })
+        .collect();
+    wait_until(
+        "the fillers hold the queue",
+        Duration::from_secs(10),
+        || queued(&daemon) >= 16,
+    );
+    let sent_ns = now_ns();
+    let socket = daemon.socket.clone();
+    let waiter = std::thread::spawn(move || {
+        Client::connect(&socket)
+            .unwrap()
+            .log(witness_client::Entry::new("waiter", "c"))
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let released_ns = now_ns();
+    drop(blocker);
+    for filler in fillers {
+        filler.join().unwrap();
+    }
+    let receipt = waiter.join().unwrap();
+    let ts: i64 = read_db(&daemon.db)
+        .query_row(
+            "SELECT ts FROM entries WHERE seq = ?1",
+            [receipt.seq as i64],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        sent_ns <= ts && ts < released_ns,
+        "ts {ts} should fall between the send ({sent_ns}) and the end of the wait \
+         ({released_ns})"
+    );
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}

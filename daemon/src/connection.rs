@@ -486,6 +486,9 @@ impl Connection {
     }
 
     async fn append(&mut self, id: u64, append: Append, n_bytes: usize) {
+        // Received now, whatever the wait for room below: `ts` is when the daemon read the
+        // entry, and acknowledgement times count the wait.
+        let (ts, received) = (now_ns(), std::time::Instant::now());
         if let Err(reply) = check_append(&append) {
             self.refuse(id, reply).await;
             return;
@@ -535,11 +538,8 @@ impl Connection {
             ack,
             producer: append.producer,
             entries: append.entries,
-            origin: Origin {
-                ts: now_ns(),
-                ..self.origin
-            },
-            received: std::time::Instant::now(),
+            origin: Origin { ts, ..self.origin },
+            received,
             reply_to: self.reply_to.clone(),
             connection_permit,
             admitted,
