@@ -123,9 +123,11 @@ pub(crate) fn handshake(
     if let Err(error) = frame::encode_request(0, &hello, MAX_FRAME_LEN, &mut bytes) {
         return Ok(Err(error.into()));
     }
-    stream
+    // A daemon that refuses the connection (full, or this user not allowed) says why at once
+    // and closes, so sending Hello can fail while its reason waits to be read: read it first.
+    let sent = stream
         .write_all(&bytes)
-        .map_err(timed_out_as("sending Hello", timeout))?;
+        .map_err(timed_out_as("sending Hello", timeout));
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let frame = loop {
@@ -135,10 +137,15 @@ pub(crate) fn handshake(
             Err(error) => return Ok(Err(error.into())),
         }
         stream.set_read_timeout(Some(left()))?;
-        let n = stream
+        let read = stream
             .read(&mut chunk)
-            .map_err(timed_out_as("waiting for the daemon's Hello", timeout))?;
+            .map_err(timed_out_as("waiting for the daemon's Hello", timeout));
+        let n = match read {
+            Ok(n) => n,
+            Err(error) => return Err(sent.err().unwrap_or(error)),
+        };
         if n == 0 {
+            sent?;
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the daemon closed the connection during the handshake",
