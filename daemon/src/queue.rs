@@ -124,18 +124,7 @@ impl JobQueue {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Next::Idle;
             };
-            if yields < YIELDS_BEFORE_SLEEP {
-                yields += 1;
-                drop(state);
-                std::thread::yield_now();
-                state = self.lock();
-                continue;
-            }
-            state = self
-                .ready
-                .wait_timeout(state, left)
-                .expect("the queue's lock is never poisoned")
-                .0;
+            state = self.wait(state, left, &mut yields);
         }
     }
 
@@ -157,19 +146,28 @@ impl JobQueue {
             if left.is_zero() {
                 return None;
             }
-            if yields < YIELDS_BEFORE_SLEEP {
-                yields += 1;
-                drop(state);
-                std::thread::yield_now();
-                state = self.lock();
-                continue;
-            }
-            state = self
-                .ready
-                .wait_timeout(state, left)
-                .expect("the queue's lock is never poisoned")
-                .0;
+            state = self.wait(state, left, &mut yields);
         }
+    }
+
+    /// Gives up the lock until something may have changed: the processor, the first
+    /// `YIELDS_BEFORE_SLEEP` times, then a sleep of at most `left` until a push wakes it.
+    fn wait<'a>(
+        &'a self,
+        state: MutexGuard<'a, State>,
+        left: Duration,
+        yields: &mut u32,
+    ) -> MutexGuard<'a, State> {
+        if *yields < YIELDS_BEFORE_SLEEP {
+            *yields += 1;
+            drop(state);
+            std::thread::yield_now();
+            return self.lock();
+        }
+        self.ready
+            .wait_timeout(state, left)
+            .expect("the queue's lock is never poisoned")
+            .0
     }
 
     /// True once the queue is closed and holds no job.
