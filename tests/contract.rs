@@ -140,27 +140,69 @@ fn a_re_sent_number_that_was_never_stored_is_refused_in_every_ack_mode() {
     assert_eq!(count(&daemon.db), 1);
 }
 
+/// The receipts of an append of `n` entries numbered from `first` by `producer`.
+fn receipts(raw: &mut crate::harness::Raw, producer: u64, first: u64, n: usize) -> Response {
+    raw.send(1, append(Ack::Committed, Some((producer, first)), n));
+    raw.recv().unwrap().response
+}
+
 #[test]
-fn re_sent_numbers_are_found_through_an_index() {
+fn re_sent_numbers_are_found_across_many_appends_of_many_producers() {
     let daemon = TestDaemon::start();
-    daemon
-        .client()
-        .log(witness_client::Entry::new("e", "c"))
-        .unwrap();
-    let plan: Vec<String> = read_db(&daemon.db)
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT producer_number, seq, hash FROM entries \
-             WHERE producer_id = 1 AND producer_number BETWEEN 1 AND 10 ORDER BY producer_number",
-        )
-        .unwrap()
-        .query_map([], |row| row.get::<_, String>(3))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(
-        plan.iter().any(|step| step.contains("entries_by_producer")),
-        "{plan:?}"
+    let mut raw = daemon.raw();
+    // Producer 7's numbers 1..=40 in appends of 4, between appends of two other producers,
+    // then 51..=52 after a gap of numbers it never sent.
+    let mut original = Vec::new();
+    for k in 0..10 {
+        match receipts(&mut raw, 7, 1 + 4 * k, 4) {
+            Response::Committed { receipts } => original.extend(receipts),
+            other => panic!("{other:?}"),
+        }
+        receipts(&mut raw, 8, 1 + k, 1);
+        receipts(&mut raw, 9, 1 + 2 * k, 2);
+    }
+    let after_gap = receipts(&mut raw, 7, 51, 2);
+    let stored = count(&daemon.db);
+    // A re-send spanning several appends answers with the first receipts, in order.
+    assert_eq!(
+        receipts(&mut raw, 7, 3, 30),
+        Response::Committed {
+            receipts: original[2..32].to_vec()
+        }
     );
+    // Partly known, partly new: the known part from the log, the rest written.
+    let Response::Committed { receipts: known } = after_gap else {
+        panic!("{after_gap:?}")
+    };
+    match receipts(&mut raw, 7, 51, 4) {
+        Response::Committed { receipts } => {
+            assert_eq!(receipts[..2], known[..]);
+            assert_eq!(receipts[2].seq as i64, stored + 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = count(&daemon.db);
+    // Numbers in the gap were never stored: refused, pointing at the first of them.
+    match receipts(&mut raw, 7, 39, 12) {
+        Response::Error(reply) => {
+            assert_eq!(reply.code, ErrorCode::BadRequest, "{reply}");
+            assert!(reply.message.contains("number 41 of producer 7"), "{reply}");
+            assert_eq!(reply.entry_index, Some(2));
+        }
+        other => panic!("acknowledged numbers never stored: {other:?}"),
+    }
+    assert_eq!(count(&daemon.db), stored);
+    let dir = daemon.stop();
+    let (code, out, _) = crate::harness::witness(
+        std::path::Path::new("/nonexistent"),
+        &[
+            "verify",
+            "--db",
+            dir.path().join("witness.db").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
 }
 
 /// Waits for a daemon to exit, for at most `within`, and returns its status.

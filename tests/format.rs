@@ -141,3 +141,58 @@ fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
     // And verify agrees with both.
     crate::harness::verify_file(&db);
 }
+
+#[test]
+fn the_documented_rebuild_of_producer_runs_keeps_re_sends_recognised() {
+    use witness_protocol::{Ack, Append, OnFull, ProducerRef, Request, Response};
+    let append = |producer_id, first_number, n: usize| {
+        Request::Append(Append {
+            ack: Ack::Committed,
+            on_full: OnFull::Wait,
+            producer: Some(ProducerRef {
+                producer_id,
+                first_number,
+            }),
+            entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
+        })
+    };
+    let answer = |raw: &mut crate::harness::Raw, request| {
+        raw.send(1, request);
+        raw.recv().unwrap().response
+    };
+    let daemon = TestDaemon::start();
+    let mut raw = daemon.raw();
+    // Producer 3's two appends touch (one stretch, two runs as written), then 4 comes between.
+    for (producer, first, n) in [(3, 1, 2), (3, 3, 2), (4, 1, 1), (3, 5, 1), (3, 9, 2)] {
+        assert!(matches!(
+            answer(&mut raw, append(producer, first, n)),
+            Response::Committed { .. }
+        ));
+    }
+    let first = answer(&mut raw, append(3, 1, 5));
+    assert!(matches!(first, Response::Committed { ref receipts } if receipts.len() == 5));
+    drop(raw);
+    let dir = daemon.stop();
+    let db = dir.path().join("witness.db");
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let runs = |connection: &rusqlite::Connection| -> i64 {
+        connection
+            .query_row("SELECT count(*) FROM producer_runs", [], |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(runs(&connection), 5);
+    connection
+        .execute_batch(&block_after("sql:rebuild-producer-runs"))
+        .unwrap();
+    assert_eq!(runs(&connection), 4);
+    drop(connection);
+    crate::harness::verify_file(&db);
+    let daemon = TestDaemon::start_in(dir, |_| {});
+    let mut raw = daemon.raw();
+    assert_eq!(answer(&mut raw, append(3, 1, 5)), first);
+    // Numbers 6..=8 were never stored.
+    assert!(matches!(
+        answer(&mut raw, append(3, 5, 5)),
+        Response::Error(_)
+    ));
+}

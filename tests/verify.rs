@@ -75,6 +75,27 @@ fn derived_tables_must_agree_with_the_entries() {
             "producers",
         ),
         ("DELETE FROM producers", "producers"),
+        ("UPDATE producers SET last_run = NULL", "producers"),
+        (
+            "UPDATE producer_runs SET entries = entries + 1 WHERE first_seq = 6",
+            "producer_runs",
+        ),
+        (
+            "UPDATE producer_runs SET first_number = 2 WHERE first_seq = 6",
+            "producer_runs",
+        ),
+        (
+            "UPDATE producer_runs SET previous = NULL WHERE first_seq = 5",
+            "producer_runs",
+        ),
+        (
+            "DELETE FROM producer_runs WHERE first_seq = 6",
+            "producer_runs",
+        ),
+        (
+            "INSERT INTO producer_runs VALUES (100, 1, 1, 1, NULL)",
+            "producer_runs",
+        ),
     ];
     for (sql, table) in cases {
         let (_dir, db) = small_log();

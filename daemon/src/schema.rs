@@ -8,9 +8,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`;
-/// the writer adds and fills it when it opens such a file.
-pub const SCHEMA_VERSION: i64 = 2;
+/// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
+/// version 2 `producer_runs`; the writer adds and fills them when it opens such a file.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -48,7 +48,8 @@ CREATE INDEX entries_by_event ON entries (event, seq);
 CREATE INDEX entries_by_ts ON entries (ts);
 CREATE TABLE producers (
     producer_id INTEGER PRIMARY KEY,
-    last_number INTEGER NOT NULL
+    last_number INTEGER NOT NULL,
+    last_run    INTEGER
 ) STRICT;
 ";
 
@@ -70,11 +71,45 @@ CREATE TABLE cost_hourly (
 ) STRICT, WITHOUT ROWID;
 ";
 
-/// Finds a producer's entries by number, so that re-sent numbers are checked against what is
-/// stored in a few page reads, however long the log. Not a change of format: the writer adds
-/// it to any file that lacks it, and readers do not need it.
-pub const PRODUCER_INDEX: &str = "CREATE INDEX IF NOT EXISTS entries_by_producer \
-    ON entries (producer_id, producer_number) WHERE producer_id IS NOT NULL";
+/// Where each producer's entries are: one row for each stretch of consecutive `seq` holding
+/// consecutive numbers of one producer (the writer writes one per append), linked to the
+/// producer's run before, so that re-sent numbers are found by walking back from the
+/// producer's last run (`producers.last_run`) a few rows. Keyed by `seq`, so that the writer
+/// only ever appends to it: an index of `entries` by producer would take a page write per
+/// producer per commit. Derived data, outside the hash chain.
+pub const PRODUCER_RUNS: &str = "
+CREATE TABLE producer_runs (
+    first_seq    INTEGER PRIMARY KEY,
+    producer_id  INTEGER NOT NULL,
+    first_number INTEGER NOT NULL,
+    entries      INTEGER NOT NULL,
+    previous     INTEGER
+) STRICT;
+";
+
+/// Fills `producer_runs` and `producers.last_run` from `entries`, when a file written before
+/// they existed is upgraded: each maximal stretch of a producer's rows whose `seq` and numbers
+/// both go up by one is a run.
+const FILL_PRODUCER_RUNS: &str = "
+INSERT INTO producer_runs (first_seq, producer_id, first_number, entries, previous)
+SELECT first_seq, producer_id, first_number, entries,
+       lag(first_seq) OVER (PARTITION BY producer_id ORDER BY first_seq)
+FROM (SELECT producer_id, min(seq) AS first_seq, min(producer_number) AS first_number,
+             count(*) AS entries
+      FROM (SELECT seq, producer_id, producer_number,
+                   seq - row_number() OVER w AS seq_stretch,
+                   producer_number - row_number() OVER w AS number_stretch
+            FROM entries WHERE producer_id IS NOT NULL
+            WINDOW w AS (PARTITION BY producer_id ORDER BY seq))
+      GROUP BY producer_id, seq_stretch, number_stretch);
+UPDATE producers SET last_run = runs.last
+FROM (SELECT producer_id, max(first_seq) AS last FROM producer_runs GROUP BY producer_id) AS runs
+WHERE runs.producer_id = producers.producer_id;
+";
+
+/// Adds a run; `previous` is the producer's run before it.
+pub const ADD_PRODUCER_RUN: &str = "INSERT INTO producer_runs \
+    (first_seq, producer_id, first_number, entries, previous) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// Fills `cost_hourly` from `entries`, when a version 1 file is upgraded.
 const FILL_COST_HOURLY: &str = "
@@ -238,6 +273,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let version: i64 = transaction
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
+    let started = std::time::Instant::now();
     match version {
         0 => {
             let tables: i64 = transaction
@@ -250,15 +286,30 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             }
             transaction.execute_batch(SCHEMA).map_err(&error)?;
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
+            transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
         }
-        1 => {
-            tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
-            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
+        1 | 2 => {
+            if version == 1 {
+                tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
+                transaction.execute_batch(COST_HOURLY).map_err(&error)?;
+                transaction
+                    .execute_batch(FILL_COST_HOURLY)
+                    .map_err(&error)?;
+            }
+            tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
+            // Builds between versions 2 and 3 indexed `entries` by producer instead.
             transaction
-                .execute_batch(FILL_COST_HOURLY)
+                .execute_batch(
+                    "DROP INDEX IF EXISTS entries_by_producer;
+                     ALTER TABLE producers ADD COLUMN last_run INTEGER;",
+                )
+                .map_err(&error)?;
+            transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
+            transaction
+                .execute_batch(FILL_PRODUCER_RUNS)
                 .map_err(&error)?;
         }
-        SCHEMA_VERSION => return add_producer_index(transaction, path),
+        SCHEMA_VERSION => return Ok(()),
         found => {
             return Err(OpenError::NewerSchema {
                 path: path.display().to_string(),
@@ -269,28 +320,12 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     transaction
         .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(&error)?;
-    add_producer_index(transaction, path)
-}
-
-/// Adds `entries_by_producer` to a file that lacks it, and commits.
-fn add_producer_index(
-    transaction: rusqlite::Transaction<'_>,
-    path: &Path,
-) -> Result<(), OpenError> {
-    let error = sqlite_error(path);
-    let present: bool = transaction
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'entries_by_producer'",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(&error)?;
-    if !present {
-        let started = std::time::Instant::now();
-        transaction.execute_batch(PRODUCER_INDEX).map_err(&error)?;
-        tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "indexed entries by producer");
+    transaction.commit().map_err(&error)?;
+    if version != 0 {
+        tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION,
+            elapsed = ?started.elapsed(), "upgraded the database");
     }
-    transaction.commit().map_err(&error)
+    Ok(())
 }
 
 /// Opens a read-only connection, for queries and verification. It never creates the file and

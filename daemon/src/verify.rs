@@ -4,8 +4,8 @@
 //! Every row must be accounted for: the chain is recomputed over the range asked, a row with
 //! a sequence number outside `1..=head` (which no chain covers, yet every read would show)
 //! breaks the log whatever the range, and when the whole log is verified the tables derived
-//! from it (`cost_hourly`, which `witness cost` reports, and `producers`, which decides
-//! what a re-send skips) must agree with the entries.
+//! from it (`cost_hourly`, which `witness cost` reports, and `producers` and
+//! `producer_runs`, which decide what a re-send skips) must agree with the entries.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,14 +67,24 @@ pub fn verify(connection: &Connection, range: VerifyRange) -> Result<VerifyRepor
     }
     let to = range.to.map_or(head, |to| to.min(head));
     let whole = from == 1 && to == head;
-    let mut walk = Walk::new(whole);
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    // Derived tables are checked only against the whole log, and only those the file's
+    // version has.
+    let mut walk = Walk::new(whole, whole && version >= 3);
     let report = walk.chain(connection, from, to)?;
     if !whole || !matches!(report, VerifyReport::Intact { .. }) {
         return Ok(report);
     }
     let checked = walk.count;
-    if let Some(reason) = walk.check_costs(connection)? {
+    if version >= 2
+        && let Some(reason) = walk.check_costs(connection)?
+    {
         return Ok(inconsistent("cost_hourly", reason, checked));
+    }
+    if let Some(runs) = &walk.runs
+        && let Some(reason) = runs.finish(connection)?
+    {
+        return Ok(inconsistent("producer_runs", reason, checked));
     }
     if let Some(reason) = walk.check_producers(connection)? {
         return Ok(inconsistent("producers", reason, checked));
@@ -110,16 +120,19 @@ struct Walk {
     names: HashMap<String, u32>,
     costs: HashMap<(i64, u32, u32, u32), Sums>,
     producers: HashMap<i64, i64>,
+    /// What `producer_runs` must hold, when the file has it and the whole log is walked.
+    runs: Option<Runs>,
 }
 
 impl Walk {
-    fn new(derive: bool) -> Walk {
+    fn new(derive: bool, runs: bool) -> Walk {
         Walk {
             derive,
             count: 0,
             names: HashMap::new(),
             costs: HashMap::new(),
             producers: HashMap::new(),
+            runs: runs.then(Runs::default),
         }
     }
 
@@ -150,6 +163,13 @@ impl Walk {
         );
         let mut statement = connection.prepare(&sql)?;
         let mut rows = statement.query([from as i64, to as i64])?;
+        let mut find_run = match self.runs {
+            Some(_) => Some(connection.prepare(
+                "SELECT producer_id, first_number, entries, previous FROM producer_runs \
+                 WHERE first_seq = ?1",
+            )?),
+            None => None,
+        };
         let mut scratch = Vec::with_capacity(1024);
         let mut expected_seq = from as i64;
         let mut first_seq = None;
@@ -192,6 +212,9 @@ impl Walk {
             }
             if self.derive {
                 self.derive_from(&values);
+            }
+            if let (Some(runs), Some(find_run)) = (&mut self.runs, &mut find_run) {
+                runs.add(find_run, seq, &values)?;
             }
             previous = computed;
             first_seq.get_or_insert(seq as u64);
@@ -305,8 +328,26 @@ impl Walk {
         Ok(None)
     }
 
-    /// Compares `producers` with the highest number stored for each producer.
+    /// Compares `producers` with the highest number stored for each producer, and (with
+    /// `producer_runs`) its last run with the last run of its entries.
     fn check_producers(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        if let Some(runs) = &self.runs {
+            let mut statement = connection
+                .prepare("SELECT producer_id, last_run FROM producers ORDER BY producer_id")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let (producer, last_run): (i64, Option<i64>) = (row.get(0)?, row.get(1)?);
+                let expected = runs.last_run.get(&producer).copied();
+                if last_run != expected {
+                    return Ok(Some(format!(
+                        "producer {producer}: its last run starts at seq {}, the table says {} \
+                         (a wrong run makes the daemon refuse its re-sent entries)",
+                        show_seq(expected),
+                        show_seq(last_run)
+                    )));
+                }
+            }
+        }
         let mut statement = connection.prepare("SELECT producer_id, last_number FROM producers")?;
         let stored: HashMap<i64, i64> = statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
@@ -334,6 +375,113 @@ impl Walk {
             return Ok(Some(format!(
                 "producer {producer}: the table says {last}, but no entry of it is stored"
             )));
+        }
+        Ok(None)
+    }
+}
+
+fn show_seq(seq: Option<i64>) -> String {
+    seq.map_or("nothing".to_owned(), |seq| seq.to_string())
+}
+
+/// The check of `producer_runs` during a whole-log walk: each producer's row either continues
+/// the run open at the row before (same producer, next number) or starts a run that the
+/// table holds under its `seq`, linked to the producer's run before.
+#[derive(Default)]
+struct Runs {
+    /// The run being walked through: its start, producer, next number and entries left.
+    open: Option<(i64, i64, i64, i64)>,
+    /// First `seq` of each producer's last run so far.
+    last_run: HashMap<i64, i64>,
+    /// First `seq` of every run found, in order, to find table rows that start no run.
+    starts: Vec<i64>,
+    /// The first disagreement.
+    problem: Option<String>,
+}
+
+impl Runs {
+    fn add(
+        &mut self,
+        find_run: &mut rusqlite::Statement<'_>,
+        seq: i64,
+        values: &[Value<'_>; 18],
+    ) -> rusqlite::Result<()> {
+        if self.problem.is_some() {
+            return Ok(());
+        }
+        let integer = |index: usize| match values[index] {
+            Value::Integer(value) => Some(value),
+            _ => None,
+        };
+        let row = integer(16).zip(integer(17));
+        if let Some((start, producer, next, left)) = self.open
+            && left > 0
+        {
+            if row == Some((producer, next)) {
+                self.open = Some((start, producer, next + 1, left - 1));
+            } else {
+                self.problem = Some(format!(
+                    "the run at seq {start} says entry {seq} is number {next} of producer \
+                     {producer}, but it is not"
+                ));
+            }
+            return Ok(());
+        }
+        let Some((producer, number)) = row else {
+            return Ok(());
+        };
+        let stored: Option<(i64, i64, i64, Option<i64>)> = find_run
+            .query_row([seq], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()?;
+        let previous = self.last_run.get(&producer).copied();
+        match stored {
+            Some((p, n, entries, link)) if (p, n) == (producer, number) && entries >= 1 => {
+                if link != previous {
+                    self.problem = Some(format!(
+                        "the run at seq {seq} links to a run at seq {}, but producer \
+                         {producer}'s run before it starts at seq {}",
+                        show_seq(link),
+                        show_seq(previous)
+                    ));
+                }
+                self.open = Some((seq, producer, number + 1, entries - 1));
+                self.last_run.insert(producer, seq);
+                self.starts.push(seq);
+            }
+            _ => {
+                self.problem = Some(format!(
+                    "entry {seq} (number {number} of producer {producer}) starts a run, but \
+                     no row of the table says so"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first disagreement, once every entry has been walked.
+    fn finish(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        if let Some(problem) = &self.problem {
+            return Ok(Some(problem.clone()));
+        }
+        if let Some((start, _, _, left)) = self.open
+            && left > 0
+        {
+            return Ok(Some(format!(
+                "the run at seq {start} counts {left} entries more than the log holds"
+            )));
+        }
+        let mut statement = connection.prepare("SELECT first_seq FROM producer_runs ORDER BY 1")?;
+        let mut rows = statement.query([])?;
+        let mut starts = self.starts.iter();
+        while let Some(row) = rows.next()? {
+            let first_seq: i64 = row.get(0)?;
+            if starts.next() != Some(&first_seq) {
+                return Ok(Some(format!(
+                    "the table has a run at seq {first_seq}, where no run of the entries starts"
+                )));
+            }
         }
         Ok(None)
     }

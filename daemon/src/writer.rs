@@ -182,12 +182,31 @@ impl Drop for WriterHandle {
 /// enough that a pipelining client, between two bursts, is not taken for a waiting one.
 const HEAVY_MEMORY: u64 = 16;
 
-/// The stored entries of a producer in a range of numbers, through `entries_by_producer`.
-const FIND_PRODUCED: &str = "SELECT producer_number, seq, hash FROM entries \
-    WHERE producer_id = ?1 AND producer_number BETWEEN ?2 AND ?3 ORDER BY producer_number";
+/// One run of a producer's entries, to walk back from its last run to the numbers re-sent.
+const FIND_RUN: &str =
+    "SELECT first_number, entries, previous FROM producer_runs WHERE first_seq = ?1";
 
-const SAVE_PRODUCER: &str = "INSERT INTO producers (producer_id, last_number) VALUES (?1, ?2) \
-    ON CONFLICT (producer_id) DO UPDATE SET last_number = excluded.last_number";
+/// The stored rows a run says hold a producer's numbers, read to confirm it.
+const FIND_PRODUCED: &str = "SELECT seq, producer_id, producer_number, hash FROM entries \
+    WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq";
+
+const SAVE_PRODUCER: &str = "INSERT INTO producers (producer_id, last_number, last_run) \
+    VALUES (?1, ?2, ?3) ON CONFLICT (producer_id) DO UPDATE SET \
+    last_number = excluded.last_number, last_run = excluded.last_run";
+
+/// Runs the writer walks back, at most, to find re-sent numbers: a client re-sends only what
+/// it has not seen acknowledged, which is its last few appends, so this bounds the work one
+/// append can cost the writer (about a millisecond a thousand runs) without refusing any
+/// real re-send. PROTOCOL.md states it.
+pub const MAX_RESEND_RUNS: u32 = 65_536;
+
+/// What the writer knows of a producer: its last committed number, and the first `seq` of
+/// its last run (`None` for a producer with no entries stored since runs were kept).
+#[derive(Debug, Clone, Copy, Default)]
+struct Producer {
+    last_number: i64,
+    last_run: Option<i64>,
+}
 
 /// The checkpoints the writer runs: passive between busy batches (copies what no reader
 /// still needs), truncate when idle and at shutdown (empties the WAL file).
@@ -224,8 +243,8 @@ struct Writer {
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Sender<u64>,
     head: Head,
-    /// Last committed number of every producer seen since start; others are read on demand.
-    producers: HashMap<i64, i64>,
+    /// Every producer seen since start, as committed; others are read on demand.
+    producers: HashMap<i64, Producer>,
     wal_pages: Arc<AtomicU32>,
     scratch: Vec<u8>,
     dirty_since_truncate: bool,
@@ -537,12 +556,12 @@ impl Writer {
     fn write(
         &mut self,
         batch: &[Job],
-    ) -> rusqlite::Result<(Vec<Outcome>, Head, HashMap<i64, i64>, u64)> {
+    ) -> rusqlite::Result<(Vec<Outcome>, Head, HashMap<i64, Producer>, u64)> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut head = self.head;
-        let mut touched: HashMap<i64, i64> = HashMap::new();
+        let mut touched: HashMap<i64, Producer> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut n_written = 0u64;
         // Summed per batch so that `cost_hourly` takes a few upserts per commit, not one per
@@ -550,21 +569,46 @@ impl Writer {
         let mut costs: HashMap<(i64, &str, &str, &str), [i64; 4]> = HashMap::new();
         {
             let mut insert = transaction.prepare_cached(schema::INSERT_ENTRY)?;
+            let mut add_run = transaction.prepare_cached(schema::ADD_PRODUCER_RUN)?;
             for job in batch {
                 let (first_new, mut receipts) = match job.producer {
                     None => (0, Vec::new()),
                     Some(producer) => {
                         let id = producer.producer_id as i64;
-                        let last = match touched.get(&id).or_else(|| self.producers.get(&id)) {
-                            Some(&last) => last,
-                            None => last_number(&transaction, id)?,
+                        let known = match touched.get(&id).or_else(|| self.producers.get(&id)) {
+                            Some(&known) => known,
+                            None => read_producer(&transaction, id)?,
                         };
-                        match already_written(&transaction, job, producer, last)? {
-                            Ok(known) => {
-                                let n = job.entries.len() as i64;
-                                let end = producer.first_number as i64 + n - 1;
-                                touched.insert(id, last.max(end));
-                                known
+                        let want_receipts = job.ack == Ack::Committed;
+                        let n = job.entries.len();
+                        match already_written(
+                            &transaction,
+                            producer,
+                            n,
+                            want_receipts,
+                            known,
+                            MAX_RESEND_RUNS,
+                        )? {
+                            Ok((first_new, receipts)) => {
+                                let mut now = known;
+                                if first_new < n {
+                                    let first_seq = head.seq + 1;
+                                    let first_number =
+                                        producer.first_number as i64 + first_new as i64;
+                                    add_run.execute((
+                                        first_seq,
+                                        id,
+                                        first_number,
+                                        (n - first_new) as i64,
+                                        known.last_run,
+                                    ))?;
+                                    now = Producer {
+                                        last_number: first_number + (n - first_new) as i64 - 1,
+                                        last_run: Some(first_seq),
+                                    };
+                                }
+                                touched.insert(id, now);
+                                (first_new, receipts)
                             }
                             Err(reply) => {
                                 outcomes.push(Outcome::Refused(reply));
@@ -614,8 +658,8 @@ impl Writer {
                 outcomes.push(Outcome::Written(receipts));
             }
             let mut save = transaction.prepare_cached(SAVE_PRODUCER)?;
-            for (&id, &last) in &touched {
-                save.execute((id, last))?;
+            for (&id, producer) in &touched {
+                save.execute((id, producer.last_number, producer.last_run))?;
             }
             let mut add_cost = transaction.prepare_cached(schema::ADD_COST_HOURLY)?;
             for ((hour, component, event, model), sums) in costs {
@@ -676,66 +720,132 @@ fn acknowledge(job: Job, outcome: Outcome) {
     });
 }
 
-fn last_number(connection: &Connection, producer_id: i64) -> rusqlite::Result<i64> {
+/// A producer as stored, or a new one.
+fn read_producer(connection: &Connection, producer_id: i64) -> rusqlite::Result<Producer> {
     Ok(connection
-        .prepare_cached("SELECT last_number FROM producers WHERE producer_id = ?1")?
-        .query_row([producer_id], |row| row.get(0))
+        .prepare_cached("SELECT last_number, last_run FROM producers WHERE producer_id = ?1")?
+        .query_row([producer_id], |row| {
+            Ok(Producer {
+                last_number: row.get(0)?,
+                last_run: row.get(1)?,
+            })
+        })
         .optional()?
-        .unwrap_or(0))
+        .unwrap_or_default())
 }
 
-/// For an append whose first entries a producer already had committed (a re-send after a lost
-/// acknowledgement), how many of them, with their receipts when the client wants receipts.
-/// Numbers are consecutive within an append, so the duplicates are always a prefix.
+/// For an append of `n` entries whose first ones a producer already had committed (a re-send
+/// after a lost acknowledgement), how many of them, with their receipts when the client wants
+/// receipts. Numbers are consecutive within an append, so the duplicates are always a prefix.
 ///
 /// Every number taken for a duplicate must really be stored, whatever the acknowledgement
 /// mode: a number at or below the producer's last that was never stored (a client that
-/// reused numbers, or a hand-edited `producers` table) is refused, never acknowledged. One
-/// range read through `entries_by_producer` checks them all.
+/// reused numbers, or a hand-edited `producers` table) is refused, never acknowledged. The
+/// producer's runs, walked back from its last (at most `max_runs` of them), say where each
+/// number is; the rows they point at are read to confirm it.
 fn already_written(
     connection: &Connection,
-    job: &Job,
     producer: ProducerRef,
-    last: i64,
+    n: usize,
+    want_receipts: bool,
+    known: Producer,
+    max_runs: u32,
 ) -> rusqlite::Result<Result<(usize, Vec<Receipt>), ErrorReply>> {
     let first = producer.first_number as i64;
+    let last = known.last_number;
     if first > last {
         return Ok(Ok((0, Vec::new())));
     }
-    let n_known = ((last - first + 1) as usize).min(job.entries.len());
+    let n_known = ((last - first + 1) as usize).min(n);
     let end = first + n_known as i64 - 1;
-    let want_receipts = job.ack == Ack::Committed;
-    let mut receipts = Vec::new();
-    let mut find = connection.prepare_cached(FIND_PRODUCED)?;
-    let mut rows = find.query((producer.producer_id as i64, first, end))?;
-    let mut expected = first;
-    while let Some(row) = rows.next()? {
-        let number: i64 = row.get(0)?;
-        let hash = <[u8; 32]>::try_from(row.get_ref(2)?.as_blob().unwrap_or_default());
-        if number != expected || hash.is_err() {
+    let refuse = |number: i64, why: String| {
+        let mut reply = ErrorReply::new(ErrorCode::BadRequest, why);
+        reply.entry_index = Some((number - first) as u32);
+        Ok(Err(reply))
+    };
+    // The runs that hold numbers in first..=end, newest first: (first_seq, first_number, entries).
+    let mut runs: Vec<(i64, i64, i64)> = Vec::new();
+    let mut find_run = connection.prepare_cached(FIND_RUN)?;
+    let mut cursor = known.last_run;
+    let mut walked = 0u32;
+    while let Some(first_seq) = cursor {
+        if walked == max_runs {
+            return refuse(
+                first,
+                format!(
+                    "entry number {first} of producer {} was committed more than {max_runs}                      appends of it ago: too old to re-send; start a new producer",
+                    producer.producer_id
+                ),
+            );
+        }
+        walked += 1;
+        let Some((first_number, entries, previous)) = find_run
+            .query_row([first_seq], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?
+        else {
+            break;
+        };
+        if first_number <= end {
+            runs.push((first_seq, first_number, entries));
+        }
+        if first_number <= first {
             break;
         }
-        if want_receipts {
-            receipts.push(Receipt {
-                seq: row.get::<_, i64>(1)? as u64,
-                hash: hash.expect("checked"),
-            });
+        cursor = previous;
+    }
+    let mut receipts = Vec::new();
+    let mut find = connection.prepare_cached(FIND_PRODUCED)?;
+    let mut expected = first;
+    for &(first_seq, first_number, entries) in runs.iter().rev() {
+        let from = expected.max(first_number);
+        let to = end.min(first_number + entries - 1);
+        if from != expected || to < from {
+            break;
         }
-        expected += 1;
+        let seq = |number: i64| first_seq + (number - first_number);
+        let mut rows = find.query((seq(from), seq(to)))?;
+        while let Some(row) = rows.next()? {
+            let stored = (
+                row.get::<_, i64>(0)?,
+                row.get::<_, Option<i64>>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+            );
+            let hash = <[u8; 32]>::try_from(row.get_ref(3)?.as_blob().unwrap_or_default());
+            if stored
+                != (
+                    seq(expected),
+                    Some(producer.producer_id as i64),
+                    Some(expected),
+                )
+                || hash.is_err()
+            {
+                break;
+            }
+            if want_receipts {
+                receipts.push(Receipt {
+                    seq: stored.0 as u64,
+                    hash: hash.expect("checked"),
+                });
+            }
+            expected += 1;
+        }
+        if expected <= to {
+            break;
+        }
     }
     if expected > end {
         return Ok(Ok((n_known, receipts)));
     }
-    let mut reply = ErrorReply::new(
-        ErrorCode::BadRequest,
+    refuse(
+        expected,
         format!(
             "entry number {expected} of producer {} is at or below its last committed number \
              {last} but was never stored: numbers must increase, so start a new producer",
             producer.producer_id
         ),
-    );
-    reply.entry_index = Some((expected - first) as u32);
-    Ok(Err(reply))
+    )
 }
 
 /// The stored columns of an entry, in `chain::HASHED_COLUMNS` order: what is hashed and, with
@@ -779,5 +889,64 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Integer(integer) => ValueRef::Integer(integer),
             Value::Text(text) => ValueRef::Text(text.as_bytes()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log in which producer 1 wrote numbers 1..=5, one append each, at seq 1..=5.
+    fn five_runs() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let connection =
+            schema::open_writer(&dir.path().join("witness.db"), schema::Sync::Normal, 1024)
+                .unwrap();
+        let mut previous: Option<i64> = None;
+        for seq in 1..=5i64 {
+            connection
+                .execute(
+                    "INSERT INTO entries (seq, ts, event, component, payload, producer_id, \
+                     producer_number, hash) VALUES (?1, 1, 'e', 'c', '{}', 1, ?1, zeroblob(32))",
+                    [seq],
+                )
+                .unwrap();
+            connection
+                .execute(schema::ADD_PRODUCER_RUN, (seq, 1, seq, 1, previous))
+                .unwrap();
+            previous = Some(seq);
+        }
+        (dir, connection)
+    }
+
+    #[test]
+    fn a_re_send_is_looked_up_no_further_back_than_the_bound() {
+        let (_dir, connection) = five_runs();
+        let producer = ProducerRef {
+            producer_id: 1,
+            first_number: 1,
+        };
+        let known = Producer {
+            last_number: 5,
+            last_run: Some(5),
+        };
+        let found = already_written(&connection, producer, 2, true, known, 5).unwrap();
+        let (n_known, receipts) = found.expect("within the bound");
+        assert_eq!(n_known, 2);
+        assert_eq!(
+            receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let refused = already_written(&connection, producer, 2, true, known, 4).unwrap();
+        let reply = refused.expect_err("past the bound");
+        assert!(reply.message.contains("too old to re-send"), "{reply}");
+        assert_eq!(reply.entry_index, Some(0));
+        // Numbers near the end need only the last runs.
+        let recent = ProducerRef {
+            producer_id: 1,
+            first_number: 4,
+        };
+        let found = already_written(&connection, recent, 3, false, known, 2).unwrap();
+        assert_eq!(found.expect("recent").0, 2);
     }
 }
