@@ -1,0 +1,807 @@
+"""The blocking client: `log`, `log_batch`, `send` and `flush`, and the read side.
+
+One connection per client, shared by every thread: callers write requests under a lock and
+wait for their answer; a reader thread hands each answer to its caller by request id, so
+that many threads' entries share the daemon's commits. Every append carries the client's
+producer id and entry numbers; when the connection breaks, the reader thread connects again
+and re-sends every append not yet answered, and the daemon recognises what it had already
+committed (docs/PROTOCOL.md, "Exactly once").
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import json
+import logging
+import os
+import queue
+import secrets
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from . import _codec
+from ._context import current_component, current_trace
+from ._paths import socket_path
+from ._types import (
+    MAX_INTEGER,
+    Cost,
+    CostReport,
+    CostRow,
+    InvalidArgument,
+    Receipt,
+    Refused,
+    Stats,
+    StoredEntry,
+    Trace,
+    TraceSummary,
+    Unavailable,
+    VerifyReport,
+    WitnessError,
+)
+
+_log = logging.getLogger("witness")
+
+#: Limits of docs/PROTOCOL.md, checked before anything is sent.
+MAX_NAME = 256
+MAX_TRACE_ID = 128
+MAX_PAYLOAD = 64 * 1024
+MAX_ENTRIES_PER_APPEND = 10_000
+
+
+class Json(str):
+    """A payload that is already JSON text, sent as it is (after a check that it parses)."""
+
+
+Timestamp = Any  # datetime or integer nanoseconds since the Unix epoch
+
+
+def _nanos(name: str, value: Timestamp) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise InvalidArgument(f"{name} must be an aware datetime (with a time zone)")
+        delta = value - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise InvalidArgument(f"{name} must be a datetime or integer nanoseconds, not {value!r}")
+
+
+def _text(name: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, not {value!r}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= limit:
+        raise InvalidArgument(f"{name} must be 1 to {limit} bytes long, not {size}")
+    if "\0" in value:
+        raise InvalidArgument(f"{name} must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{name} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def _payload(value: Any) -> str:
+    if isinstance(value, Json):
+        try:
+            json.loads(value)
+        except ValueError as error:
+            raise InvalidArgument(f"the payload is not JSON: {error}") from None
+        text = str(value)
+    else:
+        try:
+            text = json.dumps(
+                {} if value is None else value,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,
+            )
+        except (TypeError, ValueError) as error:
+            raise InvalidArgument(f"the payload cannot be sent as JSON: {error}") from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD:
+        raise InvalidArgument(f"the payload is longer than {MAX_PAYLOAD} bytes of JSON")
+    if "\0" in text:
+        raise InvalidArgument("the payload must not contain a NUL character")
+    return text
+
+
+def encode_entry(
+    event: str,
+    component: Optional[str] = None,
+    *,
+    trace_id: Optional[str] = None,
+    payload: Any = None,
+    cost: Optional[Cost] = None,
+    client_ts: Timestamp = None,
+) -> bytes:
+    """Checks an entry against the protocol's limits and encodes it; `component` and
+    `trace_id` default to those of the current `witness.trace` / `witness.traced`."""
+    if component is None:
+        component = current_component()
+        if component is None:
+            raise InvalidArgument(
+                "an entry needs a component: pass component=, or log inside witness.traced"
+            )
+    if trace_id is None:
+        trace_id = current_trace()
+    if cost is not None and not isinstance(cost, Cost):
+        raise InvalidArgument(f"cost must be a witness.Cost, not {cost!r}")
+    if cost is not None and cost.model is not None:
+        _text("model", cost.model, MAX_TRACE_ID)
+    writer = _codec.Writer()
+    _codec.encode_entry(
+        writer,
+        (
+            _text("event", event, MAX_NAME),
+            _text("component", component, MAX_NAME),
+            None if trace_id is None else _text("trace_id", trace_id, MAX_TRACE_ID),
+            _payload(payload),
+            cost,
+            _nanos("client_ts", client_ts),
+        ),
+    )
+    return bytes(writer.out)
+
+
+class _Pending:
+    """A request written (or to be written) and not yet answered."""
+
+    __slots__ = ("frame", "done", "kind", "value", "on_answer", "resend")
+
+    def __init__(self, frame: bytes, on_answer: Optional[Callable[[str, Any], None]], resend: bool):
+        self.frame = frame
+        self.done = threading.Event()
+        self.kind = ""
+        self.value: Any = None
+        self.on_answer = on_answer
+        self.resend = resend
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionResetError("the daemon closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(sock: socket.socket) -> Tuple[int, str, Any]:
+    (length,) = struct.unpack("<I", _read_exact(sock, 4))
+    if length > _codec.MAX_FRAME_LEN:
+        raise _codec.DecodeError(f"a frame of {length} bytes, past the protocol's limit")
+    return _codec.decode_response(_read_exact(sock, length))
+
+
+def _connect(path: str, name: str, timeout: float) -> Tuple[socket.socket, Dict[str, Any]]:
+    """A connection that has said hello, and the daemon's limits."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as error:
+        sock.close()
+        hint = (
+            "is witnessd running?"
+            if isinstance(error, (FileNotFoundError, ConnectionRefusedError))
+            else ""
+        )
+        raise Unavailable(
+            f"cannot connect to witnessd at {path}: {error.strerror or error} {hint}".rstrip()
+        ) from None
+    try:
+        try:
+            sock.sendall(_codec.hello(0, name))
+        except OSError:
+            pass  # a daemon that refuses a connection says why before closing: read it
+        _, kind, value = _read_frame(sock)
+    except (OSError, _codec.DecodeError) as error:
+        sock.close()
+        raise Unavailable(f"witnessd at {path} did not answer hello: {error}") from None
+    if kind == "error":
+        sock.close()
+        code, message, _ = value
+        raise Refused(code, message)
+    if kind != "hello":
+        sock.close()
+        raise Unavailable(f"witnessd at {path} answered hello with {kind}")
+    return sock, value
+
+
+def _raise_for(kind: str, value: Any, expected: str) -> Any:
+    if kind == "error":
+        code, message, index = value
+        raise Refused(code, message, index)
+    if kind != expected:
+        raise WitnessError(f"the daemon answered {kind} where {expected} was expected")
+    return value
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class Client:
+    """A connection to witnessd, safe to share between threads.
+
+    `log` and `log_batch` return once the entries are committed, with their receipts. `send`
+    hands an entry to a background thread that batches appends and returns at once; `flush`
+    waits until everything sent is durable (and raises if the daemon refused any of it).
+    Sent entries survive a restart of the daemon: they are re-sent once it is back, and
+    recorded exactly once.
+    """
+
+    def __init__(
+        self,
+        socket_path_: Optional[str] = None,
+        *,
+        name: Optional[str] = None,
+        connect_timeout: float = 5.0,
+        timeout: float = 60.0,
+        reconnect_timeout: float = 30.0,
+        send_batch: int = 1000,
+        send_queue: int = 100_000,
+        flush_at_exit: bool = True,
+    ) -> None:
+        if send_batch < 1 or send_queue < 1:
+            raise InvalidArgument("send_batch and send_queue must be at least 1")
+        self.socket_path = socket_path_ or socket_path()
+        self.name = name or f"python:{os.path.basename(sys.argv[0] or 'python')}"
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.send_batch = send_batch
+        self.send_queue_size = send_queue
+        self.flush_at_exit = flush_at_exit
+        self._setup()
+        _clients.add(self)
+
+    def _setup(self) -> None:
+        """The state of a fresh client: also what a forked child starts from."""
+        self._state = threading.Condition(threading.Lock())
+        self._write = threading.Lock()
+        self._sock: Optional[socket.socket] = None
+        self._limits: Dict[str, Any] = {}
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._reader: Optional[threading.Thread] = None
+        self._next_id = 1
+        self._producer_id = secrets.randbelow(MAX_INTEGER) + 1
+        self._next_number = 1
+        self._closed = False
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue(self.send_queue_size)
+        self._sender: Optional[threading.Thread] = None
+        self._unanswered_sends = 0
+        self._send_errors: List[WitnessError] = []
+        self._idle = threading.Condition(threading.Lock())
+
+    # -- connection -------------------------------------------------------------------
+
+    def _connection(self) -> Optional[socket.socket]:
+        """The connection, made if need be; called with `_state` held. `None` while the
+        reader thread is reconnecting: it sends every pending request once it is back."""
+        if self._closed:
+            raise WitnessError("the client is closed")
+        if self._sock is None and self._reader is None:
+            sock, limits = _connect(self.socket_path, self.name, self.connect_timeout)
+            sock.settimeout(self.timeout)
+            self._sock, self._limits = sock, limits
+            self._wake_reader()
+        return self._sock
+
+    def _wake_reader(self) -> None:
+        """Starts the reader thread if it is not running; called with `_state` held."""
+        if self._reader is None:
+            self._reader = threading.Thread(
+                target=self._read_answers, name="witness-reader", daemon=True
+            )
+            self._reader.start()
+
+    def _in_flight_limit(self) -> int:
+        return max(1, min(256, int(self._limits.get("max_in_flight", 2)) // 2))
+
+    def _read_answers(self) -> None:
+        """The reader thread: hands answers to their callers; when the connection breaks,
+        connects again and re-sends what was not answered, for as long as anything waits."""
+        while True:
+            with self._state:
+                sock = self._sock
+                if sock is None and not self._pending:
+                    self._reader = None
+                    return
+            if sock is None:
+                sock = self._reconnect()
+                if sock is None:
+                    continue
+            try:
+                # Waits for an answer a second at a time, to notice a close; a frame once
+                # begun must arrive whole within the client's timeout.
+                readable, _, _ = select.select([sock], [], [], 1.0)
+                if not readable:
+                    continue
+                request_id, kind, value = _read_frame(sock)
+            except (OSError, ValueError, _codec.DecodeError) as error:
+                self._broken(sock, error)
+                continue
+            with self._state:
+                pending = self._pending.pop(request_id, None)
+                self._state.notify_all()
+            if pending is None:
+                if kind == "error":
+                    _log.warning("witnessd: %s: %s", value[0], value[1])
+                continue
+            pending.kind, pending.value = kind, value
+            if pending.on_answer is not None:
+                pending.on_answer(kind, value)
+            pending.done.set()
+
+    def _broken(self, sock: socket.socket, error: BaseException) -> None:
+        with self._state:
+            if self._sock is sock:
+                self._sock = None
+            self._state.notify_all()
+        try:
+            sock.close()
+        except OSError:
+            pass
+        _log.info("witness: connection lost (%s); reconnecting", error)
+
+    def _reconnect(self) -> Optional[socket.socket]:
+        """Connects again and re-sends every unanswered request, in order; waits a little
+        between tries. Requests nobody waits for any more were already dropped."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.01
+        while True:
+            with self._state:
+                if self._closed or not self._pending:
+                    return None
+            try:
+                sock, limits = _connect(self.socket_path, self.name, self.connect_timeout)
+            except Refused as refusal:
+                self._fail_all(refusal)
+                return None
+            except Unavailable as error:
+                if time.monotonic() > deadline:
+                    self._fail_all(error, only_waited=True)
+                    deadline = time.monotonic() + self.reconnect_timeout
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            sock.settimeout(self.timeout)
+            with self._write:
+                with self._state:
+                    self._sock, self._limits = sock, limits
+                    frames = [pending.frame for pending in self._pending.values() if pending.resend]
+                try:
+                    for frame in frames:
+                        sock.sendall(frame)
+                except OSError as error:
+                    self._broken(sock, error)
+                    continue
+            return sock
+
+    def _fail_all(self, error: WitnessError, only_waited: bool = False) -> None:
+        """Answers pending requests with `error`. With `only_waited`, appends of `send`
+        stay pending, to be re-sent when the daemon is back."""
+        with self._state:
+            failed = [
+                (request_id, pending)
+                for request_id, pending in self._pending.items()
+                if not (only_waited and pending.on_answer is not None)
+            ]
+            for request_id, _ in failed:
+                del self._pending[request_id]
+            self._state.notify_all()
+        for _, pending in failed:
+            pending.kind, pending.value = "unavailable", error
+            if pending.on_answer is not None:
+                pending.on_answer("unavailable", error)
+            pending.done.set()
+
+    def _submit(
+        self,
+        build: Callable[[int], bytes],
+        *,
+        on_answer: Optional[Callable[[str, Any], None]] = None,
+        resend: bool = True,
+    ) -> _Pending:
+        """Writes a request built for its id; requests are written in the order their ids
+        (and producer numbers) were taken. The appends of `send` (those with `on_answer`)
+        wait for the daemon as long as it takes: while it is away they stay pending, and
+        the reader thread sends them once it is back."""
+        patient = on_answer is not None
+        with self._state:
+            try:
+                self._connection()
+            except Unavailable:
+                if not patient:
+                    raise
+                self._wake_reader()
+            # Waits for room without holding `_write`, which the reader needs to re-send.
+            deadline = time.monotonic() + self.timeout
+            while len(self._pending) >= self._in_flight_limit():
+                left = deadline - time.monotonic()
+                if left <= 0 and not patient:
+                    raise Unavailable("witnessd has not answered earlier requests in time")
+                self._state.wait(left if left > 0 else 1.0)
+        with self._write:
+            with self._state:
+                request_id = self._next_id
+                self._next_id += 1
+                pending = _Pending(build(request_id), on_answer, resend)
+                self._pending[request_id] = pending
+                sock = self._sock
+                if sock is None:
+                    self._wake_reader()
+            if sock is not None:
+                try:
+                    sock.sendall(pending.frame)
+                except OSError as error:
+                    # The reader notices too, reconnects and re-sends it.
+                    self._broken(sock, error)
+        return pending
+
+    def _wait(self, pending: _Pending, expected: str) -> Any:
+        if not pending.done.wait(self.timeout):
+            with self._state:
+                for request_id, candidate in list(self._pending.items()):
+                    if candidate is pending:
+                        del self._pending[request_id]
+            raise Unavailable(
+                f"witnessd did not answer within {self.timeout} s; the request may or may not "
+                "have been carried out"
+            )
+        if pending.kind == "unavailable":
+            raise pending.value
+        return _raise_for(pending.kind, pending.value, expected)
+
+    def _call(self, build: Callable[[int], bytes], expected: str) -> Any:
+        return self._wait(self._submit(build), expected)
+
+    def _numbered(self, ack: str, entries: List[bytes]) -> Callable[[int], bytes]:
+        def build(request_id: int) -> bytes:
+            first = self._next_number
+            self._next_number += len(entries)
+            return _codec.append(request_id, ack, True, (self._producer_id, first), entries)
+
+        return build
+
+    # -- writing ----------------------------------------------------------------------
+
+    def log(
+        self,
+        event: str,
+        component: Optional[str] = None,
+        *,
+        trace_id: Optional[str] = None,
+        payload: Any = None,
+        cost: Optional[Cost] = None,
+        client_ts: Timestamp = None,
+    ) -> Receipt:
+        """Records one entry and returns once it is committed, with its receipt."""
+        entry = encode_entry(
+            event, component, trace_id=trace_id, payload=payload, cost=cost, client_ts=client_ts
+        )
+        receipts = self._call(self._numbered("committed", [entry]), "committed")
+        return receipts[0]
+
+    def log_batch(self, entries: Sequence[Mapping[str, Any]]) -> List[Receipt]:
+        """Records entries (mappings of `log`'s arguments) in one transaction: all of them or
+        none, with consecutive sequence numbers. At most 10,000 entries."""
+        if not 1 <= len(entries) <= MAX_ENTRIES_PER_APPEND:
+            raise InvalidArgument(
+                f"an atomic batch holds 1 to {MAX_ENTRIES_PER_APPEND} entries, not {len(entries)}"
+            )
+        encoded = []
+        for index, entry in enumerate(entries):
+            try:
+                encoded.append(encode_entry(**entry))
+            except TypeError as error:
+                raise InvalidArgument(f"entry {index}: {error}") from None
+            except InvalidArgument as error:
+                raise InvalidArgument(f"entry {index}: {error}") from None
+        receipts: List[Receipt] = self._call(self._numbered("committed", encoded), "committed")
+        return receipts
+
+    def send(
+        self,
+        event: str,
+        component: Optional[str] = None,
+        *,
+        trace_id: Optional[str] = None,
+        payload: Any = None,
+        cost: Optional[Cost] = None,
+        client_ts: Timestamp = None,
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Queues one entry for the background sender and returns. When the queue is full,
+        waits for room (up to `timeout`), or with `block=False` raises `queue.Full` at once:
+        an entry is never dropped silently. `flush` says when it is durable."""
+        entry = encode_entry(
+            event, component, trace_id=trace_id, payload=payload, cost=cost, client_ts=client_ts
+        )
+        if self._closed:
+            raise WitnessError("the client is closed")
+        self._queue.put(entry, block, timeout)
+        if self._sender is None:
+            self._start_sender()
+
+    def _start_sender(self) -> None:
+        with self._idle:
+            if self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_loop, name="witness-sender", daemon=True
+                )
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        """The background sender: takes what is queued, up to `send_batch` entries an
+        append, and pipelines appends asking for `Durable`."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            batch = [first]
+            while len(batch) < self.send_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is None:
+                    self._queue.put(None)  # seen after this batch
+                    self._queue.task_done()
+                    break
+                batch.append(entry)
+            with self._idle:
+                self._unanswered_sends += 1
+            try:
+                self._submit(self._numbered("durable", batch), on_answer=self._sent)
+            except WitnessError as error:
+                self._sent("unavailable", error)
+            for _ in batch:
+                self._queue.task_done()
+
+    def _sent(self, kind: str, value: Any) -> None:
+        with self._idle:
+            self._unanswered_sends -= 1
+            if kind == "error":
+                code, message, index = value
+                self._send_errors.append(Refused(code, message, index))
+                _log.error("witness: an append of sent entries was refused: %s: %s", code, message)
+            elif kind == "unavailable":
+                self._send_errors.append(value)
+            self._idle.notify_all()
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Waits until every entry given to `send` is durable. Raises the first refusal or
+        failure since the last flush (the other entries are still recorded)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._sender is not None:
+            self._queue.join()
+        with self._idle:
+            while self._unanswered_sends > 0:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Unavailable(
+                        f"{self._unanswered_sends} appends of sent entries are not yet durable"
+                    )
+                self._idle.wait(left if left is not None else 1.0)
+            errors, self._send_errors = self._send_errors, []
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Flushes what was sent and closes the connection."""
+        if self._closed:
+            return
+        try:
+            self.flush(self.timeout)
+        finally:
+            self._closed = True
+            if self._sender is not None:
+                self._queue.put(None)
+            with self._state:
+                sock, self._sock = self._sock, None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Asks the daemon to answer; raises if it cannot."""
+        self._call(lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.PING).out)), "pong")
+
+    def stats(self) -> Stats:
+        """The daemon's counters."""
+        stats: Stats = self._call(
+            lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.STATS).out)), "stats"
+        )
+        return stats
+
+    def verify(self, from_seq: Optional[int] = None, to_seq: Optional[int] = None) -> VerifyReport:
+        """Recomputes the hash chain over `from_seq..=to_seq` (default: the whole log, with
+        its derived tables) from what is stored."""
+
+        def build(rid: int) -> bytes:
+            writer = _codec.request(rid, _codec.VERIFY)
+            writer.option(from_seq, writer.u64)
+            writer.option(to_seq, writer.u64)
+            return _codec.frame(bytes(writer.out))
+
+        report: VerifyReport = self._call(build, "verified")
+        return report
+
+    def trace(self, trace_id: str) -> Trace:
+        """Every entry of a trace, in order, with its summary."""
+        _text("trace_id", trace_id, MAX_TRACE_ID)
+        entries: List[StoredEntry] = []
+        after: Optional[int] = None
+        summary: Optional[TraceSummary] = None
+        while True:
+
+            def build(rid: int, after: Optional[int] = after) -> bytes:
+                writer = _codec.request(rid, _codec.TRACE)
+                writer.string(trace_id)
+                writer.option(after, writer.u64)
+                writer.u32(1000)
+                return _codec.frame(bytes(writer.out))
+
+            summary, page, after = self._call(build, "trace")
+            entries.extend(page)
+            if after is None:
+                return Trace(summary, entries)
+
+    def traces(
+        self, *, since: Timestamp = None, component: Optional[str] = None, limit: int = 20
+    ) -> List[TraceSummary]:
+        """The most recent traces (by their last entry, or last entry of `component`)."""
+        if not 1 <= limit <= 1_000_000:
+            raise InvalidArgument("limit must be from 1 to 1,000,000")
+        since_ns = _nanos("since", since)
+        found: List[TraceSummary] = []
+        before: Optional[int] = None
+        while len(found) < limit:
+
+            def build(rid: int, before: Optional[int] = before) -> bytes:
+                writer = _codec.request(rid, _codec.TRACES)
+                writer.option(since_ns, writer.i64)
+                writer.option(component, writer.string)
+                writer.option(before, writer.u64)
+                writer.u32(min(limit - len(found), 10_000))
+                return _codec.frame(bytes(writer.out))
+
+            page, before = self._call(build, "traces")
+            found.extend(page)
+            if before is None:
+                break
+        return found[:limit]
+
+    def cost(
+        self,
+        by: str = "component",
+        *,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        component: Optional[str] = None,
+    ) -> CostReport:
+        """Tokens and money grouped `by` component, model, event or trace, most money first."""
+        if by not in _codec.GROUP_BY:
+            raise InvalidArgument(f"by must be one of {', '.join(_codec.GROUP_BY)}, not {by!r}")
+        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
+        rows: List[CostRow] = []
+        while True:
+
+            def build(rid: int, offset: int = len(rows)) -> bytes:
+                writer = _codec.request(rid, _codec.COST)
+                writer.u32(_codec.GROUP_BY[by])
+                writer.option(since_ns, writer.i64)
+                writer.option(until_ns, writer.i64)
+                writer.option(component, writer.string)
+                writer.u64(offset)
+                writer.u32(10_000)
+                return _codec.frame(bytes(writer.out))
+
+            report: CostReport = self._call(build, "cost")
+            rows.extend(report.rows)
+            if len(rows) >= report.groups or not report.rows:
+                return CostReport(report.by, rows, report.groups, report.total)
+
+    def tail(
+        self,
+        n: Optional[int] = None,
+        *,
+        follow: bool = False,
+        component: Optional[str] = None,
+        event: Optional[str] = None,
+        trace_id: Optional[str] = None,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        after_seq: Optional[int] = None,
+    ) -> Iterator[StoredEntry]:
+        """Entries in `seq` order: the newest `n` (or all from the oldest, or after
+        `after_seq`), and with `follow` every entry committed after, as it comes, until the
+        iterator is closed. A stream of its own, on a connection of its own."""
+        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
+        writer = _codec.request(1, _codec.ENTRIES)
+        writer.option(component, writer.string)
+        writer.option(event, writer.string)
+        writer.option(trace_id, writer.string)
+        writer.option(since_ns, writer.i64)
+        writer.option(until_ns, writer.i64)
+        writer.option(after_seq, writer.u64)
+        writer.option(None, writer.u64)
+        writer.option(n, writer.u32)
+        writer.option(None, writer.u64)
+        writer.u8(1 if follow else 0)
+        return _stream(self, _codec.frame(bytes(writer.out)), follow)
+
+
+def _stream(client: Client, frame: bytes, follow: bool) -> Iterator[StoredEntry]:
+    sock, _ = _connect(client.socket_path, client.name, client.connect_timeout)
+    sock.settimeout(None if follow else client.timeout)
+    try:
+        sock.sendall(frame)
+        while True:
+            _, kind, value = _read_frame(sock)
+            if kind == "entries":
+                yield from value
+            elif kind == "end":
+                reason, _ = value
+                if reason in ("ShuttingDown", "CutOff"):
+                    raise Unavailable(f"the stream ended early: {reason}")
+                return
+            else:
+                _raise_for(kind, value, "entries")
+    except (OSError, _codec.DecodeError) as error:
+        raise Unavailable(f"the stream from witnessd broke: {error}") from None
+    finally:
+        sock.close()
+
+
+def _after_fork_in_child() -> None:
+    """A child gets clients of its own: no connection, threads, queue or producer id of the
+    parent's (whose entries the parent still sends)."""
+    for client in list(_clients):
+        sock = client._sock
+        client._setup()
+        if sock is not None:
+            try:
+                sock.close()  # the child's copy only; the parent's connection stays open
+            except OSError:
+                pass
+
+
+def _flush_at_exit() -> None:
+    for client in list(_clients):
+        if client.flush_at_exit and not client._closed:
+            try:
+                client.flush(client.timeout)
+            except WitnessError as error:
+                _log.error("witness: entries sent before exit were not all recorded: %s", error)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)

@@ -1,0 +1,349 @@
+"""The client against a real witnessd, every result checked in the database with sqlite3."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import socket
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from conftest import Daemon
+
+import witness
+
+
+def test_log_returns_the_receipt_of_the_stored_row(daemon: Daemon, client: witness.Client) -> None:
+    cost = witness.Cost(
+        tokens_in=812, tokens_out=120, cost_usd=Decimal("0.00231"), model="small-model"
+    )
+    receipt = client.log(
+        "llm_call", "planner", trace_id="req-7", payload={"prompt_chars": 812}, cost=cost
+    )
+    rows = daemon.rows(
+        "SELECT seq, hex(hash), event, component, trace_id, payload, tokens_in, tokens_out, "
+        "cost_micro_usd, model, pid FROM entries"
+    )
+    assert rows == [
+        (
+            receipt.seq,
+            receipt.hash_hex.upper(),
+            "llm_call",
+            "planner",
+            "req-7",
+            '{"prompt_chars":812}',
+            812,
+            120,
+            2310,
+            "small-model",
+            os.getpid(),
+        )
+    ]
+
+
+def test_log_batch_is_one_transaction_with_consecutive_numbers(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    client.log("first", "c")
+    receipts = client.log_batch(
+        [{"event": "e", "component": "c", "payload": {"i": i}} for i in range(50)]
+    )
+    assert [r.seq for r in receipts] == list(range(2, 52))
+    # A bad entry anywhere refuses the whole batch before anything is sent.
+    with pytest.raises(witness.InvalidArgument, match="entry 2"):
+        client.log_batch([{"event": "e", "component": "c"}] * 2 + [{"event": "", "component": "c"}])
+    with pytest.raises(witness.InvalidArgument, match="unexpected keyword"):
+        client.log_batch([{"event": "e", "component": "c", "colour": "red"}])
+    assert daemon.rows("SELECT count(*) FROM entries") == [(51,)]
+
+
+def test_a_hundred_thousand_sends_are_all_stored_in_order(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    for i in range(100_000):
+        client.send("tick", "stream", payload={"i": i})
+    client.flush()
+    rows = daemon.rows("SELECT json_extract(payload, '$.i') FROM entries ORDER BY seq")
+    assert [i for (i,) in rows] == list(range(100_000))
+
+
+def test_sends_survive_kill_dash_nine_and_restart_exactly_once(daemon: Daemon) -> None:
+    client = daemon.client(reconnect_timeout=30.0)
+    n = 30_000
+    killed = threading.Event()
+
+    def killer() -> None:
+        while daemon.rows("SELECT count(*) FROM entries")[0][0] < 3_000:
+            time.sleep(0.005)
+        daemon.kill9()
+        killed.set()
+        time.sleep(0.3)
+        daemon.start()
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    for i in range(n):
+        client.send("tick", "stream", payload={"i": i})
+        if i % 1000 == 0:
+            time.sleep(0.002)
+    client.flush()
+    thread.join()
+    assert killed.is_set()
+    rows = daemon.rows("SELECT json_extract(payload, '$.i') FROM entries ORDER BY seq")
+    assert [i for (i,) in rows] == list(range(n))
+    client.close()
+
+
+def test_send_waits_for_the_daemon_and_never_drops_when_the_queue_is_full(
+    daemon: Daemon,
+) -> None:
+    daemon.stop()
+    if os.path.exists(daemon.socket):
+        os.unlink(daemon.socket)
+    client = daemon.client(send_queue=1, send_batch=1)
+    accepted = []
+    deadline = time.monotonic() + 5
+    while True:
+        payload = len(accepted) + 1
+        try:
+            client.send("e", "c", payload=payload, block=False)
+        except queue.Full:
+            break
+        accepted.append(str(payload))
+        assert time.monotonic() < deadline, "the queue never filled"
+        time.sleep(0.01)
+    # The sender holds what the absent daemon will get, and the queue is full.
+    assert len(accepted) >= 2
+    daemon.start()
+    client.flush(timeout=30)
+    assert [p for (p,) in daemon.rows("SELECT payload FROM entries ORDER BY seq")] == accepted
+    client.close()
+
+
+def test_a_forked_child_sends_with_a_producer_of_its_own(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    for i in range(500):
+        client.send("parent", "c", payload=i)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            for i in range(300):
+                client.send("child", "c", payload=i)
+            client.flush(timeout=30)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    for i in range(500, 1000):
+        client.send("parent", "c", payload=i)
+    client.flush()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for event, n in (("parent", 1000), ("child", 300)):
+        rows = daemon.rows(
+            "SELECT payload, pid, producer_id FROM entries WHERE event = ? ORDER BY seq", event
+        )
+        assert [int(p) for p, _, _ in rows] == list(range(n)), event
+        assert len({producer for _, _, producer in rows}) == 1
+    producers = daemon.rows("SELECT DISTINCT event, pid, producer_id FROM entries")
+    assert len({producer for _, _, producer in producers}) == 2
+    assert {pid_ for event, pid_, _ in producers if event == "child"} == {pid}
+
+
+def test_many_asyncio_tasks_each_keep_their_trace(daemon: Daemon) -> None:
+    async def main() -> None:
+        async with witness.AsyncClient(daemon.socket, flush_at_exit=False) as client:
+
+            @witness.traced(component="agent")
+            async def task(k: int) -> witness.Receipt:
+                await asyncio.sleep(0.001 * (k % 5))
+                return await client.log("step", payload={"k": k})
+
+            async def in_trace(k: int) -> witness.Receipt:
+                with witness.trace(f"req-{k}"):
+                    return await task(k)
+
+            receipts = await asyncio.gather(*(in_trace(k) for k in range(200)))
+            assert len({r.seq for r in receipts}) == 200
+            for k in range(50):
+                await client.send("sent", "agent", payload=k)
+            await client.flush()
+            entries = [e async for e in client.tail(10)]
+            assert [e.payload for e in entries] == list(range(40, 50))
+
+    asyncio.run(main())
+    rows = daemon.rows(
+        "SELECT trace_id, component, json_extract(payload, '$.k') FROM entries WHERE event = 'step'"
+    )
+    assert sorted(rows, key=lambda row: row[2]) == [(f"req-{k}", "agent", k) for k in range(200)]
+
+
+def test_trace_context_reaches_threads_through_bind(daemon: Daemon, client: witness.Client) -> None:
+    with witness.trace("outer", component="web") as trace_id:
+        assert trace_id == "outer"
+        client.log("here")
+        thread = threading.Thread(target=witness.bind(lambda: client.log("there")))
+        thread.start()
+        thread.join()
+        unbound = threading.Thread(target=lambda: client.log("bare", "web"))
+        unbound.start()
+        unbound.join()
+    with pytest.raises(witness.InvalidArgument, match="needs a component"):
+        client.log("nowhere")
+    assert daemon.rows("SELECT event, trace_id, component FROM entries ORDER BY seq") == [
+        ("here", "outer", "web"),
+        ("there", "outer", "web"),
+        ("bare", None, "web"),
+    ]
+
+
+def test_the_read_side_answers_from_the_log(daemon: Daemon, client: witness.Client) -> None:
+    for k in range(3):
+        client.log(
+            "call",
+            "planner" if k else "critic",
+            trace_id="t-1",
+            cost=witness.Cost(10, 2, micro_usd=100 * (k + 1), model="m"),
+        )
+    client.log("other", "critic", trace_id="t-2")
+    trace = client.trace("t-1")
+    assert trace.summary is not None and trace.summary.entries == 3
+    assert trace.summary.micro_usd == 600 and trace.summary.usd == Decimal("0.0006")
+    assert [e.seq for e in trace.entries] == [1, 2, 3]
+    assert [t.trace_id for t in client.traces()] == ["t-2", "t-1"]
+    assert client.trace("nope").summary is None
+    report = client.cost("component")
+    assert [(r.key, r.micro_usd, r.entries) for r in report.rows] == [
+        ("planner", 500, 2),
+        ("critic", 100, 2),
+    ]
+    assert report.total.micro_usd == 600
+    assert [(r.key, r.entries) for r in client.cost("model").rows] == [("m", 3), (None, 1)]
+    assert [e.event for e in client.tail(2)] == ["call", "other"]
+    verdict = client.verify()
+    assert verdict.intact and verdict.count == 4 and str(verdict) == "intact: 4 entries"
+    stats = client.stats()
+    assert stats.last_seq == 4 and stats.entries_total == 4
+    client.ping()
+
+
+def test_tail_follow_yields_entries_as_they_are_committed(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    client.log("before", "c")
+    seen: queue.Queue[str] = queue.Queue()
+
+    def follow() -> None:
+        for entry in client.tail(follow=True):
+            seen.put(entry.event)
+            if entry.event == "last":
+                return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    assert seen.get(timeout=10) == "before"
+    client.log("after", "c")
+    client.log("last", "c")
+    assert [seen.get(timeout=10), seen.get(timeout=10)] == ["after", "last"]
+    thread.join(timeout=10)
+
+
+def test_bad_entries_and_arguments_raise_clear_errors(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    bad = [
+        (dict(event="", component="c"), "event must be 1 to 256 bytes"),
+        (dict(event="e", component="c" * 257), "component must be 1 to 256 bytes"),
+        (dict(event="e", component="c", trace_id="t" * 129), "trace_id must be 1 to 128"),
+        (dict(event=3, component="c"), "event must be a string"),
+        (dict(event="e\0", component="c"), "NUL"),
+        (dict(event="e", component="c", payload=object()), "cannot be sent as JSON"),
+        (dict(event="e", component="c", payload=float("nan")), "cannot be sent as JSON"),
+        (dict(event="e", component="c", payload="x" * 70_000), "longer than 65536"),
+        (dict(event="e", component="c", payload=witness.Json("{nope")), "not JSON"),
+        (dict(event="e", component="c", cost="1.0"), "must be a witness.Cost"),
+        (dict(event="e", component="c", client_ts="yesterday"), "client_ts must be"),
+    ]
+    for fields, message in bad:
+        with pytest.raises(witness.InvalidArgument, match=message):
+            client.log(**fields)  # type: ignore[arg-type]
+        with pytest.raises(witness.InvalidArgument, match=message):
+            client.send(**fields)  # type: ignore[arg-type]
+    for cost, message in [
+        (lambda: witness.Cost(-1, 0), "tokens_in must be from 0"),
+        (lambda: witness.Cost(1, 2**63), "tokens_out must be from 0"),
+        (lambda: witness.Cost(cost_usd=-0.5), "at least 0"),
+        (lambda: witness.Cost(cost_usd="lots"), "must be a number"),
+        (lambda: witness.Cost(cost_usd=float("inf")), "finite"),
+        (lambda: witness.Cost(cost_usd=1, micro_usd=5), "not both"),
+        (lambda: witness.Cost(model=""), "model must be"),
+    ]:
+        with pytest.raises(witness.InvalidArgument, match=message):
+            cost()
+    with pytest.raises(witness.InvalidArgument, match="by must be one of"):
+        client.cost("colour")
+    with pytest.raises(witness.Refused, match="BadRequest"):
+        client.verify(from_seq=5, to_seq=2)
+    client.flush()
+    assert daemon.rows("SELECT count(*) FROM entries") == [(0,)]
+    with pytest.raises(witness.Unavailable, match="is witnessd running"):
+        witness.Client(daemon.socket + ".absent").log("e", "c")
+
+
+def test_a_daemon_that_never_answers_times_out(tmp_path: object) -> None:
+    path = f"{tmp_path}/silent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    started = time.monotonic()
+    with pytest.raises(witness.Unavailable, match="did not answer hello"):
+        witness.Client(path, connect_timeout=0.5).log("e", "c")
+    assert time.monotonic() - started < 5
+    server.close()
+
+
+def test_money_and_usage_are_read_as_opentelemetry_counts() -> None:
+    assert witness.Cost(cost_usd=0.1 + 0.2).micro_usd == 300_000
+    assert witness.Cost(cost_usd=Decimal("0.0000025")).micro_usd == 2
+    assert witness.Cost(cost_usd=2).micro_usd == 2_000_000
+    assert witness.Cost(micro_usd=17).usd == Decimal("0.000017")
+    openai = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 1000},
+        "completion_tokens_details": {"reasoning_tokens": 250},
+    }
+    cost = witness.Cost.from_openai(openai, model="gpt-x", cost_usd="0.004")
+    assert (cost.tokens_in, cost.tokens_out, cost.cache_read_tokens, cost.reasoning_tokens) == (
+        1200,
+        300,
+        1000,
+        250,
+    )
+    assert cost.model == "gpt-x" and cost.micro_usd == 4000
+
+    class Usage:  # as the SDKs' objects: attributes, nested objects, missing details
+        input_tokens = 50
+        output_tokens = 20
+        cache_read_input_tokens = 400
+        cache_creation_input_tokens = 30
+
+    cost = witness.Cost.from_anthropic(Usage(), model="claude-x")
+    assert (cost.tokens_in, cost.tokens_out, cost.cache_read_tokens) == (480, 20, 400)
+    responses = type("U", (), {"input_tokens": 9, "output_tokens": 4, "input_tokens_details": None})
+    cost = witness.Cost.from_openai(responses())
+    assert (cost.tokens_in, cost.tokens_out, cost.cache_read_tokens) == (9, 4, None)
+
+
+def test_payloads_go_as_json_text(daemon: Daemon, client: witness.Client) -> None:
+    client.log("e", "c", payload=witness.Json('{"kept": [1, 2]}'))
+    client.log("e", "c", payload="a string")
+    client.log("e", "c")
+    rows = [p for (p,) in daemon.rows("SELECT payload FROM entries ORDER BY seq")]
+    assert rows == ['{"kept": [1, 2]}', '"a string"', "{}"]
+    assert json.loads(rows[0]) == {"kept": [1, 2]}
