@@ -12,9 +12,9 @@ import time
 from decimal import Decimal
 
 import pytest
-from conftest import Daemon
 
 import witness
+from conftest import Daemon
 
 
 def test_log_returns_the_receipt_of_the_stored_row(daemon: Daemon, client: witness.Client) -> None:

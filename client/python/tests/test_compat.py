@@ -64,3 +64,31 @@ def test_an_old_api_script_runs_with_only_its_import_changed(daemon: Daemon) -> 
     assert daemon.rows(
         "SELECT count(*), sum(cost_micro_usd), count(DISTINCT trace_id) FROM entries"
     ) == [(1001, 1001 * 1000, 1001)]
+
+
+def test_entries_sent_before_the_interpreter_exits_are_flushed(daemon: Daemon) -> None:
+    script = textwrap.dedent(
+        """
+        import witness
+
+        @witness.traced(component="job")
+        def work():
+            for i in range(2000):
+                witness.send("tick", payload=i)
+
+        with witness.trace("run-1"):
+            work()
+        # no flush: the interpreter's exit flushes
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "WITNESS_SOCKET": daemon.socket},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = daemon.rows("SELECT payload, component, trace_id FROM entries ORDER BY seq")
+    assert [int(p) for p, _, _ in rows] == list(range(2000))
+    assert {(c, t) for _, c, t in rows} == {("job", "run-1")}
