@@ -144,18 +144,8 @@ fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
 
 #[test]
 fn the_documented_rebuild_of_producer_runs_keeps_re_sends_recognised() {
-    use witness_protocol::{Ack, Append, OnFull, ProducerRef, Request, Response};
-    let append = |producer_id, first_number, n: usize| {
-        Request::Append(Append {
-            ack: Ack::Committed,
-            on_full: OnFull::Wait,
-            producer: Some(ProducerRef {
-                producer_id,
-                first_number,
-            }),
-            entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
-        })
-    };
+    use crate::harness::numbered_append as append;
+    use witness_protocol::Response;
     let answer = |raw: &mut crate::harness::Raw, request| {
         raw.send(1, request);
         raw.recv().unwrap().response

@@ -131,6 +131,21 @@ pub fn verify_file(db: &Path) -> u64 {
     }
 }
 
+/// An append of `n` entries numbered from `first_number` by `producer_id`, asking for
+/// receipts.
+pub fn numbered_append(producer_id: u64, first_number: u64, n: usize) -> witness_protocol::Request {
+    use witness_protocol::{Ack, Append, Entry, OnFull, ProducerRef, Request};
+    Request::Append(Append {
+        ack: Ack::Committed,
+        on_full: OnFull::Wait,
+        producer: Some(ProducerRef {
+            producer_id,
+            first_number,
+        }),
+        entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
+    })
+}
+
 /// A connection that speaks frames by hand.
 pub struct Raw {
     pub stream: UnixStream,

@@ -519,18 +519,7 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
 
 #[test]
 fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends() {
-    use witness_protocol::{Ack, Append, Entry, OnFull, ProducerRef, Request, Response};
-    let append = |producer_id, first_number, n| {
-        Request::Append(Append {
-            ack: Ack::Committed,
-            on_full: OnFull::Wait,
-            producer: Some(ProducerRef {
-                producer_id,
-                first_number,
-            }),
-            entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
-        })
-    };
+    use crate::harness::numbered_append as append;
     let daemon = TestDaemon::start();
     let mut raw = daemon.raw();
     let mut sent = Vec::new();
@@ -599,16 +588,7 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
     assert_eq!(runs_of(&db), written);
     drop(raw);
     let dir = daemon.stop();
-    let (code, out, _) = witness(
-        std::path::Path::new("/nonexistent"),
-        &[
-            "verify",
-            "--db",
-            dir.path().join("witness.db").to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{out}");
+    crate::harness::verify_file(&dir.path().join("witness.db"));
 }
 
 #[test]

@@ -506,9 +506,7 @@ class Client:
         for index, entry in enumerate(entries):
             try:
                 encoded.append(encode_entry(**entry))
-            except TypeError as error:
-                raise InvalidArgument(f"entry {index}: {error}") from None
-            except InvalidArgument as error:
+            except (TypeError, InvalidArgument) as error:
                 raise InvalidArgument(f"entry {index}: {error}") from None
         receipts: List[Receipt] = self._call(self._numbered("committed", encoded), "committed")
         return receipts
