@@ -1,7 +1,7 @@
 //! The test harness: daemons with their own temporary folder, socket and database, stopped
 //! when dropped; raw connections for speaking frames by hand.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use witness_client::Client;
 use witness_daemon::config::Config;
-use witness_daemon::server::{self, Server};
+use witness_daemon::serve::server::{self, Server};
+use witness_protocol::frame::{self, FrameReader};
 use witness_protocol::limits::MAX_FRAME_LEN;
-use witness_protocol::{Hello, PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame, frame};
+use witness_protocol::{Hello, PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame};
 
 /// A daemon running in this process on a runtime of its own.
 pub struct TestDaemon {
@@ -124,8 +125,8 @@ pub fn count(db: &Path) -> i64 {
 
 /// Verifies the whole chain of a file and returns the entry count, failing on a break.
 pub fn verify_file(db: &Path) -> u64 {
-    let connection = witness_daemon::schema::open_reader(db).unwrap();
-    match witness_daemon::verify::verify(&connection, Default::default()).unwrap() {
+    let connection = witness_daemon::format::schema::open_reader(db).unwrap();
+    match witness_daemon::format::verify::verify(&connection, Default::default()).unwrap() {
         witness_protocol::VerifyReport::Intact { count, .. } => count,
         broken => panic!("chain broken: {broken:?}"),
     }
@@ -149,7 +150,7 @@ pub fn numbered_append(producer_id: u64, first_number: u64, n: usize) -> witness
 /// A connection that speaks frames by hand.
 pub struct Raw {
     pub stream: UnixStream,
-    buffer: Vec<u8>,
+    reader: FrameReader,
 }
 
 impl Raw {
@@ -163,7 +164,7 @@ impl Raw {
             .unwrap();
         Raw {
             stream,
-            buffer: Vec::new(),
+            reader: FrameReader::new(MAX_FRAME_LEN),
         }
     }
 
@@ -191,15 +192,13 @@ impl Raw {
 
     /// The next answer, or `None` once the daemon has closed the connection.
     pub fn recv(&mut self) -> Option<ResponseFrame> {
-        let mut chunk = [0u8; 8192];
         loop {
-            if let Some((frame, used)) = frame::decode(&self.buffer, MAX_FRAME_LEN).unwrap() {
-                self.buffer.drain(..used);
+            if let Some(frame) = self.reader.next_frame().unwrap() {
                 return Some(frame);
             }
-            match self.stream.read(&mut chunk) {
+            match self.reader.read_from(&mut self.stream) {
                 Ok(0) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
                 Err(error) => panic!("reading an answer: {error}"),
             }

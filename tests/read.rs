@@ -381,9 +381,10 @@ fn cost_by_every_grouping_matches_sql() {
 /// raw entries.
 #[test]
 fn cost_windows_split_hours_exactly() {
+    use witness_daemon::format::schema::HOUR_NS;
     use witness_daemon::read;
-    use witness_daemon::schema::HOUR_NS;
-    use witness_daemon::writer::{Job, Origin, WriterConfig, WriterHandle};
+    use witness_daemon::store::job::{Job, Origin};
+    use witness_daemon::store::writer::{WriterConfig, WriterHandle};
 
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("witness.db");
@@ -399,7 +400,7 @@ fn cost_windows_split_hours_exactly() {
         (state >> 33) % below
     };
     let queue = writer.queue();
-    let admission = witness_daemon::queue::Admission::new(1 << 20);
+    let admission = witness_daemon::store::admission::Admission::new(1 << 20);
     let lane = admission.lane();
     for index in 0..1200 {
         let ts = base + random(6 * HOUR_NS as u64) as i64;
@@ -422,7 +423,7 @@ fn cost_windows_split_hours_exactly() {
     }
     writer.join();
 
-    let connection = witness_daemon::schema::open_reader(&db_path).unwrap();
+    let connection = witness_daemon::format::schema::open_reader(&db_path).unwrap();
     let mut windows = vec![
         (None, None),
         (Some(base + HOUR_NS), Some(base + 3 * HOUR_NS)),
@@ -1031,7 +1032,7 @@ fn every_query_uses_an_index_rather_than_a_full_scan() {
     use witness_daemon::read;
     let daemon = TestDaemon::start();
     feed(&daemon, 2000);
-    let mut connection = witness_daemon::schema::open_reader(&daemon.db).unwrap();
+    let mut connection = witness_daemon::format::schema::open_reader(&daemon.db).unwrap();
     let entries = |filter: Filter| {
         move |connection: &rusqlite::Connection| {
             read::newest_cursor(connection, &filter, 100).unwrap();

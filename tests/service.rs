@@ -490,7 +490,7 @@ fn pragma_optimize_runs_on_its_interval() {
     let config = dir.path().join("witnessd.toml");
     std::fs::write(
         &config,
-        "optimize_interval_secs = 1\nlog_level = \"witness_daemon::writer=debug\"\n",
+        "optimize_interval_secs = 1\nlog_level = \"witness_daemon::store::writer=debug\"\n",
     )
     .unwrap();
     let daemon = Witnessd::start(dir.path(), &["--config", config.to_str().unwrap()]);

@@ -3,9 +3,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use witness_bench::generate::Generator;
-use witness_daemon::chain::{GENESIS, hash_row};
-use witness_daemon::schema::{self, Sync};
-use witness_daemon::writer::{Origin, row_values};
+use witness_daemon::format::chain::{GENESIS, hash_row};
+use witness_daemon::format::row::{self, Origin};
+use witness_daemon::format::schema::{self, Durability};
 use witness_protocol::limits::MAX_FRAME_LEN;
 use witness_protocol::{Ack, Append, OnFull, Request, RequestFrame, frame};
 
@@ -61,7 +61,7 @@ fn hashing(c: &mut Criterion) {
         b.iter(|| {
             hash_row(
                 &GENESIS,
-                &row_values(7, &entry, &origin, None, None),
+                &row::values(7, &entry, &origin, None, None),
                 &mut scratch,
             )
         })
@@ -73,7 +73,7 @@ fn verification(c: &mut Criterion) {
     let n = 200_000;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verify.db");
-    let mut connection = schema::open_writer(&path, Sync::Normal, 8192).unwrap();
+    let mut connection = schema::open_writer(&path, Durability::Normal, 8192).unwrap();
     let mut generator = Generator::new(9);
     let entries: Vec<_> = (0..n).map(|_| generator.entry()).collect();
     witness_bench::write_batches(&mut connection, &entries, 4096, |_| {}).unwrap();
@@ -87,7 +87,7 @@ fn verification(c: &mut Criterion) {
     group.bench_function("offline verify of 200k entries", |b| {
         b.iter_batched(
             || schema::open_reader(&path).unwrap(),
-            |reader| witness_daemon::verify::verify(&reader, Default::default()).unwrap(),
+            |reader| witness_daemon::format::verify::verify(&reader, Default::default()).unwrap(),
             BatchSize::PerIteration,
         )
     });

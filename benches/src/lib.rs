@@ -8,9 +8,8 @@ pub mod reads;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
-use witness_daemon::chain::{GENESIS, hash_row};
-use witness_daemon::schema;
-use witness_daemon::writer::{Origin, row_values};
+use witness_daemon::format::chain::{GENESIS, hash_row};
+use witness_daemon::format::row::{self, Origin};
 use witness_protocol::{Entry, ProducerRef};
 
 /// Writes `entries` into an empty witness database exactly as the writer would (same
@@ -39,20 +38,16 @@ pub fn write_batches(
         let started = Instant::now();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut insert = transaction.prepare_cached(schema::INSERT_ENTRY)?;
+            let mut insert = transaction.prepare_cached(row::insert_sql())?;
             for entry in chunk {
                 seq += 1;
                 let origin = Origin {
                     ts: load::now_ns() as i64,
                     ..origin
                 };
-                let values = row_values(seq, entry, &origin, Some(producer), Some(seq));
+                let values = row::values(seq, entry, &origin, Some(producer), Some(seq));
                 previous = hash_row(&previous, &values, &mut scratch);
-                for (position, value) in values.iter().enumerate() {
-                    insert.raw_bind_parameter(position + 1, value)?;
-                }
-                insert.raw_bind_parameter(19, &previous[..])?;
-                insert.raw_execute()?;
+                row::insert(&mut insert, &values, &previous)?;
             }
         }
         transaction.commit()?;

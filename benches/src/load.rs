@@ -9,8 +9,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use rusqlite::{OptionalExtension, TransactionBehavior};
 use witness_client::{Client, Options, Spool};
-use witness_daemon::chain::{GENESIS, hash_row};
-use witness_daemon::writer::{Origin, row_values};
+use witness_daemon::format::chain::{GENESIS, hash_row};
+use witness_daemon::format::row::{self, Origin};
+use witness_daemon::format::schema;
 
 use crate::generate::Generator;
 
@@ -230,7 +231,7 @@ fn direct(
         let started = Instant::now();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head: Option<(i64, Vec<u8>)> = transaction
-            .prepare_cached("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")?
+            .prepare_cached(schema::HEAD)?
             .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
         let (seq, previous) = match head {
@@ -241,15 +242,11 @@ fn direct(
             ts: now_ns() as i64,
             ..origin
         };
-        let values = row_values(seq, entry, &origin, None, None);
+        let values = row::values(seq, entry, &origin, None, None);
         let hash = hash_row(&previous, &values, &mut scratch);
         {
-            let mut insert = transaction.prepare_cached(witness_daemon::schema::INSERT_ENTRY)?;
-            for (position, value) in values.iter().enumerate() {
-                insert.raw_bind_parameter(position + 1, value)?;
-            }
-            insert.raw_bind_parameter(19, &hash[..])?;
-            insert.raw_execute()?;
+            let mut insert = transaction.prepare_cached(row::insert_sql())?;
+            row::insert(&mut insert, &values, &hash)?;
         }
         transaction.commit()?;
         record(latencies, started.elapsed().as_nanos() as u64);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use witness_daemon::schema::{self, Sync};
+use witness_daemon::format::schema::{self, Durability};
 
 use witness_bench::generate::Generator;
 use witness_bench::load::{
@@ -376,7 +376,7 @@ fn measure(
         Kind::Direct => {
             let dir = tempfile::tempdir()?;
             let db = dir.path().join("direct.db");
-            drop(schema::open_writer(&db, Sync::Full, 8192)?);
+            drop(schema::open_writer(&db, Durability::Full, 8192)?);
             let (reports, started_ns) = run_workers(workload, Mode::Direct, &db)?;
             Ok(summarise(workload, &reports, started_ns, None))
         }
@@ -508,7 +508,8 @@ fn percentiles(histogram: &Histogram<u64>) -> [f64; 5] {
 /// Automatic checkpoints every 4096 pages stand in for the daemon's own.
 fn ceiling(workload: &Workload) -> anyhow::Result<Measurement> {
     let dir = tempfile::tempdir()?;
-    let mut connection = schema::open_writer(&dir.path().join("ceiling.db"), Sync::Full, 8192)?;
+    let mut connection =
+        schema::open_writer(&dir.path().join("ceiling.db"), Durability::Full, 8192)?;
     connection.execute_batch("PRAGMA wal_autocheckpoint = 4096")?;
     let mut generator = Generator::new(1);
     let entries: Vec<_> = (0..workload.entries_per_process)

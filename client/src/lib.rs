@@ -25,7 +25,7 @@ mod socket;
 pub mod spool;
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,13 +35,14 @@ pub use read::EntryStream;
 pub use spool::Spool;
 /// Queries and what they answer, for `trace`, `traces`, `cost` and `entries`.
 pub use witness_protocol::admin;
+use witness_protocol::frame::{self, FrameReader};
 use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_FRAME_LEN};
 pub use witness_protocol::query;
 pub use witness_protocol::{
     Ack, Cost, Entry, ErrorCode, ErrorReply, Receipt, VerifyRange, VerifyReport,
 };
 use witness_protocol::{
-    Append, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello, frame,
+    Append, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello,
 };
 
 /// How a client batches, pipelines and reconnects.
@@ -94,11 +95,8 @@ pub struct Client {
     options: Options,
     stream: Option<UnixStream>,
     server: ServerHello,
-    read_buffer: Vec<u8>,
-    /// Where the next undecoded frame starts in `read_buffer`: frames are taken by moving
-    /// this, and the buffer is compacted only when most of it is spent, so that reading a
-    /// full buffer of small answers is linear, not quadratic.
-    read_start: usize,
+    /// Answers read and not yet taken.
+    reader: FrameReader,
     next_id: u64,
     producer_id: u64,
     next_number: u64,
@@ -137,8 +135,7 @@ impl Client {
             options,
             stream: Some(stream),
             server,
-            read_buffer: Vec::with_capacity(64 << 10),
-            read_start: 0,
+            reader: FrameReader::new(MAX_FRAME_LEN),
             next_id: 1,
             producer_id: random_producer_id(),
             next_number: 1,
@@ -427,16 +424,15 @@ impl Client {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        let mut chunk = [0u8; 16 << 10];
         let mut broken = None;
         stream.set_nonblocking(true).ok();
         loop {
-            match stream.read(&mut chunk) {
+            match self.reader.read_from(stream) {
                 Ok(0) => {
                     broken = Some(io::Error::from(io::ErrorKind::UnexpectedEof));
                     break;
                 }
-                Ok(n) => self.read_buffer.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -457,25 +453,11 @@ impl Client {
 
     /// Forgets every byte read and not yet decoded (the connection they came on is gone).
     fn clear_read_buffer(&mut self) {
-        self.read_buffer.clear();
-        self.read_start = 0;
+        self.reader.clear();
     }
 
     fn take_buffered_frame(&mut self) -> Result<Option<ResponseFrame>, Error> {
-        let unread = &self.read_buffer[self.read_start..];
-        match frame::decode::<ResponseFrame>(unread, MAX_FRAME_LEN)? {
-            Some((frame, used)) => {
-                self.read_start += used;
-                if self.read_start == self.read_buffer.len() {
-                    self.clear_read_buffer();
-                } else if self.read_start > self.read_buffer.len() / 2 {
-                    self.read_buffer.drain(..self.read_start);
-                    self.read_start = 0;
-                }
-                Ok(Some(frame))
-            }
-            None => Ok(None),
-        }
+        Ok(self.reader.next_frame::<ResponseFrame>()?)
     }
 
     /// Reads one answer, blocking; reconnects (and re-sends) if the connection breaks.
@@ -491,7 +473,6 @@ impl Client {
     /// for whatever comes. `None` says the connection broke and was made again, with pending
     /// requests re-sent: a stream, which is not among them, must ask again.
     fn next_frame(&mut self, patience: Patience) -> Result<Option<ResponseFrame>, Error> {
-        let mut chunk = [0u8; 16 << 10];
         loop {
             if let Some(frame) = self.take_buffered_frame()? {
                 return Ok(Some(frame));
@@ -500,15 +481,15 @@ impl Client {
                 Some(stream) if patience == Patience::Forever => {
                     let bounded = stream.read_timeout().ok().flatten();
                     let _ = stream.set_read_timeout(None);
-                    let read = stream.read(&mut chunk);
+                    let read = self.reader.read_from(stream);
                     let _ = stream.set_read_timeout(bounded);
                     read
                 }
-                Some(stream) => stream.read(&mut chunk),
+                Some(stream) => self.reader.read_from(stream),
                 None => Err(io::ErrorKind::NotConnected.into()),
             };
             match read {
-                Ok(n) if n > 0 => self.read_buffer.extend_from_slice(&chunk[..n]),
+                Ok(n) if n > 0 => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 // A live connection on which the daemon says nothing: reconnecting would not
                 // help, so say so. What is pending stays pending.

@@ -4,14 +4,14 @@
 //! which is forever when the daemon has stopped accepting; a client must get a clear error
 //! instead. So the socket is connected non-blocking and retried until the deadline.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use witness_protocol::frame;
+use witness_protocol::frame::{self, FrameReader};
 use witness_protocol::limits::MAX_FRAME_LEN;
 use witness_protocol::{Hello, PROTOCOL_VERSION, Request, Response, ResponseFrame, ServerHello};
 
@@ -128,17 +128,16 @@ pub(crate) fn handshake(
     let sent = stream
         .write_all(&bytes)
         .map_err(timed_out_as("sending Hello", timeout));
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
+    let mut reader = FrameReader::new(MAX_FRAME_LEN);
     let frame = loop {
-        match frame::decode::<ResponseFrame>(&buffer, MAX_FRAME_LEN) {
-            Ok(Some((frame, _))) => break frame,
+        match reader.next_frame::<ResponseFrame>() {
+            Ok(Some(frame)) => break frame,
             Ok(None) => {}
             Err(error) => return Ok(Err(error.into())),
         }
         stream.set_read_timeout(Some(left()))?;
-        let read = stream
-            .read(&mut chunk)
+        let read = reader
+            .read_from(&mut stream)
             .map_err(timed_out_as("waiting for the daemon's Hello", timeout));
         let n = match read {
             Ok(n) => n,
@@ -151,7 +150,6 @@ pub(crate) fn handshake(
                 "the daemon closed the connection during the handshake",
             ));
         }
-        buffer.extend_from_slice(&chunk[..n]);
     };
     stream.set_read_timeout(answer_timeout)?;
     stream.set_write_timeout(answer_timeout)?;

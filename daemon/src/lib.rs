@@ -2,22 +2,22 @@
 //! SQLite log through a single writer.
 //!
 //! The library holds everything but the two binaries' argument parsing, so that tests can
-//! run a daemon in-process: [`server::Server`] with a listener and a shutdown future.
+//! run a daemon in-process: [`serve::server::Server`] with a listener and a shutdown future.
+//!
+//! The modules form layers, each importing only those below it:
+//!
+//! 1. [`format`]: the log's format (row, hash chain, schema, verification) and [`stats`]:
+//!    the counters every part shares.
+//! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries.
+//! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
+//! 4. [`observe`]: metrics and systemd.
+//! 5. [`serve`]: the socket and its connections.
 
 pub mod access;
-pub mod chain;
 pub mod config;
-mod connection;
-pub mod dbfile;
-pub mod http;
-pub mod job;
-pub mod metrics;
-mod query;
-pub mod queue;
+pub mod format;
+pub mod observe;
 pub mod read;
-pub mod schema;
-pub mod server;
-pub mod service;
-mod stream;
-pub mod verify;
-pub mod writer;
+pub mod serve;
+pub mod stats;
+pub mod store;

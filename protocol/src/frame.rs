@@ -2,8 +2,8 @@
 //!
 //! Decoding looks at the length first and refuses a frame above the limit before reserving a
 //! byte for it; incomplete input is `Ok(None)`, so a reader simply reads more and tries
-//! again. Every use of bincode in the project is in this file, so that the codec can be
-//! swapped by touching it alone.
+//! again, and [`FrameReader`] does that for every reader of the project. Every use of bincode
+//! in the project is in this file, so that the codec can be swapped by touching it alone.
 
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::Serialize;
@@ -125,6 +125,92 @@ pub fn decode<T: DeserializeOwned>(
         return Ok(None);
     };
     decode_body(&buf[LEN_PREFIX..total]).map(|message| Some((message, total)))
+}
+
+/// Collects bytes as they arrive from a stream and hands out whole frames, in order: the one
+/// frame reader of the daemon, the client and the tests. It does no I/O itself, so it serves
+/// blocking and async readers alike.
+///
+/// Taking a frame only moves an offset; spent bytes are dropped when more space is asked for,
+/// which moves at most the one partial frame left. So every byte is copied at most once, and
+/// reading a buffer full of small frames is linear in its length.
+#[derive(Debug)]
+pub struct FrameReader {
+    buffer: Vec<u8>,
+    start: usize,
+    max_frame_len: u32,
+}
+
+/// Bytes a read asks for at a time.
+const READ_CHUNK: usize = 16 << 10;
+
+impl FrameReader {
+    /// A reader that refuses frames whose body is above `max_frame_len`.
+    pub fn new(max_frame_len: u32) -> FrameReader {
+        FrameReader {
+            buffer: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            max_frame_len,
+        }
+    }
+
+    /// The buffer to read more bytes into, at its end (for `read_buf` and the like), with room
+    /// for at least one chunk. Spent frames are dropped first.
+    pub fn space(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        self.buffer.reserve(READ_CHUNK);
+        &mut self.buffer
+    }
+
+    /// Reads once from `source` into the buffer: the bytes read, 0 at the end of the stream.
+    pub fn read_from(&mut self, source: &mut impl std::io::Read) -> std::io::Result<usize> {
+        let buffer = self.space();
+        let len = buffer.len();
+        buffer.resize(len + READ_CHUNK, 0);
+        let read = source.read(&mut buffer[len..]);
+        buffer.truncate(len + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// Adds bytes received some other way.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.space().extend_from_slice(bytes);
+    }
+
+    /// The body of the next whole frame, taken; `Ok(None)` until one has arrived whole. A
+    /// length prefix above the limit is refused as soon as it is readable.
+    pub fn next_body(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let unread = &self.buffer[self.start..];
+        let Some(total) = check(unread, self.max_frame_len)? else {
+            return Ok(None);
+        };
+        let body = self.start + LEN_PREFIX..self.start + total;
+        self.start += total;
+        Ok(Some(&self.buffer[body]))
+    }
+
+    /// The next whole frame, taken and decoded; `Ok(None)` until one has arrived whole. A
+    /// frame that does not decode is taken all the same.
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        match self.next_body()? {
+            Some(body) => decode_body(body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes received and not yet taken as a frame: a frame in the middle of arriving.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len() - self.start
+    }
+
+    /// Forgets every byte not yet taken (the stream they came on is gone).
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+        self.start = 0;
+    }
 }
 
 /// The request id at the start of an undecodable request body, so that the error can name the
@@ -274,5 +360,83 @@ mod tests {
     fn request_id_is_readable_from_a_broken_body() {
         assert_eq!(peek_request_id(&42u64.to_le_bytes()), Some(42));
         assert_eq!(peek_request_id(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_frame_reader_takes_frames_split_anywhere_and_keeps_their_order() {
+        let mut stream = Vec::new();
+        for id in 0..50u64 {
+            stream.extend(frame_of(&RequestFrame {
+                id,
+                request: Request::Append(Append {
+                    ack: Ack::Committed,
+                    on_full: OnFull::Wait,
+                    producer: None,
+                    entries: vec![
+                        Entry::new("e", "c")
+                            .payload_text(format!("\"{}\"", "x".repeat(id as usize))),
+                    ],
+                }),
+            }));
+        }
+        for piece in [1, 3, 7, 64, 4096, stream.len()] {
+            let mut reader = FrameReader::new(MAX_FRAME_LEN);
+            let mut ids = Vec::new();
+            let mut source = &stream[..];
+            loop {
+                while let Some(frame) = reader.next_frame::<RequestFrame>().unwrap() {
+                    ids.push(frame.id);
+                }
+                let n = piece.min(source.len());
+                if n == 0 {
+                    break;
+                }
+                reader.extend(&source[..n]);
+                source = &source[n..];
+            }
+            assert_eq!(ids, (0..50).collect::<Vec<_>>(), "pieces of {piece}");
+            assert_eq!(reader.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn a_frame_reader_refuses_a_large_prefix_before_its_body_arrives() {
+        let mut reader = FrameReader::new(1024);
+        reader.extend(&2000u32.to_le_bytes());
+        assert!(matches!(
+            reader.next_body(),
+            Err(FrameError::TooLarge {
+                len: 2000,
+                max: 1024
+            })
+        ));
+    }
+
+    #[test]
+    fn a_frame_reader_moves_each_byte_at_most_once() {
+        // Many small frames in one read, then a partial one: taking them moves nothing, and
+        // asking for room moves only the partial frame's bytes.
+        let one = frame_of(&RequestFrame {
+            id: 1,
+            request: Request::Ping,
+        });
+        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut bytes: Vec<u8> = one.repeat(10_000);
+        bytes.extend_from_slice(&one[..3]);
+        reader.extend(&bytes);
+        let mut n = 0;
+        while reader.next_frame::<RequestFrame>().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, reader.buffered()), (10_000, 3));
+        assert_eq!(reader.space().len(), 3);
+        reader.extend(&one[3..]);
+        assert!(reader.next_frame::<RequestFrame>().unwrap().is_some());
+        let mut source: &[u8] = &one;
+        assert_eq!(reader.read_from(&mut source).unwrap(), one.len());
+        assert!(reader.next_frame::<RequestFrame>().unwrap().is_some());
+        reader.extend(&one[..2]);
+        reader.clear();
+        assert_eq!(reader.buffered(), 0);
     }
 }

@@ -16,8 +16,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 use witness_client::paths;
 use witness_daemon::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat, Settings};
-use witness_daemon::server::{self, Reloader, Server};
-use witness_daemon::service;
+use witness_daemon::observe::service;
+use witness_daemon::serve::server::{self, Reloader, Server};
 
 /// Records events from local processes into one hash-chained SQLite log.
 ///
@@ -157,9 +157,9 @@ fn main() -> ExitCode {
 fn init(mut config: Config) -> ExitCode {
     config.create = true;
     let path = config.writer.db_path.clone();
-    let created = match witness_daemon::dbfile::DatabaseFile::take(&path, false) {
+    let created = match witness_daemon::store::dbfile::DatabaseFile::take(&path, false) {
         Ok(_) => false,
-        Err(witness_daemon::dbfile::TakeError::Missing(_)) => true,
+        Err(witness_daemon::store::dbfile::TakeError::Missing(_)) => true,
         Err(error) => {
             eprintln!("witnessd: {error}");
             return ExitCode::FAILURE;
@@ -248,7 +248,7 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
             Ok(address) => tracing::info!(%address, "serving metrics at http://{address}/metrics"),
             Err(error) => tracing::warn!(%error, "serving metrics at an unknown address"),
         }
-        runtime.spawn(witness_daemon::http::serve(
+        runtime.spawn(witness_daemon::observe::http::serve(
             listener,
             Arc::clone(&metrics),
             stopping.clone(),
@@ -259,7 +259,7 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
     tracing::info!(
         socket = %config.socket_path.display(),
         db = %config.writer.db_path.display(),
-        sync = %config.writer.sync,
+        sync = %config.writer.durability,
         watchdog = ?watchdog,
         "witnessd ready"
     );

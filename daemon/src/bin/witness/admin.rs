@@ -21,7 +21,11 @@ pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
     match format {
         StatsFormat::Json => writeln!(out, "{}", stats_json(&report))?,
         StatsFormat::Prometheus => {
-            write!(out, "{}", witness_daemon::metrics::prometheus(&report))?;
+            write!(
+                out,
+                "{}",
+                witness_daemon::observe::prometheus::prometheus(&report)
+            )?;
         }
         StatsFormat::Table => print_stats(&mut out, &report)?,
     }

@@ -300,16 +300,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Verify { from, to, db } => {
             let range = VerifyRange { from, to };
             // 0 intact, 1 broken or inconsistent, 2 a bad range or a file that cannot be read.
-            if let Err(reason) = witness_daemon::verify::check_range(range) {
+            if let Err(reason) = witness_daemon::format::verify::check_range(range) {
                 eprintln!("witness: {reason}");
                 return Ok(ExitCode::from(2));
             }
             let report = match db {
                 Some(path) => {
-                    let verified = witness_daemon::schema::open_reader(&path)
+                    let verified = witness_daemon::format::schema::open_reader(&path)
                         .map_err(anyhow::Error::from)
                         .and_then(|connection| {
-                            witness_daemon::verify::verify(&connection, range)
+                            witness_daemon::format::verify::verify(&connection, range)
                                 .with_context(|| format!("verifying {}", path.display()))
                         });
                     match verified {

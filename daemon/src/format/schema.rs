@@ -1,4 +1,5 @@
-//! The database schema, its version, and how connections are opened.
+//! The database schema, its version and its upgrades, the statements on the tables derived
+//! from `entries`, and how connections are opened.
 //!
 //! The writer opens the only read-write connection; everyone else (queries, verification,
 //! the offline `witness verify --db`) opens read-only ones. `docs/FORMAT.md` documents the
@@ -107,17 +108,40 @@ FROM (SELECT producer_id, max(first_seq) AS last FROM producer_runs GROUP BY pro
 WHERE runs.producer_id = producers.producer_id;
 ";
 
+/// The head of the chain: the last row's `seq` and hash.
+pub const HEAD: &str = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1";
+
+/// A producer's last number and last run, as stored.
+pub const READ_PRODUCER: &str =
+    "SELECT last_number, last_run FROM producers WHERE producer_id = ?1";
+
+/// Records a producer's last number and last run.
+pub const SAVE_PRODUCER: &str = "INSERT INTO producers (producer_id, last_number, last_run) \
+    VALUES (?1, ?2, ?3) ON CONFLICT (producer_id) DO UPDATE SET \
+    last_number = excluded.last_number, last_run = excluded.last_run";
+
+/// One run of a producer's entries, to walk back from its last run to the numbers re-sent.
+pub const FIND_RUN: &str =
+    "SELECT first_number, entries, previous FROM producer_runs WHERE first_seq = ?1";
+
+/// The stored rows a run says hold a producer's numbers, read to confirm it.
+pub const FIND_PRODUCED: &str = "SELECT seq, producer_id, producer_number, hash FROM entries \
+    WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq";
+
 /// Adds a run; `previous` is the producer's run before it.
 pub const ADD_PRODUCER_RUN: &str = "INSERT INTO producer_runs \
     (first_seq, producer_id, first_number, entries, previous) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// Fills `cost_hourly` from `entries`, when a version 1 file is upgraded.
-const FILL_COST_HOURLY: &str = "
-INSERT INTO cost_hourly
-SELECT ts / 3600000000000, component, event, coalesce(model, ''), count(*),
-       coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_micro_usd), 0)
-FROM entries GROUP BY 1, 2, 3, 4;
-";
+fn fill_cost_hourly() -> String {
+    format!(
+        "INSERT INTO cost_hourly
+         SELECT ts / {HOUR_NS}, component, event, coalesce(model, ''), count(*),
+                coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0),
+                coalesce(sum(cost_micro_usd), 0)
+         FROM entries GROUP BY 1, 2, 3, 4;"
+    )
+}
 
 /// Adds a batch's sums to a `cost_hourly` row. Sums saturate at the largest integer (an
 /// overflowing `+` yields a real, which a STRICT column refuses and which would fail the
@@ -129,12 +153,6 @@ pub const ADD_COST_HOURLY: &str = "INSERT INTO cost_hourly VALUES (?1, ?2, ?3, ?
     tokens_out = min(tokens_out + excluded.tokens_out, 9223372036854775807), \
     micro_usd = min(micro_usd + excluded.micro_usd, 9223372036854775807)";
 
-/// Inserts one row: the 18 hashed columns in `chain::HASHED_COLUMNS` order, then `hash`.
-pub const INSERT_ENTRY: &str = "INSERT INTO entries (seq, ts, client_ts, event, component, \
-    trace_id, payload, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, \
-    cost_micro_usd, model, pid, uid, gid, producer_id, producer_number, hash) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
-
 /// Bytes the WAL file is cut back to once a checkpoint has emptied it, so that one burst does
 /// not leave a large file behind for good.
 pub const WAL_SIZE_LIMIT: u64 = 64 << 20;
@@ -145,7 +163,7 @@ pub const ANALYSIS_LIMIT: u32 = 1000;
 
 /// How hard a commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sync {
+pub enum Durability {
     /// `synchronous=FULL`: a committed entry survives power loss. The default.
     #[default]
     Full,
@@ -154,12 +172,12 @@ pub enum Sync {
     Normal,
 }
 
-impl std::str::FromStr for Sync {
+impl std::str::FromStr for Durability {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
-            "full" => Ok(Sync::Full),
-            "normal" => Ok(Sync::Normal),
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
             other => Err(format!(
                 "unknown durability {other:?}: expected \"full\" or \"normal\""
             )),
@@ -167,11 +185,11 @@ impl std::str::FromStr for Sync {
     }
 }
 
-impl std::fmt::Display for Sync {
+impl std::fmt::Display for Durability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Sync::Full => "full",
-            Sync::Normal => "normal",
+            Durability::Full => "full",
+            Durability::Normal => "normal",
         })
     }
 }
@@ -229,7 +247,11 @@ fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
 /// Opens the read-write connection of the writer, creating the file and the schema if need
 /// be. Automatic checkpoints are off: the writer checkpoints between batches, so that no
 /// commit pays for one.
-pub fn open_writer(path: &Path, sync: Sync, cache_kib: u32) -> Result<Connection, OpenError> {
+pub fn open_writer(
+    path: &Path,
+    durability: Durability,
+    cache_kib: u32,
+) -> Result<Connection, OpenError> {
     let error = sqlite_error(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -247,9 +269,9 @@ pub fn open_writer(path: &Path, sync: Sync, cache_kib: u32) -> Result<Connection
             journal,
         });
     }
-    let synchronous = match sync {
-        Sync::Full => "FULL",
-        Sync::Normal => "NORMAL",
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
     };
     connection
         .execute_batch(&format!(
@@ -293,7 +315,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
                 transaction.execute_batch(COST_HOURLY).map_err(&error)?;
                 transaction
-                    .execute_batch(FILL_COST_HOURLY)
+                    .execute_batch(&fill_cost_hourly())
                     .map_err(&error)?;
             }
             tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
@@ -380,4 +402,25 @@ fn add_saturating_sum(connection: &Connection) -> rusqlite::Result<()> {
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         SaturatingSum,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::row::COLUMNS;
+
+    #[test]
+    fn the_table_has_the_columns_of_the_row_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection =
+            open_writer(&dir.path().join("witness.db"), Durability::Normal, 1024).unwrap();
+        let names: Vec<String> = connection
+            .prepare("SELECT name FROM pragma_table_info('entries') ORDER BY cid")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(names, COLUMNS);
+    }
 }

@@ -2,9 +2,12 @@
 //! before.
 //!
 //! `docs/FORMAT.md` specifies this byte for byte; the writer and the verifier both go through
-//! [`hash_row`], so there is one encoding, not two that could drift apart.
+//! [`hash_row`], so there is one encoding, not two that could drift apart. The columns and
+//! their order are the row's (`row::COLUMNS`).
 
 use sha2::{Digest, Sha256};
+
+use crate::format::row::{Value, Values};
 
 /// Prepended to every hashed message so that a witness row hash can never be mistaken for
 /// the hash of anything else.
@@ -13,65 +16,8 @@ pub const DOMAIN_TAG: &[u8; 16] = b"witness.entry.v1";
 /// The "previous hash" of the first row.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// The hashed columns of `entries`, in encoding order: every stored column but `hash`.
-pub const HASHED_COLUMNS: [&str; 18] = [
-    "seq",
-    "ts",
-    "client_ts",
-    "event",
-    "component",
-    "trace_id",
-    "payload",
-    "tokens_in",
-    "tokens_out",
-    "cache_read_tokens",
-    "reasoning_tokens",
-    "cost_micro_usd",
-    "model",
-    "pid",
-    "uid",
-    "gid",
-    "producer_id",
-    "producer_number",
-];
-
-/// One column value as the encoding sees it: SQLite's NULL, INTEGER or TEXT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
-    /// Encoded as the byte `0x00`.
-    Null,
-    /// Encoded as `0x01` then the eight bytes of the big-endian two's complement.
-    Integer(i64),
-    /// Encoded as `0x02`, the byte length as a big-endian `u32`, then the UTF-8 bytes.
-    Text(&'a str),
-}
-
-impl From<i64> for Value<'_> {
-    fn from(value: i64) -> Self {
-        Value::Integer(value)
-    }
-}
-
-impl From<Option<i64>> for Value<'_> {
-    fn from(value: Option<i64>) -> Self {
-        value.map_or(Value::Null, Value::Integer)
-    }
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(value: &'a str) -> Self {
-        Value::Text(value)
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Value<'a> {
-    fn from(value: Option<&'a str>) -> Self {
-        value.map_or(Value::Null, Value::Text)
-    }
-}
-
 /// Appends the canonical encoding of `values` to `out`.
-pub fn encode_row(values: &[Value<'_>; 18], out: &mut Vec<u8>) {
+pub fn encode_row(values: &Values<'_>, out: &mut Vec<u8>) {
     for value in values {
         match *value {
             Value::Null => out.push(0),
@@ -91,7 +37,7 @@ pub fn encode_row(values: &[Value<'_>; 18], out: &mut Vec<u8>) {
 
 /// `SHA-256(DOMAIN_TAG ‖ previous ‖ encoding of values)`. `scratch` is reused between calls
 /// so that hashing a batch allocates once.
-pub fn hash_row(previous: &[u8; 32], values: &[Value<'_>; 18], scratch: &mut Vec<u8>) -> [u8; 32] {
+pub fn hash_row(previous: &[u8; 32], values: &Values<'_>, scratch: &mut Vec<u8>) -> [u8; 32] {
     scratch.clear();
     scratch.extend_from_slice(DOMAIN_TAG);
     scratch.extend_from_slice(previous);
@@ -102,9 +48,10 @@ pub fn hash_row(previous: &[u8; 32], values: &[Value<'_>; 18], scratch: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::row::{HASHED, column};
 
     /// The test vector of `docs/FORMAT.md`.
-    fn vector_row() -> [Value<'static>; 18] {
+    fn vector_row() -> Values<'static> {
         [
             Value::Integer(1),
             Value::Integer(1_700_000_000_000_000_000),
@@ -167,7 +114,7 @@ mod tests {
     fn negative_integers_are_twos_complement() {
         let mut out = Vec::new();
         let mut row = vector_row();
-        row[2] = Value::Integer(-1);
+        row[column::CLIENT_TS] = Value::Integer(-1);
         encode_row(&row, &mut out);
         assert_eq!(
             &out[18..27],
@@ -178,7 +125,7 @@ mod tests {
     #[test]
     fn every_field_changes_the_hash() {
         let base = hash_row(&GENESIS, &vector_row(), &mut Vec::new());
-        for index in 0..18 {
+        for index in 0..HASHED {
             let mut row = vector_row();
             row[index] = match row[index] {
                 Value::Null => Value::Integer(0),
@@ -200,7 +147,7 @@ mod tests {
             .into_iter()
             .map(|value| {
                 let mut row = vector_row();
-                row[5] = value;
+                row[column::TRACE_ID] = value;
                 hash_row(&GENESIS, &row, &mut Vec::new())
             })
             .collect();

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::{VerifyRange, VerifyReport};
 
-use crate::chain::{GENESIS, HASHED_COLUMNS, Value, hash_row};
-use crate::schema::HOUR_NS;
+use crate::format::chain::{GENESIS, hash_row};
+use crate::format::row::{self, Values, column};
+use crate::format::schema::HOUR_NS;
 
 /// Why a verification could not run.
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +159,8 @@ impl Walk {
             Err(report) => return Ok(report),
         };
         let sql = format!(
-            "SELECT {}, hash FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
-            HASHED_COLUMNS.join(", ")
+            "SELECT {} FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+            row::select_columns()
         );
         let mut statement = connection.prepare(&sql)?;
         let mut rows = statement.query([from as i64, to as i64])?;
@@ -183,16 +184,11 @@ impl Walk {
                     self.count,
                 ));
             }
-            let values = match read_values(row) {
+            let values = match row::read_values(row) {
                 Ok(values) => values,
                 Err(reason) => return Ok(broken(seq as u64, reason, self.count)),
             };
-            let stored = row
-                .get_ref(18)?
-                .as_blob_or_null()
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let stored = row::stored_hash(row)?;
             let computed = hash_row(&previous, &values, &mut scratch);
             if stored != computed {
                 return Ok(broken(
@@ -238,32 +234,30 @@ impl Walk {
     }
 
     /// Adds a verified row to what `cost_hourly` and `producers` must hold.
-    fn derive_from(&mut self, values: &[Value<'_>; 18]) {
-        let integer = |index: usize| match values[index] {
-            Value::Integer(value) => Some(value),
-            _ => None,
-        };
-        let text = |index: usize| match values[index] {
-            Value::Text(text) => text,
-            _ => "",
-        };
-        let hour = integer(1).unwrap_or(0) / HOUR_NS;
+    fn derive_from(&mut self, values: &Values<'_>) {
+        let integer = |index: usize| values[index].integer();
+        let hour = integer(column::TS).unwrap_or(0) / HOUR_NS;
         let key = (
             hour,
-            self.name(text(4)),
-            self.name(text(3)),
-            self.name(text(12)),
+            self.name(values[column::COMPONENT].text()),
+            self.name(values[column::EVENT].text()),
+            self.name(values[column::MODEL].text()),
         );
         let sums = self.costs.entry(key).or_default();
         // The writer saturates these sums at the largest integer rather than overflow; the
         // values are never negative, so the saturated total is the same in any grouping.
-        for (sum, value) in sums
-            .iter_mut()
-            .zip([Some(1), integer(7), integer(8), integer(11)])
-        {
+        for (sum, value) in sums.iter_mut().zip([
+            Some(1),
+            integer(column::TOKENS_IN),
+            integer(column::TOKENS_OUT),
+            integer(column::COST_MICRO_USD),
+        ]) {
             *sum = sum.saturating_add(value.unwrap_or(0));
         }
-        if let (Some(producer), Some(number)) = (integer(16), integer(17)) {
+        if let (Some(producer), Some(number)) = (
+            integer(column::PRODUCER_ID),
+            integer(column::PRODUCER_NUMBER),
+        ) {
             let last = self.producers.entry(producer).or_insert(number);
             *last = (*last).max(number);
         }
@@ -404,16 +398,14 @@ impl Runs {
         &mut self,
         find_run: &mut rusqlite::Statement<'_>,
         seq: i64,
-        values: &[Value<'_>; 18],
+        values: &Values<'_>,
     ) -> rusqlite::Result<()> {
         if self.problem.is_some() {
             return Ok(());
         }
-        let integer = |index: usize| match values[index] {
-            Value::Integer(value) => Some(value),
-            _ => None,
-        };
-        let row = integer(16).zip(integer(17));
+        let row = values[column::PRODUCER_ID]
+            .integer()
+            .zip(values[column::PRODUCER_NUMBER].integer());
         if let Some((start, producer, next, left)) = self.open
             && left > 0
         {
@@ -517,30 +509,4 @@ fn anchor(
             0,
         )),
     })
-}
-
-/// Reads the hashed columns of a row, refusing a value of a storage class the column cannot
-/// hold (which `STRICT` prevents, but a hand-edited file may still contain).
-fn read_values<'row>(row: &'row rusqlite::Row<'_>) -> Result<[Value<'row>; 18], String> {
-    use rusqlite::types::ValueRef;
-    let mut values = [Value::Null; 18];
-    for (index, value) in values.iter_mut().enumerate() {
-        let raw = row.get_ref(index).map_err(|error| error.to_string())?;
-        *value = match raw {
-            ValueRef::Null => Value::Null,
-            ValueRef::Integer(integer) => Value::Integer(integer),
-            ValueRef::Text(bytes) => Value::Text(
-                std::str::from_utf8(bytes)
-                    .map_err(|_| format!("column {} is not valid UTF-8", HASHED_COLUMNS[index]))?,
-            ),
-            ValueRef::Real(_) | ValueRef::Blob(_) => {
-                return Err(format!(
-                    "column {} holds a {:?} value, which the format does not allow",
-                    HASHED_COLUMNS[index],
-                    raw.data_type()
-                ));
-            }
-        };
-    }
-    Ok(values)
 }

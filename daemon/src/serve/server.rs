@@ -9,27 +9,28 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use witness_protocol::limits::MAX_FRAME_LEN;
 use witness_protocol::{ErrorCode, ErrorReply, Response, ResponseFrame, frame};
 
+use super::connection::{self, Shared, Stop};
 use crate::access::{self, Gate, Peer};
 use crate::config::{Config, Limits};
-use crate::connection::{self, Shared};
-use crate::dbfile::{DatabaseFile, TakeError};
-use crate::job::Control;
-use crate::metrics::Metrics;
-use crate::queue::{Admission, JobQueue};
+use crate::format::schema::OpenError;
+use crate::observe::metrics::Metrics;
 use crate::read::ReadPool;
-use crate::schema::OpenError;
-use crate::writer::WriterHandle;
+use crate::stats::ServerStats;
+use crate::store::admission::Admission;
+use crate::store::dbfile::{DatabaseFile, TakeError};
+use crate::store::job::Control;
+use crate::store::queue::JobQueue;
+use crate::store::writer::WriterHandle;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -150,34 +151,6 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
-/// Every `ErrorCode`, in the order of `ServerStats::rejections_by_code`.
-const ERROR_CODES: [ErrorCode; 11] = [
-    ErrorCode::VersionMismatch,
-    ErrorCode::ExpectedHello,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::BadFrame,
-    ErrorCode::BadRequest,
-    ErrorCode::InvalidEntry,
-    ErrorCode::Busy,
-    ErrorCode::ShuttingDown,
-    ErrorCode::Storage,
-    ErrorCode::Forbidden,
-    ErrorCode::TimedOut,
-];
-
-/// Counters of the connection side, for stats.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections open now.
-    pub connections: AtomicU64,
-    /// The most connections open at once since start.
-    pub connections_max: AtomicU64,
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// Requests refused, by the index of their `ErrorCode`.
-    rejections_by_code: [AtomicU64; ERROR_CODES.len()],
-}
-
 /// A daemon with its database open and its writer running, ready to serve a listener.
 #[derive(Debug)]
 pub struct Server {
@@ -189,15 +162,6 @@ pub struct Server {
     metrics: Arc<Metrics>,
     limits: Arc<RwLock<Limits>>,
     gate: Arc<Gate>,
-}
-
-/// The two stages of a stop, which every connection task watches.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stop {
-    /// Stop reading new frames; finish those already read.
-    pub(crate) cancel: CancellationToken,
-    /// A grace period later: stop waiting for any client at all.
-    pub(crate) abandon: CancellationToken,
 }
 
 impl Server {
@@ -226,6 +190,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new(
             Arc::clone(&stats),
             Arc::clone(writer.stats()),
+            writer.committed(),
             Arc::clone(&admission.queue),
             admission.capacity(),
             Arc::clone(&gate),
@@ -403,36 +368,6 @@ fn refuse_connection(stream: tokio::net::UnixStream, stats: &ServerStats, reply:
         })
         .await;
     });
-}
-
-impl ServerStats {
-    /// Counts a refused request.
-    pub(crate) fn reject(&self, code: ErrorCode) {
-        if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
-            self.rejections_by_code[index].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Refused requests since start, by reason, leaving out reasons never seen.
-    pub fn rejections(&self) -> Vec<(String, u64)> {
-        ERROR_CODES
-            .iter()
-            .zip(&self.rejections_by_code)
-            .map(|(code, count)| (format!("{code:?}"), count.load(Ordering::Relaxed)))
-            .filter(|(_, count)| *count > 0)
-            .collect()
-    }
-
-    /// Counts a connection opened.
-    pub(crate) fn connection_opened(&self) {
-        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        self.connections_max.fetch_max(now, Ordering::Relaxed);
-    }
-
-    /// Counts a connection closed.
-    pub(crate) fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Changes the settings of a running daemon that may change without a restart: the limits of

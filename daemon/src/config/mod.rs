@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use witness_protocol::limits::MAX_FRAME_LEN;
 
-use crate::writer::WriterConfig;
+use crate::store::writer::WriterConfig;
 
 /// Where `witnessd` looks for its configuration when `--config` is not given; a missing
 /// file there is not an error.
@@ -190,7 +190,7 @@ impl Config {
             config.create = create;
         }
         if let Some(sync) = &settings.sync {
-            config.writer.sync = sync.parse().map_err(|e| ConfigError::key("sync", e))?;
+            config.writer.durability = sync.parse().map_err(|e| ConfigError::key("sync", e))?;
         }
         if let Some(mode) = &settings.socket_mode {
             config.socket_mode =
@@ -299,7 +299,7 @@ impl Config {
             socket: Some(self.socket_path.clone()),
             db: Some(self.writer.db_path.clone()),
             create: Some(self.create),
-            sync: Some(self.writer.sync.to_string()),
+            sync: Some(self.writer.durability.to_string()),
             socket_mode: Some(format!("{:o}", self.socket_mode)),
             queue: Some(self.queue_capacity as u64),
             batch_max: Some(self.writer.max_batch_entries as u64),
@@ -357,7 +357,7 @@ impl Config {
         check("socket", self.socket_path != new.socket_path);
         check("db", self.writer.db_path != new.writer.db_path);
         check("create", self.create != new.create);
-        check("sync", self.writer.sync != new.writer.sync);
+        check("sync", self.writer.durability != new.writer.durability);
         check("socket_mode", self.socket_mode != new.socket_mode);
         check("queue", self.queue_capacity != new.queue_capacity);
         check(

@@ -14,8 +14,8 @@ use witness_protocol::query::{EndReason, EntriesQuery, StreamEnd};
 use witness_protocol::{ErrorCode, ErrorReply, Response, ResponseFrame};
 
 use crate::read::{self, ReadPool};
-use crate::server::ServerStats;
-use crate::writer::{Outgoing, ReplyTo};
+use crate::stats::ServerStats;
+use crate::store::job::{Outgoing, ReplyTo};
 
 /// What a stream needs of the daemon. Not the writer's queue: a follower waits for the writer
 /// to stop, so holding a sender would keep it from ever stopping.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use witness_protocol::{Ack, Entry, ProducerRef, ResponseFrame};
 
-use crate::queue::Admitted;
+pub use crate::format::row::Origin;
+use crate::store::admission::Admitted;
 
 /// A response on its way to a connection, with the connection's in-flight permit, which is
 /// released once the response is written.
@@ -24,19 +25,6 @@ pub struct Outgoing {
 /// Where a connection receives its responses. Unbounded so that the writer never waits for a
 /// client; the connection's in-flight permits bound what it can hold.
 pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<Outgoing>;
-
-/// What the daemon knows of the sender, from the socket, not from the client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Origin {
-    /// Receive time, nanoseconds since the Unix epoch.
-    pub ts: i64,
-    /// Peer process id, when the kernel reports it.
-    pub pid: Option<i64>,
-    /// Peer user id.
-    pub uid: Option<i64>,
-    /// Peer group id.
-    pub gid: Option<i64>,
-}
 
 /// One validated append, on its way to the writer.
 #[derive(Debug)]
@@ -70,9 +58,9 @@ pub struct Job {
 pub enum Control {
     /// New batching settings (a configuration reload).
     Tune {
-        /// See [`WriterConfig::max_batch_entries`](crate::writer::WriterConfig::max_batch_entries).
+        /// See [`WriterConfig::max_batch_entries`](crate::store::writer::WriterConfig::max_batch_entries).
         max_batch_entries: usize,
-        /// See [`WriterConfig::max_batch_delay`](crate::writer::WriterConfig::max_batch_delay).
+        /// See [`WriterConfig::max_batch_delay`](crate::store::writer::WriterConfig::max_batch_delay).
         max_batch_delay: Duration,
     },
     /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);

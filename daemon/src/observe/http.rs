@@ -11,7 +11,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, Metrics};
+use crate::observe::metrics::Metrics;
+use crate::observe::prometheus::prometheus;
 
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -61,7 +62,7 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes
         (&Method::GET | &Method::HEAD, "/metrics") => reply(
             StatusCode::OK,
             PROMETHEUS_TEXT,
-            metrics::prometheus(&metrics.report()),
+            prometheus(&metrics.report()),
         ),
         (&Method::GET | &Method::HEAD, "/") => reply(
             StatusCode::OK,

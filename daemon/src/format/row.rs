@@ -1,0 +1,288 @@
+//! The row of `entries`: its columns in their one order, how an entry and its origin become a
+//! row, how a row is inserted, and how a stored row is read back.
+//!
+//! This file alone knows where each column sits. The writer, the read side, verification and
+//! the benchmarks all build, insert and read rows through it, so that the row cannot mean one
+//! thing to the writer and another to the verifier.
+
+use std::sync::LazyLock;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Row, Statement};
+use witness_protocol::query::StoredEntry;
+use witness_protocol::{Cost, Entry, ProducerRef};
+
+/// Every column of `entries`, in the order of the table, of the hash encoding and of every
+/// row this module reads or writes: the hashed columns, then `hash`.
+pub const COLUMNS: [&str; 19] = [
+    "seq",
+    "ts",
+    "client_ts",
+    "event",
+    "component",
+    "trace_id",
+    "payload",
+    "tokens_in",
+    "tokens_out",
+    "cache_read_tokens",
+    "reasoning_tokens",
+    "cost_micro_usd",
+    "model",
+    "pid",
+    "uid",
+    "gid",
+    "producer_id",
+    "producer_number",
+    "hash",
+];
+
+/// How many columns the hash covers: all but `hash` itself.
+pub const HASHED: usize = 18;
+
+/// The position of each column in [`COLUMNS`], in the hashed values and in a row read with
+/// [`select_columns`].
+#[allow(missing_docs)]
+pub mod column {
+    pub const SEQ: usize = 0;
+    pub const TS: usize = 1;
+    pub const CLIENT_TS: usize = 2;
+    pub const EVENT: usize = 3;
+    pub const COMPONENT: usize = 4;
+    pub const TRACE_ID: usize = 5;
+    pub const PAYLOAD: usize = 6;
+    pub const TOKENS_IN: usize = 7;
+    pub const TOKENS_OUT: usize = 8;
+    pub const CACHE_READ_TOKENS: usize = 9;
+    pub const REASONING_TOKENS: usize = 10;
+    pub const COST_MICRO_USD: usize = 11;
+    pub const MODEL: usize = 12;
+    pub const PID: usize = 13;
+    pub const UID: usize = 14;
+    pub const GID: usize = 15;
+    pub const PRODUCER_ID: usize = 16;
+    pub const PRODUCER_NUMBER: usize = 17;
+    pub const HASH: usize = 18;
+}
+
+/// One column value as the format sees it: SQLite's NULL, INTEGER or TEXT. The hash encoding
+/// (`chain`) and the insert statement both take rows of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// Encoded as the byte `0x00`.
+    Null,
+    /// Encoded as `0x01` then the eight bytes of the big-endian two's complement.
+    Integer(i64),
+    /// Encoded as `0x02`, the byte length as a big-endian `u32`, then the UTF-8 bytes.
+    Text(&'a str),
+}
+
+impl<'a> Value<'a> {
+    /// The integer, if this is one.
+    pub fn integer(self) -> Option<i64> {
+        match self {
+            Value::Integer(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The text, or `""` if this is not text.
+    pub fn text(self) -> &'a str {
+        match self {
+            Value::Text(text) => text,
+            _ => "",
+        }
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(value: i64) -> Self {
+        Value::Integer(value)
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(value: Option<i64>) -> Self {
+        value.map_or(Value::Null, Value::Integer)
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(value: &'a str) -> Self {
+        Value::Text(value)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        value.map_or(Value::Null, Value::Text)
+    }
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(integer) => ValueRef::Integer(integer),
+            Value::Text(text) => ValueRef::Text(text.as_bytes()),
+        }))
+    }
+}
+
+/// The hashed columns of one row, in [`COLUMNS`] order.
+pub type Values<'a> = [Value<'a>; HASHED];
+
+/// What the daemon knows of the sender, from the socket, not from the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// Peer process id, when the kernel reports it.
+    pub pid: Option<i64>,
+    /// Peer user id.
+    pub uid: Option<i64>,
+    /// Peer group id.
+    pub gid: Option<i64>,
+}
+
+/// The hashed columns of an entry received from `origin`, stored at `seq`: `producer` and
+/// `number` say which producer sent it under which number, if it was numbered.
+pub fn values<'a>(
+    seq: i64,
+    entry: &'a Entry,
+    origin: &Origin,
+    producer: Option<ProducerRef>,
+    number: Option<i64>,
+) -> Values<'a> {
+    let cost = entry.cost.as_ref();
+    let integer = |value: Option<u64>| Value::from(value.map(|value| value as i64));
+    [
+        Value::Integer(seq),
+        Value::Integer(origin.ts),
+        Value::from(entry.client_ts),
+        Value::Text(&entry.event),
+        Value::Text(&entry.component),
+        Value::from(entry.trace_id.as_deref()),
+        Value::Text(&entry.payload),
+        integer(cost.map(|cost| cost.tokens_in)),
+        integer(cost.map(|cost| cost.tokens_out)),
+        integer(cost.and_then(|cost| cost.cache_read_tokens)),
+        integer(cost.and_then(|cost| cost.reasoning_tokens)),
+        integer(cost.map(|cost| cost.micro_usd)),
+        Value::from(cost.and_then(|cost| cost.model.as_deref())),
+        Value::from(origin.pid),
+        Value::from(origin.uid),
+        Value::from(origin.gid),
+        Value::from(producer.map(|producer| producer.producer_id as i64)),
+        Value::from(number),
+    ]
+}
+
+/// Every column, comma-separated in [`COLUMNS`] order: the select list of a query whose rows
+/// [`stored_entry`] or [`read_values`] read.
+pub fn select_columns() -> &'static str {
+    static LIST: LazyLock<String> = LazyLock::new(|| COLUMNS.join(", "));
+    &LIST
+}
+
+/// The statement that inserts one row: [`insert`] binds it.
+pub fn insert_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let parameters: Vec<String> = (1..=COLUMNS.len()).map(|n| format!("?{n}")).collect();
+        format!(
+            "INSERT INTO entries ({}) VALUES ({})",
+            select_columns(),
+            parameters.join(", ")
+        )
+    });
+    &SQL
+}
+
+/// Inserts one row with `statement`, prepared from [`insert_sql`]: its hashed values and the
+/// hash that chains it. Binding by position, without a parameter list, keeps this at the cost
+/// of the insert itself on the writer's hot path.
+pub fn insert(
+    statement: &mut Statement<'_>,
+    values: &Values<'_>,
+    hash: &[u8; 32],
+) -> rusqlite::Result<()> {
+    for (position, value) in values.iter().enumerate() {
+        statement.raw_bind_parameter(position + 1, value)?;
+    }
+    statement.raw_bind_parameter(column::HASH + 1, &hash[..])?;
+    statement.raw_execute()?;
+    Ok(())
+}
+
+/// A row read with [`select_columns`], as the protocol shows a stored entry.
+pub fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
+    use column::*;
+    let unsigned = |index: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row.get::<_, Option<i64>>(index)?.map(|value| value as u64))
+    };
+    let tokens_in = unsigned(TOKENS_IN)?;
+    let cost = tokens_in.map(|tokens_in| -> rusqlite::Result<Cost> {
+        Ok(Cost {
+            tokens_in,
+            tokens_out: unsigned(TOKENS_OUT)?.unwrap_or(0),
+            cache_read_tokens: unsigned(CACHE_READ_TOKENS)?,
+            reasoning_tokens: unsigned(REASONING_TOKENS)?,
+            micro_usd: unsigned(COST_MICRO_USD)?.unwrap_or(0),
+            model: row.get(MODEL)?,
+        })
+    });
+    let hash: Vec<u8> = row.get(HASH)?;
+    Ok(StoredEntry {
+        seq: row.get::<_, i64>(SEQ)? as u64,
+        ts: row.get(TS)?,
+        entry: Entry {
+            event: row.get(EVENT)?,
+            component: row.get(COMPONENT)?,
+            trace_id: row.get(TRACE_ID)?,
+            payload: row.get(PAYLOAD)?,
+            cost: cost.transpose()?,
+            client_ts: row.get(CLIENT_TS)?,
+        },
+        pid: row.get(PID)?,
+        uid: row.get(UID)?,
+        gid: row.get(GID)?,
+        producer_id: unsigned(PRODUCER_ID)?,
+        producer_number: unsigned(PRODUCER_NUMBER)?,
+        hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0; 32]),
+    })
+}
+
+/// The hashed values of a row read with [`select_columns`], refusing a value of a storage
+/// class the column cannot hold (which `STRICT` prevents, but a hand-edited file may still
+/// contain).
+pub fn read_values<'row>(row: &'row Row<'_>) -> Result<Values<'row>, String> {
+    let mut values = [Value::Null; HASHED];
+    for (index, value) in values.iter_mut().enumerate() {
+        let raw = row.get_ref(index).map_err(|error| error.to_string())?;
+        *value = match raw {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(integer) => Value::Integer(integer),
+            ValueRef::Text(bytes) => Value::Text(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| format!("column {} is not valid UTF-8", COLUMNS[index]))?,
+            ),
+            ValueRef::Real(_) | ValueRef::Blob(_) => {
+                return Err(format!(
+                    "column {} holds a {:?} value, which the format does not allow",
+                    COLUMNS[index],
+                    raw.data_type()
+                ));
+            }
+        };
+    }
+    Ok(values)
+}
+
+/// The stored hash of a row read with [`select_columns`]: empty when it is not a blob.
+pub fn stored_hash<'row>(row: &'row Row<'_>) -> rusqlite::Result<&'row [u8]> {
+    Ok(row
+        .get_ref(column::HASH)?
+        .as_blob_or_null()
+        .ok()
+        .flatten()
+        .unwrap_or_default())
+}

@@ -1,0 +1,173 @@
+//! Health figures: what `witness stats`, the Prometheus endpoint and systemd's `STATUS=` line
+//! show.
+//!
+//! Counters are atomics bumped where things happen. Distributions (batch size, commit time,
+//! acknowledgement time) are HDR histograms the writer fills once per batch, under a lock no
+//! one else takes on the hot path; they cover the last one to two minutes, because an
+//! operator asks "how is it now", and a histogram since start would hide a bad minute. The
+//! entries-per-second rate comes from a sample taken every second. The counters themselves
+//! live in `stats`; `prometheus` writes a report in Prometheus's text format.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use witness_protocol::admin::StatsReport;
+
+use crate::access::Gate;
+use crate::stats::{Distribution, ServerStats, WriterStats};
+
+/// Samples of the committed count kept for the rate: ten seconds at one a second.
+const RATE_SAMPLES: usize = 11;
+
+/// Everything a stats report is made from, shared by the daemon's parts.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    server: Arc<ServerStats>,
+    writer: Arc<WriterStats>,
+    committed: watch::Receiver<u64>,
+    queue: Arc<Semaphore>,
+    queue_capacity: usize,
+    gate: Arc<Gate>,
+    db_path: PathBuf,
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl Metrics {
+    /// Figures of a daemon whose writer publishes `writer` and `committed` (the last
+    /// committed `seq`), whose queue is `queue` (of `queue_capacity` permits), whose access
+    /// policy is `gate`, and whose database is at `db_path`.
+    pub fn new(
+        server: Arc<ServerStats>,
+        writer: Arc<WriterStats>,
+        committed: watch::Receiver<u64>,
+        queue: Arc<Semaphore>,
+        queue_capacity: usize,
+        gate: Arc<Gate>,
+        db_path: PathBuf,
+    ) -> Self {
+        Metrics {
+            started: Instant::now(),
+            server,
+            writer,
+            committed,
+            queue,
+            queue_capacity,
+            gate,
+            db_path,
+            samples: Mutex::new(VecDeque::with_capacity(RATE_SAMPLES)),
+        }
+    }
+
+    /// Takes the once-a-second sample the rate is computed from.
+    pub fn sample(&self) {
+        let committed = self.writer.entries_committed.load(Ordering::Relaxed);
+        let mut samples = self.samples.lock().expect("never poisoned");
+        if samples.len() == RATE_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((Instant::now(), committed));
+    }
+
+    /// Entries committed per second over the samples held (the last ten seconds).
+    pub fn entries_per_sec(&self) -> f64 {
+        let samples = self.samples.lock().expect("never poisoned");
+        let committed = self.writer.entries_committed.load(Ordering::Relaxed);
+        match samples.front() {
+            Some(&(at, then)) if at.elapsed() > Duration::from_millis(100) => {
+                committed.saturating_sub(then) as f64 / at.elapsed().as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Entries waiting for, or inside, a commit.
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_capacity
+            .saturating_sub(self.queue.available_permits()) as u64
+    }
+
+    /// The writer's heartbeat, which advances whenever its loop turns; the watchdog reads
+    /// it.
+    pub fn writer_heartbeat(&self) -> u64 {
+        self.writer.heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// A full report.
+    pub fn report(&self) -> StatsReport {
+        let (batch_entries, commit_us, ack_us) = {
+            let mut timings = self.writer.timings.lock().expect("never poisoned");
+            (
+                timings.percentiles(Distribution::BatchEntries),
+                timings.percentiles(Distribution::CommitMicros),
+                timings.percentiles(Distribution::AckMicros),
+            )
+        };
+        let file_size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut wal = self.db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        let (rss_bytes, rss_peak_bytes) = resident_memory();
+        StatsReport {
+            server: concat!("witnessd ", env!("CARGO_PKG_VERSION")).to_owned(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            entries_total: self.writer.entries_committed.load(Ordering::Relaxed),
+            entries_per_sec: self.entries_per_sec(),
+            last_seq: *self.committed.borrow(),
+            batches_total: self.writer.batches_committed.load(Ordering::Relaxed),
+            batches_failed: self.writer.batches_failed.load(Ordering::Relaxed),
+            queue_depth: self.queue_depth(),
+            queue_capacity: self.queue_capacity as u64,
+            batch_entries,
+            commit_us,
+            ack_us,
+            connections: self.server.connections.load(Ordering::Relaxed),
+            connections_max: self.server.connections_max.load(Ordering::Relaxed),
+            connections_total: self.server.connections_total.load(Ordering::Relaxed),
+            rejections: self.server.rejections(),
+            db_bytes: file_size(&self.db_path),
+            wal_bytes: file_size(std::path::Path::new(&wal)),
+            rss_bytes,
+            rss_peak_bytes,
+            failure: self.writer.failure(),
+            rate_limited: self.gate.rates.limited(),
+        }
+    }
+
+    /// The one-line summary systemd shows in `systemctl status`.
+    pub fn status_line(&self) -> String {
+        format!(
+            "{:.0} entries/s, queue {}/{}, {} connections, {} entries committed",
+            self.entries_per_sec(),
+            self.queue_depth(),
+            self.queue_capacity,
+            self.server.connections.load(Ordering::Relaxed),
+            self.writer.entries_committed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Resident and peak resident memory of this process in bytes, from `/proc/self/status`
+/// (zeros where that is unavailable).
+fn resident_memory() -> (u64, u64) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,122 @@
+//! Cost reports: entries, tokens and money per group, from the hourly roll-up where whole
+//! hours allow and from the entries elsewhere.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, Row, params_from_iter};
+use witness_protocol::query::{CostQuery, CostReport, CostRow, GroupBy};
+
+use super::filter::clamp;
+use crate::format::schema::HOUR_NS;
+
+/// Entries, tokens and money per group. Whole hours come from `cost_hourly`, the partial
+/// hours at either end of the window from `entries` through the time index; grouping by
+/// trace reads `entries` alone.
+pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<CostReport> {
+    let (source, params) = cost_source(query);
+    let grouped = format!(
+        "SELECT key, ssum(n) AS n, ssum(tin) AS tin, ssum(tout) AS tout, ssum(usd) AS usd \
+         FROM ({source}) GROUP BY key"
+    );
+    let (groups, total) = connection
+        .prepare_cached(&format!(
+            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(usd) FROM ({grouped})"
+        ))?
+        .query_row(params_from_iter(params.iter()), |row| {
+            Ok((row.get::<_, i64>(0)? as u64, cost_row(None, row, 1)?))
+        })?;
+    let rows = connection
+        .prepare_cached(&format!(
+            "SELECT key, n, tin, tout, usd FROM ({grouped}) \
+             ORDER BY usd DESC, key ASC NULLS LAST LIMIT {} OFFSET {}",
+            query.limit,
+            clamp(query.offset)
+        ))?
+        .query_map(params_from_iter(params.iter()), |row| {
+            cost_row(row.get(0)?, row, 1)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(CostReport {
+        by: query.by,
+        rows,
+        groups,
+        total,
+    })
+}
+
+fn cost_row(key: Option<String>, row: &Row<'_>, first: usize) -> rusqlite::Result<CostRow> {
+    Ok(CostRow {
+        key,
+        entries: row.get::<_, i64>(first)? as u64,
+        tokens_in: row.get::<_, i64>(first + 1)? as u64,
+        tokens_out: row.get::<_, i64>(first + 2)? as u64,
+        micro_usd: row.get::<_, i64>(first + 3)? as u64,
+    })
+}
+
+/// The rows a cost report sums, as `key, n, tin, tout, usd`, and their parameters.
+fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut param = |value: SqlValue| {
+        params.push(value);
+        format!("?{}", params.len())
+    };
+    let component = query
+        .component
+        .as_ref()
+        .map(|component| format!(" AND component = {}", param(component.clone().into())))
+        .unwrap_or_default();
+    let raw_key = match query.by {
+        GroupBy::Component => "component",
+        GroupBy::Model => "model",
+        GroupBy::Event => "event",
+        GroupBy::Trace => "trace_id",
+    };
+    let raw = |params: &mut dyn FnMut(SqlValue) -> String, from: Option<i64>, to: Option<i64>| {
+        let mut window = String::new();
+        if let Some(from) = from {
+            window += &format!(" AND ts >= {}", params(from.into()));
+        }
+        if let Some(to) = to {
+            window += &format!(" AND ts < {}", params(to.into()));
+        }
+        format!(
+            "SELECT {raw_key} AS key, 1 AS n, coalesce(tokens_in, 0) AS tin, \
+             coalesce(tokens_out, 0) AS tout, coalesce(cost_micro_usd, 0) AS usd \
+             FROM entries WHERE 1{window}{component}"
+        )
+    };
+    if query.by == GroupBy::Trace {
+        let sql = raw(&mut param, query.since, query.until);
+        return (sql, params);
+    }
+    // Whole hours inside [since, until): from the first hour starting at or after `since` to
+    // the last hour ending at or before `until`.
+    let first_hour = query.since.map_or(0, |since| {
+        since.div_euclid(HOUR_NS) + i64::from(since % HOUR_NS != 0)
+    });
+    let end_hour = query
+        .until
+        .map_or(i64::MAX / HOUR_NS, |until| until.div_euclid(HOUR_NS));
+    let hourly_key = match query.by {
+        GroupBy::Model => "nullif(model, '')",
+        _ => raw_key,
+    };
+    let mut parts = Vec::new();
+    if first_hour < end_hour {
+        parts.push(format!(
+            "SELECT {hourly_key} AS key, entries AS n, tokens_in AS tin, tokens_out AS tout, \
+             micro_usd AS usd FROM cost_hourly WHERE hour >= {} AND hour < {}{component}",
+            param(first_hour.into()),
+            param(end_hour.into()),
+        ));
+        if let Some(since) = query.since.filter(|&since| since < first_hour * HOUR_NS) {
+            parts.push(raw(&mut param, Some(since), Some(first_hour * HOUR_NS)));
+        }
+        if let Some(until) = query.until.filter(|&until| until > end_hour * HOUR_NS) {
+            parts.push(raw(&mut param, Some(end_hour * HOUR_NS), Some(until)));
+        }
+    } else {
+        parts.push(raw(&mut param, query.since, query.until));
+    }
+    (parts.join(" UNION ALL "), params)
+}

@@ -1,0 +1,251 @@
+//! What a connection does with each request once its frame is read: the handshake aside
+//! (`connection`) and appends aside (`append`), every request is answered here: reads on the
+//! read pool, streams on a task of their own, maintenance for operators.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use witness_protocol::admin::{MaintenanceReport, MaintenanceTask};
+use witness_protocol::{
+    ErrorCode, ErrorReply, Request, RequestFrame, Response, ResponseFrame, frame,
+};
+
+use super::connection::{Connection, Next};
+use super::{stream, validation};
+use crate::access;
+use crate::format::verify::{self, VerifyError};
+use crate::read;
+use crate::store::job::{Control, Outgoing};
+
+impl Connection {
+    /// Refuses a read request to a user the configuration does not let read.
+    async fn may_read(&self, id: u64) -> bool {
+        match access::may_read(&self.shared.gate.access(), &self.peer) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.refuse(id, ErrorReply::new(ErrorCode::Forbidden, reason))
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// Answers one request, whose frame body is `body`; says whether to read on.
+    pub(super) async fn handle(&mut self, body: &[u8]) -> Next {
+        let request: RequestFrame = match frame::decode_body(body) {
+            Ok(request) => request,
+            Err(error) => {
+                let id = frame::peek_request_id(body).unwrap_or(0);
+                let reply = ErrorReply::new(ErrorCode::BadFrame, error.to_string());
+                self.refuse(id, reply).await;
+                return if self.greeted {
+                    Next::Continue
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        let id = request.id;
+        match request.request {
+            Request::Hello(hello) => self.hello(id, hello.version).await,
+            _ if !self.greeted => {
+                let reply = ErrorReply::new(
+                    ErrorCode::ExpectedHello,
+                    "the first request on a connection must be Hello",
+                );
+                self.refuse(id, reply).await;
+                Next::Close
+            }
+            Request::Ping => {
+                self.answer(id, Response::Pong).await;
+                Next::Continue
+            }
+            Request::Verify(_)
+            | Request::Trace(_)
+            | Request::Traces(_)
+            | Request::Cost(_)
+            | Request::Entries(_)
+                if !self.may_read(id).await =>
+            {
+                Next::Continue
+            }
+            Request::Verify(range) => {
+                let checked = verify::check_range(range)
+                    .map_err(|reason| ErrorReply::new(ErrorCode::BadRequest, reason));
+                self.query(id, checked, move |connection| {
+                    match verify::verify(connection, range) {
+                        Ok(report) => Ok(Response::Verified(report)),
+                        Err(VerifyError::Range(reason)) => Ok(Response::Error(ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            reason,
+                        ))),
+                        Err(VerifyError::Sqlite(error)) => Err(error),
+                    }
+                })
+                .await;
+                Next::Continue
+            }
+            Request::Trace(query) => {
+                let checked = validation::check_trace(&query);
+                self.query(id, checked, move |connection| {
+                    read::trace(connection, &query).map(Response::Trace)
+                })
+                .await;
+                Next::Continue
+            }
+            Request::Traces(query) => {
+                let checked = validation::check_traces(&query);
+                self.query(id, checked, move |connection| {
+                    read::traces(connection, &query).map(Response::Traces)
+                })
+                .await;
+                Next::Continue
+            }
+            Request::Cost(query) => {
+                let checked = validation::check_cost(&query);
+                self.query(id, checked, move |connection| {
+                    read::cost(connection, &query).map(Response::Cost)
+                })
+                .await;
+                Next::Continue
+            }
+            Request::Entries(query) => {
+                match validation::check_entries(&query) {
+                    Ok(()) => {
+                        let context = stream::Context {
+                            reads: Arc::clone(&self.shared.reads),
+                            committed: self.shared.committed.clone(),
+                            stall_timeout: self.limits.stall_timeout,
+                            stats: Arc::clone(&self.shared.stats),
+                            client_gone: self.client_gone.clone(),
+                            shutdown: self.cancel.clone(),
+                        };
+                        let open = Arc::clone(&self.streams_open);
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let stream = stream::serve(id, query, context, self.reply_to.clone());
+                        self.streams.spawn(async move {
+                            stream.await;
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(reply) => self.refuse(id, reply).await,
+                }
+                Next::Continue
+            }
+            Request::Append(append) => {
+                self.append(id, append, body.len()).await;
+                Next::Continue
+            }
+            Request::Stats => {
+                let report = self.shared.metrics.report();
+                self.answer(id, Response::Stats(Box::new(report))).await;
+                Next::Continue
+            }
+            Request::Maintenance(task) => {
+                self.maintenance(id, task).await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// Runs a maintenance task for the daemon's own user or root: `ANALYZE` on the writer
+    /// (it writes), a backup on a read connection (it only reads, so ingest goes on).
+    async fn maintenance(&self, id: u64, task: MaintenanceTask) {
+        if !self.peer.is_operator() {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let own_uid = unsafe { libc::geteuid() };
+            let reply = ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "maintenance is for the daemon's own user (uid {own_uid}) or root; this \
+                     client runs as uid {}",
+                    self.peer.uid_text()
+                ),
+            );
+            return self.refuse(id, reply).await;
+        }
+        let started = std::time::Instant::now();
+        match task {
+            MaintenanceTask::Analyze => {
+                let Some(permit) = self.permit().await else {
+                    return;
+                };
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let reply_to = self.reply_to.clone();
+                let stats = Arc::clone(&self.shared.stats);
+                if self
+                    .shared
+                    .writer
+                    .control(Control::Analyze(answer))
+                    .is_err()
+                {
+                    drop(permit);
+                    let reply = ErrorReply::new(ErrorCode::ShuttingDown, "the writer has stopped");
+                    return self.refuse(id, reply).await;
+                }
+                tokio::spawn(async move {
+                    let response = match answered.await {
+                        Ok(Ok(elapsed)) => Response::Maintained(MaintenanceReport {
+                            task: MaintenanceTask::Analyze,
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            bytes: None,
+                            last_seq: None,
+                        }),
+                        Ok(Err(message)) => {
+                            stats.reject(ErrorCode::Storage);
+                            Response::Error(ErrorReply::new(ErrorCode::Storage, message))
+                        }
+                        Err(_) => {
+                            stats.reject(ErrorCode::ShuttingDown);
+                            Response::Error(ErrorReply::new(
+                                ErrorCode::ShuttingDown,
+                                "the writer stopped before it ran ANALYZE",
+                            ))
+                        }
+                    };
+                    let _ = reply_to.send(Outgoing {
+                        frame: ResponseFrame { id, response },
+                        permit: Some(permit),
+                    });
+                });
+            }
+            MaintenanceTask::Backup { path } => {
+                let checked = validation::check_backup_path(&path);
+                self.query(id, checked, move |connection| {
+                    read::backup(connection, &path, started)
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Answers a request with a query run on the read pool, or with the refusal `checked`
+    /// carries; the request holds an in-flight permit until its answer is written.
+    async fn query<F>(&self, id: u64, checked: Result<(), ErrorReply>, query: F)
+    where
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Response> + Send + 'static,
+    {
+        if let Err(reply) = checked {
+            return self.refuse(id, reply).await;
+        }
+        let Some(permit) = self.permit().await else {
+            return;
+        };
+        let reads = Arc::clone(&self.shared.reads);
+        let reply_to = self.reply_to.clone();
+        let stats = Arc::clone(&self.shared.stats);
+        tokio::spawn(async move {
+            let response = match reads.run(query).await {
+                Ok(response) => response,
+                Err(message) => {
+                    stats.reject(ErrorCode::Storage);
+                    Response::Error(ErrorReply::new(ErrorCode::Storage, message))
+                }
+            };
+            let _ = reply_to.send(Outgoing {
+                frame: ResponseFrame { id, response },
+                permit: Some(permit),
+            });
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! The counters and distributions the daemon's parts share: the connection side's, the
+//! writer's, and the writer's timings. They live on the ground floor, below every part that
+//! bumps or reads them, so that the writer, the connections and the metrics import this file
+//! instead of each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use witness_protocol::ErrorCode;
+use witness_protocol::admin::Percentiles;
+
+/// Every `ErrorCode`, in the order of `ServerStats::rejections_by_code`.
+const ERROR_CODES: [ErrorCode; 11] = [
+    ErrorCode::VersionMismatch,
+    ErrorCode::ExpectedHello,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::BadFrame,
+    ErrorCode::BadRequest,
+    ErrorCode::InvalidEntry,
+    ErrorCode::Busy,
+    ErrorCode::ShuttingDown,
+    ErrorCode::Storage,
+    ErrorCode::Forbidden,
+    ErrorCode::TimedOut,
+];
+
+/// Counters of the connection side, for stats.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// The most connections open at once since start.
+    pub connections_max: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Requests refused, by the index of their `ErrorCode`.
+    rejections_by_code: [AtomicU64; ERROR_CODES.len()],
+}
+
+impl ServerStats {
+    /// Counts a refused request.
+    pub(crate) fn reject(&self, code: ErrorCode) {
+        if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
+            self.rejections_by_code[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refused requests since start, by reason, leaving out reasons never seen.
+    pub fn rejections(&self) -> Vec<(String, u64)> {
+        ERROR_CODES
+            .iter()
+            .zip(&self.rejections_by_code)
+            .map(|(code, count)| (format!("{code:?}"), count.load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Counts a connection opened.
+    pub(crate) fn connection_opened(&self) {
+        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters the writer publishes for metrics and the watchdog.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Entries committed since start (duplicates not counted).
+    pub entries_committed: AtomicU64,
+    /// Transactions committed since start.
+    pub batches_committed: AtomicU64,
+    /// Batches that failed and were rolled back.
+    pub batches_failed: AtomicU64,
+    /// Bumped every time the writer loop turns, busy or idle; the watchdog reads it.
+    pub heartbeat: AtomicU64,
+    /// Batch size, commit and acknowledgement times.
+    pub timings: std::sync::Mutex<Timings>,
+    /// Why the writer stopped acknowledging for good, once it has.
+    pub failure: std::sync::Mutex<Option<String>>,
+    /// Cancelled when the writer fails for good: the server then stops the daemon.
+    pub failed: tokio_util::sync::CancellationToken,
+}
+
+impl WriterStats {
+    /// Why the writer stopped acknowledging, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("never poisoned").clone()
+    }
+}
+
+/// How long a histogram fills before it becomes the previous one.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// The writer's distributions over the current and the previous window.
+#[derive(Debug)]
+pub struct Timings {
+    current: [Histogram<u64>; 3],
+    previous: [Histogram<u64>; 3],
+    rotated: Instant,
+}
+
+/// Which distribution of [`Timings`].
+#[derive(Debug, Clone, Copy)]
+pub enum Distribution {
+    /// Entries per transaction.
+    BatchEntries = 0,
+    /// Microseconds to write and commit a transaction.
+    CommitMicros = 1,
+    /// Microseconds from reading an append to sending its answer.
+    AckMicros = 2,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        // Up to an hour in microseconds; anything above is recorded as an hour.
+        let histogram =
+            || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds and precision");
+        Timings {
+            current: [histogram(), histogram(), histogram()],
+            previous: [histogram(), histogram(), histogram()],
+            rotated: Instant::now(),
+        }
+    }
+}
+
+impl Timings {
+    /// Records one committed batch: its entries, its commit time and the acknowledgement time
+    /// of each of its appends that asked for one.
+    pub fn record_batch(
+        &mut self,
+        entries: u64,
+        commit: Duration,
+        acks: impl IntoIterator<Item = Duration>,
+    ) {
+        self.rotate();
+        let [batch, commit_us, ack_us] = &mut self.current;
+        batch.saturating_record(entries);
+        commit_us.saturating_record(commit.as_micros() as u64);
+        for ack in acks {
+            ack_us.saturating_record(ack.as_micros() as u64);
+        }
+    }
+
+    /// Percentiles of a distribution over the last one to two windows.
+    pub fn percentiles(&mut self, which: Distribution) -> Percentiles {
+        self.rotate();
+        let index = which as usize;
+        let mut merged = self.previous[index].clone();
+        // Both have the same bounds, so adding cannot fail.
+        let _ = merged.add(&self.current[index]);
+        if merged.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: merged.len(),
+            p50: merged.value_at_quantile(0.5),
+            p90: merged.value_at_quantile(0.9),
+            p99: merged.value_at_quantile(0.99),
+            p999: merged.value_at_quantile(0.999),
+            max: merged.max(),
+        }
+    }
+
+    fn rotate(&mut self) {
+        let age = self.rotated.elapsed();
+        if age < WINDOW {
+            return;
+        }
+        if age >= 2 * WINDOW {
+            // Nothing recorded in the last window either: both are stale.
+            self.previous.iter_mut().for_each(Histogram::reset);
+        } else {
+            std::mem::swap(&mut self.current, &mut self.previous);
+        }
+        self.current.iter_mut().for_each(Histogram::reset);
+        self.rotated = Instant::now();
+    }
+}

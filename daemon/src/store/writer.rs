@@ -1,0 +1,514 @@
+//! The writer thread: the one connection that writes, and group commit.
+//!
+//! It blocks for the first job, drains whatever else is ready (up to the batch limit, or
+//! until the batch delay has passed), writes the whole batch in one immediate transaction
+//! with cached statements, assigns `seq`, extends the hash chain, commits, and only then
+//! acknowledges. Checkpoints run between batches, never inside a commit. Dropping the
+//! [`WriterHandle`] closes the queue and joins the thread, which commits what it holds first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+use witness_protocol::{Ack, ErrorCode, ErrorReply};
+
+use crate::format::chain::GENESIS;
+use crate::format::schema::{self, Durability, OpenError};
+use crate::stats::WriterStats;
+use crate::store::dbfile::{self, Identity};
+use crate::store::job::{Control, Job};
+use crate::store::queue::{JobQueue, LaneId, Next, Shares};
+use crate::store::transaction::{self, Head, Outcome, Producer, Written, acknowledge};
+
+/// How the writer batches, syncs and checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    /// The database file.
+    pub db_path: PathBuf,
+    /// Durability of each commit.
+    pub durability: Durability,
+    /// Most entries in one transaction.
+    pub max_batch_entries: usize,
+    /// How long to wait for more entries once a batch has started; zero commits whatever is
+    /// ready at once, which already groups entries that arrive during the previous commit.
+    pub max_batch_delay: Duration,
+    /// Run a passive checkpoint between batches once the WAL holds this many pages.
+    pub checkpoint_pages: u32,
+    /// After this long without a job, truncate the WAL.
+    pub idle_checkpoint: Duration,
+    /// SQLite page cache of the writer, in KiB.
+    pub cache_kib: u32,
+    /// How often to run `PRAGMA optimize` between batches; `None` never does.
+    pub optimize_interval: Option<Duration>,
+    /// Longest the writer's loop goes without turning when idle, so that its heartbeat (which
+    /// the systemd watchdog reads) advances while it is healthy.
+    pub heartbeat: Duration,
+}
+
+impl WriterConfig {
+    /// The defaults for a database at `db_path`.
+    pub fn new(db_path: PathBuf) -> Self {
+        WriterConfig {
+            db_path,
+            durability: Durability::Full,
+            max_batch_entries: 4096,
+            max_batch_delay: Duration::ZERO,
+            checkpoint_pages: 4096,
+            idle_checkpoint: Duration::from_secs(1),
+            cache_kib: 8192,
+            optimize_interval: Some(Duration::from_secs(3600)),
+            heartbeat: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The running writer: its queue and its thread.
+#[derive(Debug)]
+pub struct WriterHandle {
+    queue: Arc<JobQueue>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
+    committed: tokio::sync::watch::Receiver<u64>,
+}
+
+impl WriterHandle {
+    /// Opens the database and starts the writer thread. Fails, with nothing started, if the
+    /// database cannot be opened. With `identity`, the writer checks after every commit, and
+    /// when idle, that the path still names that file, and fails for good (acknowledging
+    /// nothing more) once it does not.
+    pub fn start(config: WriterConfig, identity: Option<Identity>) -> Result<Self, OpenError> {
+        let connection = schema::open_writer(&config.db_path, config.durability, config.cache_kib)?;
+        if let Some(identity) = identity
+            && let Err(reason) = dbfile::check(&config.db_path, identity)
+        {
+            return Err(OpenError::Moved(reason));
+        }
+        let queue = JobQueue::new();
+        let stats = Arc::new(WriterStats::default());
+        let (committed_sender, committed) = tokio::sync::watch::channel(0);
+        let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
+            .map(|writer| Writer { identity, ..writer })
+            .map_err(|source| OpenError::Sqlite {
+                path: "database".into(),
+                source,
+            })?;
+        let thread = {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name("witness-writer".into())
+                .spawn(move || writer.run(&queue))
+                .expect("spawning the writer thread")
+        };
+        Ok(WriterHandle {
+            queue,
+            thread: Some(thread),
+            stats,
+            committed,
+        })
+    }
+
+    /// The writer's queue, where connections put jobs and [`Control`] requests.
+    pub fn queue(&self) -> Arc<JobQueue> {
+        Arc::clone(&self.queue)
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    /// The last committed `seq`, updated after every commit; followers wait on it. It closes
+    /// when the writer stops, after its last commit.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Closes the queue and waits until the writer has committed every job queued and
+    /// stopped.
+    pub fn join(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.queue.close();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Batches for which a lane that had a backlog counts as heavy (see `queue::Shares`): long
+/// enough that a pipelining client, between two bursts, is not taken for a waiting one.
+const HEAVY_MEMORY: u64 = 16;
+
+/// The checkpoints the writer runs: passive between busy batches (copies what no reader
+/// still needs), truncate when idle and at shutdown (empties the WAL file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoint {
+    Passive,
+    Truncate,
+}
+
+struct Writer {
+    connection: Connection,
+    config: WriterConfig,
+    /// The database file's identity, checked after each commit.
+    identity: Option<Identity>,
+    /// Set once the file is no longer the log: nothing more is written or acknowledged.
+    failure: Option<String>,
+    /// Whether a light lane met a heavy one in the last batch: the next starts bounded.
+    contended: bool,
+    /// Lanes that had a backlog, and the number of the last batch in which they had one.
+    heavy: HashMap<LaneId, u64>,
+    stats: Arc<WriterStats>,
+    committed: tokio::sync::watch::Sender<u64>,
+    head: Head,
+    /// Every producer seen since start, as committed; others are read on demand.
+    producers: HashMap<i64, Producer>,
+    wal_pages: Arc<AtomicU32>,
+    scratch: Vec<u8>,
+    dirty_since_truncate: bool,
+    /// Entries in the last batch and how long its commit took, for adaptive batching.
+    last_batch_entries: usize,
+    last_commit: Duration,
+    last_job: Instant,
+    last_optimize: Instant,
+}
+
+impl Writer {
+    fn new(
+        mut connection: Connection,
+        config: WriterConfig,
+        stats: Arc<WriterStats>,
+        committed: tokio::sync::watch::Sender<u64>,
+    ) -> rusqlite::Result<Self> {
+        let head = connection
+            .query_row(schema::HEAD, [], |row| {
+                Ok(Head {
+                    seq: row.get(0)?,
+                    hash: row.get(1)?,
+                })
+            })
+            .optional()?
+            .unwrap_or(Head {
+                seq: 0,
+                hash: GENESIS,
+            });
+        committed.send_replace(head.seq as u64);
+        let wal_pages = Arc::new(AtomicU32::new(0));
+        let hook_pages = Arc::clone(&wal_pages);
+        // Set after `wal_autocheckpoint`, which would replace it.
+        connection.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                hook_pages.store(pages.max(0) as u32, Ordering::Relaxed);
+                Ok(())
+            },
+        ))?;
+        Ok(Writer {
+            connection,
+            config,
+            identity: None,
+            failure: None,
+            contended: false,
+            heavy: HashMap::new(),
+            stats,
+            committed,
+            head,
+            producers: HashMap::new(),
+            wal_pages,
+            scratch: Vec::with_capacity(4096),
+            dirty_since_truncate: true,
+            last_batch_entries: 0,
+            last_commit: Duration::ZERO,
+            last_job: Instant::now(),
+            last_optimize: Instant::now(),
+        })
+    }
+
+    fn run(&mut self, queue: &JobQueue) {
+        let mut batch: Vec<Job> = Vec::new();
+        loop {
+            // A failed writer stops its heartbeat, so the watchdog stops pinging too.
+            if self.failure.is_none() {
+                self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut shares = Shares::new(
+                self.lane_quantum(),
+                self.contended,
+                self.heavy.keys().copied().collect(),
+            );
+            match queue.next(self.config.heartbeat) {
+                Next::Job(lane, job, more) => {
+                    shares.record(lane, &job, more);
+                    batch.push(*job);
+                }
+                Next::Control(request) => {
+                    self.control(request);
+                    continue;
+                }
+                Next::Idle => {
+                    self.check_file();
+                    if self.failure.is_some() {
+                        continue;
+                    }
+                    if self.dirty_since_truncate
+                        && self.last_job.elapsed() >= self.config.idle_checkpoint
+                    {
+                        self.checkpoint(Checkpoint::Truncate);
+                    }
+                    self.maybe_optimize();
+                    continue;
+                }
+                Next::Closed => break,
+            }
+            self.fill(&mut batch, queue, &mut shares);
+            self.remember_heavy(&shares);
+            self.commit(&mut batch);
+            self.last_job = Instant::now();
+            if self.failure.is_none()
+                && self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages
+            {
+                self.checkpoint(Checkpoint::Passive);
+            }
+            self.maybe_optimize();
+        }
+        if self.failure.is_none() {
+            self.checkpoint(Checkpoint::Truncate);
+            // SQLite's advice for a connection about to close: cheap, and keeps the planner's
+            // statistics current for readers.
+            if let Err(error) = self.connection.execute_batch("PRAGMA optimize") {
+                tracing::warn!(%error, "PRAGMA optimize failed");
+            }
+        }
+        let entries = self.stats.entries_committed.load(Ordering::Relaxed);
+        let batches = self.stats.batches_committed.load(Ordering::Relaxed);
+        tracing::info!(
+            entries,
+            batches,
+            mean_batch = entries as f64 / batches.max(1) as f64,
+            last_seq = self.head.seq,
+            "writer stopped"
+        );
+    }
+
+    /// Adds to `batch` what is ready, by turn across connections, up to the entry limit or
+    /// the delay.
+    ///
+    /// Adaptive batching: synchronous clients re-send only after their answer, so right after
+    /// a commit the first of them arrives alone and, committed at once, would split the rest
+    /// into a second commit: two fsyncs per round instead of one. So while the batch is smaller
+    /// than the previous one, the writer waits for the others, at most half the previous
+    /// commit's duration. A lone client (previous batch no larger) never waits.
+    fn fill(&self, batch: &mut Vec<Job>, queue: &JobQueue, shares: &mut Shares) {
+        let mut n_entries: usize = batch.iter().map(|job| job.entries.len()).sum();
+        let started = Instant::now();
+        let fixed_deadline = started + self.config.max_batch_delay;
+        let adaptive_deadline = started + (self.last_commit / 2).min(Duration::from_millis(2));
+        while n_entries < self.config.max_batch_entries {
+            let mut deadline = fixed_deadline;
+            if n_entries < self.last_batch_entries {
+                deadline = deadline.max(adaptive_deadline);
+            }
+            let Some(next) = queue.next_job(deadline, shares) else {
+                return;
+            };
+            n_entries += next.entries.len();
+            batch.push(*next);
+        }
+    }
+
+    /// Notes which lanes had a backlog in the batch just filled, forgetting those that have
+    /// had none for `HEAVY_MEMORY` batches.
+    fn remember_heavy(&mut self, shares: &Shares) {
+        self.contended = shares.light_beside_heavy();
+        let batch = self.stats.batches_committed.load(Ordering::Relaxed);
+        for lane in shares.backlogged() {
+            self.heavy.insert(lane, batch);
+        }
+        self.heavy
+            .retain(|_, last| batch.saturating_sub(*last) < HEAVY_MEMORY);
+    }
+
+    /// Entries one lane may put into a batch while lanes contend (see `queue::Shares`).
+    fn lane_quantum(&self) -> usize {
+        (self.config.max_batch_entries / 16).max(1)
+    }
+
+    /// Handles a request other than an append, between batches.
+    fn control(&mut self, request: Control) {
+        match request {
+            Control::Tune {
+                max_batch_entries,
+                max_batch_delay,
+            } => {
+                self.config.max_batch_entries = max_batch_entries;
+                self.config.max_batch_delay = max_batch_delay;
+                tracing::info!(max_batch_entries, ?max_batch_delay, "batching retuned");
+            }
+            Control::Analyze(answer) => {
+                let started = Instant::now();
+                let result = self
+                    .connection
+                    .execute_batch("ANALYZE")
+                    .map(|()| started.elapsed())
+                    .map_err(|error| format!("ANALYZE failed: {error}"));
+                tracing::info!(?result, "analyze");
+                let _ = answer.send(result);
+            }
+        }
+    }
+
+    /// Runs `PRAGMA optimize` when its interval has passed. `analysis_limit` bounds it to
+    /// milliseconds, so it runs between batches like a checkpoint.
+    fn maybe_optimize(&mut self) {
+        let Some(interval) = self.config.optimize_interval else {
+            return;
+        };
+        if self.last_optimize.elapsed() < interval {
+            return;
+        }
+        let started = Instant::now();
+        match self.connection.execute_batch("PRAGMA optimize") {
+            Ok(()) => tracing::debug!(elapsed = ?started.elapsed(), "PRAGMA optimize"),
+            Err(error) => tracing::warn!(%error, "PRAGMA optimize failed"),
+        }
+        self.last_optimize = Instant::now();
+    }
+
+    /// Checks that the database path still names the file this writer writes; on the first
+    /// mismatch the writer fails for good: it says why, everywhere it can, and from then on
+    /// refuses every append (the server stops the daemon).
+    fn check_file(&mut self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(reason) = dbfile::check(&self.config.db_path, identity) {
+            tracing::error!("{reason}: acknowledging nothing more, and stopping");
+            *self.stats.failure.lock().expect("never poisoned") = Some(reason.clone());
+            self.failure = Some(reason);
+            self.stats.failed.cancel();
+        }
+    }
+
+    /// Refuses every job of `batch`: the writer has failed for good.
+    fn refuse_all(&self, batch: &mut Vec<Job>, reason: &str, written: bool) {
+        let message = if written {
+            format!(
+                "{reason}; these entries went to that file, which is no longer the log, and \
+                 are not acknowledged: send them again once the daemon is back"
+            )
+        } else {
+            format!("{reason}; nothing was recorded: send it again once the daemon is back")
+        };
+        for job in batch.drain(..) {
+            let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
+            acknowledge(job, Outcome::Refused(reply));
+        }
+    }
+
+    /// Writes, commits and acknowledges `batch`, leaving it empty.
+    fn commit(&mut self, batch: &mut Vec<Job>) {
+        if let Some(reason) = self.failure.clone() {
+            return self.refuse_all(batch, &reason, false);
+        }
+        let started = Instant::now();
+        self.last_batch_entries = batch.iter().map(|job| job.entries.len()).sum();
+        let written = transaction::write(
+            &mut self.connection,
+            batch,
+            self.head,
+            &self.producers,
+            &mut self.scratch,
+        );
+        self.last_commit = started.elapsed();
+        match written {
+            Ok(Written {
+                outcomes,
+                head,
+                producers,
+                n_written,
+            }) => {
+                // Committed, but to the file the path names? Checked before any answer goes
+                // out, so that nothing written to a deleted or replaced file is acknowledged.
+                self.check_file();
+                if let Some(reason) = self.failure.clone() {
+                    return self.refuse_all(batch, &reason, true);
+                }
+                self.head = head;
+                self.producers.extend(producers);
+                self.dirty_since_truncate = true;
+                self.stats
+                    .entries_committed
+                    .fetch_add(n_written, Ordering::Relaxed);
+                self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+                self.committed.send_replace(head.seq as u64);
+                let now = Instant::now();
+                let acks: Vec<Duration> = batch
+                    .iter()
+                    .filter(|job| matches!(job.ack, Ack::Committed | Ack::Durable))
+                    .map(|job| now.saturating_duration_since(job.received))
+                    .collect();
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    acknowledge(job, outcome);
+                }
+                self.stats
+                    .timings
+                    .lock()
+                    .expect("never poisoned")
+                    .record_batch(n_written, self.last_commit, acks);
+            }
+            Err(error) => {
+                tracing::error!(%error, jobs = batch.len(), "batch rolled back");
+                self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                let message =
+                    format!("the database refused the batch, nothing was written: {error}");
+                for job in batch.drain(..) {
+                    let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
+                    acknowledge(job, Outcome::Refused(reply));
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, mode: Checkpoint) {
+        let started = Instant::now();
+        let name = match mode {
+            Checkpoint::Truncate => "TRUNCATE",
+            Checkpoint::Passive => "PASSIVE",
+        };
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.connection
+                .query_row(&format!("PRAGMA wal_checkpoint({name})"), [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                });
+        match result {
+            Ok((busy, log, done)) => {
+                tracing::debug!(mode = name, busy, log, done, elapsed = ?started.elapsed(), "checkpoint");
+                if mode == Checkpoint::Truncate && busy == 0 {
+                    self.dirty_since_truncate = false;
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+                if busy == 0 && log == done {
+                    // The next commit restarts the WAL from its start.
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
+        }
+    }
+}
