@@ -362,6 +362,19 @@ fn the_readmes_example_configuration_checks_out_as_written() {
         lines
     };
     assert_eq!(normalise(&printed), normalise(&without_comments));
+    // A key is marked `*` exactly when a reload applies it.
+    for key in witness_daemon::config::KEYS {
+        let line = example
+            .lines()
+            .find(|line| line.split([' ', '=']).next() == Some(key.name))
+            .unwrap_or_else(|| panic!("the example lacks {}", key.name));
+        let comment = line.split_once(" #").map_or("", |(_, comment)| comment);
+        assert_eq!(
+            comment.trim_start().starts_with('*'),
+            key.reload == witness_daemon::config::Reload::Live,
+            "{line}"
+        );
+    }
 }
 
 #[test]

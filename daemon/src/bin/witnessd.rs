@@ -39,6 +39,15 @@ struct Args {
     /// the first step of an install whose configuration says `create = false`.
     #[arg(long, conflicts_with_all = ["check_config", "print_config"])]
     init: bool,
+    /// Settings that override the file's.
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// The flags that override keys of the configuration file: each is named as its key, so
+/// that they become `Settings` by name (a flag that names no key fails to).
+#[derive(Debug, Default, clap::Args, serde::Serialize)]
+struct Overrides {
     /// Socket to listen on [default: $XDG_RUNTIME_DIR/witness/witness.sock, or
     /// /run/witness/witness.sock as root]. Ignored when systemd passes a socket.
     #[arg(long, value_name = "PATH")]
@@ -78,23 +87,18 @@ struct Args {
     metrics_listen: Option<String>,
 }
 
+impl Overrides {
+    /// These flags as settings, matched to keys by name.
+    fn settings(&self) -> Settings {
+        let value = serde_json::to_value(self).expect("flags are plain values");
+        serde_json::from_value(value).expect("every flag is named as a configuration key")
+    }
+}
+
 impl Args {
     /// The settings the flags give, which override the file's.
     fn overrides(&self) -> Settings {
-        Settings {
-            socket: self.socket.clone(),
-            db: self.db.clone(),
-            create: self.create,
-            sync: self.sync.clone(),
-            socket_mode: self.socket_mode.clone(),
-            queue: self.queue,
-            batch_max: self.batch_max,
-            batch_delay_us: self.batch_delay_us,
-            log_level: self.log_level.clone(),
-            log_format: self.log_format.clone(),
-            metrics_listen: self.metrics_listen.clone(),
-            ..Settings::default()
-        }
+        self.overrides.settings()
     }
 
     /// The configuration file to read, if any: the one named, or the default when present.
@@ -355,7 +359,7 @@ fn reload(args: &Args, running: Config, reloader: &Reloader, logging: &FilterHan
             return running;
         }
     };
-    for key in running.reloadable_differences(&new) {
+    for key in running.restart_only_differences(&new) {
         tracing::warn!(
             key,
             "changed in the configuration, but takes effect only on a restart"
@@ -378,4 +382,45 @@ fn reload(args: &Args, running: Config, reloader: &Reloader, logging: &FilterHan
         "configuration reloaded"
     );
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_that_overrides_the_file_is_named_as_a_key() {
+        let args = Args::try_parse_from([
+            "witnessd",
+            "--socket=s",
+            "--db=d",
+            "--create=false",
+            "--sync=normal",
+            "--socket-mode=600",
+            "--batch-max=7",
+            "--batch-delay-us=5",
+            "--queue=64",
+            "--log-level=debug",
+            "--log-format=json",
+            "--metrics-listen=127.0.0.1:1",
+        ])
+        .unwrap();
+        let settings = args.overrides();
+        assert_eq!(settings.batch_max, Some(7));
+        assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(
+            serde_json::to_value(&args.overrides)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .len(),
+            11,
+            "a flag was added here without a line above"
+        );
+        let config = Config::from_settings(&settings, || "x".into(), || "y".into()).unwrap();
+        assert_eq!(
+            config.to_settings().overridden_by(settings.clone()),
+            config.to_settings()
+        );
+    }
 }
