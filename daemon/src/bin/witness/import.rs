@@ -3,13 +3,18 @@
 //! The whole input is checked before a single entry is sent, so a bad line leaves the log
 //! untouched; `--skip-invalid` sends the good lines and lists the bad ones.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use serde::Deserialize;
+use serde_json::json;
 use witness_client::{Client, Cost, Entry, Error};
 
 use crate::money::parse_usd;
+use crate::output::{self, print_json};
 
 /// One line of an import file. Fields an export adds (`seq`, `ts`, `hash`, credentials) are
 /// accepted and ignored: the daemon assigns its own.
@@ -199,6 +204,71 @@ pub fn import(
         seconds,
         rate: imported as f64 / seconds.max(1e-9),
     })
+}
+
+/// Records the JSON lines of `file` (or standard input, for "-"), all or nothing unless
+/// `skip_invalid`, and reports what was recorded.
+pub fn command(
+    client: &mut Client,
+    file: &PathBuf,
+    skip_invalid: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    match import(client, input, skip_invalid) {
+        Ok(report) => {
+            if json {
+                print_json(&report)?;
+            } else {
+                for bad in &report.bad_lines {
+                    eprintln!("line {}: {} (not recorded)", bad.line, bad.error);
+                }
+                writeln!(
+                    output::stdout(),
+                    "imported {} entries in {:.2} s ({:.0} entries/s){}",
+                    report.imported,
+                    report.seconds,
+                    report.rate,
+                    match report.bad_lines.len() - report.refused {
+                        0 => String::new(),
+                        n => format!(", skipped {n} invalid lines"),
+                    }
+                )?;
+            }
+            if report.refused > 0 {
+                // Valid entries the daemon did not record: the import did not do what was
+                // asked, whatever else it did.
+                eprintln!(
+                    "witness: the daemon refused {} entries (listed above); the other {} were \
+                     recorded",
+                    report.refused, report.imported
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Failure::Invalid(bad_lines)) => {
+            if json {
+                print_json(&json!({"imported": 0, "bad_lines": bad_lines}))?;
+            }
+            for bad in &bad_lines {
+                eprintln!("line {}: {}", bad.line, bad.error);
+            }
+            eprintln!(
+                "witness: {} invalid line(s); nothing was imported (use --skip-invalid to \
+                 import the valid lines)",
+                bad_lines.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(Failure::Other(error)) => Err(error),
+    }
 }
 
 #[cfg(test)]

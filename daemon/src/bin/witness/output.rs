@@ -55,6 +55,14 @@ pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Prints `value` as one line of JSON.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = stdout();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,231 @@
+//! The command line's grammar: every command, flag and argument, with the help text clap
+//! prints. What each command does is in the file named for it.
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use witness_client::query::Filter;
+
+use crate::{money, when};
+
+/// Record and inspect events in a witnessd log.
+#[derive(Debug, Parser)]
+#[command(name = "witness", version)]
+pub struct Args {
+    /// The daemon's socket [default: $WITNESS_SOCKET, else the user's daemon's, else the
+    /// system service's /run/witness/witness.sock].
+    #[arg(long, global = true, value_name = "PATH", env = "WITNESS_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for the daemon: to connect, for each answer, and for it to come
+    /// back after a lost connection. `tail -f` waits for new entries without this bound.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that the daemon answers, and how fast.
+    Ping,
+    /// Record one entry and print its receipt once it is durable.
+    Log(LogArgs),
+    /// Record JSON lines from a file, or from standard input with "-".
+    Import {
+        /// The file, or "-" for standard input.
+        file: PathBuf,
+        /// Record the valid lines and list the invalid ones, instead of recording nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Recompute the hash chain and report the first entry that does not match.
+    Verify {
+        /// First sequence number to check.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last sequence number to check.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Verify this database file directly, read-only, with no daemon.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Every entry of one trace, with a summary.
+    Trace {
+        /// The trace id.
+        trace_id: String,
+    },
+    /// Traces (sessions), the most recently active first.
+    Traces {
+        /// Only traces active since this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        since: Option<i64>,
+        /// Only traces in which this component took part.
+        #[arg(long)]
+        component: Option<String>,
+        /// How many traces.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// The next page: traces whose last entry is below this seq.
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+    },
+    /// The latest entries; with -f, new entries as they are committed.
+    Tail {
+        /// How many of the latest entries to show first.
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: u32,
+        /// Keep going: print entries as they are committed, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this seq instead of with the latest entries.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+    },
+    /// Entries, tokens and money per group, with a total.
+    Cost {
+        /// What to group by.
+        #[arg(long, value_enum, default_value = "component")]
+        by: By,
+        /// Only entries received since this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        since: Option<i64>,
+        /// Only entries received before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        until: Option<i64>,
+        /// Only entries of this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// How many groups, the most expensive first.
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Groups to skip, to see the next page.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// The daemon's health: throughput, queue, latencies, connections, sizes, memory.
+    Stats {
+        /// Print the Prometheus text format instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+    },
+    /// Work on the database while the daemon runs (as the daemon's user or root).
+    #[command(subcommand)]
+    Maintenance(Maintenance),
+    /// Entries as JSON lines with every stored field; `witness import` reads them back.
+    Export {
+        /// First seq to export.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// Last seq to export.
+        #[arg(long, value_name = "SEQ")]
+        to: Option<u64>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only entries received before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        until: Option<i64>,
+        /// Stop after this many entries.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+}
+
+/// `witness maintenance` tasks.
+#[derive(Debug, Subcommand)]
+pub enum Maintenance {
+    /// Refresh the query planner's statistics (a bounded ANALYZE; ingest waits milliseconds).
+    Analyze,
+    /// Write a consistent, compacted copy of the database (VACUUM INTO) while ingest goes on.
+    Backup {
+        /// The new file; the daemon's user writes it, so it must be a place that user may
+        /// write (under systemd: /var/lib/witness/). It must not exist.
+        path: PathBuf,
+    },
+}
+
+/// Narrows `tail` and `export`.
+#[derive(Debug, ClapArgs)]
+pub struct FilterArgs {
+    /// Only entries of this component.
+    #[arg(long)]
+    pub component: Option<String>,
+    /// Only entries of this event.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only entries of this trace.
+    #[arg(long, value_name = "ID")]
+    pub trace: Option<String>,
+    /// Only entries received since this time.
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+    pub since: Option<i64>,
+}
+
+impl FilterArgs {
+    /// The query filter these flags and `until` select.
+    pub fn into_filter(self, until: Option<i64>) -> Filter {
+        Filter {
+            component: self.component,
+            event: self.event,
+            trace_id: self.trace,
+            since: self.since,
+            until,
+            ..Filter::default()
+        }
+    }
+}
+
+/// What `cost` groups by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum By {
+    /// By component.
+    Component,
+    /// By model.
+    Model,
+    /// By event.
+    Event,
+    /// By trace.
+    Trace,
+}
+
+/// The entry `witness log` records.
+#[derive(Debug, ClapArgs)]
+pub struct LogArgs {
+    /// What happened, such as llm_call.
+    #[arg(long)]
+    pub event: String,
+    /// What did it, such as billing.
+    #[arg(long)]
+    pub component: String,
+    /// The trace, request or session it belongs to.
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// JSON payload.
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// Input tokens.
+    #[arg(long, value_name = "N")]
+    pub tokens_in: Option<u64>,
+    /// Output tokens.
+    #[arg(long, value_name = "N")]
+    pub tokens_out: Option<u64>,
+    /// Input tokens read from a prompt cache.
+    #[arg(long, value_name = "N")]
+    pub cache_read_tokens: Option<u64>,
+    /// Output tokens spent reasoning.
+    #[arg(long, value_name = "N")]
+    pub reasoning_tokens: Option<u64>,
+    /// Money spent, in dollars (exact to the micro-dollar), such as 0.0015.
+    #[arg(long, value_name = "DOLLARS", value_parser = money::parse_usd)]
+    pub cost_usd: Option<u64>,
+    /// The model that answered.
+    #[arg(long)]
+    pub model: Option<String>,
+}
