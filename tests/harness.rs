@@ -16,6 +16,10 @@ use witness_protocol::frame::{self, FrameReader};
 use witness_protocol::limits::MAX_FRAME_LEN;
 use witness_protocol::{Hello, PROTOCOL_VERSION, Request, RequestFrame, ResponseFrame};
 
+/// How long a daemon may take to stop before its test fails: its shutdown grace (5 s) and
+/// then some.
+pub const STOP_WITHIN: Duration = Duration::from_secs(30);
+
 /// A daemon running in this process on a runtime of its own.
 pub struct TestDaemon {
     pub dir: TempDir,
@@ -44,7 +48,7 @@ impl TestDaemon {
         let mut config = Config::new(socket.clone(), db.clone());
         configure(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel();
+        let (ready, is_ready) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -52,9 +56,20 @@ impl TestDaemon {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let listener = server::bind(&config.socket_path, config.socket_mode).unwrap();
-                let server = Server::start(config).unwrap();
-                ready.send(()).unwrap();
+                let started = server::bind(&config.socket_path, config.socket_mode)
+                    .map_err(|error| error.to_string())
+                    .and_then(|listener| {
+                        let server = Server::start(config).map_err(|error| error.to_string())?;
+                        Ok((listener, server))
+                    });
+                let (listener, server) = match started {
+                    Ok(started) => started,
+                    Err(reason) => {
+                        let _ = ready.send(Err(reason));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
                 server
                     .run(listener, async {
                         let _ = stopped.await;
@@ -63,9 +78,14 @@ impl TestDaemon {
                     .expect("the daemon stopped cleanly");
             });
         });
-        is_ready
-            .recv_timeout(Duration::from_secs(10))
-            .expect("daemon started");
+        match is_ready.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => panic!("the daemon on {} did not start: {reason}", db.display()),
+            Err(_) => panic!(
+                "the daemon on {} did not start within 20 s, or its thread panicked",
+                db.display()
+            ),
+        }
         TestDaemon {
             dir,
             socket,
@@ -95,12 +115,30 @@ impl TestDaemon {
         std::mem::replace(&mut self.dir, placeholder)
     }
 
+    /// Stops the daemon and waits for it, at most `STOP_WITHIN`: a daemon that does not
+    /// stop fails its test, naming its database, instead of hanging the suite. A test that
+    /// is already failing does not wait at all, so its own message is the one shown.
     fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        let deadline = Instant::now() + STOP_WITHIN;
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the in-process daemon on {} did not stop within {STOP_WITHIN:?}",
+                self.db.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.join().is_err() {
+            panic!("the in-process daemon on {} panicked", self.db.display());
         }
     }
 }
@@ -244,6 +282,8 @@ pub struct Witnessd {
     pub socket: PathBuf,
     pub db: PathBuf,
     pub stderr: PathBuf,
+    /// The command line, for failure messages.
+    command: String,
 }
 
 impl Witnessd {
@@ -264,7 +304,8 @@ impl Witnessd {
             .append(true)
             .open(&stderr)
             .unwrap();
-        let child = Command::new(binary("witnessd"))
+        let mut command = Command::new(binary("witnessd"));
+        command
             .arg("--socket")
             .arg(&socket)
             .arg("--db")
@@ -273,20 +314,37 @@ impl Witnessd {
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        let described = format!("{command:?}");
+        let child = command
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|error| panic!("cannot run {described}: {error}"));
         Witnessd {
             child,
             socket,
             db,
             stderr,
+            command: described,
         }
     }
 
     /// What the daemon has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// What a person needs when a test of this daemon fails: the command, the database and
+    /// the last lines of the daemon's log.
+    pub fn describe(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+        format!(
+            "{}\n database: {}\n log ({}), last lines:\n  {tail}",
+            self.command,
+            self.db.display(),
+            self.stderr.display()
+        )
     }
 
     /// Waits until the daemon answers on its socket.
@@ -301,7 +359,7 @@ impl Witnessd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("witnessd did not start: {}", self.log());
+        panic!("witnessd did not start within 20 s: {}", self.describe());
     }
 
     /// Logs one entry through a new client and returns its `seq`.
@@ -323,9 +381,24 @@ impl Witnessd {
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
-    /// Waits for the process to exit and returns its status.
+    /// Waits for the process to exit, at most `STOP_WITHIN`, and returns its status; a
+    /// daemon that does not exit is killed and fails the test with its description.
     pub fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+        let deadline = Instant::now() + STOP_WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "witnessd did not exit within {STOP_WITHIN:?}: {}",
+                    self.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// `kill -9` and reap.

@@ -199,3 +199,25 @@ fn a_socket_folder_others_may_write_is_refused() {
     assert!(stderr.contains("will not serve a socket in"), "{stderr}");
     assert!(!socket.exists());
 }
+
+#[test]
+fn a_failed_start_is_described_with_its_command_database_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::spawn(dir.path(), &["--create", "false"], &[]);
+    let described = {
+        // The daemon refuses to create the missing log and exits; its description is what
+        // a failing test prints.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while daemon.log().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        daemon.describe()
+    };
+    assert!(described.contains("--create"), "{described}");
+    assert!(
+        described.contains(&daemon.db.display().to_string()),
+        "{described}"
+    );
+    assert!(described.contains("no log"), "{described}");
+    assert!(!daemon.wait().success());
+}

@@ -1,0 +1,298 @@
+//! The read side from the command line: tables and JSON, `tail -f` across restarts, export and import.
+
+use super::*;
+
+#[test]
+fn the_command_line_answers_readably_and_in_json() {
+    let daemon = TestDaemon::start();
+    let lines: String = (0..3000)
+        .map(|index| {
+            let entry = known_entry(index);
+            let mut line = json!({
+                "event": entry.event,
+                "component": entry.component,
+                "trace_id": entry.trace_id,
+                "payload": serde_json::from_str::<serde_json::Value>(&entry.payload).unwrap(),
+            });
+            if let Some(cost) = entry.cost {
+                line["cost"] = json!({
+                    "tokens_in": cost.tokens_in,
+                    "tokens_out": cost.tokens_out,
+                    "cost_micro_usd": cost.micro_usd,
+                    "model": cost.model,
+                });
+            }
+            line.to_string() + "\n"
+        })
+        .collect();
+    let (code, _, stderr) = witness(&daemon.socket, &["import", "-"], Some(&lines));
+    assert_eq!(code, 0, "{stderr}");
+    let db = read_db(&daemon.db);
+    let total_usd = sql_i64(
+        &db,
+        "SELECT sum(coalesce(cost_micro_usd, 0)) FROM entries",
+        [],
+    );
+    let dollars = format!("${}.{:06}", total_usd / 1_000_000, total_usd % 1_000_000);
+
+    let run = |args: &[&str]| {
+        let (code, stdout, stderr) = witness(&daemon.socket, args, None);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout
+    };
+    let table = run(&["cost"]);
+    assert!(table.starts_with("COMPONENT"), "{table}");
+    let total_line = table
+        .lines()
+        .find(|line| line.starts_with("TOTAL"))
+        .unwrap();
+    assert!(
+        total_line.contains("3000") && total_line.ends_with(&dollars),
+        "{table}"
+    );
+    for component in COMPONENTS {
+        assert!(table.contains(component), "{table}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&run(&["cost", "--by", "model", "--json"])).unwrap();
+    assert_eq!(report["total"]["cost_micro_usd"], total_usd);
+    assert_eq!(report["total"]["entries"], 3000);
+
+    let in_trace = sql_i64(
+        &db,
+        "SELECT count(*) FROM entries WHERE trace_id = 'req-12'",
+        [],
+    );
+    let trace = run(&["trace", "req-12"]);
+    assert!(
+        trace.starts_with(&format!("trace req-12: {in_trace} entries")),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("SEQ") && trace.contains("PAYLOAD"),
+        "{trace}"
+    );
+    assert_eq!(trace.lines().count() as i64, 5 + in_trace, "{trace}");
+    let trace: serde_json::Value =
+        serde_json::from_str(&run(&["trace", "req-12", "--json"])).unwrap();
+    assert_eq!(trace["entries"].as_array().unwrap().len() as i64, in_trace);
+    assert_eq!(trace["summary"]["entries"], in_trace);
+
+    let traces = run(&["traces", "-n", "3"]);
+    assert!(
+        traces.starts_with("TRACE") && traces.contains("req-299"),
+        "{traces}"
+    );
+    assert!(traces.contains("(more: --before"), "{traces}");
+    let traces: serde_json::Value =
+        serde_json::from_str(&run(&["traces", "--json", "--since", "1h"])).unwrap();
+    assert_eq!(traces["traces"].as_array().unwrap().len(), 20);
+
+    let tail = run(&["tail", "-n", "3"]);
+    assert_eq!(tail.lines().count(), 3);
+    assert!(tail.lines().last().unwrap().contains("#3000"), "{tail}");
+    let tail = run(&["tail", "-n", "5", "--json", "--component", "billing"]);
+    for line in tail.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["component"], "billing");
+    }
+
+    let (code, _, stderr) = witness(&daemon.socket, &["trace", "nope"], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no entry has trace id \"nope\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tail_follow_from_the_command_line_prints_new_entries() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 5);
+    let mut child = std::process::Command::new(crate::harness::binary("witness"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["tail", "-f", "-n", "2", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = daemon.client();
+    std::thread::sleep(Duration::from_millis(200));
+    for index in 0..10 {
+        client
+            .log(Entry::new("new", "c").payload(json!({ "index": index })))
+            .unwrap();
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seqs = Vec::new();
+    while seqs.len() < 12 {
+        let line = lines.next().unwrap().unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seqs.push(entry["seq"].as_u64().unwrap());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(seqs, (4..=15).collect::<Vec<u64>>());
+}
+
+#[test]
+fn tail_follow_waits_out_a_restart_of_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let mut child = std::process::Command::new(crate::harness::binary("witness"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["tail", "-f", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = |socket: &std::path::Path, index: u64| {
+        witness_client::Client::connect(socket)
+            .unwrap()
+            .log(Entry::new("e", "c").payload(json!({ "index": index })))
+            .unwrap();
+    };
+    for index in 0..3 {
+        log(&daemon.socket, index);
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seqs = Vec::new();
+    let mut read = |seqs: &mut Vec<u64>, until: usize| {
+        while seqs.len() < until {
+            let line = lines.next().unwrap().unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            seqs.push(entry["seq"].as_u64().unwrap());
+        }
+    };
+    read(&mut seqs, 3);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let daemon = Witnessd::start(dir.path(), &[]);
+    for index in 3..6 {
+        log(&daemon.socket, index);
+    }
+    read(&mut seqs, 6);
+    // Still following, and it said what happened.
+    assert_eq!(child.try_wait().unwrap(), None);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+    assert!(
+        stderr.contains("following again once it is back"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tail_counts_the_log_as_it_was_when_asked() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 200);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let mut client = daemon.client();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut index = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send(known_entry(index)).unwrap();
+                index += 1;
+            }
+            client.flush().unwrap();
+        })
+    };
+    let mut client = daemon.client();
+    for _ in 0..30 {
+        let query = EntriesQuery {
+            newest: Some(50),
+            ..EntriesQuery::default()
+        };
+        let entries = collect(client.entries(query).unwrap());
+        assert_eq!(entries.len(), 50, "while entries keep arriving");
+        assert!(
+            entries
+                .windows(2)
+                .all(|pair| pair[1].seq == pair[0].seq + 1)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+}
+
+#[test]
+fn export_then_import_restores_the_same_events() {
+    let source = TestDaemon::start();
+    feed(&source, 400);
+    let mut client = source.client();
+    client
+        .log(Entry::new("odd", "c").payload_text(r#"{ "spaced" :  [1, 2.50, "é\u00e9"] }"#))
+        .unwrap();
+    let (code, exported, stderr) = witness(&source.socket, &["export"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(exported.lines().count(), 401);
+
+    let target = TestDaemon::start();
+    let (code, _, stderr) = witness(&target.socket, &["import", "-"], Some(&exported));
+    assert_eq!(code, 0, "{stderr}");
+    let events = |daemon: &TestDaemon| -> Vec<Entry> {
+        collect(daemon.client().entries(EntriesQuery::default()).unwrap())
+            .into_iter()
+            .map(|stored| stored.entry)
+            .collect()
+    };
+    let before = events(&source);
+    assert_eq!(before.len(), 401);
+    assert_eq!(events(&target), before);
+    assert_eq!(
+        before.last().unwrap().payload,
+        r#"{ "spaced" :  [1, 2.50, "é\u00e9"] }"#,
+        "payload text kept byte for byte"
+    );
+    // Every stored field is in the export.
+    let first: serde_json::Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    for field in [
+        "seq",
+        "time",
+        "ts",
+        "event",
+        "component",
+        "trace_id",
+        "payload",
+        "cost",
+        "client_ts",
+        "pid",
+        "uid",
+        "gid",
+        "producer_id",
+        "producer_number",
+        "hash",
+    ] {
+        assert!(first.get(field).is_some(), "export lacks {field}: {first}");
+    }
+    let hash = read_db(&source.db)
+        .query_row("SELECT hash FROM entries WHERE seq = 1", [], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })
+        .unwrap();
+    assert_eq!(first["hash"], hex::encode(hash));
+
+    let (code, part, _) = witness(
+        &source.socket,
+        &["export", "--from", "10", "--to", "19"],
+        None,
+    );
+    assert_eq!(code, 0);
+    let seqs: Vec<u64> = part
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (10..=19).collect::<Vec<u64>>());
+}

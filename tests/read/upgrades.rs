@@ -1,0 +1,115 @@
+//! Files written by older versions gain their derived tables when the daemon opens them.
+
+use super::*;
+
+#[test]
+fn a_version_1_database_gains_its_cost_table_on_open() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 700);
+    let dir = daemon.stop();
+    let db_path = dir.path().join("witness.db");
+    {
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        // As the files of version 1 were: no cost table, no producer runs.
+        db.execute_batch(
+            "DROP TABLE cost_hourly; DROP TABLE producer_runs;
+             ALTER TABLE producers DROP COLUMN last_run; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let daemon = TestDaemon::start_in(dir, |_| {});
+    let report = daemon
+        .client()
+        .cost(CostQuery {
+            by: GroupBy::Component,
+            since: None,
+            until: None,
+            component: None,
+            offset: 0,
+            limit: 100,
+        })
+        .unwrap();
+    let db = read_db(&daemon.db);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 3);
+    assert_eq!(report.total.entries, 700);
+    let usd = sql_i64(
+        &db,
+        "SELECT sum(coalesce(cost_micro_usd, 0)) FROM entries",
+        [],
+    );
+    assert_eq!(report.total.micro_usd as i64, usd);
+}
+
+#[test]
+fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends() {
+    use crate::harness::numbered_append as append;
+    let daemon = TestDaemon::start();
+    let mut raw = daemon.raw();
+    let mut sent = Vec::new();
+    for (id, (producer, first, n)) in [(5, 1, 3), (6, 1, 2), (5, 4, 2), (5, 9, 1), (6, 3, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        raw.send(id as u64, append(producer, first, n));
+        match raw.recv().unwrap().response {
+            Response::Committed { receipts } => sent.push(receipts),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(raw);
+    let dir = daemon.stop();
+    let db_path = dir.path().join("witness.db");
+    let runs_of = |db: &rusqlite::Connection| -> Vec<(i64, i64, i64, i64, Option<i64>)> {
+        db.prepare("SELECT * FROM producer_runs ORDER BY first_seq")
+            .unwrap()
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let written = runs_of(&read_db(&db_path));
+    {
+        // As the files of version 2 were: no runs, and (in later builds) an index instead.
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        db.execute_batch(
+            "DROP TABLE producer_runs; ALTER TABLE producers DROP COLUMN last_run;
+             CREATE INDEX entries_by_producer ON entries (producer_id, producer_number);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let daemon = TestDaemon::start_in(dir, |_| {});
+    let mut raw = daemon.raw();
+    // 5's numbers 1..=5 were written in two appends at seq 1..=3 and 6..=7: two runs.
+    raw.send(9, append(5, 2, 4));
+    assert_eq!(
+        raw.recv().unwrap().response,
+        Response::Committed {
+            receipts: [&sent[0][1..], &sent[2][..]].concat()
+        }
+    );
+    let db = read_db(&daemon.db);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 3);
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'entries_by_producer'",
+            []
+        ),
+        0
+    );
+    // What the upgrade derived is what the writer had written (no two appends of one
+    // producer touch here, so the longest stretches are the appends).
+    assert_eq!(runs_of(&db), written);
+    drop(raw);
+    let dir = daemon.stop();
+    crate::harness::verify_file(&dir.path().join("witness.db"));
+}
