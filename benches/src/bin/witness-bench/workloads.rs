@@ -1,0 +1,128 @@
+//! The workloads of a run: what is measured, by how many processes, at what rate.
+
+use super::*;
+
+/// One thing measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Workload {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) processes: usize,
+    pub(crate) entries_per_process: u64,
+    pub(crate) batch: usize,
+    pub(crate) rate_per_process: f64,
+    /// Run a flooding `Spool` process beside the measured ones, for the whole workload.
+    pub(crate) beside_flooder: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Ceiling,
+    Direct,
+    Witness(Mode),
+}
+
+pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
+    let scale = |full: u64| if quick { full / 10 } else { full };
+    let witness = |name: &str, mode, processes: usize, total: u64, batch| Workload {
+        name: name.to_owned(),
+        kind: Kind::Witness(mode),
+        processes,
+        entries_per_process: (scale(total) / processes as u64).max(1),
+        batch,
+        rate_per_process: 0.0,
+        beside_flooder: false,
+    };
+    let open = |name: &str, processes: usize, rate: f64| Workload {
+        name: name.to_owned(),
+        kind: Kind::Witness(Mode::Open),
+        processes,
+        entries_per_process: if rate > 0.0 {
+            (rate / processes as f64 * if quick { 2.0 } else { 5.0 }) as u64
+        } else {
+            0
+        },
+        batch: 1,
+        rate_per_process: if rate > 0.0 {
+            rate / processes as f64
+        } else {
+            rate
+        },
+        beside_flooder: false,
+    };
+    let direct = |processes: usize, total: u64| Workload {
+        name: format!(
+            "direct, {processes} process{}",
+            if processes == 1 { "" } else { "es" }
+        ),
+        kind: Kind::Direct,
+        processes,
+        entries_per_process: scale(total) / processes as u64,
+        batch: 1,
+        rate_per_process: 0.0,
+        beside_flooder: false,
+    };
+    let mut list = vec![
+        Workload {
+            name: "ceiling: 1 thread, rusqlite, 1000/txn".into(),
+            kind: Kind::Ceiling,
+            processes: 1,
+            entries_per_process: scale(800_000),
+            batch: 1000,
+            rate_per_process: 0.0,
+            beside_flooder: false,
+        },
+        direct(8, 20_000),
+    ];
+    if !quick {
+        list.push(direct(1, 5_000));
+    }
+    list.extend([
+        witness("send, 1 process", Mode::Send, 1, 600_000, 1),
+        witness("send, 8 processes", Mode::Send, 8, 800_000, 1),
+        witness("send, 64 processes", Mode::Send, 64, 800_000, 1),
+        Workload {
+            rate_per_process: 5_000.0,
+            ..witness(
+                "send at 40000/s offered, 8 processes",
+                Mode::Send,
+                8,
+                400_000,
+                1,
+            )
+        },
+        witness("spool send, 1 process", Mode::Spool, 1, 600_000, 1),
+        witness("spool send, 8 processes", Mode::Spool, 8, 800_000, 1),
+        Workload {
+            rate_per_process: 5_000.0,
+            ..witness(
+                "spool send at 40000/s offered, 8 processes",
+                Mode::Spool,
+                8,
+                400_000,
+                1,
+            )
+        },
+        witness("log_batch 10, 8 processes", Mode::Batch, 8, 200_000, 10),
+        witness("log_batch 100, 8 processes", Mode::Batch, 8, 600_000, 100),
+        witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),
+        witness("log, 1 process", Mode::Log, 1, 10_000, 1),
+        witness("log, 8 processes", Mode::Log, 8, 80_000, 1),
+        witness("log, 64 processes", Mode::Log, 64, 160_000, 1),
+        open("log at 20000/s offered, 8 processes", 8, 20_000.0),
+        open("log at 50% of saturation, 8 processes", 8, -0.5),
+        open("log at 90% of saturation, 8 processes", 8, -0.9),
+        // Fairness: the same four well-behaved processes alone, then beside one process
+        // that floods through a Spool as fast as it can.
+        witness("log, 4 processes", Mode::Log, 4, 20_000, 1),
+        Workload {
+            name: "log, 4 processes, beside a spool flooder".into(),
+            beside_flooder: true,
+            ..witness("log, 4 processes", Mode::Log, 4, 20_000, 1)
+        },
+    ]);
+    if !quick {
+        list.push(open("log at 5000/s offered, 8 processes", 8, 5_000.0));
+    }
+    list
+}
