@@ -177,34 +177,14 @@ fn bad_arguments_get_clear_errors() {
     let daemon = Witnessd::start(dir.path(), &[]);
     for (args, code, expected) in [
         (vec!["log", "--event", "e"], 2, "--component"),
+        (log_with(&["--tokens-in", "many"]), 2, "--tokens-in"),
         (
-            vec![
-                "log",
-                "--event",
-                "e",
-                "--component",
-                "c",
-                "--tokens-in",
-                "many",
-            ],
-            2,
-            "--tokens-in",
-        ),
-        (
-            vec![
-                "log",
-                "--event",
-                "e",
-                "--component",
-                "c",
-                "--cost-usd",
-                "0.0000001",
-            ],
+            log_with(&["--cost-usd", "0.0000001"]),
             2,
             "finer than a micro-dollar",
         ),
         (
-            vec!["log", "--event", "e", "--component", "c", "--payload", "{"],
+            log_with(&["--payload", "{"]),
             1,
             "--payload is not valid JSON",
         ),
@@ -229,6 +209,13 @@ fn bad_arguments_get_clear_errors() {
     // A file that cannot be read could not be checked: 2, not the 1 of a broken log.
     assert_eq!(code, 2);
     assert!(err.contains("/no/such.db"), "{err}");
+}
+
+/// `witness log` of a valid entry, with `extra` arguments.
+fn log_with(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut args = vec!["log", "--event", "e", "--component", "c"];
+    args.extend_from_slice(extra);
+    args
 }
 
 #[test]

@@ -171,7 +171,7 @@ pub fn verify_file(db: &Path) -> u64 {
 }
 
 /// An append of `n` entries numbered from `first_number` by `producer_id`, asking for
-/// receipts.
+/// receipts; each entry's payload is its number.
 pub fn numbered_append(producer_id: u64, first_number: u64, n: usize) -> witness_protocol::Request {
     use witness_protocol::{Ack, Append, Entry, OnFull, ProducerRef, Request};
     Request::Append(Append {
@@ -181,7 +181,9 @@ pub fn numbered_append(producer_id: u64, first_number: u64, n: usize) -> witness
             producer_id,
             first_number,
         }),
-        entries: (0..n).map(|_| Entry::new("e", "c")).collect(),
+        entries: (first_number..first_number + n as u64)
+            .map(|number| Entry::new("e", "c").payload(serde_json::json!(number)))
+            .collect(),
     })
 }
 

@@ -5,24 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use witness_client::{Client, Entry, Options};
-use witness_protocol::{Ack, Append, OnFull, ProducerRef, Receipt, Request, Response};
+use witness_protocol::{Receipt, Request, Response};
 
-use crate::harness::{TestDaemon, Witnessd, count, read_db, verify_file};
-
-fn numbered(producer_id: u64, first_number: u64, n: u64) -> Request {
-    let entries = (first_number..first_number + n)
-        .map(|k| Entry::new("e", "c").payload(json!(k)))
-        .collect();
-    Request::Append(Append {
-        ack: Ack::Committed,
-        on_full: OnFull::Wait,
-        producer: Some(ProducerRef {
-            producer_id,
-            first_number,
-        }),
-        entries,
-    })
-}
+use crate::harness::{TestDaemon, Witnessd, count, numbered_append, read_db, verify_file};
 
 fn receipts_of(daemon: &TestDaemon, id: u64, request: Request) -> Vec<Receipt> {
     let mut raw = daemon.raw();
@@ -36,29 +21,32 @@ fn receipts_of(daemon: &TestDaemon, id: u64, request: Request) -> Vec<Receipt> {
 #[test]
 fn a_re_sent_append_is_acknowledged_with_its_first_receipts_and_not_written_again() {
     let daemon = TestDaemon::start();
-    let first = receipts_of(&daemon, 1, numbered(77, 1, 10));
+    let first = receipts_of(&daemon, 1, numbered_append(77, 1, 10));
     assert_eq!(first.len(), 10);
     // The same append on another connection, as after a lost acknowledgement.
-    let again = receipts_of(&daemon, 1, numbered(77, 1, 10));
+    let again = receipts_of(&daemon, 1, numbered_append(77, 1, 10));
     assert_eq!(again, first);
     assert_eq!(count(&daemon.db), 10);
     // Overlapping: 6..=15, of which 6..=10 are known.
-    let overlap = receipts_of(&daemon, 2, numbered(77, 6, 10));
+    let overlap = receipts_of(&daemon, 2, numbered_append(77, 6, 10));
     assert_eq!(&overlap[..5], &first[5..]);
     assert_eq!(overlap[5].seq, 11);
     assert_eq!(count(&daemon.db), 15);
     // Another producer with the same numbers is another producer.
-    assert_eq!(receipts_of(&daemon, 3, numbered(78, 1, 2))[0].seq, 16);
+    assert_eq!(
+        receipts_of(&daemon, 3, numbered_append(78, 1, 2))[0].seq,
+        16
+    );
     verify_file(&daemon.db);
 }
 
 #[test]
 fn producer_numbers_survive_a_restart() {
     let daemon = TestDaemon::start();
-    let first = receipts_of(&daemon, 1, numbered(5, 1, 3));
+    let first = receipts_of(&daemon, 1, numbered_append(5, 1, 3));
     let dir = daemon.stop();
     let daemon = TestDaemon::start_in(dir, |_| {});
-    assert_eq!(receipts_of(&daemon, 1, numbered(5, 1, 3)), first);
+    assert_eq!(receipts_of(&daemon, 1, numbered_append(5, 1, 3)), first);
     assert_eq!(count(&daemon.db), 3);
 }
 

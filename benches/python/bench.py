@@ -44,11 +44,16 @@ def percentile(sorted_values: list, q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def wait_for(start: float) -> None:
+    """Waits until every worker's common start time, so that they all begin together."""
+    while time.time() < start:
+        time.sleep(0.0005)
+
+
 def sender(socket_path: str, n: int, start: float, out: multiprocessing.Queue) -> None:
     client = witness.Client(socket_path, flush_at_exit=False)
     cost = entry_cost()
-    while time.time() < start:
-        time.sleep(0.0005)
+    wait_for(start)
     costs = []
     clock = time.perf_counter_ns
     for i in range(n):
@@ -67,8 +72,7 @@ def direct(target: str, n: int, start: float, out: multiprocessing.Queue) -> Non
     connection.execute("PRAGMA cache_size=-10000")
     connection.execute("PRAGMA mmap_size=268435456")
     connection.execute("PRAGMA temp_store=MEMORY")
-    while time.time() < start:
-        time.sleep(0.0005)
+    wait_for(start)
     costs = []
     clock = time.perf_counter_ns
     for i in range(n):

@@ -28,15 +28,7 @@ fn trace_matches_sql_and_pages_with_its_cursor() {
                     sum(coalesce(tokens_in, 0))
              FROM entries WHERE trace_id = 'req-7'",
             [],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            },
+            |row| row.try_into(),
         )
         .unwrap();
     assert_eq!(summary.entries, count as u64);

@@ -70,10 +70,16 @@ fn a_follower_receives_every_entry_committed_after_it_subscribed() {
 fn a_follower_hears_the_last_commits_when_the_daemon_stops() {
     let daemon = TestDaemon::start();
     let mut raw = daemon.raw();
+    // From seq 0, not from "now": the stream may start after the first commits, and must
+    // still deliver them.
     raw.send(
         9,
         Request::Entries(EntriesQuery {
-            newest: Some(0),
+            filter: Filter {
+                after_seq: Some(0),
+                ..Filter::default()
+            },
+            newest: None,
             follow: true,
             ..EntriesQuery::default()
         }),

@@ -62,15 +62,7 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
     let runs_of = |db: &rusqlite::Connection| -> Vec<(i64, i64, i64, i64, Option<i64>)> {
         db.prepare("SELECT * FROM producer_runs ORDER BY first_seq")
             .unwrap()
-            .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
+            .query_map([], |row| row.try_into())
             .unwrap()
             .map(Result::unwrap)
             .collect()

@@ -46,14 +46,19 @@ OLD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_an_old_api_script_runs_with_only_its_import_changed(daemon: Daemon) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", OLD_SCRIPT],
+def run_script(script: str, daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    """Runs a Python script in a new interpreter whose default socket is the daemon's."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
         env={**os.environ, "WITNESS_SOCKET": daemon.socket},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_an_old_api_script_runs_with_only_its_import_changed(daemon: Daemon) -> None:
+    done = run_script(OLD_SCRIPT, daemon)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "Inserted 1000 entries with hash chain integrity",
@@ -81,13 +86,7 @@ def test_entries_sent_before_the_interpreter_exits_are_flushed(daemon: Daemon) -
         # no flush: the interpreter's exit flushes
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "WITNESS_SOCKET": daemon.socket},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(script, daemon)
     assert done.returncode == 0, done.stderr
     rows = daemon.rows("SELECT payload, component, trace_id FROM entries ORDER BY seq")
     assert [int(p) for p, _, _ in rows] == list(range(2000))

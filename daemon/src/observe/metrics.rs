@@ -19,6 +19,8 @@ use witness_protocol::admin::StatsReport;
 
 use crate::access::Gate;
 use crate::stats::{Distribution, ServerStats, WriterStats};
+use crate::store::admission::Admission;
+use crate::store::writer::WriterHandle;
 
 /// Samples of the committed count kept for the rate: ten seconds at one a second.
 const RATE_SAMPLES: usize = 11;
@@ -38,27 +40,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Figures of a daemon whose writer publishes `writer` and `committed` (the last
-    /// committed `seq`), whose queue is `queue` (of `queue_capacity` permits), whose access
-    /// policy is `gate`, and whose database is at `db_path`.
+    /// Figures of a daemon whose connections count into `server`, with `writer` and its
+    /// queue's `admission`, and whose access policy is `gate`.
     pub fn new(
         server: Arc<ServerStats>,
-        writer: Arc<WriterStats>,
-        committed: watch::Receiver<u64>,
-        queue: Arc<Semaphore>,
-        queue_capacity: usize,
+        writer: &WriterHandle,
+        admission: &Admission,
         gate: Arc<Gate>,
-        db_path: PathBuf,
     ) -> Self {
         Metrics {
             started: Instant::now(),
             server,
-            writer,
-            committed,
-            queue,
-            queue_capacity,
+            writer: Arc::clone(writer.stats()),
+            committed: writer.committed(),
+            queue: Arc::clone(&admission.queue),
+            queue_capacity: admission.capacity(),
             gate,
-            db_path,
+            db_path: writer.db_path().to_owned(),
             samples: Mutex::new(VecDeque::with_capacity(RATE_SAMPLES)),
         }
     }

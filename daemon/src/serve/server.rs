@@ -189,12 +189,9 @@ impl Server {
         let gate = Arc::new(Gate::new(config.access.clone()));
         let metrics = Arc::new(Metrics::new(
             Arc::clone(&stats),
-            Arc::clone(writer.stats()),
-            writer.committed(),
-            Arc::clone(&admission.queue),
-            admission.capacity(),
+            &writer,
+            &admission,
             Arc::clone(&gate),
-            config.writer.db_path.clone(),
         ));
         Ok(Server {
             limits: Arc::new(RwLock::new(config.limits())),

@@ -69,6 +69,7 @@ impl WriterConfig {
 /// The running writer: its queue and its thread.
 #[derive(Debug)]
 pub struct WriterHandle {
+    db_path: PathBuf,
     queue: Arc<JobQueue>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
@@ -90,6 +91,7 @@ impl WriterHandle {
         let queue = JobQueue::new();
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
+        let db_path = config.db_path.clone();
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
             .map(|writer| Writer { identity, ..writer })
             .map_err(|source| OpenError::Sqlite {
@@ -104,6 +106,7 @@ impl WriterHandle {
                 .expect("spawning the writer thread")
         };
         Ok(WriterHandle {
+            db_path,
             queue,
             thread: Some(thread),
             stats,
@@ -114,6 +117,11 @@ impl WriterHandle {
     /// The writer's queue, where connections put jobs and [`Control`] requests.
     pub fn queue(&self) -> Arc<JobQueue> {
         Arc::clone(&self.queue)
+    }
+
+    /// The database file the writer writes.
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db_path
     }
 
     /// The writer's counters.

@@ -33,6 +33,11 @@ pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
         rate_per_process: 0.0,
         beside_flooder: false,
     };
+    // Eight processes each offering 5,000 entries a second, below saturation.
+    let offered = |name: &str, mode| Workload {
+        rate_per_process: 5_000.0,
+        ..witness(name, mode, 8, 400_000, 1)
+    };
     let open = |name: &str, processes: usize, rate: f64| Workload {
         name: name.to_owned(),
         kind: Kind::Witness(Mode::Open),
@@ -81,28 +86,10 @@ pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
         witness("send, 1 process", Mode::Send, 1, 600_000, 1),
         witness("send, 8 processes", Mode::Send, 8, 800_000, 1),
         witness("send, 64 processes", Mode::Send, 64, 800_000, 1),
-        Workload {
-            rate_per_process: 5_000.0,
-            ..witness(
-                "send at 40000/s offered, 8 processes",
-                Mode::Send,
-                8,
-                400_000,
-                1,
-            )
-        },
+        offered("send at 40000/s offered, 8 processes", Mode::Send),
         witness("spool send, 1 process", Mode::Spool, 1, 600_000, 1),
         witness("spool send, 8 processes", Mode::Spool, 8, 800_000, 1),
-        Workload {
-            rate_per_process: 5_000.0,
-            ..witness(
-                "spool send at 40000/s offered, 8 processes",
-                Mode::Spool,
-                8,
-                400_000,
-                1,
-            )
-        },
+        offered("spool send at 40000/s offered, 8 processes", Mode::Spool),
         witness("log_batch 10, 8 processes", Mode::Batch, 8, 200_000, 10),
         witness("log_batch 100, 8 processes", Mode::Batch, 8, 600_000, 100),
         witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),
