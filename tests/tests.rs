@@ -11,6 +11,7 @@ mod crash;
 mod docs;
 mod format;
 mod ingest;
+mod layers;
 mod protocol_abuse;
 mod read;
 mod reconnect;

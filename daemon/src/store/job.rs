@@ -58,9 +58,9 @@ pub struct Job {
 pub enum Control {
     /// New batching settings (a configuration reload).
     Tune {
-        /// See [`WriterConfig::max_batch_entries`](crate::store::writer::WriterConfig::max_batch_entries).
+        /// The writer's new `max_batch_entries`.
         max_batch_entries: usize,
-        /// See [`WriterConfig::max_batch_delay`](crate::store::writer::WriterConfig::max_batch_delay).
+        /// The writer's new `max_batch_delay`.
         max_batch_delay: Duration,
     },
     /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
