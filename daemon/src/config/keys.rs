@@ -1,6 +1,6 @@
-//! Every configuration key, declared once: its name, its type in the file, its doc, whether
-//! a reload applies it, the field of [`Config`] it sets, and how a value is checked and
-//! printed. The file's `Settings`, the merging of flags over the file, the configuration
+//! Every configuration key, declared once: its name, its type in the file, its default, its
+//! doc, whether a reload applies it, the field of [`Config`] it sets, and how a value is
+//! checked and printed. The file's `Settings`, the merging of flags over the file, the configuration
 //! built from them, `--print-config` and the reload rules all follow from this table, so a
 //! key cannot be added to one of them and forgotten in another.
 
@@ -36,8 +36,8 @@ pub struct Key {
 
 macro_rules! keys {
     ($(
-        #[doc = $doc:literal]
-        $key:ident: $ty:ty => $($field:ident).+, $reload:ident,
+        $(#[doc = $doc:literal])+
+        $key:ident: $ty:ty = $default:expr => $($field:ident).+, $reload:ident,
             read $read:expr, show $show:expr;
     )*) => {
         /// The settings of a configuration file, or of the flags that override it; a key left
@@ -46,17 +46,29 @@ macro_rules! keys {
         #[serde(deny_unknown_fields)]
         pub struct Settings {
             $(
-                #[doc = $doc]
+                $(#[doc = $doc])+
                 pub $key: Option<$ty>,
             )*
         }
 
         /// Every key, in the order `--print-config` writes them.
         pub const KEYS: &[Key] = &[$(
-            Key { name: stringify!($key), reload: Reload::$reload, doc: $doc.trim_ascii() },
+            Key {
+                name: stringify!($key),
+                reload: Reload::$reload,
+                doc: concat!($($doc, "\n"),+).trim_ascii(),
+            },
         )*];
 
         impl Settings {
+            /// The default of every key that has one; the socket and the database have
+            /// none here, because theirs depend on who runs the daemon.
+            pub fn defaults() -> Settings {
+                Settings {
+                    $($key: $default,)*
+                }
+            }
+
             /// `self`, with every key that `overrides` sets taken from it.
             pub fn overridden_by(self, overrides: Settings) -> Settings {
                 Settings {
@@ -119,97 +131,98 @@ macro_rules! keys {
 
 keys! {
     /// Socket path.
-    socket: PathBuf => socket_path, Restart,
+    socket: PathBuf = None => socket_path, Restart,
         read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
     /// Database path.
-    db: PathBuf => writer.db_path, Restart,
+    db: PathBuf = None => writer.db_path, Restart,
         read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
     /// Whether a missing database may be created as a new log.
-    create: bool => create, Restart,
+    create: bool = Some(true) => create, Restart,
         read |create| Ok(*create), show |create: &bool| Some(*create);
     /// `full` or `normal`.
-    sync: String => writer.durability, Restart,
+    sync: String = Some("full".into()) => writer.durability, Restart,
         read |text| text.parse::<Durability>(), show |durability: &Durability| Some(durability.to_string());
     /// Socket permission bits in octal, as a string such as `"660"`.
-    socket_mode: String => socket_mode, Restart,
+    socket_mode: String = Some("660".into()) => socket_mode, Restart,
         read |text| parse_mode(text), show |mode: &u32| Some(format!("{mode:o}"));
-    /// Queue capacity in entries.
-    queue: u64 => queue_capacity, Restart,
+    /// Queue capacity in entries. Two writer batches: one committing while the next fills; a
+    /// deeper queue held more memory (about 500 bytes an entry) and bought no throughput.
+    queue: u64 = Some(8_192) => queue_capacity, Restart,
         read |n| count(*n, 16, 16_777_216), show |n: &usize| Some(*n as u64);
     /// Most entries in one transaction.
-    batch_max: u64 => writer.max_batch_entries, Live,
+    batch_max: u64 = Some(4096) => writer.max_batch_entries, Live,
         read |n| count(*n, 1, 1_000_000), show |n: &usize| Some(*n as u64);
     /// Microseconds to wait for more entries once a batch has started.
-    batch_delay_us: u64 => writer.max_batch_delay, Live,
+    batch_delay_us: u64 = Some(0) => writer.max_batch_delay, Live,
         read |us| in_range(*us, 0, 1_000_000).map(Duration::from_micros),
         show |delay: &Duration| Some(delay.as_micros() as u64);
     /// Largest frame body accepted.
-    max_frame_len: u64 => max_frame_len, Live,
+    max_frame_len: u64 = Some(MAX_FRAME_LEN as u64) => max_frame_len, Live,
         read |n| in_range(*n, 1024, MAX_FRAME_LEN.into()).map(|n| n as u32),
         show |n: &u32| Some(u64::from(*n));
     /// Requests one connection may have awaiting an answer.
-    max_in_flight: u64 => max_in_flight, Live,
+    max_in_flight: u64 = Some(1024) => max_in_flight, Live,
         read |n| count(*n, 1, 65_536), show |n: &usize| Some(*n as u64);
     /// Connections served at once.
-    max_connections: u64 => max_connections, Restart,
+    max_connections: u64 = Some(1024) => max_connections, Restart,
         read |n| count(*n, 1, 65_536), show |n: &usize| Some(*n as u64);
     /// Read-only connections for queries.
-    read_connections: u64 => read_connections, Restart,
+    read_connections: u64 = Some(4) => read_connections, Restart,
         read |n| count(*n, 1, 64), show |n: &usize| Some(*n as u64);
     /// Seconds a stream waits for a client that does not read.
-    stall_timeout_secs: u64 => stall_timeout, Live,
+    stall_timeout_secs: u64 = Some(300) => stall_timeout, Live,
         read |secs| seconds(*secs, 1, 86_400), show |time: &Duration| Some(time.as_secs());
     /// Seconds a new connection may take to say `Hello`.
-    handshake_timeout_secs: u64 => handshake_timeout, Live,
+    handshake_timeout_secs: u64 = Some(10) => handshake_timeout, Live,
         read |secs| seconds(*secs, 1, 3600), show |time: &Duration| Some(time.as_secs());
     /// Seconds a begun frame may take to arrive whole.
-    frame_timeout_secs: u64 => frame_timeout, Live,
+    frame_timeout_secs: u64 = Some(30) => frame_timeout, Live,
         read |secs| seconds(*secs, 1, 3600), show |time: &Duration| Some(time.as_secs());
     /// Seconds an idle connection may stay silent; 0 never closes one.
-    idle_timeout_secs: u64 => idle_timeout, Live,
+    idle_timeout_secs: u64 = Some(600) => idle_timeout, Live,
         read |secs| seconds_or_never(*secs, 7 * 86_400),
         show |time: &Option<Duration>| Some(time.map_or(0, |time| time.as_secs()));
     /// Connections one user may hold open.
-    max_connections_per_uid: u64 => access.max_connections_per_uid, Live,
+    max_connections_per_uid: u64 = Some(256) => access.max_connections_per_uid, Live,
         read |n| count(*n, 1, 65_536), show |n: &usize| Some(*n as u64);
     /// Connections beyond the limit kept for root and the daemon's user.
-    reserved_connections: u64 => access.reserved_connections, Live,
+    reserved_connections: u64 = Some(8) => access.reserved_connections, Live,
         read |n| count(*n, 0, 1024), show |n: &usize| Some(*n as u64);
     /// Users admitted; empty with `allow_gids` admits anyone the socket's mode lets in.
-    allow_uids: Vec<u64> => access.allow_uids, Live,
+    allow_uids: Vec<u64> = Some(Vec::new()) => access.allow_uids, Live,
         read |list| ids(list), show |list: &Vec<u32>| Some(list.iter().map(|&id| u64::from(id)).collect());
     /// Groups admitted.
-    allow_gids: Vec<u64> => access.allow_gids, Live,
+    allow_gids: Vec<u64> = Some(Vec::new()) => access.allow_gids, Live,
         read |list| ids(list), show |list: &Vec<u32>| Some(list.iter().map(|&id| u64::from(id)).collect());
     /// Users who may read; empty with `read_gids` lets every admitted user read.
-    read_uids: Vec<u64> => access.read_uids, Live,
+    read_uids: Vec<u64> = Some(Vec::new()) => access.read_uids, Live,
         read |list| ids(list), show |list: &Vec<u32>| Some(list.iter().map(|&id| u64::from(id)).collect());
     /// Groups who may read.
-    read_gids: Vec<u64> => access.read_gids, Live,
+    read_gids: Vec<u64> = Some(Vec::new()) => access.read_gids, Live,
         read |list| ids(list), show |list: &Vec<u32>| Some(list.iter().map(|&id| u64::from(id)).collect());
     /// Entries per second one user may append; 0 for no limit.
-    uid_entries_per_sec: u64 => access.uid_entries_per_sec, Live,
+    uid_entries_per_sec: u64 = Some(0) => access.uid_entries_per_sec, Live,
         read |rate| in_range(*rate, 0, 1 << 40), show |rate: &u64| Some(*rate);
     /// Request bytes per second one user may append; 0 for no limit.
-    uid_bytes_per_sec: u64 => access.uid_bytes_per_sec, Live,
+    uid_bytes_per_sec: u64 = Some(0) => access.uid_bytes_per_sec, Live,
         read |rate| in_range(*rate, 0, 1 << 50), show |rate: &u64| Some(*rate);
     /// WAL pages after which the writer checkpoints between batches.
-    checkpoint_pages: u64 => writer.checkpoint_pages, Restart,
+    checkpoint_pages: u64 = Some(4096) => writer.checkpoint_pages, Restart,
         read |pages| in_range(*pages, 16, 1 << 20).map(|pages| pages as u32),
         show |pages: &u32| Some(u64::from(*pages));
     /// Seconds between `PRAGMA optimize` runs; 0 turns them off.
-    optimize_interval_secs: u64 => writer.optimize_interval, Restart,
+    optimize_interval_secs: u64 = Some(3600) => writer.optimize_interval, Restart,
         read |secs| seconds_or_never(*secs, 7 * 86_400),
         show |time: &Option<Duration>| Some(time.map_or(0, |time| time.as_secs()));
     /// Log filter, such as `info` or `witness_daemon=debug`; unset: `RUST_LOG`, else `info`.
-    log_level: String => log_level, Live,
+    log_level: String = None => log_level, Live,
         read |level| log_filter(level), show |level: &Option<String>| level.clone();
     /// `text` or `json`.
-    log_format: String => log_format, Restart,
+    log_format: String = Some("text".into()) => log_format, Restart,
         read |format| format.parse::<LogFormat>(),
         show |format: &LogFormat| Some(format!("{format:?}").to_lowercase());
     /// Address for the Prometheus endpoint; unset: no HTTP at all.
-    metrics_listen: String => metrics_listen, Restart,
+    metrics_listen: String = None => metrics_listen, Restart,
         read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
 }
 

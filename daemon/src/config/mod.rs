@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use witness_protocol::limits::MAX_FRAME_LEN;
 
 use crate::store::writer::WriterConfig;
 
@@ -23,8 +22,9 @@ pub use keys::{KEYS, Key, Reload, Settings};
 /// file there is not an error.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/witness/witnessd.toml";
 
-/// Everything `server::Server` needs to know, after defaults, file and flags.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything `server::Server` needs to know, after defaults, file and flags. Its
+/// `Default` is only a blank to fill: [`Config::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// Where the socket is bound (unused when the listener is inherited).
     pub socket_path: PathBuf,
@@ -139,34 +139,19 @@ pub struct Access {
 }
 
 impl Config {
-    /// The defaults, for a socket and a database at the given paths.
+    /// The defaults, for a socket and a database at the given paths: those of the key table
+    /// (`Settings::defaults`), and a stop's grace period, which no key sets.
     pub fn new(socket_path: PathBuf, db_path: PathBuf) -> Self {
-        Config {
+        let mut config = Config {
             socket_path,
-            socket_mode: 0o660,
-            // Two writer batches: one committing while the next fills. A deeper queue held
-            // more memory (about 500 bytes an entry) and bought no throughput in witness-bench.
-            queue_capacity: 8_192,
-            max_frame_len: MAX_FRAME_LEN,
-            max_in_flight: 1024,
-            max_connections: 1024,
             shutdown_grace: Duration::from_secs(5),
-            read_connections: 4,
-            stall_timeout: Duration::from_secs(300),
-            log_level: None,
-            log_format: LogFormat::Text,
-            metrics_listen: None,
-            access: Access {
-                max_connections_per_uid: 256,
-                reserved_connections: 8,
-                ..Access::default()
-            },
-            handshake_timeout: Duration::from_secs(10),
-            frame_timeout: Duration::from_secs(30),
-            idle_timeout: Some(Duration::from_secs(600)),
-            create: true,
             writer: WriterConfig::new(db_path),
-        }
+            ..Config::default()
+        };
+        Settings::defaults()
+            .apply_to(&mut config)
+            .expect("the default of every key checks out");
+        config
     }
 
     /// The limits new connections take.
@@ -299,6 +284,15 @@ mod tests {
         assert!(level.contains("`log_level`"), "{level}");
         let garbage = build("\u{0}\u{1}[[[ =").unwrap_err();
         assert!(garbage.contains("line 1"), "{garbage}");
+    }
+
+    #[test]
+    fn the_writers_own_defaults_are_those_of_the_key_table() {
+        let config = Config::new("s".into(), "d".into());
+        assert_eq!(config.writer, WriterConfig::new("d".into()));
+        let mut printed = config.to_settings();
+        (printed.socket, printed.db) = (None, None);
+        assert_eq!(printed, Settings::defaults());
     }
 
     #[test]

@@ -49,8 +49,16 @@ pub struct WriterConfig {
     pub heartbeat: Duration,
 }
 
+impl Default for WriterConfig {
+    /// The defaults, for a database path yet to be given.
+    fn default() -> Self {
+        WriterConfig::new(PathBuf::new())
+    }
+}
+
 impl WriterConfig {
-    /// The defaults for a database at `db_path`.
+    /// The defaults for a database at `db_path`; `config` checks that they agree with its
+    /// key table.
     pub fn new(db_path: PathBuf) -> Self {
         WriterConfig {
             db_path,
