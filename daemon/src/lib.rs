@@ -6,7 +6,7 @@
 //!
 //! The modules form layers, each importing only those below it:
 //!
-//! 1. [`format`]: the log's format (row, hash chain, schema, verification) and [`stats`]:
+//! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification) and [`stats`]:
 //!    the counters every part shares.
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
