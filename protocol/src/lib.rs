@@ -7,7 +7,9 @@
 pub mod admin;
 pub mod frame;
 pub mod limits;
+pub mod merkle;
 mod message;
+pub mod note;
 pub mod query;
 
 pub use frame::FrameError;
