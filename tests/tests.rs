@@ -12,6 +12,7 @@ mod docs;
 mod format;
 mod ingest;
 mod layers;
+mod notes;
 mod protocol_abuse;
 mod read;
 mod reconnect;
