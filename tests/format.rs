@@ -50,6 +50,16 @@ fn the_documented_vector_hashes_as_documented() {
 }
 
 #[test]
+fn the_documented_leaf_hash_is_the_trees() {
+    let encoding = hex::decode(block_after("vector:encoding").trim()).unwrap();
+    let leaf = block_after("vector:leaf");
+    assert_eq!(
+        hex::encode(witness_protocol::merkle::leaf_hash(&encoding)),
+        leaf.trim()
+    );
+}
+
+#[test]
 fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
     let daemon = TestDaemon::start();
     let mut client = daemon.client();

@@ -221,3 +221,31 @@ fn a_failed_start_is_described_with_its_command_database_and_log() {
     assert!(described.contains("no log"), "{described}");
     assert!(!daemon.wait().success());
 }
+
+#[test]
+fn a_tree_whose_tiles_were_cut_is_not_extended() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    for n in 0..300 {
+        client
+            .log(witness_client::Entry::new("e", "c").payload(serde_json::json!(n)))
+            .unwrap();
+    }
+    drop(client);
+    let dir = daemon.stop();
+    let db = dir.path().join("witness.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DELETE FROM tiles WHERE level = 0 AND idx = 1")
+        .unwrap();
+    let socket = dir.path().join("again.sock");
+    let stderr = witnessd_fails(&[
+        "--socket".as_ref(),
+        socket.as_os_str(),
+        "--db".as_ref(),
+        db.as_os_str(),
+    ]);
+    assert!(stderr.contains("Merkle tree"), "{stderr}");
+    assert!(stderr.contains("tile 0/1"), "{stderr}");
+    assert!(stderr.contains("witness verify --db"), "{stderr}");
+}

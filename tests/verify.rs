@@ -96,6 +96,16 @@ fn derived_tables_must_agree_with_the_entries() {
             "INSERT INTO producer_runs VALUES (100, 1, 1, 1, NULL)",
             "producer_runs",
         ),
+        ("DELETE FROM tiles", "tiles"),
+        (
+            "UPDATE tiles SET hashes = zeroblob(length(hashes)) WHERE level = 0",
+            "tiles",
+        ),
+        (
+            "UPDATE tiles SET hashes = substr(hashes, 33) WHERE level = 0",
+            "tiles",
+        ),
+        ("INSERT INTO tiles VALUES (5, 0, zeroblob(32))", "tiles"),
     ];
     for (sql, table) in cases {
         let (_dir, db) = small_log();

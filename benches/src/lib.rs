@@ -8,12 +8,13 @@ pub mod reads;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
-use witness_daemon::format::chain::{GENESIS, hash_row};
+use witness_daemon::format::chain::{GENESIS, hash_row_and_leaf};
 use witness_daemon::format::row::{self, Origin};
+use witness_daemon::format::tree::Tree;
 use witness_protocol::{Entry, ProducerRef};
 
 /// Writes `entries` into an empty witness database exactly as the writer would (same
-/// statement, row, hash chain), `batch` entries per immediate transaction, calling
+/// statement, row, hash chain, Merkle tiles), `batch` entries per immediate transaction, calling
 /// `on_commit` with each transaction's duration.
 pub fn write_batches(
     connection: &mut Connection,
@@ -33,6 +34,7 @@ pub fn write_batches(
     };
     let mut scratch = Vec::new();
     let mut previous = GENESIS;
+    let mut tree = Tree::default();
     let mut seq = 0;
     for chunk in entries.chunks(batch) {
         let started = Instant::now();
@@ -46,9 +48,12 @@ pub fn write_batches(
                     ..origin
                 };
                 let values = row::values(seq, entry, &origin, Some(producer), Some(seq));
-                previous = hash_row(&previous, &values, &mut scratch);
+                let (hash, leaf) = hash_row_and_leaf(&previous, &values, &mut scratch);
+                previous = hash;
+                tree.push(leaf);
                 row::insert(&mut insert, &values, &previous)?;
             }
+            tree.save(&transaction)?;
         }
         transaction.commit()?;
         on_commit(started.elapsed());

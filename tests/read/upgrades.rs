@@ -12,7 +12,7 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
         let db = rusqlite::Connection::open(&db_path).unwrap();
         // As the files of version 1 were: no cost table, no producer runs.
         db.execute_batch(
-            "DROP TABLE cost_hourly; DROP TABLE producer_runs;
+            "DROP TABLE cost_hourly; DROP TABLE producer_runs; DROP TABLE tiles;
              ALTER TABLE producers DROP COLUMN last_run; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -30,7 +30,7 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
         })
         .unwrap();
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 3);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
     assert_eq!(report.total.entries, 700);
     let usd = sql_i64(
         &db,
@@ -72,7 +72,8 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
         // As the files of version 2 were: no runs, and (in later builds) an index instead.
         let db = rusqlite::Connection::open(&db_path).unwrap();
         db.execute_batch(
-            "DROP TABLE producer_runs; ALTER TABLE producers DROP COLUMN last_run;
+            "DROP TABLE producer_runs; DROP TABLE tiles;
+             ALTER TABLE producers DROP COLUMN last_run;
              CREATE INDEX entries_by_producer ON entries (producer_id, producer_number);
              PRAGMA user_version = 2;",
         )
@@ -89,7 +90,7 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
         }
     );
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 3);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
     assert_eq!(
         sql_i64(
             &db,
@@ -102,6 +103,41 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
     // producer touch here, so the longest stretches are the appends).
     assert_eq!(runs_of(&db), written);
     drop(raw);
+    let dir = daemon.stop();
+    crate::harness::verify_file(&dir.path().join("witness.db"));
+}
+
+#[test]
+fn a_version_3_database_gains_its_merkle_tree_on_open() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 1_000);
+    let dir = daemon.stop();
+    let db_path = dir.path().join("witness.db");
+    let tiles_of = |db: &rusqlite::Connection| -> Vec<(i64, i64, Vec<u8>)> {
+        db.prepare("SELECT level, idx, hashes FROM tiles ORDER BY level, idx")
+            .unwrap()
+            .query_map([], |row| row.try_into())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let written = tiles_of(&read_db(&db_path));
+    // 1,000 leaves: three full tiles and a partial one at level 0, a partial one above.
+    assert_eq!(written.len(), 5);
+    rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .execute_batch("DROP TABLE tiles; PRAGMA user_version = 3;")
+        .unwrap();
+    // A version 3 file reads as it is.
+    crate::harness::verify_file(&db_path);
+    let daemon = TestDaemon::start_in(dir, |_| {});
+    feed(&daemon, 10);
+    let db = read_db(&daemon.db);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
+    let upgraded = tiles_of(&db);
+    // The rebuilt tree is the one the writer had kept, grown by the ten new entries.
+    assert_eq!(upgraded[..3], written[..3]);
+    assert!(upgraded[3].2.starts_with(&written[3].2));
     let dir = daemon.stop();
     crate::harness::verify_file(&dir.path().join("witness.db"));
 }

@@ -45,6 +45,25 @@ pub fn hash_row(previous: &[u8; 32], values: &Values<'_>, scratch: &mut Vec<u8>)
     Sha256::digest(&scratch[..]).into()
 }
 
+/// [`hash_row`], and the row's leaf hash in the Merkle tree, `SHA-256(0x00 ‖ encoding)`, from
+/// one encoding.
+pub fn hash_row_and_leaf(
+    previous: &[u8; 32],
+    values: &Values<'_>,
+    scratch: &mut Vec<u8>,
+) -> ([u8; 32], [u8; 32]) {
+    let hash = hash_row(previous, values, scratch);
+    let leaf = witness_protocol::merkle::leaf_hash(&scratch[DOMAIN_TAG.len() + previous.len()..]);
+    (hash, leaf)
+}
+
+/// The row's leaf hash in the Merkle tree: `SHA-256(0x00 ‖ encoding)`.
+pub fn leaf_hash(values: &Values<'_>, scratch: &mut Vec<u8>) -> [u8; 32] {
+    scratch.clear();
+    encode_row(values, scratch);
+    witness_protocol::merkle::leaf_hash(scratch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +123,15 @@ mod tests {
         );
         let hash = hash_row(&GENESIS, &vector_row(), &mut Vec::new());
         assert_eq!(hex::encode(hash), FORMAT_VECTOR_HASH);
+        let (both, leaf) = hash_row_and_leaf(&GENESIS, &vector_row(), &mut Vec::new());
+        assert_eq!(both, hash);
+        assert_eq!(leaf, leaf_hash(&vector_row(), &mut Vec::new()));
+        assert_eq!(hex::encode(leaf), FORMAT_VECTOR_LEAF);
     }
+
+    /// The vector's leaf hash in the Merkle tree, also in `docs/FORMAT.md`.
+    const FORMAT_VECTOR_LEAF: &str =
+        "adb31fab63835ff506b340064082baa6fef95dbc1fcd3fee33d763674565296c";
 
     /// Written in `docs/FORMAT.md`; a change here is a change of format.
     const FORMAT_VECTOR_HASH: &str =

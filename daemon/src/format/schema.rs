@@ -9,9 +9,13 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::format::tree::Tree;
+use crate::format::{chain, row};
+
 /// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
-/// version 2 `producer_runs`; the writer adds and fills them when it opens such a file.
-pub const SCHEMA_VERSION: i64 = 3;
+/// version 2 `producer_runs`, version 3 `tiles`; the writer adds and fills them when it opens
+/// such a file.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -87,6 +91,41 @@ CREATE TABLE producer_runs (
     previous     INTEGER
 ) STRICT;
 ";
+
+/// The Merkle tree over the entries, in C2SP tlog-tiles (see `tree`): tile `(level, idx)`
+/// holds the concatenated 32-byte hashes of up to 256 nodes at height `8 × level`. Kept by
+/// the writer in the same transaction as the entries; outside the hash chain, and checked
+/// against the entries by `verify`.
+pub const TILES: &str = "
+CREATE TABLE tiles (
+    level  INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    hashes BLOB    NOT NULL,
+    PRIMARY KEY (level, idx)
+) STRICT, WITHOUT ROWID;
+";
+
+/// Fills `tiles` from `entries`, in `seq` order, when a file written before they existed is
+/// upgraded.
+fn fill_tiles(connection: &Connection) -> Result<(), String> {
+    let mut rows = connection
+        .prepare(&format!(
+            "SELECT {} FROM entries ORDER BY seq",
+            row::select_columns()
+        ))
+        .map_err(|error| error.to_string())?;
+    let mut rows = rows.query([]).map_err(|error| error.to_string())?;
+    let mut tree = Tree::default();
+    let mut scratch = Vec::with_capacity(1024);
+    while let Some(stored) = rows.next().map_err(|error| error.to_string())? {
+        let values = row::read_values(stored)?;
+        tree.push(chain::leaf_hash(&values, &mut scratch));
+        if tree.size() % (1 << 16) == 0 {
+            tree.save(connection).map_err(|error| error.to_string())?;
+        }
+    }
+    tree.save(connection).map_err(|error| error.to_string())
+}
 
 /// Fills `producer_runs` and `producers.last_run` from `entries`, when a file written before
 /// they existed is upgraded: each maximal stretch of a producer's rows whose `seq` and numbers
@@ -229,6 +268,25 @@ pub enum OpenError {
     /// The path stopped naming the file the daemon locked while it opened it.
     #[error("{0}")]
     Moved(String),
+    /// An older file could not be upgraded: a row the format does not allow, for example.
+    #[error("cannot upgrade database {path}: {reason}")]
+    Upgrade {
+        /// The database file.
+        path: String,
+        /// What stood in the way.
+        reason: String,
+    },
+    /// The stored Merkle tree does not fit the entries: its tiles were cut or changed.
+    #[error(
+        "the Merkle tree of database {path} does not match its entries ({reason}); run \
+         `witness verify --db` on it"
+    )]
+    Tree {
+        /// The database file.
+        path: String,
+        /// What does not match.
+        reason: String,
+    },
     /// The file is not a witness database.
     #[error("database {path} is not a witness database (it has tables but no witness schema)")]
     Foreign {
@@ -309,8 +367,9 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             transaction.execute_batch(SCHEMA).map_err(&error)?;
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
             transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
+            transaction.execute_batch(TILES).map_err(&error)?;
         }
-        1 | 2 => {
+        1..=3 => {
             if version == 1 {
                 tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
                 transaction.execute_batch(COST_HOURLY).map_err(&error)?;
@@ -318,18 +377,26 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                     .execute_batch(&fill_cost_hourly())
                     .map_err(&error)?;
             }
-            tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
-            // Builds between versions 2 and 3 indexed `entries` by producer instead.
-            transaction
-                .execute_batch(
-                    "DROP INDEX IF EXISTS entries_by_producer;
-                     ALTER TABLE producers ADD COLUMN last_run INTEGER;",
-                )
-                .map_err(&error)?;
-            transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
-            transaction
-                .execute_batch(FILL_PRODUCER_RUNS)
-                .map_err(&error)?;
+            if version <= 2 {
+                tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
+                // Builds between versions 2 and 3 indexed `entries` by producer instead.
+                transaction
+                    .execute_batch(
+                        "DROP INDEX IF EXISTS entries_by_producer;
+                         ALTER TABLE producers ADD COLUMN last_run INTEGER;",
+                    )
+                    .map_err(&error)?;
+                transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
+                transaction
+                    .execute_batch(FILL_PRODUCER_RUNS)
+                    .map_err(&error)?;
+            }
+            tracing::info!(path = %path.display(), "adding the Merkle tree (schema version 4)");
+            transaction.execute_batch(TILES).map_err(&error)?;
+            fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
+                path: path.display().to_string(),
+                reason,
+            })?;
         }
         SCHEMA_VERSION => return Ok(()),
         found => {

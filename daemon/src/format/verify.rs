@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::{VerifyRange, VerifyReport};
 
-use crate::format::chain::{GENESIS, hash_row};
+use crate::format::chain::{GENESIS, hash_row_and_leaf};
 use crate::format::row::{self, Values, column};
 use crate::format::schema::HOUR_NS;
+use crate::format::tree::{Tiles, Tree};
 
 /// Why a verification could not run.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +72,7 @@ pub fn verify(connection: &Connection, range: VerifyRange) -> Result<VerifyRepor
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     // Derived tables are checked only against the whole log, and only those the file's
     // version has.
-    let mut walk = Walk::new(whole, whole && version >= 3);
+    let mut walk = Walk::new(whole, whole && version >= 3, whole && version >= 4);
     let report = walk.chain(connection, from, to)?;
     if !whole || !matches!(report, VerifyReport::Intact { .. }) {
         return Ok(report);
@@ -89,6 +90,9 @@ pub fn verify(connection: &Connection, range: VerifyRange) -> Result<VerifyRepor
     }
     if let Some(reason) = walk.check_producers(connection)? {
         return Ok(inconsistent("producers", reason, checked));
+    }
+    if let Some(reason) = walk.check_tiles(connection)? {
+        return Ok(inconsistent("tiles", reason, checked));
     }
     Ok(report)
 }
@@ -123,10 +127,14 @@ struct Walk {
     producers: HashMap<i64, i64>,
     /// What `producer_runs` must hold, when the file has it and the whole log is walked.
     runs: Option<Runs>,
+    /// The Merkle tree recomputed from the entries, when the file has tiles and the whole
+    /// log is walked; with the first tile found to differ.
+    tree: Option<Tree>,
+    tile_problem: Option<String>,
 }
 
 impl Walk {
-    fn new(derive: bool, runs: bool) -> Walk {
+    fn new(derive: bool, runs: bool, tree: bool) -> Walk {
         Walk {
             derive,
             count: 0,
@@ -134,6 +142,8 @@ impl Walk {
             costs: HashMap::new(),
             producers: HashMap::new(),
             runs: runs.then(Runs::default),
+            tree: tree.then(Tree::default),
+            tile_problem: None,
         }
     }
 
@@ -189,7 +199,7 @@ impl Walk {
                 Err(reason) => return Ok(broken(seq as u64, reason, self.count)),
             };
             let stored = row::stored_hash(row)?;
-            let computed = hash_row(&previous, &values, &mut scratch);
+            let (computed, leaf) = hash_row_and_leaf(&previous, &values, &mut scratch);
             if stored != computed {
                 return Ok(broken(
                     seq as u64,
@@ -211,6 +221,14 @@ impl Walk {
             }
             if let (Some(runs), Some(find_run)) = (&mut self.runs, &mut find_run) {
                 runs.add(find_run, seq, &values)?;
+            }
+            if let Some(tree) = &mut self.tree {
+                tree.push(leaf);
+                for (level, idx, hashes) in tree.take_full() {
+                    if self.tile_problem.is_none() {
+                        self.tile_problem = compare_tile(connection, level, idx, &hashes)?;
+                    }
+                }
             }
             previous = computed;
             first_seq.get_or_insert(seq as u64);
@@ -372,6 +390,62 @@ impl Walk {
         }
         Ok(None)
     }
+}
+
+impl Walk {
+    /// Compares the tiles not yet compared (the partial ones) with the recomputed tree, and
+    /// the number of tiles stored with the number the tree has.
+    fn check_tiles(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        let Some(tree) = &self.tree else {
+            return Ok(None);
+        };
+        if let Some(problem) = &self.tile_problem {
+            return Ok(Some(problem.clone()));
+        }
+        for (level, idx, hashes) in tree.partial_tiles() {
+            if let Some(problem) = compare_tile(connection, level, idx, hashes)? {
+                return Ok(Some(problem));
+            }
+        }
+        let stored: i64 =
+            connection.query_row("SELECT count(*) FROM tiles", [], |row| row.get(0))?;
+        if stored as u64 != tree.tile_count() {
+            return Ok(Some(format!(
+                "the table holds {stored} tiles; the tree of the {} entries has {}",
+                tree.size(),
+                tree.tile_count()
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// How a stored tile differs from the one recomputed from the entries, if it does.
+fn compare_tile(
+    connection: &Connection,
+    level: u32,
+    idx: u64,
+    expected: &[[u8; 32]],
+) -> Result<Option<String>, VerifyError> {
+    let mut tiles = Tiles::new(connection);
+    let stored = tiles.tile(level, idx)?;
+    if stored == expected {
+        return Ok(None);
+    }
+    let first = (level == 0).then(|| idx * 256 + 1);
+    Ok(Some(match (stored.len(), first) {
+        (0, _) => format!("tile {level}/{idx} is missing"),
+        (n, _) if n != expected.len() => format!(
+            "tile {level}/{idx} holds {n} hashes; the entries make {}",
+            expected.len()
+        ),
+        (_, Some(first)) => format!(
+            "tile 0/{idx} (the leaves of entries {first} to {}) differs from the entries' leaf \
+             hashes",
+            first + expected.len() as u64 - 1
+        ),
+        _ => format!("tile {level}/{idx} differs from the tree of the entries"),
+    }))
 }
 
 fn show_seq(seq: Option<i64>) -> String {

@@ -1,7 +1,7 @@
 //! One batch, one transaction: how the writer turns a batch of jobs into rows, receipts and
-//! refusals. Re-sent numbers of a producer are found here (exactly-once), the hash chain is
-//! extended, and the derived tables (`producers`, `producer_runs`, `cost_hourly`) change in
-//! the same transaction as the entries. Nothing here is kept unless the commit succeeds: the
+//! refusals. Re-sent numbers of a producer are found here (exactly-once), the hash chain and
+//! the Merkle tree are extended, and the tree's tiles and the derived tables (`producers`,
+//! `producer_runs`, `cost_hourly`) change in the same transaction as the entries. Nothing here is kept unless the commit succeeds: the
 //! writer (`writer`) decides that, and answers.
 
 use std::collections::HashMap;
@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use witness_protocol::{Ack, ErrorCode, ErrorReply, ProducerRef, Receipt, Response, ResponseFrame};
 
-use crate::format::chain::hash_row;
+use crate::format::chain::hash_row_and_leaf;
+use crate::format::tree::Tree;
 use crate::format::{row, schema};
 use crate::store::job::{Job, Outgoing};
 
@@ -48,6 +49,8 @@ pub(super) struct Written {
     pub(super) outcomes: Vec<Outcome>,
     /// The new head of the chain.
     pub(super) head: Head,
+    /// The Merkle tree over every entry, the batch's included.
+    pub(super) tree: Tree,
     /// The producers whose numbers the batch moved, as they now stand.
     pub(super) producers: HashMap<i64, Producer>,
     /// Entries written (re-sent ones not counted).
@@ -61,11 +64,13 @@ pub(super) fn write(
     connection: &mut Connection,
     batch: &[Job],
     head: Head,
+    tree: &Tree,
     producers: &HashMap<i64, Producer>,
     scratch: &mut Vec<u8>,
 ) -> rusqlite::Result<Written> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut head = head;
+    let mut tree = tree.clone();
     let mut touched: HashMap<i64, Producer> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut n_written = 0u64;
@@ -128,7 +133,9 @@ pub(super) fn write(
                 head.seq += 1;
                 let number = job.producer.map(|p| p.first_number as i64 + index as i64);
                 let values = row::values(head.seq, entry, &job.origin, job.producer, number);
-                head.hash = hash_row(&head.hash, &values, scratch);
+                let (hash, leaf) = hash_row_and_leaf(&head.hash, &values, scratch);
+                head.hash = hash;
+                tree.push(leaf);
                 row::insert(&mut insert, &values, &head.hash)?;
                 n_written += 1;
                 let cost = entry.cost.as_ref();
@@ -161,6 +168,7 @@ pub(super) fn write(
         for (&id, producer) in &touched {
             save.execute((id, producer.last_number, producer.last_run))?;
         }
+        tree.save(&transaction)?;
         let mut add_cost = transaction.prepare_cached(schema::ADD_COST_HOURLY)?;
         for ((hour, component, event, model), sums) in costs {
             add_cost.execute((
@@ -172,6 +180,7 @@ pub(super) fn write(
     Ok(Written {
         outcomes,
         head,
+        tree,
         producers: touched,
         n_written,
     })

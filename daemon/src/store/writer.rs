@@ -18,6 +18,7 @@ use witness_protocol::{Ack, ErrorCode, ErrorReply};
 
 use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
+use crate::format::tree::Tree;
 use crate::stats::WriterStats;
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::{Control, Job};
@@ -101,11 +102,7 @@ impl WriterHandle {
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let db_path = config.db_path.clone();
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
-            .map(|writer| Writer { identity, ..writer })
-            .map_err(|source| OpenError::Sqlite {
-                path: "database".into(),
-                source,
-            })?;
+            .map(|writer| Writer { identity, ..writer })?;
         let thread = {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
@@ -191,6 +188,8 @@ struct Writer {
     stats: Arc<WriterStats>,
     committed: tokio::sync::watch::Sender<u64>,
     head: Head,
+    /// The Merkle tree's right edge, as committed.
+    tree: Tree,
     /// Every producer seen since start, as committed; others are read on demand.
     producers: HashMap<i64, Producer>,
     wal_pages: Arc<AtomicU32>,
@@ -209,7 +208,12 @@ impl Writer {
         config: WriterConfig,
         stats: Arc<WriterStats>,
         committed: tokio::sync::watch::Sender<u64>,
-    ) -> rusqlite::Result<Self> {
+    ) -> Result<Self, OpenError> {
+        let path = config.db_path.display().to_string();
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let head = connection
             .query_row(schema::HEAD, [], |row| {
                 Ok(Head {
@@ -217,21 +221,28 @@ impl Writer {
                     hash: row.get(1)?,
                 })
             })
-            .optional()?
+            .optional()
+            .map_err(sqlite)?
             .unwrap_or(Head {
                 seq: 0,
                 hash: GENESIS,
             });
+        let tree = Tree::load(&connection, head.seq as u64).map_err(|reason| OpenError::Tree {
+            path: path.clone(),
+            reason,
+        })?;
         committed.send_replace(head.seq as u64);
         let wal_pages = Arc::new(AtomicU32::new(0));
         let hook_pages = Arc::clone(&wal_pages);
         // Set after `wal_autocheckpoint`, which would replace it.
-        connection.wal_hook(Some(
-            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-                hook_pages.store(pages.max(0) as u32, Ordering::Relaxed);
-                Ok(())
-            },
-        ))?;
+        connection
+            .wal_hook(Some(
+                move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                    hook_pages.store(pages.max(0) as u32, Ordering::Relaxed);
+                    Ok(())
+                },
+            ))
+            .map_err(sqlite)?;
         Ok(Writer {
             connection,
             config,
@@ -242,6 +253,7 @@ impl Writer {
             stats,
             committed,
             head,
+            tree,
             producers: HashMap::new(),
             wal_pages,
             scratch: Vec::with_capacity(4096),
@@ -448,6 +460,7 @@ impl Writer {
             &mut self.connection,
             batch,
             self.head,
+            &self.tree,
             &self.producers,
             &mut self.scratch,
         );
@@ -456,6 +469,7 @@ impl Writer {
             Ok(Written {
                 outcomes,
                 head,
+                tree,
                 producers,
                 n_written,
             }) => {
@@ -466,6 +480,7 @@ impl Writer {
                     return self.refuse_all(batch, &reason, true);
                 }
                 self.head = head;
+                self.tree = tree;
                 self.producers.extend(producers);
                 self.dirty_since_truncate = true;
                 self.stats
