@@ -5,6 +5,7 @@ mod harness;
 
 mod access;
 mod bounds;
+mod checkpoints;
 mod cli;
 mod contract;
 mod crash;

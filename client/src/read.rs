@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use witness_protocol::admin::{MaintenanceReport, MaintenanceTask, StatsReport};
+use witness_protocol::admin::{CheckpointReport, MaintenanceReport, MaintenanceTask, StatsReport};
 use witness_protocol::query::{
     CostQuery, CostReport, EndReason, EntriesQuery, StoredEntry, StreamEnd, TraceQuery,
     TraceReport, TracesPage, TracesQuery,
@@ -57,6 +57,15 @@ impl Client {
     pub fn maintenance(&mut self, task: MaintenanceTask) -> Result<MaintenanceReport, Error> {
         match self.call(Request::Maintenance(task))? {
             Response::Maintained(report) => Ok(report),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The latest checkpoint the daemon signed, and the key that checks it.
+    pub fn checkpoint(&mut self) -> Result<CheckpointReport, Error> {
+        match self.call(Request::Checkpoint)? {
+            Response::Checkpoint(report) => Ok(report),
             Response::Error(reply) => Err(Error::Refused(reply)),
             other => Err(unexpected(&other)),
         }

@@ -87,6 +87,16 @@ pub enum MaintenanceTask {
     },
 }
 
+/// The latest signed checkpoint of a log, and its verifier key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointReport {
+    /// The C2SP signed note of the latest checkpoint (origin, size, root); `None` before the
+    /// first is signed.
+    pub note: Option<String>,
+    /// The log's verifier key, `<name>+<key id>+<base64 key>`.
+    pub verifier_key: String,
+}
+
 /// What a maintenance task did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceReport {

@@ -45,6 +45,9 @@ pub enum Request {
     /// Work on the database, answered with `Maintained`; only the daemon's own user (or
     /// root) may ask.
     Maintenance(MaintenanceTask),
+    /// The latest checkpoint the daemon signed and the key that checks it, answered with
+    /// `Checkpoint`.
+    Checkpoint,
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -196,6 +199,8 @@ pub enum Response {
     Stats(Box<StatsReport>),
     /// Answer to `Maintenance`: the task is done.
     Maintained(MaintenanceReport),
+    /// Answer to `Checkpoint`.
+    Checkpoint(crate::admin::CheckpointReport),
 }
 
 /// The daemon's side of the handshake.

@@ -325,7 +325,7 @@ fn cost_windows_split_hours_exactly() {
 
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("witness.db");
-    let writer = WriterHandle::start(WriterConfig::new(db_path.clone()), None).unwrap();
+    let writer = WriterHandle::start(WriterConfig::new(db_path.clone()), None, None).unwrap();
     let base = 1_800_000_000 * 1_000_000_000 / HOUR_NS * HOUR_NS;
     let permits = Arc::new(tokio::sync::Semaphore::new(1 << 20));
     let (reply_to, _replies) = tokio::sync::mpsc::unbounded_channel();

@@ -12,7 +12,7 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
         let db = rusqlite::Connection::open(&db_path).unwrap();
         // As the files of version 1 were: no cost table, no producer runs.
         db.execute_batch(
-            "DROP TABLE cost_hourly; DROP TABLE producer_runs; DROP TABLE tiles;
+            "DROP TABLE cost_hourly; DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
              ALTER TABLE producers DROP COLUMN last_run; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -72,7 +72,7 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
         // As the files of version 2 were: no runs, and (in later builds) an index instead.
         let db = rusqlite::Connection::open(&db_path).unwrap();
         db.execute_batch(
-            "DROP TABLE producer_runs; DROP TABLE tiles;
+            "DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
              ALTER TABLE producers DROP COLUMN last_run;
              CREATE INDEX entries_by_producer ON entries (producer_id, producer_number);
              PRAGMA user_version = 2;",
@@ -126,7 +126,7 @@ fn a_version_3_database_gains_its_merkle_tree_on_open() {
     assert_eq!(written.len(), 5);
     rusqlite::Connection::open(&db_path)
         .unwrap()
-        .execute_batch("DROP TABLE tiles; PRAGMA user_version = 3;")
+        .execute_batch("DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;")
         .unwrap();
     // A version 3 file reads as it is.
     crate::harness::verify_file(&db_path);

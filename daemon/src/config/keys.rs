@@ -221,6 +221,23 @@ keys! {
     log_format: String = Some("text".into()) => log_format, Restart,
         read |format| format.parse::<LogFormat>(),
         show |format: &LogFormat| Some(format!("{format:?}").to_lowercase());
+    /// The log's signing key (Ed25519, made at first start, readable by the daemon's user
+    /// only; its verifier key is written beside it with `.pub` added); unset: beside the
+    /// database, with the extension `.key`.
+    key_file: PathBuf = None => checkpoints.key_file, Restart,
+        read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
+    /// The latest signed checkpoint, kept outside the database; unset: beside the database,
+    /// with the extension `.checkpoint`.
+    checkpoint_file: PathBuf = None => checkpoints.state_file, Restart,
+        read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
+    /// The log's origin line in its checkpoints, and its key's name; unset: the host name
+    /// followed by `/witness`.
+    origin: String = None => checkpoints.origin, Restart,
+        read |origin| origin_line(origin), show |origin: &String| Some(origin.clone());
+    /// Milliseconds between signed checkpoints while entries arrive (and one at stop).
+    checkpoint_interval_ms: u64 = Some(1000) => checkpoints.interval, Restart,
+        read |ms| in_range(*ms, 10, 3_600_000).map(Duration::from_millis),
+        show |interval: &Duration| Some(interval.as_millis() as u64);
     /// Address for the Prometheus endpoint; unset: no HTTP at all.
     metrics_listen: String = None => metrics_listen, Restart,
         read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
@@ -257,6 +274,15 @@ fn log_filter(level: &str) -> Result<Option<String>, String> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| Some(level.to_owned()))
         .map_err(|error| format!("{level:?}: {error}"))
+}
+
+fn origin_line(origin: &str) -> Result<String, String> {
+    if origin.is_empty() || origin.contains(|c: char| c.is_whitespace() || c == '+') {
+        return Err(format!(
+            "{origin:?} cannot name a log: use no spaces and no '+', such as host.example/witness"
+        ));
+    }
+    Ok(origin.to_owned())
 }
 
 fn listen_address(listen: &str) -> Result<Option<SocketAddr>, String> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::checkpoint::CheckpointConfig;
 use crate::store::writer::WriterConfig;
 
 mod keys;
@@ -66,8 +67,10 @@ pub struct Config {
     /// already exist (the system unit), so that a lost or moved file is never silently
     /// replaced by an empty chain.
     pub create: bool,
-    /// Batching, durability, checkpoints and optimisation.
+    /// Batching, durability, WAL checkpoints and optimisation.
     pub writer: WriterConfig,
+    /// The signing key, the signed checkpoints and where they are kept.
+    pub checkpoints: CheckpointConfig,
 }
 
 /// How log lines are written to standard error.
@@ -145,6 +148,7 @@ impl Config {
         let mut config = Config {
             socket_path,
             shutdown_grace: Duration::from_secs(5),
+            checkpoints: CheckpointConfig::for_database(&db_path),
             writer: WriterConfig::new(db_path),
             ..Config::default()
         };
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(config.writer, WriterConfig::new("d".into()));
         let mut printed = config.to_settings();
         (printed.socket, printed.db) = (None, None);
+        (printed.key_file, printed.checkpoint_file, printed.origin) = (None, None, None);
         assert_eq!(printed, Settings::defaults());
     }
 

@@ -13,7 +13,7 @@ use crate::format::tree::Tree;
 use crate::format::{chain, row};
 
 /// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
-/// version 2 `producer_runs`, version 3 `tiles`; the writer adds and fills them when it opens
+/// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; the writer adds and fills them when it opens
 /// such a file.
 pub const SCHEMA_VERSION: i64 = 4;
 
@@ -104,6 +104,19 @@ CREATE TABLE tiles (
     PRIMARY KEY (level, idx)
 ) STRICT, WITHOUT ROWID;
 ";
+
+/// The checkpoints the daemon signed, as C2SP signed notes, by tree size. A history: the
+/// latest is also in the state file outside the database, which is what the daemon holds
+/// the database to at start.
+pub const CHECKPOINTS: &str = "
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT    NOT NULL
+) STRICT;
+";
+
+/// The latest checkpoint in the history.
+pub const LATEST_CHECKPOINT: &str = "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1";
 
 /// Fills `tiles` from `entries`, in `seq` order, when a file written before they existed is
 /// upgraded.
@@ -276,6 +289,9 @@ pub enum OpenError {
         /// What stood in the way.
         reason: String,
     },
+    /// The database no longer holds what the daemon signed: see `store::checkpoint`.
+    #[error("{0}")]
+    Forgotten(String),
     /// The stored Merkle tree does not fit the entries: its tiles were cut or changed.
     #[error(
         "the Merkle tree of database {path} does not match its entries ({reason}); run \
@@ -368,6 +384,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
             transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
             transaction.execute_batch(TILES).map_err(&error)?;
+            transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
         }
         1..=3 => {
             if version == 1 {
@@ -393,6 +410,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             }
             tracing::info!(path = %path.display(), "adding the Merkle tree (schema version 4)");
             transaction.execute_batch(TILES).map_err(&error)?;
+            transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
             fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
                 path: path.display().to_string(),
                 reason,

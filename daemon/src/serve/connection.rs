@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<ServerStats>,
     /// Who may do what, and how much; a reload replaces the policy.
     pub(crate) gate: Arc<Gate>,
+    /// The log's verifier key, for those who ask for its checkpoint.
+    pub(crate) verifier_key: String,
 }
 
 /// The two stages of a stop, which every connection task watches.

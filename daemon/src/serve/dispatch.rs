@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use witness_protocol::admin::{MaintenanceReport, MaintenanceTask};
+use rusqlite::OptionalExtension;
+use witness_protocol::admin::{CheckpointReport, MaintenanceReport, MaintenanceTask};
 use witness_protocol::{
     ErrorCode, ErrorReply, Request, RequestFrame, Response, ResponseFrame, frame,
 };
@@ -13,6 +14,7 @@ use witness_protocol::{
 use super::connection::{Connection, Next};
 use super::{stream, validation};
 use crate::access;
+use crate::format::schema;
 use crate::format::verify::{self, VerifyError};
 use crate::read;
 use crate::store::job::{Control, Outgoing};
@@ -134,6 +136,20 @@ impl Connection {
             }
             Request::Append(append) => {
                 self.append(id, append, body.len()).await;
+                Next::Continue
+            }
+            Request::Checkpoint => {
+                let verifier_key = self.shared.verifier_key.clone();
+                self.query(id, Ok(()), move |connection| {
+                    let note = connection
+                        .query_row(schema::LATEST_CHECKPOINT, [], |row| row.get(0))
+                        .optional()?;
+                    Ok(Response::Checkpoint(CheckpointReport {
+                        note,
+                        verifier_key,
+                    }))
+                })
+                .await;
                 Next::Continue
             }
             Request::Stats => {

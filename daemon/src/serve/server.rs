@@ -27,6 +27,7 @@ use crate::observe::metrics::Metrics;
 use crate::read::ReadPool;
 use crate::stats::ServerStats;
 use crate::store::admission::Admission;
+use crate::store::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::store::dbfile::{DatabaseFile, TakeError};
 use crate::store::job::Control;
 use crate::store::queue::JobQueue;
@@ -72,6 +73,9 @@ pub enum StartError {
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] OpenError),
+    /// The signing key could not be read or made.
+    #[error(transparent)]
+    Key(#[from] CheckpointError),
 }
 
 /// Why a running daemon stopped other than when asked.
@@ -162,6 +166,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     limits: Arc<RwLock<Limits>>,
     gate: Arc<Gate>,
+    verifier_key: String,
 }
 
 impl Server {
@@ -180,7 +185,22 @@ impl Server {
             })?;
         }
         let file = DatabaseFile::take(db_path, config.create)?;
-        let writer = WriterHandle::start(config.writer.clone(), Some(file.identity()))?;
+        let (signer, key_created) = checkpoint::load_or_create_key(&config.checkpoints)?;
+        if key_created {
+            tracing::warn!(
+                "created the log's signing key at {}; its verifier key, in {}, is {}",
+                config.checkpoints.key_file.display(),
+                checkpoint::verifier_file(&config.checkpoints.key_file).display(),
+                signer.verifier()
+            );
+        }
+        let verifier_key = signer.verifier().to_string();
+        let checkpointer = Checkpointer::new(signer, config.checkpoints.clone());
+        let writer = WriterHandle::start(
+            config.writer.clone(),
+            Some(file.identity()),
+            Some(checkpointer),
+        )?;
         if file.created() {
             tracing::warn!("created a new log at {}", file.path().display());
         }
@@ -202,6 +222,7 @@ impl Server {
             admission,
             metrics,
             gate,
+            verifier_key,
         })
     }
 
@@ -236,6 +257,7 @@ impl Server {
             metrics,
             limits,
             gate,
+            verifier_key,
         } = self;
         let stop = Stop::default();
         let readers = TaskTracker::new();
@@ -252,6 +274,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             stats: Arc::clone(&stats),
             gate: Arc::clone(&gate),
+            verifier_key,
         });
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -5,6 +5,7 @@
 //! the log's format only what `format` exposes.
 
 pub mod admission;
+pub mod checkpoint;
 pub mod dbfile;
 pub mod job;
 pub mod queue;

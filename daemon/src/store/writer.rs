@@ -20,6 +20,7 @@ use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
 use crate::stats::WriterStats;
+use crate::store::checkpoint::Checkpointer;
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::{Control, Job};
 use crate::store::queue::{JobQueue, LaneId, Next, Shares};
@@ -90,7 +91,15 @@ impl WriterHandle {
     /// database cannot be opened. With `identity`, the writer checks after every commit, and
     /// when idle, that the path still names that file, and fails for good (acknowledging
     /// nothing more) once it does not.
-    pub fn start(config: WriterConfig, identity: Option<Identity>) -> Result<Self, OpenError> {
+    ///
+    /// With `checkpointer`, the database must first still hold the tree of the last
+    /// checkpoint signed (see `checkpoint::check_against_state`), and the writer signs
+    /// checkpoints as it commits.
+    pub fn start(
+        config: WriterConfig,
+        identity: Option<Identity>,
+        checkpointer: Option<Checkpointer>,
+    ) -> Result<Self, OpenError> {
         let connection = schema::open_writer(&config.db_path, config.durability, config.cache_kib)?;
         if let Some(identity) = identity
             && let Err(reason) = dbfile::check(&config.db_path, identity)
@@ -101,8 +110,23 @@ impl WriterHandle {
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let db_path = config.db_path.clone();
+        if let Some(checkpointer) = &checkpointer {
+            let size: Option<i64> = connection
+                .query_row("SELECT max(seq) FROM entries", [], |row| row.get(0))
+                .map_err(|source| OpenError::Sqlite {
+                    path: config.db_path.display().to_string(),
+                    source,
+                })?;
+            checkpointer
+                .check_against_state(&connection, size.unwrap_or(0) as u64)
+                .map_err(|error| OpenError::Forgotten(error.to_string()))?;
+        }
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
-            .map(|writer| Writer { identity, ..writer })?;
+            .map(|writer| Writer {
+                identity,
+                checkpointer,
+                ..writer
+            })?;
         let thread = {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
@@ -190,6 +214,8 @@ struct Writer {
     head: Head,
     /// The Merkle tree's right edge, as committed.
     tree: Tree,
+    /// Signs checkpoints of the tree, when the log has a key.
+    checkpointer: Option<Checkpointer>,
     /// Every producer seen since start, as committed; others are read on demand.
     producers: HashMap<i64, Producer>,
     wal_pages: Arc<AtomicU32>,
@@ -254,6 +280,7 @@ impl Writer {
             committed,
             head,
             tree,
+            checkpointer: None,
             producers: HashMap::new(),
             wal_pages,
             scratch: Vec::with_capacity(4096),
@@ -291,6 +318,7 @@ impl Writer {
                     if self.failure.is_some() {
                         continue;
                     }
+                    self.sign_checkpoint(false);
                     if self.dirty_since_truncate
                         && self.last_job.elapsed() >= self.config.idle_checkpoint
                     {
@@ -305,6 +333,9 @@ impl Writer {
             self.remember_heavy(&shares);
             self.commit(&mut batch);
             self.last_job = Instant::now();
+            if self.failure.is_none() {
+                self.sign_checkpoint(false);
+            }
             if self.failure.is_none()
                 && self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages
             {
@@ -313,6 +344,7 @@ impl Writer {
             self.maybe_optimize();
         }
         if self.failure.is_none() {
+            self.sign_checkpoint(true);
             self.checkpoint(Checkpoint::Truncate);
             // SQLite's advice for a connection about to close: cheap, and keeps the planner's
             // statistics current for readers.
@@ -395,6 +427,22 @@ impl Writer {
                 tracing::info!(?result, "analyze");
                 let _ = answer.send(result);
             }
+        }
+    }
+
+    /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
+    /// interval, at stop). A failure is logged loudly, and retried at the next turn: the
+    /// entries stay committed, but the state file no longer vouches for them.
+    fn sign_checkpoint(&mut self, now: bool) {
+        let size = self.head.seq as u64;
+        let Some(checkpointer) = &mut self.checkpointer else {
+            return;
+        };
+        if !checkpointer.due(size, now) {
+            return;
+        }
+        if let Err(error) = checkpointer.sign(&self.connection, size, self.tree.root()) {
+            tracing::error!(%error, size, "cannot sign a checkpoint");
         }
     }
 

@@ -1,6 +1,8 @@
-//! `witness stats` and `witness maintenance`: the operator's view of a running daemon.
+//! `witness stats`, `witness maintenance`, `witness checkpoint` and `witness key`: the
+//! operator's view of a running daemon.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use witness_client::Client;
@@ -222,4 +224,34 @@ fn bytes(n: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Prints the latest signed checkpoint as the note it is (or, with `--json`, with the
+/// verifier key); exits 1 when none is signed yet.
+pub fn checkpoint(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
+    let report = client.checkpoint()?;
+    if json {
+        crate::output::print_json(&json!({
+            "note": report.note,
+            "verifier_key": report.verifier_key,
+        }))?;
+    } else if let Some(note) = &report.note {
+        write!(crate::output::stdout(), "{note}")?;
+    }
+    if report.note.is_none() {
+        eprintln!("witness: the daemon has signed no checkpoint yet");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the log's verifier key.
+pub fn key(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
+    let report = client.checkpoint()?;
+    if json {
+        crate::output::print_json(&json!({ "verifier_key": report.verifier_key }))?;
+    } else {
+        writeln!(crate::output::stdout(), "{}", report.verifier_key)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -110,6 +110,11 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
+    /// The latest checkpoint the daemon signed: a C2SP signed note of the log's size and
+    /// Merkle root.
+    Checkpoint,
+    /// The log's verifier key, which checks its checkpoints: `<name>+<key id>+<key>`.
+    Key,
     /// The daemon's health: throughput, queue, latencies, connections, sizes, memory.
     Stats {
         /// Print the Prometheus text format instead of a table.

@@ -122,6 +122,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             read::cost(&mut connect()?, query, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
+        Command::Key => admin::key(&mut connect()?, json),
         Command::Stats { prometheus } => {
             let format = match (json, prometheus) {
                 (true, _) => admin::StatsFormat::Json,

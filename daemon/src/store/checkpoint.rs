@@ -1,0 +1,307 @@
+//! Signed checkpoints: the log's key, and the C2SP checkpoints the writer signs with it.
+//!
+//! The writer signs the tree's size and root at most once an interval while entries arrive,
+//! and at stop. Each checkpoint goes to three places: the `checkpoints` table, a small state
+//! file outside the database (written whole and fsynced before it replaces the last one), and,
+//! at most once a minute, the daemon's log, so that a copy leaves the host with the system
+//! log. At start the daemon holds the database to the checkpoint in the state file: a log
+//! that no longer contains the tree it signed (a cut tail, a damaged WAL, a file restored or
+//! replaced) is refused, so that nothing it signed is forgotten and no `seq` is handed out
+//! twice.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use witness_protocol::merkle::Hash;
+use witness_protocol::note::{Checkpoint, Note, SignerKey, VerifierKey};
+
+use crate::format::tree::Tiles;
+
+/// Where the key and the state file are, what the log is called, and how often it signs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointConfig {
+    /// The signing key, made at first start, readable by the daemon's user only.
+    pub key_file: PathBuf,
+    /// The latest signed checkpoint, outside the database.
+    pub state_file: PathBuf,
+    /// The log's origin line, which is also its key's name.
+    pub origin: String,
+    /// The longest the writer goes without signing while entries arrive.
+    pub interval: Duration,
+}
+
+impl CheckpointConfig {
+    /// The defaults for a database at `db`: the key and the state file beside it, the origin
+    /// from the host name.
+    pub fn for_database(db: &Path) -> CheckpointConfig {
+        CheckpointConfig {
+            key_file: db.with_extension("key"),
+            state_file: db.with_extension("checkpoint"),
+            origin: default_origin(),
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `<host name>/witness`: a log's origin unless the configuration names one.
+pub fn default_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| {
+            !name.is_empty() && !name.contains(char::is_whitespace) && !name.contains('+')
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/witness")
+}
+
+/// The file of the verifier key that goes with `key_file`.
+pub fn verifier_file(key_file: &Path) -> PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Why the key or the state could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The key file could not be read, made or trusted.
+    #[error("signing key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database no longer holds what the daemon signed.
+    #[error("{0}")]
+    Forgotten(String),
+}
+
+/// Reads the key at `config.key_file`, or makes one there (and its verifier key beside it)
+/// when there is none. Says whether it made it.
+pub fn load_or_create_key(config: &CheckpointConfig) -> Result<(SignerKey, bool), CheckpointError> {
+    let path = &config.key_file;
+    let error = |reason: String| CheckpointError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Ok(metadata) => {
+            if metadata.permissions().mode() & 0o077 != 0 {
+                return Err(error(format!(
+                    "others may read it (mode {:o}); make it readable by the daemon's user \
+                     only (chmod 600)",
+                    metadata.permissions().mode() & 0o777
+                )));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+            let key = SignerKey::parse(&text).map_err(|e| error(e.to_string()))?;
+            if key.name() != config.origin {
+                return Err(error(format!(
+                    "it signs as {:?}, but the configured origin is {:?}",
+                    key.name(),
+                    config.origin
+                )));
+            }
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| error(format!("no randomness: {e}")))?;
+            let key = SignerKey::from_seed(&config.origin, seed)
+                .map_err(|e| error(format!("the origin cannot name a key: {e}")))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| error(format!("cannot create it: {e}")))?;
+            file.write_all(format!("{}\n", key.to_secret_text()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| error(format!("cannot write it: {e}")))?;
+            write_durably(&verifier_file(path), &format!("{}\n", key.verifier()))
+                .map_err(|e| error(format!("cannot write its verifier key: {e}")))?;
+            Ok((key, true))
+        }
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+/// Writes `text` to `path` so that the file holds either its old content or all of the new:
+/// a temporary file, fsynced, renamed over it, and the folder fsynced.
+fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Holds the database at `connection`, with `size` entries, to the checkpoint in the state
+/// file, if there is one: the database must still contain the tree that checkpoint signed.
+pub fn check_against_state(
+    connection: &Connection,
+    size: u64,
+    config: &CheckpointConfig,
+    verifier: &VerifierKey,
+) -> Result<(), CheckpointError> {
+    let state = &config.state_file;
+    let note = match std::fs::read_to_string(state) {
+        Ok(note) => note,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(CheckpointError::Forgotten(format!(
+                "cannot read the last signed checkpoint {}: {e}",
+                state.display()
+            )));
+        }
+    };
+    let signed = Note::parse(&note)
+        .and_then(|note| note.verify(verifier).map(str::to_owned))
+        .and_then(|text| Checkpoint::parse(&text))
+        .map_err(|e| {
+            CheckpointError::Forgotten(format!(
+                "the last signed checkpoint {} does not verify with this log's key ({e}): \
+                 the key or the state file was replaced",
+                state.display()
+            ))
+        })?;
+    let described = format!(
+        "the checkpoint in {} (size {}, root {})",
+        state.display(),
+        signed.size,
+        hex(&signed.root)
+    );
+    if size < signed.size {
+        return Err(CheckpointError::Forgotten(format!(
+            "the database holds {size} entries, but this daemon signed {described}: entries {} \
+             to {} are missing (a cut tail, a damaged write-ahead log, or an older copy of \
+             the file). Refusing to start, so that no sequence number is handed out twice",
+            size + 1,
+            signed.size
+        )));
+    }
+    let root = Tiles::new(connection).root(signed.size).map_err(|reason| {
+        CheckpointError::Forgotten(format!(
+            "the Merkle tree of the database cannot give the root of its first {} entries \
+             ({reason}): its tiles were cut or changed; run `witness verify --db` on it",
+            signed.size
+        ))
+    })?;
+    if root != signed.root {
+        return Err(CheckpointError::Forgotten(format!(
+            "the first {} entries of the database are not those of {described} (their root \
+             is {}): the log was rewritten or the file replaced. Refusing to start",
+            signed.size,
+            hex(&root)
+        )));
+    }
+    Ok(())
+}
+
+fn hex(hash: &Hash) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Signs checkpoints for the writer.
+pub struct Checkpointer {
+    signer: SignerKey,
+    config: CheckpointConfig,
+    signed_size: Option<u64>,
+    signed_at: Instant,
+    logged_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("signer", &self.signer)
+            .field("signed_size", &self.signed_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds a signed checkpoint to the database's history.
+const SAVE_CHECKPOINT: &str = "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)";
+
+impl Checkpointer {
+    /// A checkpointer that signs with `signer` as `config` says.
+    pub fn new(signer: SignerKey, config: CheckpointConfig) -> Checkpointer {
+        Checkpointer {
+            signer,
+            config,
+            signed_size: None,
+            signed_at: Instant::now(),
+            logged_at: None,
+        }
+    }
+
+    /// Holds the database to the last checkpoint signed: see [`check_against_state`].
+    pub fn check_against_state(
+        &self,
+        connection: &Connection,
+        size: u64,
+    ) -> Result<(), CheckpointError> {
+        check_against_state(connection, size, &self.config, &self.signer.verifier())
+    }
+
+    /// The public key that checks this log's checkpoints.
+    pub fn verifier(&self) -> VerifierKey {
+        self.signer.verifier()
+    }
+
+    /// Whether a tree of `size` entries should be signed now: it is not yet, and the interval
+    /// has passed (or `now` says not to wait).
+    pub fn due(&self, size: u64, now: bool) -> bool {
+        self.signed_size != Some(size) && (now || self.signed_at.elapsed() >= self.config.interval)
+    }
+
+    /// Signs the tree of `size` entries with root `root`; writes the state file, then the
+    /// `checkpoints` table. Returns the note.
+    pub fn sign(
+        &mut self,
+        connection: &Connection,
+        size: u64,
+        root: Hash,
+    ) -> Result<String, String> {
+        let text = Checkpoint {
+            origin: self.config.origin.clone(),
+            size,
+            root,
+            extensions: Vec::new(),
+        }
+        .to_text();
+        let note = self.signer.sign(&text).map_err(|e| e.to_string())?;
+        write_durably(&self.config.state_file, &note).map_err(|e| {
+            format!(
+                "cannot write the checkpoint state {}: {e}",
+                self.config.state_file.display()
+            )
+        })?;
+        connection
+            .prepare_cached(SAVE_CHECKPOINT)
+            .and_then(|mut save| save.execute((size as i64, &note)))
+            .map_err(|e| format!("cannot store the checkpoint: {e}"))?;
+        self.signed_size = Some(size);
+        self.signed_at = Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|logged| logged.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::info!(checkpoint = %note.replace('\n', "\\n"), "signed checkpoint");
+            self.logged_at = Some(Instant::now());
+        }
+        Ok(note)
+    }
+}
