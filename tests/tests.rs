@@ -14,6 +14,7 @@ mod format;
 mod ingest;
 mod layers;
 mod notes;
+mod proofs;
 mod protocol_abuse;
 mod read;
 mod reconnect;

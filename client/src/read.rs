@@ -71,6 +71,16 @@ impl Client {
         }
     }
 
+    /// A proof bundle (C2SP `tlog-proof`) that entry `seq` is in the log, against the latest
+    /// signed checkpoint; refused (`BadRequest`) for an entry no checkpoint covers yet.
+    pub fn prove(&mut self, seq: u64) -> Result<String, Error> {
+        match self.call(Request::Prove(seq))? {
+            Response::Proof(bundle) => Ok(bundle),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Streams the entries a query selects, in `seq` order. Sends what `send` buffered first.
     /// With `follow`, the stream does not end until the daemon stops or the stream is
     /// dropped; dropping an unfinished stream closes the connection (the next call opens a

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod merkle;
 mod message;
 pub mod note;
+pub mod proof;
 pub mod query;
 
 pub use frame::FrameError;

@@ -48,6 +48,9 @@ pub enum Request {
     /// The latest checkpoint the daemon signed and the key that checks it, answered with
     /// `Checkpoint`.
     Checkpoint,
+    /// A proof bundle (C2SP `tlog-proof`) that the entry with this `seq` is in the tree of the
+    /// latest signed checkpoint, answered with `Proof`.
+    Prove(u64),
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -201,6 +204,8 @@ pub enum Response {
     Maintained(MaintenanceReport),
     /// Answer to `Checkpoint`.
     Checkpoint(crate::admin::CheckpointReport),
+    /// Answer to `Prove`: the bundle's text.
+    Proof(String),
 }
 
 /// The daemon's side of the handshake.

@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::row::{Value, Values};
+use crate::format::row::{HASHED, Value, Values};
 
 /// Prepended to every hashed message so that a witness row hash can never be mistaken for
 /// the hash of anything else.
@@ -43,6 +43,52 @@ pub fn hash_row(previous: &[u8; 32], values: &Values<'_>, scratch: &mut Vec<u8>)
     scratch.extend_from_slice(previous);
     encode_row(values, scratch);
     Sha256::digest(&scratch[..]).into()
+}
+
+/// A column value read back from an encoding: what [`Value`] borrows, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// `0x00`.
+    Null,
+    /// `0x01` and eight bytes.
+    Integer(i64),
+    /// `0x02`, a length and UTF-8 bytes.
+    Text(String),
+}
+
+/// The hashed columns of a row from its canonical encoding (a proof bundle's leaf, say),
+/// in `row::COLUMNS` order; refuses anything that is not exactly one row's encoding.
+pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
+    let mut values = Vec::with_capacity(HASHED);
+    let take = |n: usize, bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
+        if bytes.len() < n {
+            return Err("the encoding ends in the middle of a value".into());
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head.to_vec())
+    };
+    while values.len() < HASHED {
+        let tag = take(1, &mut bytes)?[0];
+        values.push(match tag {
+            0 => Decoded::Null,
+            1 => Decoded::Integer(i64::from_be_bytes(
+                take(8, &mut bytes)?.try_into().expect("8 bytes"),
+            )),
+            2 => {
+                let len = u32::from_be_bytes(take(4, &mut bytes)?.try_into().expect("4 bytes"));
+                let text = take(len as usize, &mut bytes)?;
+                Decoded::Text(
+                    String::from_utf8(text).map_err(|_| "a text value is not UTF-8".to_owned())?,
+                )
+            }
+            other => return Err(format!("unknown value tag {other:#04x}")),
+        });
+    }
+    if !bytes.is_empty() {
+        return Err(format!("{} bytes after the last column", bytes.len()));
+    }
+    Ok(values)
 }
 
 /// [`hash_row`], and the row's leaf hash in the Merkle tree, `SHA-256(0x00 ‖ encoding)`, from
@@ -136,6 +182,20 @@ mod tests {
     /// Written in `docs/FORMAT.md`; a change here is a change of format.
     const FORMAT_VECTOR_HASH: &str =
         "c3293bd2f39af86ac86f0204cf739442cf41f4cd736f01016837b5aa8537d836";
+
+    #[test]
+    fn an_encoding_decodes_to_its_row_and_garbage_does_not() {
+        let mut encoding = Vec::new();
+        encode_row(&vector_row(), &mut encoding);
+        let decoded = decode_row(&encoding).unwrap();
+        assert_eq!(decoded[3], Decoded::Text("llm_call".into()));
+        assert_eq!(decoded[0], Decoded::Integer(1));
+        assert_eq!(decoded[2], Decoded::Null);
+        assert!(decode_row(&encoding[..encoding.len() - 1]).is_err());
+        assert!(decode_row(&[encoding.clone(), vec![0]].concat()).is_err());
+        assert!(decode_row(&[7; 40]).is_err());
+        assert!(decode_row(&[]).is_err());
+    }
 
     #[test]
     fn negative_integers_are_twos_complement() {

@@ -6,7 +6,7 @@
 //! they never stall the connection tasks either. Every query is paged and every page is
 //! bounded in bytes as well as in rows, so no answer outgrows a frame.
 //!
-//! Each query has its file: `entries` (tail, export), `traces`, `cost`, `backup`; `filter`
+//! Each query has its file: `entries` (tail, export), `traces`, `cost`, `backup`, `proof`; `filter`
 //! turns a filter into SQL conditions for all of them.
 
 use std::path::PathBuf;
@@ -21,11 +21,13 @@ mod backup;
 mod cost;
 mod entries;
 mod filter;
+mod proof;
 mod traces;
 
 pub use backup::backup;
 pub use cost::cost;
 pub use entries::{entries_page, last_seq, newest_cursor};
+pub use proof::prove;
 pub use traces::{trace, trace_summary, traces};
 
 /// A page stops growing once its entries hold this many bytes, whatever its row limit, so

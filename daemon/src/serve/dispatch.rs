@@ -63,6 +63,7 @@ impl Connection {
                 Next::Continue
             }
             Request::Verify(_)
+            | Request::Prove(_)
             | Request::Trace(_)
             | Request::Traces(_)
             | Request::Cost(_)
@@ -136,6 +137,11 @@ impl Connection {
             }
             Request::Append(append) => {
                 self.append(id, append, body.len()).await;
+                Next::Continue
+            }
+            Request::Prove(seq) => {
+                self.query(id, Ok(()), move |connection| read::prove(connection, seq))
+                    .await;
                 Next::Continue
             }
             Request::Checkpoint => {

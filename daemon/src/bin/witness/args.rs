@@ -115,6 +115,29 @@ pub enum Command {
     Checkpoint,
     /// The log's verifier key, which checks its checkpoints: `<name>+<key id>+<key>`.
     Key,
+    /// A proof bundle (C2SP tlog-proof) that an entry is in the log: its index, its inclusion
+    /// proof and the signed checkpoint, checkable offline with `verify-proof`.
+    Prove {
+        /// The entry's sequence number.
+        seq: u64,
+        /// Write the bundle to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a proof bundle with no daemon and no database: the checkpoint is signed by the
+    /// key, and the entry is in the tree it signed. Exits 0 if so, 1 if not, 2 for a file or
+    /// key that cannot be read.
+    VerifyProof {
+        /// The bundle, or "-" for standard input.
+        file: PathBuf,
+        /// The log's verifier key, or a file holding it (such as witness.key.pub).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The entry the bundle should prove, as JSON: its event, component, trace_id and
+        /// payload (and seq, if given) must be the bundle's.
+        #[arg(long, value_name = "JSON")]
+        entry: Option<String>,
+    },
     /// The daemon's health: throughput, queue, latencies, connections, sizes, memory.
     Stats {
         /// Print the Prometheus text format instead of a table.

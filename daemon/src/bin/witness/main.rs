@@ -10,6 +10,7 @@ mod args;
 mod import;
 mod money;
 mod output;
+mod proof;
 mod read;
 mod record;
 mod verify;
@@ -124,6 +125,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
+        Command::Prove { seq, out } => proof::prove(&mut connect()?, seq, out.as_deref(), json),
+        Command::VerifyProof { file, key, entry } => {
+            proof::verify(&file, &key, entry.as_deref(), json)
+        }
         Command::Stats { prometheus } => {
             let format = match (json, prometheus) {
                 (true, _) => admin::StatsFormat::Json,

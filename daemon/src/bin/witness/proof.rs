@@ -1,0 +1,163 @@
+//! `witness prove` and `witness verify-proof`: a proof bundle from the daemon, and the check
+//! of one with the verifier key alone, offline.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+use witness_client::Client;
+use witness_daemon::format::chain::{Decoded, decode_row};
+use witness_daemon::format::row::{COLUMNS, column};
+use witness_protocol::note::VerifierKey;
+use witness_protocol::proof::ProofBundle;
+
+use crate::output::{self, print_json};
+
+/// Asks the daemon for the bundle of entry `seq` and writes it to `out` or standard output.
+pub fn prove(
+    client: &mut Client,
+    seq: u64,
+    out: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bundle = client.prove(seq)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &bundle)
+                .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+            if json {
+                print_json(&json!({"seq": seq, "file": path.display().to_string()}))?;
+            }
+        }
+        None if json => print_json(&json!({"seq": seq, "bundle": bundle}))?,
+        None => write!(output::stdout(), "{bundle}")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a verifier key given as text, or as the path of a file that holds it.
+fn read_key(key: &str) -> Result<VerifierKey, String> {
+    let text = if Path::new(key).is_file() {
+        std::fs::read_to_string(key).map_err(|error| format!("cannot read {key}: {error}"))?
+    } else {
+        key.to_owned()
+    };
+    VerifierKey::parse(text.trim()).map_err(|error| error.to_string())
+}
+
+/// Checks the bundle in `file` with `key`: 0 proved, 1 not proved, 2 unreadable.
+pub fn verify(file: &Path, key: &str, entry: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let unusable = |message: String| -> anyhow::Result<ExitCode> {
+        eprintln!("witness: {message}");
+        Ok(ExitCode::from(2))
+    };
+    let key = match read_key(key) {
+        Ok(key) => key,
+        Err(message) => return unusable(message),
+    };
+    let mut text = String::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|read| text = read)
+    };
+    if let Err(error) = read {
+        return unusable(format!("cannot read {}: {error}", file.display()));
+    }
+    let bundle = match ProofBundle::parse(&text) {
+        Ok(bundle) => bundle,
+        Err(error) => return unusable(format!("{}: {error}", file.display())),
+    };
+    let verdict = bundle
+        .verify(&key, None)
+        .map_err(|error| error.to_string())
+        .and_then(|checkpoint| {
+            let leaf = bundle.leaf.as_deref().unwrap_or_default();
+            let fields =
+                decode_row(leaf).map_err(|error| format!("the bundle's entry: {error}"))?;
+            if fields[column::SEQ] != Decoded::Integer(bundle.index as i64 + 1) {
+                return Err(
+                    "the bundle's entry does not carry the sequence number it is proved at".into(),
+                );
+            }
+            if let Some(entry) = entry {
+                matches_entry(&fields, entry)?;
+            }
+            Ok((checkpoint, fields))
+        });
+    let (checkpoint, fields) = match verdict {
+        Ok(proved) => proved,
+        Err(reason) => {
+            if json {
+                print_json(&json!({"proved": false, "reason": reason}))?;
+            } else {
+                writeln!(output::stdout(), "NOT PROVED: {reason}")?;
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let shown = |index: usize| match &fields[index] {
+        Decoded::Null => serde_json::Value::Null,
+        Decoded::Integer(value) => json!(value),
+        Decoded::Text(text) => json!(text),
+    };
+    if json {
+        let entry: serde_json::Map<String, serde_json::Value> = COLUMNS
+            .iter()
+            .take(fields.len())
+            .enumerate()
+            .map(|(index, name)| ((*name).to_owned(), shown(index)))
+            .collect();
+        print_json(&json!({
+            "proved": true, "seq": bundle.index + 1, "origin": checkpoint.origin,
+            "tree_size": checkpoint.size, "entry": entry,
+        }))?;
+    } else {
+        writeln!(
+            output::stdout(),
+            "proved: entry {} ({} {}) is in {}, signed at tree size {}",
+            bundle.index + 1,
+            shown(column::EVENT),
+            shown(column::COMPONENT),
+            checkpoint.origin,
+            checkpoint.size
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the entry `json` describes is the one decoded.
+fn matches_entry(fields: &[Decoded], entry: &str) -> Result<(), String> {
+    let given: serde_json::Value =
+        serde_json::from_str(entry).map_err(|error| format!("--entry is not JSON: {error}"))?;
+    let text = |index: usize| match &fields[index] {
+        Decoded::Text(text) => Some(text.as_str()),
+        _ => None,
+    };
+    for (name, index) in [
+        ("event", column::EVENT),
+        ("component", column::COMPONENT),
+        ("trace_id", column::TRACE_ID),
+    ] {
+        if let Some(value) = given.get(name)
+            && value.as_str() != text(index)
+        {
+            return Err(format!("the bundle's entry has another {name}"));
+        }
+    }
+    if let Some(payload) = given.get("payload") {
+        let stored: serde_json::Value = text(column::PAYLOAD)
+            .and_then(|payload| serde_json::from_str(payload).ok())
+            .unwrap_or_default();
+        if &stored != payload {
+            return Err("the bundle's entry has another payload".into());
+        }
+    }
+    if let Some(seq) = given.get("seq")
+        && seq.as_i64().map(Decoded::Integer).as_ref() != Some(&fields[column::SEQ])
+    {
+        return Err("the bundle's entry has another seq".into());
+    }
+    Ok(())
+}

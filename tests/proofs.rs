@@ -1,0 +1,139 @@
+//! Proof bundles with the real binaries: `witness prove` from a running daemon, checked
+//! offline by `witness verify-proof` and by the independent script of `docs/FORMAT.md`, and
+//! refused when the entry, the key or the bundle is not the right one.
+
+use std::path::Path;
+use std::process::Command;
+
+use witness_client::{Client, Entry};
+
+use crate::harness::{Witnessd, binary, wait_until, witness};
+
+fn offline(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary("witness")).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn script(bundle: &Path, key: &Path) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("verify_proof.py");
+    let text = crate::harness::doc_block(include_str!("../docs/FORMAT.md"), "script:verify-proof");
+    std::fs::write(&file, text).unwrap();
+    let output = Command::new("python3")
+        .arg(&file)
+        .arg(bundle)
+        .arg(key)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("witnessd.toml");
+    std::fs::write(&config, "checkpoint_interval_ms = 10\n").unwrap();
+    let config = config.display().to_string();
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    for index in 0..300 {
+        client
+            .log(
+                Entry::new("e", "c")
+                    .trace("t-1")
+                    .payload(serde_json::json!({ "n": index })),
+            )
+            .unwrap();
+    }
+    // Not yet covered is said plainly; once signed, every entry can be proved.
+    wait_until(
+        "entry 300 is covered",
+        std::time::Duration::from_secs(20),
+        || client.prove(300).is_ok(),
+    );
+    let (code, _, err) = witness(&daemon.socket, &["prove", "301"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("not in the latest signed checkpoint"), "{err}");
+
+    let key = dir.path().join("witness.key.pub");
+    let key_arg = key.to_str().unwrap();
+    for seq in [1u64, 7, 256, 257, 300] {
+        let bundle = dir.path().join(format!("{seq}.tlog-proof"));
+        let (code, _, err) = witness(
+            &daemon.socket,
+            &["prove", &seq.to_string(), "--out", bundle.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) =
+            offline(&["verify-proof", bundle.to_str().unwrap(), "--key", key_arg]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(&format!("proved: entry {seq}")), "{out}");
+        let (proved, said) = script(&bundle, &key);
+        assert!(proved, "{said}");
+        assert!(said.contains(&format!("entry {seq} is in")), "{said}");
+    }
+    let bundle = dir.path().join("7.tlog-proof");
+    let bundle_arg = bundle.to_str().unwrap();
+    // The entry it proves, named: accepted; another one: refused.
+    let (code, out, _) = offline(&[
+        "verify-proof",
+        bundle_arg,
+        "--key",
+        key_arg,
+        "--entry",
+        r#"{"event":"e","component":"c","trace_id":"t-1","payload":{"n":6},"seq":7}"#,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = offline(&[
+        "verify-proof",
+        bundle_arg,
+        "--key",
+        key_arg,
+        "--entry",
+        r#"{"payload":{"n":7}}"#,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT PROVED"), "{out}");
+
+    // Another log's key, a changed proof, garbage bundles and keys.
+    let other = tempfile::tempdir().unwrap();
+    let other_daemon = Witnessd::start(other.path(), &[]);
+    drop(other_daemon);
+    let other_key = other.path().join("witness.key.pub");
+    let (code, out, _) = offline(&[
+        "verify-proof",
+        bundle_arg,
+        "--key",
+        other_key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!script(&bundle, &other_key).0);
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let bent = dir.path().join("bent.tlog-proof");
+    std::fs::write(&bent, text.replace("index 6", "index 5")).unwrap();
+    let (code, out, _) = offline(&["verify-proof", bent.to_str().unwrap(), "--key", key_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!script(&bent, &key).0);
+    std::fs::write(&bent, "c2sp.org/tlog-proof@v1\nindex x\n\nnot a note\n").unwrap();
+    let (code, _, err) = offline(&["verify-proof", bent.to_str().unwrap(), "--key", key_arg]);
+    assert_eq!(code, 2);
+    assert!(err.contains("malformed proof bundle"), "{err}");
+    let (code, _, err) = offline(&["verify-proof", bundle_arg, "--key", "nonsense+key"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad key"), "{err}");
+    let (code, _, err) = offline(&["verify-proof", "/no/such/bundle", "--key", key_arg]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/no/such/bundle"), "{err}");
+}
