@@ -273,3 +273,158 @@ fn a_write_ahead_log_damaged_after_kill_9_under_load_is_caught() {
         "{reason}"
     );
 }
+
+/// Rewrites the payload of entry `seq` and recomputes every hash from it on, and drops the
+/// tree so that it is rebuilt to fit: what someone who can write the file can do. The chain
+/// alone then verifies.
+fn rewrite_and_recompute(db: &Path, seq: i64, payload: &str) {
+    use witness_daemon::format::{chain, row};
+    let connection = rusqlite::Connection::open(db).unwrap();
+    connection
+        .execute(
+            "UPDATE entries SET payload = ?1 WHERE seq = ?2",
+            (payload, seq),
+        )
+        .unwrap();
+    let mut previous: [u8; 32] = if seq == 1 {
+        chain::GENESIS
+    } else {
+        connection
+            .query_row("SELECT hash FROM entries WHERE seq = ?1", [seq - 1], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let last: i64 = connection
+        .query_row("SELECT max(seq) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    let select = format!(
+        "SELECT {} FROM entries WHERE seq = ?1",
+        row::select_columns()
+    );
+    let mut scratch = Vec::new();
+    for at in seq..=last {
+        let hash = connection
+            .query_row(&select, [at], |stored| {
+                let values = row::read_values(stored).unwrap();
+                Ok(chain::hash_row(&previous, &values, &mut scratch))
+            })
+            .unwrap();
+        connection
+            .execute(
+                "UPDATE entries SET hash = ?1 WHERE seq = ?2",
+                (&hash[..], at),
+            )
+            .unwrap();
+        previous = hash;
+    }
+    connection
+        .execute_batch("DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;")
+        .unwrap();
+}
+
+fn verify_offline(db: &Path, extra: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary("witness"))
+        .arg("verify")
+        .arg("--db")
+        .arg(db)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_signing(dir.path());
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    log_n(&daemon.socket, 40);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let db = dir.path().join("witness.db");
+    let saved = dir.path().join("saved.checkpoint");
+    std::fs::copy(dir.path().join("witness.checkpoint"), &saved).unwrap();
+    let key = dir.path().join("witness.key.pub");
+    let against = [
+        "--checkpoint",
+        saved.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let pristine = dir.path().join("pristine.db");
+    std::fs::copy(&db, &pristine).unwrap();
+
+    let (code, out, err) = verify_offline(&db, &against);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("entries 1 to 40 are the tree it signed"),
+        "{out}"
+    );
+
+    // A rewrite with every later hash recomputed: the chain is fooled, the checkpoint is not,
+    // and neither is the daemon.
+    rewrite_and_recompute(&db, 5, r#"{"forged":true}"#);
+    let (code, out, _) = verify_offline(&db, &[]);
+    assert_eq!(code, 0, "the chain alone cannot tell: {out}");
+    let (code, out, _) = verify_offline(&db, &against);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not those the checkpoint signed"), "{out}");
+    let reason = refused(dir.path(), &config);
+    assert!(reason.contains("rewritten"), "{reason}");
+
+    // A cut tail, and an empty table.
+    for (sql, missing) in [
+        (
+            "DELETE FROM entries WHERE seq > 30",
+            "entries 31 to 40 are missing",
+        ),
+        ("DELETE FROM entries", "entries 1 to 40 are missing"),
+    ] {
+        std::fs::copy(&pristine, &db).unwrap();
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(&format!(
+                "{sql}; DROP TABLE tiles; DROP TABLE checkpoints; DELETE FROM producer_runs;
+                 DELETE FROM producers; PRAGMA user_version = 3;"
+            ))
+            .unwrap();
+        let (code, out, _) = verify_offline(&db, &against);
+        assert_eq!(code, 1, "{sql}: {out}");
+        assert!(out.contains(missing), "{sql}: {out}");
+        let reason = refused(dir.path(), &config);
+        assert!(reason.contains(missing), "{sql}: {reason}");
+    }
+
+    // Garbage in the checkpoint or the key cannot be checked: 2.
+    std::fs::copy(&pristine, &db).unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, "not a note").unwrap();
+    let (code, out, _) = verify_offline(
+        &db,
+        &[
+            "--checkpoint",
+            garbage.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    let (code, _, err) = verify_offline(
+        &db,
+        &["--checkpoint", saved.to_str().unwrap(), "--key", "x+y"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("bad key"), "{err}");
+    let (code, _, err) = verify_offline(
+        &db,
+        &["--checkpoint", "/no/such", "--key", key.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/no/such"), "{err}");
+}

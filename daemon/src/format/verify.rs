@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::{VerifyRange, VerifyReport};
 
-use crate::format::chain::{GENESIS, hash_row_and_leaf};
+use witness_protocol::note::{Checkpoint, Note, VerifierKey};
+
+use crate::format::chain::{GENESIS, hash_row_and_leaf, leaf_hash};
 use crate::format::row::{self, Values, column};
 use crate::format::schema::HOUR_NS;
 use crate::format::tree::{Tiles, Tree};
@@ -583,4 +585,63 @@ fn anchor(
             0,
         )),
     })
+}
+
+/// Holds a database to a signed checkpoint: the note must verify with `key`, and the first
+/// `size` entries it signed must be, recomputed from the stored rows (not from the tiles),
+/// the tree whose root it signed. With the chain intact over the whole log, this proves the
+/// log is the one signed, grown since by appends only. `Ok` carries the checkpoint's size;
+/// `Err(Ok(reason))` says how the log differs; `Err(Err(_))` that the database could not
+/// be read.
+pub fn verify_checkpoint(
+    connection: &Connection,
+    note: &str,
+    key: &VerifierKey,
+) -> Result<u64, Result<String, VerifyError>> {
+    let checkpoint = Note::parse(note)
+        .and_then(|note| note.verify(key).map(str::to_owned))
+        .and_then(|text| Checkpoint::parse(&text))
+        .map_err(|error| {
+            Ok(format!(
+                "the checkpoint does not verify with the key: {error}"
+            ))
+        })?;
+    let mut statement = connection
+        .prepare(&format!(
+            "SELECT {} FROM entries WHERE seq BETWEEN 1 AND ?1 ORDER BY seq",
+            row::select_columns()
+        ))
+        .map_err(|error| Err(error.into()))?;
+    let mut rows = statement
+        .query([checkpoint.size as i64])
+        .map_err(|error| Err(error.into()))?;
+    let mut tree = Tree::default();
+    let mut scratch = Vec::with_capacity(1024);
+    while let Some(stored) = rows.next().map_err(|error| Err(error.into()))? {
+        let seq: i64 = stored.get(column::SEQ).map_err(|error| Err(error.into()))?;
+        if seq as u64 != tree.size() + 1 {
+            break;
+        }
+        let values =
+            row::read_values(stored).map_err(|reason| Ok(format!("entry {seq}: {reason}")))?;
+        tree.push(leaf_hash(&values, &mut scratch));
+        // Only the leaf hashes are kept, not the tiles a database would store.
+        let _ = tree.take_full();
+    }
+    if tree.size() < checkpoint.size {
+        return Err(Ok(format!(
+            "the checkpoint signs {} entries, but entries {} to {} are missing",
+            checkpoint.size,
+            tree.size() + 1,
+            checkpoint.size
+        )));
+    }
+    if tree.root() != checkpoint.root {
+        return Err(Ok(format!(
+            "the first {} entries are not those the checkpoint signed: their tree has another \
+             root (the log was rewritten, or this is another log)",
+            checkpoint.size
+        )));
+    }
+    Ok(checkpoint.size)
 }

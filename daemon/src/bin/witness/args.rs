@@ -54,6 +54,13 @@ pub enum Command {
         /// Verify this database file directly, read-only, with no daemon.
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
+        /// Also hold the database (--db, or the default one) to this signed checkpoint: its
+        /// first entries must be exactly the tree the checkpoint signed.
+        #[arg(long, value_name = "FILE", requires = "key", conflicts_with_all = ["from", "to"])]
+        checkpoint: Option<PathBuf>,
+        /// The log's verifier key for --checkpoint, or a file holding it.
+        #[arg(long, value_name = "KEY", requires = "checkpoint")]
+        key: Option<String>,
     },
     /// Every entry of one trace, with a summary.
     Trace {

@@ -61,9 +61,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Import { file, skip_invalid } => {
             import::command(&mut connect()?, &file, skip_invalid, json)
         }
-        Command::Verify { from, to, db } => {
-            verify::command(VerifyRange { from, to }, db, connect, json)
-        }
+        Command::Verify {
+            from,
+            to,
+            db,
+            checkpoint,
+            key,
+        } => match (checkpoint, key) {
+            (Some(checkpoint), Some(key)) => verify::against_checkpoint(
+                &db.unwrap_or_else(paths::default_db_path),
+                &checkpoint,
+                &key,
+                json,
+            ),
+            _ => verify::command(VerifyRange { from, to }, db, connect, json),
+        },
         Command::Trace { trace_id } => Ok(exit(read::trace(&mut connect()?, trace_id, json)?)),
         Command::Traces {
             since,

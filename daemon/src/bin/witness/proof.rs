@@ -37,7 +37,7 @@ pub fn prove(
 }
 
 /// Reads a verifier key given as text, or as the path of a file that holds it.
-fn read_key(key: &str) -> Result<VerifierKey, String> {
+pub fn read_key(key: &str) -> Result<VerifierKey, String> {
     let text = if Path::new(key).is_file() {
         std::fs::read_to_string(key).map_err(|error| format!("cannot read {key}: {error}"))?
     } else {

@@ -1,9 +1,9 @@
 //! `witness verify`: the hash chain recomputed, by the daemon or from a database file with no
-//! daemon, and the verdict in the exit status: 0 intact, 1 broken or inconsistent, 2 a bad
+//! daemon, and the database held to a signed checkpoint, and the verdict in the exit status: 0 intact, 1 broken or inconsistent, 2 a bad
 //! range or a file that cannot be read.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,6 +12,61 @@ use witness_client::{Client, VerifyRange, VerifyReport};
 use witness_daemon::format::{schema, verify};
 
 use crate::output::{self, print_json};
+
+/// Holds the database at `db` to the signed checkpoint in `checkpoint`, checked with `key`,
+/// and verifies the whole log: 0 when both hold, 1 when either does not, 2 when a file or the
+/// key cannot be read.
+pub fn against_checkpoint(
+    db: &Path,
+    checkpoint: &Path,
+    key: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let unusable = |message: String| -> anyhow::Result<ExitCode> {
+        eprintln!("witness: {message}");
+        Ok(ExitCode::from(2))
+    };
+    let key = match crate::proof::read_key(key) {
+        Ok(key) => key,
+        Err(message) => return unusable(message),
+    };
+    let note = match std::fs::read_to_string(checkpoint) {
+        Ok(note) => note,
+        Err(error) => return unusable(format!("cannot read {}: {error}", checkpoint.display())),
+    };
+    let connection = match schema::open_reader(db) {
+        Ok(connection) => connection,
+        Err(error) => return unusable(error.to_string()),
+    };
+    let held = match verify::verify_checkpoint(&connection, &note, &key) {
+        Ok(size) => Ok(size),
+        Err(Ok(reason)) => Err(reason),
+        Err(Err(error)) => return unusable(format!("verifying {}: {error}", db.display())),
+    };
+    let report = match verify::verify(&connection, VerifyRange::default()) {
+        Ok(report) => report,
+        Err(error) => return unusable(format!("verifying {}: {error}", db.display())),
+    };
+    match held {
+        Ok(size) => {
+            if !json {
+                writeln!(
+                    output::stdout(),
+                    "checkpoint: entries 1 to {size} are the tree it signed"
+                )?;
+            }
+            print_verify(&report, json)
+        }
+        Err(reason) => {
+            if json {
+                print_json(&json!({"intact": false, "checkpoint": reason}))?;
+            } else {
+                writeln!(output::stdout(), "BROKEN against the checkpoint: {reason}")?;
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
 
 /// Verifies `range` of the log at `db`, or of the daemon's log when `db` is `None`.
 pub fn command(
