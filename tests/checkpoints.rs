@@ -428,3 +428,73 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
     assert_eq!(code, 2);
     assert!(err.contains("/no/such"), "{err}");
 }
+
+#[test]
+fn an_accepted_loss_is_recorded_and_no_sequence_number_is_handed_out_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_signing(dir.path());
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    log_n(&daemon.socket, 40);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let db = dir.path().join("witness.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM entries WHERE seq > 30; DROP TABLE tiles; DROP TABLE checkpoints;
+             DELETE FROM producer_runs WHERE first_seq > 30;
+             UPDATE producers SET last_number = 30, last_run = 30; DELETE FROM cost_hourly;
+             INSERT INTO cost_hourly SELECT ts / 3600000000000, component, event, '', count(*), 0, 0, 0
+             FROM entries GROUP BY 1, 2, 3;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    let reason = refused(dir.path(), &config);
+    assert!(reason.contains("--accept-loss"), "{reason}");
+
+    let daemon = Witnessd::start(dir.path(), &["--config", &config, "--accept-loss"]);
+    assert!(
+        daemon.log().contains("accepting the loss"),
+        "{}",
+        daemon.log()
+    );
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    let next = client.log(Entry::new("after", "c")).unwrap();
+    assert_eq!(
+        next.seq, 42,
+        "31 to 40 are never handed out again, 41 records the loss"
+    );
+    drop(client);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let read = read_db(&db);
+    let events: Vec<(i64, String, String)> = read
+        .prepare("SELECT seq, event, payload FROM entries WHERE seq > 30 ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.try_into())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 12);
+    assert!(
+        events[..10]
+            .iter()
+            .all(|(_, event, _)| event == "witness.lost")
+    );
+    let (seq, event, payload) = &events[10];
+    assert_eq!((*seq, event.as_str()), (41, "witness.loss_accepted"));
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(
+        (payload["lost_from"].as_u64(), payload["lost_to"].as_u64()),
+        (Some(31), Some(40))
+    );
+    assert!(
+        payload["checkpoint"].as_str().unwrap().contains("\n40\n"),
+        "{payload}"
+    );
+    drop(read);
+    crate::harness::verify_file(&db);
+    // The state now vouches for the log with its loss recorded: a plain start works.
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    drop(daemon);
+}

@@ -39,6 +39,11 @@ struct Args {
     /// the first step of an install whose configuration says `create = false`.
     #[arg(long, conflicts_with_all = ["check_config", "print_config"])]
     init: bool,
+    /// Start even though the database no longer holds what the last signed checkpoint
+    /// covers (a cut tail, a damaged WAL, a replaced file): the log records what was lost,
+    /// and the lost sequence numbers are filled, never handed out again.
+    #[arg(long, conflicts_with_all = ["check_config", "print_config", "init"])]
+    accept_loss: bool,
     /// Settings that override the file's.
     #[command(flatten)]
     overrides: Overrides,
@@ -115,11 +120,13 @@ impl Args {
             Some(path) => Settings::from_file(&path)?,
             None => Settings::default(),
         };
-        Config::from_settings(
+        let mut config = Config::from_settings(
             &file.overridden_by(self.overrides()),
             paths::default_socket_path,
             paths::default_db_path,
-        )
+        )?;
+        config.accept_loss = self.accept_loss;
+        Ok(config)
     }
 }
 

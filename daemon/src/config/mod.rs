@@ -71,6 +71,10 @@ pub struct Config {
     pub writer: WriterConfig,
     /// The signing key, the signed checkpoints and where they are kept.
     pub checkpoints: CheckpointConfig,
+    /// Start even if the database lost what the last checkpoint signed, recording the loss
+    /// in the log (`witnessd --accept-loss`). No configuration key sets it: it is one
+    /// operator's decision about one start.
+    pub accept_loss: bool,
 }
 
 /// How log lines are written to standard error.

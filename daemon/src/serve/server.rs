@@ -195,7 +195,8 @@ impl Server {
             );
         }
         let verifier_key = signer.verifier().to_string();
-        let checkpointer = Checkpointer::new(signer, config.checkpoints.clone());
+        let checkpointer = Checkpointer::new(signer, config.checkpoints.clone())
+            .accepting_loss(config.accept_loss);
         let writer = WriterHandle::start(
             config.writer.clone(),
             Some(file.identity()),

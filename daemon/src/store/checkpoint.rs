@@ -77,9 +77,6 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
-    /// The database no longer holds what the daemon signed.
-    #[error("{0}")]
-    Forgotten(String),
 }
 
 /// Reads the key at `config.key_file`, or makes one there (and its verifier key beside it)
@@ -148,6 +145,17 @@ fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a database no longer holds of what the daemon signed, as the start check found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// What is wrong, for the operator.
+    pub reason: String,
+    /// The entries missing at the end, first and last, when that is the loss.
+    pub missing: Option<(u64, u64)>,
+    /// The checkpoint held against, as it was in the state file.
+    pub note: String,
+}
+
 /// Holds the database at `connection`, with `size` entries, to the checkpoint in the state
 /// file, if there is one: the database must still contain the tree that checkpoint signed.
 pub fn check_against_state(
@@ -155,27 +163,40 @@ pub fn check_against_state(
     size: u64,
     config: &CheckpointConfig,
     verifier: &VerifierKey,
-) -> Result<(), CheckpointError> {
+) -> Result<(), Loss> {
     let state = &config.state_file;
+    let loss = |note: &str, reason: String, missing| Loss {
+        reason,
+        missing,
+        note: note.to_owned(),
+    };
     let note = match std::fs::read_to_string(state) {
         Ok(note) => note,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(CheckpointError::Forgotten(format!(
-                "cannot read the last signed checkpoint {}: {e}",
-                state.display()
-            )));
+            return Err(loss(
+                "",
+                format!(
+                    "cannot read the last signed checkpoint {}: {e}",
+                    state.display()
+                ),
+                None,
+            ));
         }
     };
     let signed = Note::parse(&note)
-        .and_then(|note| note.verify(verifier).map(str::to_owned))
+        .and_then(|parsed| parsed.verify(verifier).map(str::to_owned))
         .and_then(|text| Checkpoint::parse(&text))
         .map_err(|e| {
-            CheckpointError::Forgotten(format!(
-                "the last signed checkpoint {} does not verify with this log's key ({e}): \
-                 the key or the state file was replaced",
-                state.display()
-            ))
+            loss(
+                &note,
+                format!(
+                    "the last signed checkpoint {} does not verify with this log's key ({e}): \
+                     the key or the state file was replaced",
+                    state.display()
+                ),
+                None,
+            )
         })?;
     let described = format!(
         "the checkpoint in {} (size {}, root {})",
@@ -184,28 +205,41 @@ pub fn check_against_state(
         hex(&signed.root)
     );
     if size < signed.size {
-        return Err(CheckpointError::Forgotten(format!(
-            "the database holds {size} entries, but this daemon signed {described}: entries {} \
-             to {} are missing (a cut tail, a damaged write-ahead log, or an older copy of \
-             the file). Refusing to start, so that no sequence number is handed out twice",
-            size + 1,
-            signed.size
-        )));
+        return Err(loss(
+            &note,
+            format!(
+                "the database holds {size} entries, but this daemon signed {described}: \
+                 entries {} to {} are missing (a cut tail, a damaged write-ahead log, or an \
+                 older copy of the file). Refusing to start, so that no sequence number is \
+                 handed out twice",
+                size + 1,
+                signed.size
+            ),
+            Some((size + 1, signed.size)),
+        ));
     }
     let root = Tiles::new(connection).root(signed.size).map_err(|reason| {
-        CheckpointError::Forgotten(format!(
-            "the Merkle tree of the database cannot give the root of its first {} entries \
-             ({reason}): its tiles were cut or changed; run `witness verify --db` on it",
-            signed.size
-        ))
+        loss(
+            &note,
+            format!(
+                "the Merkle tree of the database cannot give the root of its first {} entries \
+                 ({reason}): its tiles were cut or changed; run `witness verify --db` on it",
+                signed.size
+            ),
+            None,
+        )
     })?;
     if root != signed.root {
-        return Err(CheckpointError::Forgotten(format!(
-            "the first {} entries of the database are not those of {described} (their root \
-             is {}): the log was rewritten or the file replaced. Refusing to start",
-            signed.size,
-            hex(&root)
-        )));
+        return Err(loss(
+            &note,
+            format!(
+                "the first {} entries of the database are not those of {described} (their \
+                 root is {}): the log was rewritten or the file replaced. Refusing to start",
+                signed.size,
+                hex(&root)
+            ),
+            None,
+        ));
     }
     Ok(())
 }
@@ -221,6 +255,7 @@ pub struct Checkpointer {
     signed_size: Option<u64>,
     signed_at: Instant,
     logged_at: Option<Instant>,
+    accept_loss: bool,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -244,16 +279,27 @@ impl Checkpointer {
             signed_size: None,
             signed_at: Instant::now(),
             logged_at: None,
+            accept_loss: false,
         }
     }
 
     /// Holds the database to the last checkpoint signed: see [`check_against_state`].
-    pub fn check_against_state(
-        &self,
-        connection: &Connection,
-        size: u64,
-    ) -> Result<(), CheckpointError> {
+    pub fn check_against_state(&self, connection: &Connection, size: u64) -> Result<(), Loss> {
         check_against_state(connection, size, &self.config, &self.signer.verifier())
+    }
+
+    /// This checkpointer, told whether the operator accepts a loss found at start
+    /// (`witnessd --accept-loss`).
+    pub fn accepting_loss(self, accept_loss: bool) -> Checkpointer {
+        Checkpointer {
+            accept_loss,
+            ..self
+        }
+    }
+
+    /// Whether the operator accepts a loss found at start.
+    pub fn accepts_loss(&self) -> bool {
+        self.accept_loss
     }
 
     /// The public key that checks this log's checkpoints.

@@ -14,14 +14,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
-use witness_protocol::{Ack, ErrorCode, ErrorReply};
+use serde_json::json;
+use witness_protocol::{Ack, Entry, ErrorCode, ErrorReply};
 
 use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
 use crate::stats::WriterStats;
-use crate::store::checkpoint::Checkpointer;
+use crate::store::admission::Admission;
+use crate::store::checkpoint::{Checkpointer, Loss};
 use crate::store::dbfile::{self, Identity};
+use crate::store::job::Origin;
 use crate::store::job::{Control, Job};
 use crate::store::queue::{JobQueue, LaneId, Next, Shares};
 use crate::store::transaction::{self, Head, Outcome, Producer, Written, acknowledge};
@@ -110,6 +113,7 @@ impl WriterHandle {
         let stats = Arc::new(WriterStats::default());
         let (committed_sender, committed) = tokio::sync::watch::channel(0);
         let db_path = config.db_path.clone();
+        let mut loss = None;
         if let Some(checkpointer) = &checkpointer {
             let size: Option<i64> = connection
                 .query_row("SELECT max(seq) FROM entries", [], |row| row.get(0))
@@ -117,9 +121,19 @@ impl WriterHandle {
                     path: config.db_path.display().to_string(),
                     source,
                 })?;
-            checkpointer
-                .check_against_state(&connection, size.unwrap_or(0) as u64)
-                .map_err(|error| OpenError::Forgotten(error.to_string()))?;
+            if let Err(found) =
+                checkpointer.check_against_state(&connection, size.unwrap_or(0) as u64)
+            {
+                if !checkpointer.accepts_loss() {
+                    return Err(OpenError::Forgotten(format!(
+                        "{}. To go on, accepting the loss (the log records it), start once \
+                         with --accept-loss",
+                        found.reason
+                    )));
+                }
+                tracing::warn!(reason = %found.reason, "accepting the loss, as asked");
+                loss = Some(found);
+            }
         }
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
             .map(|writer| Writer {
@@ -127,6 +141,9 @@ impl WriterHandle {
                 checkpointer,
                 ..writer
             })?;
+        if let Some(loss) = loss {
+            writer.record_loss(loss)?;
+        }
         let thread = {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
@@ -430,6 +447,56 @@ impl Writer {
         }
     }
 
+    /// Records a loss the operator accepted, before anything else is written: an entry
+    /// `witness.lost` for every sequence number the lost tail had held, so that none is
+    /// handed out twice, then one `witness.loss_accepted` that says what was lost and holds
+    /// the checkpoint that showed it; then signs the new tree, which replaces the old
+    /// checkpoint in the state file.
+    fn record_loss(&mut self, loss: Loss) -> Result<(), OpenError> {
+        let origin = Origin {
+            ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos() as i64),
+            pid: Some(i64::from(std::process::id())),
+            // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+            uid: Some(i64::from(unsafe { libc::geteuid() })),
+            gid: Some(i64::from(unsafe { libc::getegid() })),
+        };
+        let mut entries = Vec::new();
+        if let Some((from, to)) = loss.missing {
+            entries.extend(
+                (from..=to).map(|seq| {
+                    Entry::new("witness.lost", "witnessd").payload(json!({ "seq": seq }))
+                }),
+            );
+        }
+        entries.push(
+            Entry::new("witness.loss_accepted", "witnessd").payload(json!({
+                "reason": loss.reason,
+                "lost_from": loss.missing.map(|(from, _)| from),
+                "lost_to": loss.missing.map(|(_, to)| to),
+                "checkpoint": loss.note,
+            })),
+        );
+        let expected = self.head.seq + entries.len() as i64;
+        for chunk in entries.chunks(10_000) {
+            let mut batch = vec![internal_job(chunk.to_vec(), origin)];
+            self.commit(&mut batch);
+        }
+        if self.head.seq != expected {
+            return Err(OpenError::Forgotten(
+                "could not record the accepted loss in the log; nothing else was written".into(),
+            ));
+        }
+        tracing::warn!(
+            lost = ?loss.missing,
+            recorded_to = self.head.seq,
+            "the loss is recorded in the log"
+        );
+        self.sign_checkpoint(true);
+        Ok(())
+    }
+
     /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
     /// interval, at stop). A failure is logged loudly, and retried at the next turn: the
     /// entries stay committed, but the state file no longer vouches for them.
@@ -589,5 +656,28 @@ impl Writer {
             }
             Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
         }
+    }
+}
+
+/// A job the daemon makes itself, with no connection waiting on its answer.
+fn internal_job(entries: Vec<Entry>, origin: Origin) -> Job {
+    let n = entries.len();
+    let admission = Admission::new(n);
+    let admitted = admission
+        .try_now(&admission.lane(), n)
+        .expect("a fresh queue has room for its capacity");
+    Job {
+        request_id: 0,
+        ack: Ack::None,
+        producer: None,
+        entries,
+        origin,
+        received: Instant::now(),
+        reply_to: tokio::sync::mpsc::unbounded_channel().0,
+        connection_permit: Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a fresh semaphore has a permit"),
+        admitted,
+        alone: false,
     }
 }
