@@ -137,3 +137,112 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
     assert_eq!(code, 2);
     assert!(err.contains("/no/such/bundle"), "{err}");
 }
+
+#[test]
+fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("witnessd.toml");
+    std::fs::write(&config, "checkpoint_interval_ms = 10\n").unwrap();
+    let config = config.display().to_string();
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    for index in 0..100 {
+        client
+            .log(Entry::new("e", "c").payload(serde_json::json!(index)))
+            .unwrap();
+    }
+    wait_until(
+        "entry 100 is covered",
+        std::time::Duration::from_secs(20),
+        || client.prove(100).is_ok(),
+    );
+    // A checkpoint kept now, then more entries.
+    let kept = dir.path().join("kept.checkpoint");
+    let (code, note, _) = witness(&daemon.socket, &["checkpoint"], None);
+    assert_eq!(code, 0);
+    std::fs::write(&kept, &note).unwrap();
+    for index in 0..300 {
+        client
+            .log(Entry::new("more", "c").payload(serde_json::json!(index)))
+            .unwrap();
+    }
+    wait_until(
+        "entry 400 is covered",
+        std::time::Duration::from_secs(20),
+        || client.prove(400).is_ok(),
+    );
+    let key = dir.path().join("witness.key.pub");
+    let key_arg = key.to_str().unwrap();
+    let (code, out, err) = witness(
+        &daemon.socket,
+        &[
+            "consistency",
+            "--checkpoint",
+            kept.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("extends the tree of 100 by appends only"),
+        "{out}"
+    );
+    for (old, new) in [
+        ("1", None),
+        ("37", None),
+        ("100", None),
+        ("256", Some("400")),
+        ("400", None),
+    ] {
+        let mut args = vec!["consistency", old];
+        args.extend(new);
+        let (code, out, err) = witness(&daemon.socket, &args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let (code, _, err) = witness(&daemon.socket, &["consistency", "401"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("not older than the signed one"), "{err}");
+
+    // A checkpoint of another log (a fork) does not extend to this one.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("witness.key"),
+        other.path().join("witness.key"),
+    )
+    .unwrap();
+    std::fs::copy(&config, other.path().join("witnessd.toml")).unwrap();
+    let forked = Witnessd::start(
+        other.path(),
+        &[
+            "--config",
+            other.path().join("witnessd.toml").to_str().unwrap(),
+        ],
+    );
+    let mut fork_client = Client::connect(&forked.socket).unwrap();
+    for index in 0..100 {
+        fork_client
+            .log(Entry::new("forked", "c").payload(serde_json::json!(index)))
+            .unwrap();
+    }
+    wait_until("the fork signs", std::time::Duration::from_secs(20), || {
+        fork_client.prove(100).is_ok()
+    });
+    let (_, fork_note, _) = witness(&forked.socket, &["checkpoint"], None);
+    let fork_kept = dir.path().join("fork.checkpoint");
+    std::fs::write(&fork_kept, fork_note).unwrap();
+    let (code, out, _) = witness(
+        &daemon.socket,
+        &[
+            "consistency",
+            "--checkpoint",
+            fork_kept.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOT CONSISTENT"), "{out}");
+}

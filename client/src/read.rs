@@ -6,7 +6,9 @@
 
 use std::collections::VecDeque;
 
-use witness_protocol::admin::{CheckpointReport, MaintenanceReport, MaintenanceTask, StatsReport};
+use witness_protocol::admin::{
+    CheckpointReport, ConsistencyReport, MaintenanceReport, MaintenanceTask, StatsReport,
+};
 use witness_protocol::query::{
     CostQuery, CostReport, EndReason, EntriesQuery, StoredEntry, StreamEnd, TraceQuery,
     TraceReport, TracesPage, TracesQuery,
@@ -76,6 +78,16 @@ impl Client {
     pub fn prove(&mut self, seq: u64) -> Result<String, Error> {
         match self.call(Request::Prove(seq))? {
             Response::Proof(bundle) => Ok(bundle),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A consistency proof from the tree of `old` entries to that of the signed checkpoint of
+    /// size `new` (the latest when `None`).
+    pub fn consistency(&mut self, old: u64, new: Option<u64>) -> Result<ConsistencyReport, Error> {
+        match self.call(Request::Consistency { old, new })? {
+            Response::Consistency(report) => Ok(report),
             Response::Error(reply) => Err(Error::Refused(reply)),
             other => Err(unexpected(&other)),
         }

@@ -97,6 +97,22 @@ pub struct CheckpointReport {
     pub verifier_key: String,
 }
 
+/// A consistency proof between two trees of a log, with the signed checkpoint of the newer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    /// The older tree's size.
+    pub old_size: u64,
+    /// The older tree's root, as the daemon computes it from its tiles (check it against a
+    /// checkpoint of your own).
+    pub old_root: [u8; 32],
+    /// The checkpoint the daemon signed at the older size, if it signed one there.
+    pub old_note: Option<String>,
+    /// The signed checkpoint of the newer tree.
+    pub new_note: String,
+    /// The proof (RFC 9162 §2.1.4), from the older tree to the newer.
+    pub proof: Vec<[u8; 32]>,
+}
+
 /// What a maintenance task did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceReport {

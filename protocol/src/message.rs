@@ -51,6 +51,14 @@ pub enum Request {
     /// A proof bundle (C2SP `tlog-proof`) that the entry with this `seq` is in the tree of the
     /// latest signed checkpoint, answered with `Proof`.
     Prove(u64),
+    /// A consistency proof from the tree of `old` entries to that of a signed checkpoint
+    /// (`new`, or the latest), answered with `Consistency`.
+    Consistency {
+        /// The older tree's size.
+        old: u64,
+        /// The size of a signed checkpoint; the latest when `None`.
+        new: Option<u64>,
+    },
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -206,6 +214,8 @@ pub enum Response {
     Checkpoint(crate::admin::CheckpointReport),
     /// Answer to `Prove`: the bundle's text.
     Proof(String),
+    /// Answer to `Consistency`.
+    Consistency(crate::admin::ConsistencyReport),
 }
 
 /// The daemon's side of the handshake.

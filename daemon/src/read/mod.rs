@@ -27,7 +27,7 @@ mod traces;
 pub use backup::backup;
 pub use cost::cost;
 pub use entries::{entries_page, last_seq, newest_cursor};
-pub use proof::prove;
+pub use proof::{consistency, prove};
 pub use traces::{trace, trace_summary, traces};
 
 /// A page stops growing once its entries hold this many bytes, whatever its row limit, so

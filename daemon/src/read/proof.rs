@@ -2,6 +2,7 @@
 //! checkpoint, made from the stored tiles and the entry's row.
 
 use rusqlite::{Connection, OptionalExtension};
+use witness_protocol::admin::ConsistencyReport;
 use witness_protocol::merkle;
 use witness_protocol::note::{Checkpoint, Note};
 use witness_protocol::proof::ProofBundle;
@@ -75,4 +76,72 @@ pub fn prove(connection: &Connection, seq: u64) -> rusqlite::Result<Response> {
         note,
     };
     Ok(Response::Proof(bundle.to_text()))
+}
+
+/// The proof that the tree of `old` entries is a prefix of the tree of the signed checkpoint
+/// of size `new` (the latest when `None`), or why there is none.
+pub fn consistency(
+    connection: &Connection,
+    old: u64,
+    new: Option<u64>,
+) -> rusqlite::Result<Response> {
+    let refuse = |message: String| {
+        Ok(Response::Error(ErrorReply::new(
+            ErrorCode::BadRequest,
+            message,
+        )))
+    };
+    let note_at = |size: Option<u64>| -> rusqlite::Result<Option<String>> {
+        match size {
+            Some(size) => connection
+                .prepare_cached("SELECT note FROM checkpoints WHERE size = ?1")?
+                .query_row([size as i64], |row| row.get(0))
+                .optional(),
+            None => connection
+                .query_row(schema::LATEST_CHECKPOINT, [], |row| row.get(0))
+                .optional(),
+        }
+    };
+    let Some(new_note) = note_at(new)? else {
+        return refuse(match new {
+            Some(size) => format!("the daemon signed no checkpoint of size {size}"),
+            None => "the daemon has signed no checkpoint yet: ask again in a second".into(),
+        });
+    };
+    let Some(signed) = Note::parse(&new_note)
+        .ok()
+        .and_then(|note| Checkpoint::parse(&note.text).ok())
+    else {
+        return refuse("the stored checkpoint is not a checkpoint".into());
+    };
+    if old > signed.size {
+        return refuse(format!(
+            "a tree of {old} entries is not older than the signed one of {}",
+            signed.size
+        ));
+    }
+    let mut tiles = Tiles::new(connection);
+    let mut failure = None;
+    let mut range = |start, end| {
+        tiles.range(start, end).unwrap_or_else(|reason| {
+            failure.get_or_insert(reason);
+            merkle::EMPTY_ROOT
+        })
+    };
+    let proof = merkle::consistency_proof(old, signed.size, &mut range)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    let old_root = range(0, old);
+    if let Some(reason) = failure {
+        return Ok(Response::Error(ErrorReply::new(
+            ErrorCode::Storage,
+            format!("the stored tree cannot prove consistency: {reason}"),
+        )));
+    }
+    Ok(Response::Consistency(ConsistencyReport {
+        old_size: old,
+        old_root,
+        old_note: note_at(Some(old))?,
+        new_note,
+        proof,
+    }))
 }

@@ -139,6 +139,13 @@ impl Connection {
                 self.append(id, append, body.len()).await;
                 Next::Continue
             }
+            Request::Consistency { old, new } => {
+                self.query(id, Ok(()), move |connection| {
+                    read::consistency(connection, old, new)
+                })
+                .await;
+                Next::Continue
+            }
             Request::Prove(seq) => {
                 self.query(id, Ok(()), move |connection| read::prove(connection, seq))
                     .await;

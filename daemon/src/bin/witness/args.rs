@@ -131,6 +131,28 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Prove that the log grew only by appends: from the tree of OLD_SIZE entries (or of a
+    /// checkpoint you kept) to the signed checkpoint of NEW_SIZE (the latest by default).
+    /// Exits 0 if consistent, 1 if not.
+    Consistency {
+        /// The older tree's size; taken from --checkpoint when given.
+        #[arg(required_unless_present = "checkpoint")]
+        old_size: Option<u64>,
+        /// The size of a signed checkpoint to prove against [default: the latest].
+        new_size: Option<u64>,
+        /// A checkpoint you kept (the older tree): its size and root are what is proved.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "key",
+            conflicts_with = "old_size"
+        )]
+        checkpoint: Option<PathBuf>,
+        /// The log's verifier key, or a file holding it [default: the one the daemon
+        /// reports].
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
     /// Check a proof bundle with no daemon and no database: the checkpoint is signed by the
     /// key, and the entry is in the tree it signed. Exits 0 if so, 1 if not, 2 for a file or
     /// key that cannot be read.

@@ -138,6 +138,19 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
         Command::Prove { seq, out } => proof::prove(&mut connect()?, seq, out.as_deref(), json),
+        Command::Consistency {
+            old_size,
+            new_size,
+            checkpoint,
+            key,
+        } => proof::consistency(
+            &mut connect()?,
+            old_size,
+            new_size,
+            checkpoint.as_deref(),
+            key.as_deref(),
+            json,
+        ),
         Command::VerifyProof { file, key, entry } => {
             proof::verify(&file, &key, entry.as_deref(), json)
         }

@@ -1,15 +1,19 @@
 //! `witness prove` and `witness verify-proof`: a proof bundle from the daemon, and the check
-//! of one with the verifier key alone, offline.
+//! of one with the verifier key alone, offline; and `witness consistency`, a proof that the
+//! log grew only by appends, checked as it arrives.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use witness_client::Client;
 use witness_daemon::format::chain::{Decoded, decode_row};
 use witness_daemon::format::row::{COLUMNS, column};
-use witness_protocol::note::VerifierKey;
+use witness_protocol::merkle;
+use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 use witness_protocol::proof::ProofBundle;
 
 use crate::output::{self, print_json};
@@ -125,6 +129,85 @@ pub fn verify(file: &Path, key: &str, entry: Option<&str>, json: bool) -> anyhow
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon for a consistency proof and checks it: the newer checkpoint must be
+/// signed by the key, and the proof must lead from the older root (a kept checkpoint's, a
+/// signed one the daemon holds, or failing both the one the daemon computes) to the newer.
+pub fn consistency(
+    client: &mut Client,
+    old_size: Option<u64>,
+    new_size: Option<u64>,
+    kept: Option<&Path>,
+    key: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = match key {
+        Some(key) => read_key(key).map_err(|message| anyhow::anyhow!(message))?,
+        None => VerifierKey::parse(&client.checkpoint()?.verifier_key)?,
+    };
+    let signed = |note: &str| -> Result<Checkpoint, String> {
+        Note::parse(note)
+            .and_then(|note| note.verify(&key).map(str::to_owned))
+            .and_then(|text| Checkpoint::parse(&text))
+            .map_err(|error| error.to_string())
+    };
+    let kept = match kept {
+        Some(path) => {
+            let note = std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+            Some(signed(&note).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?)
+        }
+        None => None,
+    };
+    let old = kept
+        .as_ref()
+        .map_or(old_size.unwrap_or(0), |kept| kept.size);
+    let report = client.consistency(old, new_size)?;
+    let verdict = signed(&report.new_note).and_then(|new| {
+        let old_root = match (&kept, &report.old_note) {
+            (Some(kept), _) => kept.root,
+            (None, Some(note)) => signed(note)?.root,
+            (None, None) => report.old_root,
+        };
+        merkle::verify_consistency(old, new.size, &report.proof, &old_root, &new.root)
+            .map(|()| new)
+            .map_err(|error| error.to_string())
+    });
+    let proof: Vec<String> = report
+        .proof
+        .iter()
+        .map(|hash| BASE64.encode(hash))
+        .collect();
+    match verdict {
+        Ok(new) => {
+            if json {
+                print_json(&json!({
+                    "consistent": true, "old_size": old, "new_size": new.size, "proof": proof,
+                }))?;
+            } else {
+                writeln!(
+                    output::stdout(),
+                    "consistent: the log of {} entries signed by {} extends the tree of {old} \
+                     by appends only",
+                    new.size,
+                    new.origin
+                )?;
+                for line in &proof {
+                    writeln!(output::stdout(), "{line}")?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            if json {
+                print_json(&json!({"consistent": false, "reason": reason}))?;
+            } else {
+                writeln!(output::stdout(), "NOT CONSISTENT: {reason}")?;
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Whether the entry `json` describes is the one decoded.
