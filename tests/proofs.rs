@@ -246,3 +246,24 @@ fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOT CONSISTENT"), "{out}");
 }
+
+#[test]
+fn a_sender_without_receipts_gets_the_checkpoint_that_covers_what_it_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    for index in 0..500 {
+        client
+            .send(Entry::new("sent", "c").payload(serde_json::json!(index)))
+            .unwrap();
+    }
+    let report = client
+        .covering_checkpoint(std::time::Duration::from_secs(20))
+        .unwrap();
+    let key = witness_protocol::note::VerifierKey::parse(&report.verifier_key).unwrap();
+    let note = witness_protocol::note::Note::parse(&report.note.unwrap()).unwrap();
+    let checkpoint = witness_protocol::note::Checkpoint::parse(note.verify(&key).unwrap()).unwrap();
+    assert!(checkpoint.size >= 500, "{}", checkpoint.size);
+    // Every one of them can now be proved.
+    assert!(client.prove(500).is_ok());
+}

@@ -35,6 +35,18 @@ type Query = (
 fn queries() -> Vec<Query> {
     vec![
         (
+            "prove SEQ",
+            1000,
+            Box::new(|client, rng, _| {
+                // Any entry of the first 90,000, which every run loads and a checkpoint
+                // covers by the time queries start: a proof's cost depends on the tree's
+                // size, not on the entry's place.
+                let bundle = client.prove(1 + rng.below(90_000))?;
+                anyhow::ensure!(bundle.starts_with("c2sp.org/tlog-proof@v1"), "{bundle}");
+                Ok(())
+            }),
+        ),
+        (
             "trace ID",
             200,
             Box::new(|client, rng, traces| {

@@ -73,6 +73,39 @@ impl Client {
         }
     }
 
+    /// The first signed checkpoint that covers everything committed so far, this client's
+    /// `send`s included (they are flushed first): what a `send` or `Spool` user, who has no
+    /// receipts, keeps as proof of what was recorded. Waits for the daemon to sign, at most
+    /// `timeout`. A `Spool`'s entries are covered once `Spool::flush` has returned.
+    pub fn covering_checkpoint(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<CheckpointReport, Error> {
+        self.flush()?;
+        let committed = self.stats()?.last_seq;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let report = self.checkpoint()?;
+            let size = report.note.as_deref().and_then(|note| {
+                witness_protocol::note::Note::parse(note)
+                    .ok()
+                    .and_then(|note| witness_protocol::note::Checkpoint::parse(&note.text).ok())
+                    .map(|checkpoint| checkpoint.size)
+            });
+            if size.is_some_and(|size| size >= committed) {
+                return Ok(report);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::TimedOut {
+                    path: self.path.clone(),
+                    waited: timeout,
+                    what: "a checkpoint covering the committed entries",
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A proof bundle (C2SP `tlog-proof`) that entry `seq` is in the log, against the latest
     /// signed checkpoint; refused (`BadRequest`) for an entry no checkpoint covers yet.
     pub fn prove(&mut self, seq: u64) -> Result<String, Error> {
