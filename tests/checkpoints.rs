@@ -272,6 +272,19 @@ fn a_write_ahead_log_damaged_after_kill_9_under_load_is_caught() {
         reason.contains(&format!("entries {} to {signed} are missing", left + 1)),
         "{reason}"
     );
+    // The same checkpoint, kept elsewhere, shows it offline too.
+    let key = dir.path().join("witness.key.pub");
+    let (code, out, _) = verify_offline(
+        &main_file,
+        &[
+            "--checkpoint",
+            state.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("are missing"), "{out}");
 }
 
 /// Rewrites the payload of entry `seq` and recomputes every hash from it on, and drops the
@@ -399,6 +412,16 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
         let reason = refused(dir.path(), &config);
         assert!(reason.contains(missing), "{sql}: {reason}");
     }
+
+    // Another log's file.
+    let other = tempfile::tempdir().unwrap();
+    let other_daemon = Witnessd::start(other.path(), &[]);
+    log_n(&other_daemon.socket, 50);
+    other_daemon.signal(libc::SIGTERM);
+    assert!(other_daemon.wait().success());
+    let (code, out, _) = verify_offline(&other.path().join("witness.db"), &against);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not those the checkpoint signed"), "{out}");
 
     // Garbage in the checkpoint or the key cannot be checked: 2.
     std::fs::copy(&pristine, &db).unwrap();

@@ -60,6 +60,25 @@ fn the_documented_leaf_hash_is_the_trees() {
 }
 
 #[test]
+fn the_documented_keys_and_checkpoint_are_what_witness_makes() {
+    use witness_protocol::note::{Checkpoint, Note, SignerKey, VerifierKey};
+    let signer = SignerKey::parse(block_after("vector:signer").trim()).unwrap();
+    let verifier = block_after("vector:verifier");
+    assert_eq!(signer.verifier().to_string(), verifier.trim());
+    let note = block_after("vector:checkpoint");
+    let parsed = Note::parse(&note).unwrap();
+    let text = parsed
+        .verify(&VerifierKey::parse(verifier.trim()).unwrap())
+        .unwrap();
+    assert_eq!(signer.sign(text).unwrap(), note);
+    let checkpoint = Checkpoint::parse(text).unwrap();
+    assert_eq!(
+        hex::encode(checkpoint.root),
+        block_after("vector:leaf").trim()
+    );
+}
+
+#[test]
 fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
     let daemon = TestDaemon::start();
     let mut client = daemon.client();
