@@ -102,7 +102,7 @@ CREATE TABLE tiles (
     idx    INTEGER NOT NULL,
     hashes BLOB    NOT NULL,
     PRIMARY KEY (level, idx)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 ";
 
 /// The checkpoints the daemon signed, as C2SP signed notes, by tree size. A history: the
