@@ -14,7 +14,7 @@ use witness_protocol::{VerifyRange, VerifyReport};
 
 use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 
-use crate::format::chain::{GENESIS, hash_row_and_leaf, leaf_hash};
+use crate::format::chain::{DOMAIN_TAG, GENESIS, hash_row, leaf_hash};
 use crate::format::row::{self, Values, column};
 use crate::format::schema::HOUR_NS;
 use crate::format::tree::{Tiles, Tree};
@@ -129,10 +129,95 @@ struct Walk {
     producers: HashMap<i64, i64>,
     /// What `producer_runs` must hold, when the file has it and the whole log is walked.
     runs: Option<Runs>,
-    /// The Merkle tree recomputed from the entries, when the file has tiles and the whole
-    /// log is walked; with the first tile found to differ.
-    tree: Option<Tree>,
+    /// The Merkle tree recomputed from the entries, on a thread of its own, when the file
+    /// has tiles and the whole log is walked; with the first tile found to differ.
+    tree: Option<TreeWorker>,
     tile_problem: Option<String>,
+}
+
+/// A tile the tree's thread completed: level, index and hashes.
+type FullTile = (u32, u64, Vec<[u8; 32]>);
+
+/// Rows in a batch sent to the tree's thread.
+const TREE_BATCH: usize = 4096;
+
+/// The tree's thread: it takes the rows' encodings in batches, hashes the leaves, builds the
+/// tree and sends back each full tile as it completes, so that the walk's own thread only
+/// hashes the chain. Verification runs at the speed of the slower of the two.
+struct TreeWorker {
+    batch: Vec<u8>,
+    lengths: Vec<u32>,
+    send: Option<std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u32>)>>,
+    tiles: std::sync::mpsc::Receiver<FullTile>,
+    thread: Option<std::thread::JoinHandle<Tree>>,
+}
+
+impl TreeWorker {
+    fn start() -> TreeWorker {
+        let (send, batches) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<u32>)>(4);
+        let (tiles_out, tiles) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut tree = Tree::default();
+            for (data, lengths) in batches {
+                let mut at = 0usize;
+                for length in lengths {
+                    let end = at + length as usize;
+                    tree.push(witness_protocol::merkle::leaf_hash(&data[at..end]));
+                    at = end;
+                    for tile in tree.take_full() {
+                        if tiles_out.send(tile).is_err() {
+                            return tree;
+                        }
+                    }
+                }
+            }
+            tree
+        });
+        TreeWorker {
+            batch: Vec::with_capacity(TREE_BATCH * 256),
+            lengths: Vec::with_capacity(TREE_BATCH),
+            send: Some(send),
+            tiles,
+            thread: Some(thread),
+        }
+    }
+
+    /// Adds a row by its canonical encoding.
+    fn push(&mut self, encoding: &[u8]) {
+        self.batch.extend_from_slice(encoding);
+        self.lengths.push(encoding.len() as u32);
+        if self.lengths.len() == TREE_BATCH {
+            self.send_batch();
+        }
+    }
+
+    fn send_batch(&mut self) {
+        let batch = (
+            std::mem::replace(&mut self.batch, Vec::with_capacity(TREE_BATCH * 256)),
+            std::mem::replace(&mut self.lengths, Vec::with_capacity(TREE_BATCH)),
+        );
+        if let Some(send) = &self.send {
+            let _ = send.send(batch);
+        }
+    }
+
+    /// Full tiles completed so far, taken.
+    fn completed(&mut self) -> Vec<FullTile> {
+        self.tiles.try_iter().collect()
+    }
+
+    /// Sends what is left, waits for the thread, and returns the tree and the last full
+    /// tiles.
+    fn finish(&mut self) -> (Tree, Vec<FullTile>) {
+        self.send_batch();
+        self.send = None;
+        let tree = self
+            .thread
+            .take()
+            .map(|thread| thread.join().expect("the tree's thread does not panic"))
+            .unwrap_or_default();
+        (tree, self.tiles.try_iter().collect())
+    }
 }
 
 impl Walk {
@@ -144,7 +229,7 @@ impl Walk {
             costs: HashMap::new(),
             producers: HashMap::new(),
             runs: runs.then(Runs::default),
-            tree: tree.then(Tree::default),
+            tree: tree.then(TreeWorker::start),
             tile_problem: None,
         }
     }
@@ -201,7 +286,7 @@ impl Walk {
                 Err(reason) => return Ok(broken(seq as u64, reason, self.count)),
             };
             let stored = row::stored_hash(row)?;
-            let (computed, leaf) = hash_row_and_leaf(&previous, &values, &mut scratch);
+            let computed = hash_row(&previous, &values, &mut scratch);
             if stored != computed {
                 return Ok(broken(
                     seq as u64,
@@ -225,8 +310,9 @@ impl Walk {
                 runs.add(find_run, seq, &values)?;
             }
             if let Some(tree) = &mut self.tree {
-                tree.push(leaf);
-                for (level, idx, hashes) in tree.take_full() {
+                // `hash_row` left the encoding after the tag and the previous hash.
+                tree.push(&scratch[DOMAIN_TAG.len() + 32..]);
+                for (level, idx, hashes) in tree.completed() {
                     if self.tile_problem.is_none() {
                         self.tile_problem = compare_tile(connection, level, idx, &hashes)?;
                     }
@@ -397,10 +483,16 @@ impl Walk {
 impl Walk {
     /// Compares the tiles not yet compared (the partial ones) with the recomputed tree, and
     /// the number of tiles stored with the number the tree has.
-    fn check_tiles(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
-        let Some(tree) = &self.tree else {
+    fn check_tiles(&mut self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+        let Some(worker) = &mut self.tree else {
             return Ok(None);
         };
+        let (tree, last) = worker.finish();
+        for (level, idx, hashes) in last {
+            if self.tile_problem.is_none() {
+                self.tile_problem = compare_tile(connection, level, idx, &hashes)?;
+            }
+        }
         if let Some(problem) = &self.tile_problem {
             return Ok(Some(problem.clone()));
         }
