@@ -521,3 +521,38 @@ fn an_accepted_loss_is_recorded_and_no_sequence_number_is_handed_out_twice() {
     let daemon = Witnessd::start(dir.path(), &["--config", &config]);
     drop(daemon);
 }
+
+#[test]
+fn a_state_file_that_cannot_be_written_is_said_once_and_signing_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_signing(dir.path());
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    log_n(&daemon.socket, 5);
+    let state = dir.path().join("witness.checkpoint");
+    crate::harness::wait_until(
+        "a checkpoint is signed",
+        std::time::Duration::from_secs(20),
+        || state.exists(),
+    );
+    // A folder where the state file should be: every write fails (even as root).
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("occupied"), "").unwrap();
+    for _ in 0..5 {
+        log_n(&daemon.socket, 3);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&state).unwrap();
+    log_n(&daemon.socket, 1);
+    crate::harness::wait_until(
+        "signing resumes",
+        std::time::Duration::from_secs(20),
+        || daemon.log().contains("checkpoints are signed again"),
+    );
+    let log = daemon.log();
+    assert_eq!(log.matches("cannot sign a checkpoint").count(), 1, "{log}");
+    // Every entry committed meanwhile is covered again.
+    let note = std::fs::read_to_string(&state).unwrap();
+    let checkpoint = Checkpoint::parse(&Note::parse(&note).unwrap().text).unwrap();
+    assert_eq!(checkpoint.size, 21);
+}

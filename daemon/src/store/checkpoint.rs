@@ -256,6 +256,8 @@ pub struct Checkpointer {
     signed_at: Instant,
     logged_at: Option<Instant>,
     accept_loss: bool,
+    /// Why the last try to sign failed, while it does.
+    failure: Option<String>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -280,6 +282,7 @@ impl Checkpointer {
             signed_at: Instant::now(),
             logged_at: None,
             accept_loss: false,
+            failure: None,
         }
     }
 
@@ -314,8 +317,39 @@ impl Checkpointer {
     }
 
     /// Signs the tree of `size` entries with root `root`; writes the state file, then the
-    /// `checkpoints` table. Returns the note.
+    /// `checkpoints` table. Returns the note. A failure (a full disk, say) is logged once,
+    /// not at every try, and tried again an interval later; the return to normal is logged
+    /// too.
     pub fn sign(
+        &mut self,
+        connection: &Connection,
+        size: u64,
+        root: Hash,
+    ) -> Result<String, String> {
+        match self.try_sign(connection, size, root) {
+            Ok(note) => {
+                if let Some(previous) = self.failure.take() {
+                    tracing::warn!(size, "checkpoints are signed again, after: {previous}");
+                }
+                Ok(note)
+            }
+            Err(error) => {
+                self.signed_at = Instant::now();
+                if self.failure.as_ref() != Some(&error) {
+                    tracing::error!(
+                        %error,
+                        size,
+                        "cannot sign a checkpoint; entries are still committed, but nothing \
+                         outside the database vouches for them until this is fixed"
+                    );
+                    self.failure = Some(error.clone());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn try_sign(
         &mut self,
         connection: &Connection,
         size: u64,

@@ -498,8 +498,8 @@ impl Writer {
     }
 
     /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
-    /// interval, at stop). A failure is logged loudly, and retried at the next turn: the
-    /// entries stay committed, but the state file no longer vouches for them.
+    /// interval, at stop). A failure is the checkpointer's to log and retry: the entries stay
+    /// committed, but the state file no longer vouches for them.
     fn sign_checkpoint(&mut self, now: bool) {
         let size = self.head.seq as u64;
         let Some(checkpointer) = &mut self.checkpointer else {
@@ -508,9 +508,8 @@ impl Writer {
         if !checkpointer.due(size, now) {
             return;
         }
-        if let Err(error) = checkpointer.sign(&self.connection, size, self.tree.root()) {
-            tracing::error!(%error, size, "cannot sign a checkpoint");
-        }
+        // Logged there, once per failure.
+        let _ = checkpointer.sign(&self.connection, size, self.tree.root());
     }
 
     /// Runs `PRAGMA optimize` when its interval has passed. `analysis_limit` bounds it to
