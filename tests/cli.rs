@@ -225,4 +225,7 @@ fn no_daemon_is_explained() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect to witnessd at"), "{err}");
     assert!(err.contains("is it running?"), "{err}");
+    // The reason is said once, not once by each error in the chain.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

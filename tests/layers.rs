@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The daemon's top-level modules and their layers, as `lib.rs` lists them.
-const LAYERS: [(&str, u32); 8] = [
+const LAYERS: [(&str, u32); 9] = [
     ("format", 1),
     ("stats", 1),
+    ("errors", 1),
     ("store", 2),
     ("read", 2),
     ("config", 3),

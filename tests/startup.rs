@@ -99,6 +99,14 @@ fn databases_that_are_not_ours_are_refused() {
         garbage.as_os_str(),
     ]);
     assert!(stderr.contains("garbage.db"), "{stderr}");
+    // Said once, each cause once, and no key left behind by a start that failed.
+    assert_eq!(stderr.matches("garbage.db").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("file is not a database").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!dir.path().join("garbage.key").exists());
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //!
 //! The modules form layers, each importing only those below it:
 //!
-//! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification) and [`stats`]:
-//!    the counters every part shares.
+//! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification),
+//!    [`stats`]: the counters every part shares, and [`errors`]: errors as people read them.
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
 //! 4. [`observe`]: metrics and systemd.
@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod config;
+pub mod errors;
 pub mod format;
 pub mod observe;
 pub mod read;

@@ -156,9 +156,12 @@ fn main() -> ExitCode {
     let logging = init_logging(&config);
     match run(args, config, logging) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once, on standard error, which the journal keeps under systemd.
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("witnessd: {error:#}");
+            eprintln!(
+                "witnessd: {}",
+                witness_daemon::errors::one_line(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

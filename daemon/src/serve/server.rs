@@ -185,16 +185,9 @@ impl Server {
             })?;
         }
         let file = DatabaseFile::take(db_path, config.create)?;
-        let (signer, key_created) = checkpoint::load_or_create_key(&config.checkpoints)?;
-        if key_created {
-            tracing::warn!(
-                "created the log's signing key at {}; its verifier key, in {}, is {}",
-                config.checkpoints.key_file.display(),
-                checkpoint::verifier_file(&config.checkpoints.key_file).display(),
-                signer.verifier()
-            );
-        }
+        let (signer, new_key) = checkpoint::load_or_create_key(&config.checkpoints)?;
         let verifier_key = signer.verifier().to_string();
+        let saved = new_key.then(|| signer.to_secret_text());
         let checkpointer = Checkpointer::new(signer, config.checkpoints.clone())
             .accepting_loss(config.accept_loss);
         let writer = WriterHandle::start(
@@ -202,6 +195,19 @@ impl Server {
             Some(file.identity()),
             Some(checkpointer),
         )?;
+        // Written only now that the database is open, and before anything is served or
+        // signed: a start that fails leaves no key behind.
+        if let Some(secret) = saved {
+            let key = witness_protocol::note::SignerKey::parse(&secret)
+                .expect("a key reads back from its own text");
+            checkpoint::save_key(&config.checkpoints, &key)?;
+            tracing::warn!(
+                "created the log's signing key at {}; its verifier key, in {}, is {}",
+                config.checkpoints.key_file.display(),
+                checkpoint::verifier_file(&config.checkpoints.key_file).display(),
+                verifier_key
+            );
+        }
         if file.created() {
             tracing::warn!("created a new log at {}", file.path().display());
         }

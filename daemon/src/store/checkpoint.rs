@@ -79,8 +79,9 @@ pub enum CheckpointError {
     },
 }
 
-/// Reads the key at `config.key_file`, or makes one there (and its verifier key beside it)
-/// when there is none. Says whether it made it.
+/// Reads the key at `config.key_file`, or makes a new one (in memory: [`save_key`] writes it,
+/// once the database has opened, so that a start that fails leaves no key behind). Says
+/// whether it is new.
 pub fn load_or_create_key(config: &CheckpointConfig) -> Result<(SignerKey, bool), CheckpointError> {
     let path = &config.key_file;
     let error = |reason: String| CheckpointError::Key {
@@ -112,21 +113,31 @@ pub fn load_or_create_key(config: &CheckpointConfig) -> Result<(SignerKey, bool)
             getrandom::fill(&mut seed).map_err(|e| error(format!("no randomness: {e}")))?;
             let key = SignerKey::from_seed(&config.origin, seed)
                 .map_err(|e| error(format!("the origin cannot name a key: {e}")))?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| error(format!("cannot create it: {e}")))?;
-            file.write_all(format!("{}\n", key.to_secret_text()).as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| error(format!("cannot write it: {e}")))?;
-            write_durably(&verifier_file(path), &format!("{}\n", key.verifier()))
-                .map_err(|e| error(format!("cannot write its verifier key: {e}")))?;
             Ok((key, true))
         }
         Err(e) => Err(error(e.to_string())),
     }
+}
+
+/// Writes a new key to `config.key_file` (mode 600, never over an existing file) and its
+/// verifier key beside it.
+pub fn save_key(config: &CheckpointConfig, key: &SignerKey) -> Result<(), CheckpointError> {
+    let path = &config.key_file;
+    let error = |reason: String| CheckpointError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| error(format!("cannot create it: {e}")))?;
+    file.write_all(format!("{}\n", key.to_secret_text()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| error(format!("cannot write it: {e}")))?;
+    write_durably(&verifier_file(path), &format!("{}\n", key.verifier()))
+        .map_err(|e| error(format!("cannot write its verifier key: {e}")))
 }
 
 /// Writes `text` to `path` so that the file holds either its old content or all of the new:

@@ -35,7 +35,10 @@ fn main() -> ExitCode {
             if output::is_stdout_closed(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("witness: {error:#}");
+            eprintln!(
+                "witness: {}",
+                witness_daemon::errors::one_line(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

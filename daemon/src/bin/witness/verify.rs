@@ -36,7 +36,7 @@ pub fn against_checkpoint(
     };
     let connection = match schema::open_reader(db) {
         Ok(connection) => connection,
-        Err(error) => return unusable(error.to_string()),
+        Err(error) => return unusable(witness_daemon::errors::one_line(&error)),
     };
     let held = match verify::verify_checkpoint(&connection, &note, &key) {
         Ok(size) => Ok(size),
@@ -91,7 +91,10 @@ pub fn command(
             match verified {
                 Ok(report) => report,
                 Err(error) => {
-                    eprintln!("witness: {error:#}");
+                    eprintln!(
+                        "witness: {}",
+                        witness_daemon::errors::one_line(error.as_ref())
+                    );
                     return Ok(ExitCode::from(2));
                 }
             }
