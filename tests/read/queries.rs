@@ -423,8 +423,8 @@ fn bad_filters_and_times_get_clear_errors() {
     feed(&daemon, 20);
     for (args, expected) in [
         (
-            &["tail", "--since", "yesterday"][..],
-            "invalid time \"yesterday\"",
+            &["tail", "--since", "the day before"][..],
+            "invalid time \"the day before\"",
         ),
         (&["tail", "--since", "5parsecs"], "unknown unit"),
         (
@@ -443,6 +443,17 @@ fn bad_filters_and_times_get_clear_errors() {
         let (code, stdout, stderr) = witness(&daemon.socket, args, None);
         assert_ne!(code, 0, "{args:?} succeeded: {stdout}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // What journalctl takes is taken.
+    for since in [
+        "yesterday",
+        "today",
+        "-5m",
+        "2026-01-01",
+        "2026-01-01 10:00",
+    ] {
+        let (code, _, stderr) = witness(&daemon.socket, &["tail", "--since", since], None);
+        assert_eq!(code, 0, "{since}: {stderr}");
     }
     let long = "c".repeat(300);
     let (code, _, stderr) = witness(&daemon.socket, &["tail", "--component", &long], None);

@@ -70,7 +70,7 @@ pub enum Command {
     /// Traces (sessions), the most recently active first.
     Traces {
         /// Only traces active since this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         since: Option<i64>,
         /// Only traces in which this component took part.
         #[arg(long)]
@@ -102,10 +102,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "component")]
         by: By,
         /// Only entries received since this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         since: Option<i64>,
         /// Only entries received before this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         until: Option<i64>,
         /// Only entries of this component.
         #[arg(long)]
@@ -187,7 +187,7 @@ pub enum Command {
         #[command(flatten)]
         filter: FilterArgs,
         /// Only entries received before this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         until: Option<i64>,
         /// Stop after this many entries.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -221,7 +221,7 @@ pub struct FilterArgs {
     #[arg(long, value_name = "ID")]
     pub trace: Option<String>,
     /// Only entries received since this time.
-    #[arg(long, value_name = "TIME", value_parser = when::parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
     pub since: Option<i64>,
 }
 

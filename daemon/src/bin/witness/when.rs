@@ -1,27 +1,61 @@
-//! Times on the command line: RFC 3339 (`2026-11-22T10:00:00Z`, with any offset) or a span
-//! back from now (`90s`, `15m`, `2h`, `7d`, `2w`). Printed as RFC 3339 in UTC.
+//! Times on the command line, as journalctl takes them: RFC 3339 (`2026-11-22T10:00:00Z`,
+//! with any offset); a local date or date and time (`2026-11-22`, `2026-11-22 10:00`,
+//! `2026-11-22 10:00:30`); `now`, `today`, `yesterday` (local midnight); or a span back from
+//! now (`90s`, `15m`, `-15m`, `2h`, `7d`, `2w`). Printed as RFC 3339 in UTC.
 
 use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+
+/// What a time may look like, for error messages.
+const FORMS: &str = "expected RFC 3339 such as 2026-11-22T10:00:00Z, a local date or time such \
+    as 2026-11-22 or \"2026-11-22 10:00\", now, today, yesterday, or a span back from now \
+    such as 15m, 2h or 7d";
 
 /// Parses a time into nanoseconds since the Unix epoch.
 pub fn parse_time(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    if let Some(span) = parse_span(text) {
+    let spanned = text.strip_prefix('-').unwrap_or(text);
+    if let Some(span) = parse_span(spanned) {
         let span = span.map_err(|why| format!("invalid time {text:?}: {why}"))?;
         let now = Timestamp::now().as_nanosecond();
         return i64::try_from(now - span)
             .map_err(|_| format!("invalid time {text:?}: too far back"));
     }
-    let timestamp: Timestamp = text.parse().map_err(|error| {
-        format!(
-            "invalid time {text:?}: expected RFC 3339 such as 2026-11-22T10:00:00Z, or a span \
-             back from now such as 15m, 2h or 7d ({error})"
-        )
-    })?;
+    let timestamp = named(text)
+        .or_else(|| text.parse::<Timestamp>().ok())
+        .or_else(|| local(text))
+        .ok_or_else(|| format!("invalid time {text:?}: {FORMS}"))?;
     i64::try_from(timestamp.as_nanosecond())
         .ok()
         .filter(|&ns| ns >= 0)
         .ok_or_else(|| format!("invalid time {text:?}: before 1970 or after 2262"))
+}
+
+/// `now`, `today` and `yesterday`, in the local time zone.
+fn named(text: &str) -> Option<Timestamp> {
+    let zone = TimeZone::system();
+    let today = Timestamp::now().to_zoned(zone.clone()).date();
+    let date = match text {
+        "now" => return Some(Timestamp::now()),
+        "today" => today,
+        "yesterday" => today.yesterday().ok()?,
+        _ => return None,
+    };
+    date.to_zoned(zone).ok().map(|zoned| zoned.timestamp())
+}
+
+/// A date, or a date and time with a space or a `T`, in the local time zone.
+fn local(text: &str) -> Option<Timestamp> {
+    let zone = TimeZone::system();
+    let civil = match text.parse::<DateTime>() {
+        Ok(datetime) => datetime,
+        Err(_) => text
+            .parse::<Date>()
+            .ok()?
+            .to_datetime(jiff::civil::Time::midnight()),
+    };
+    civil.to_zoned(zone).ok().map(|zoned| zoned.timestamp())
 }
 
 /// `Some` when the text looks like a span (digits then a unit), with its length in
@@ -102,18 +136,43 @@ mod tests {
     }
 
     #[test]
-    fn refuses_garbage() {
+    fn takes_what_journalctl_takes() {
+        let now = Timestamp::now().as_nanosecond() as i64;
+        let today = parse_time("today").unwrap();
+        let yesterday = parse_time("yesterday").unwrap();
+        assert!(today <= now && now - today < 86_400_000_000_000 + 3_600_000_000_000);
+        // A day, give or take a change of daylight saving time.
+        assert!((today - yesterday - 86_400_000_000_000).abs() <= 3_600_000_000_000);
+        assert!((parse_time("now").unwrap() - now).abs() < 5_000_000_000);
+        let minus = parse_time("-5m").unwrap();
+        assert!((minus - parse_time("5m").unwrap()).abs() < 5_000_000_000);
+        let date = parse_time("2026-11-22").unwrap();
+        assert_eq!(parse_time("2026-11-22 00:00").unwrap(), date);
+        assert_eq!(
+            parse_time("2026-11-22 10:00:30").unwrap(),
+            date + 36_030_000_000_000
+        );
+        assert_eq!(
+            parse_time("2026-11-22T10:00:30").unwrap(),
+            date + 36_030_000_000_000
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_without_the_parsers_words() {
         for text in [
             "",
-            "yesterday",
+            "tomorrowish",
             "15x",
             "2026-13-01T00:00:00Z",
+            "2026-02-30",
             "1969-12-31T00:00:00Z",
-            "-5m",
             "5m3",
+            "--5m",
         ] {
             let error = parse_time(text).expect_err(text);
             assert!(error.contains("invalid time"), "{text}: {error}");
+            assert!(!error.contains("failed to parse"), "{text}: {error}");
         }
     }
 
