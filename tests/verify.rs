@@ -138,7 +138,7 @@ fn ranges_are_defined_and_exit_codes_tell_which_failure() {
         0,
         "intact: 3 entries, seq 2 to 4",
     );
-    check(&["--from", "6"], 0, "intact: 1 entries, seq 6 to 6");
+    check(&["--from", "6"], 0, "intact: 1 entry, seq 6 to 6");
     check(&["--from", "10", "--to", "5"], 2, "is empty");
     check(&["--from", "0"], 2, "start at 1");
     check(&["--from", "7"], 2, "ends at seq 6: --from 7 is past it");

@@ -231,8 +231,8 @@ pub fn command(
                 }
                 writeln!(
                     output::stdout(),
-                    "imported {} entries in {:.2} s ({:.0} entries/s){}",
-                    report.imported,
+                    "imported {} in {:.2} s ({:.0} entries/s){}",
+                    output::entries(report.imported as u64),
                     report.seconds,
                     report.rate,
                     match report.bad_lines.len() - report.refused {

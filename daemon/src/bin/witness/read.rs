@@ -246,9 +246,9 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
     }
     writeln!(
         out,
-        "trace {}: {} entries, {} to {} ({})",
+        "trace {}: {}, {} to {} ({})",
         printable(&summary.trace_id),
-        summary.entries,
+        crate::output::entries(summary.entries),
         rfc3339_millis(summary.first_ts),
         rfc3339_millis(summary.last_ts),
         duration(summary.last_ts - summary.first_ts)

@@ -130,7 +130,8 @@ fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
             } else if let (Some(first), Some(last), Some(head)) = (first_seq, last_seq, head) {
                 writeln!(
                     output::stdout(),
-                    "intact: {count} entries, seq {first} to {last}, head hash {head}"
+                    "intact: {}, seq {first} to {last}, head hash {head}",
+                    output::entries(*count)
                 )?;
             } else {
                 writeln!(output::stdout(), "intact: no entries in range")?;
