@@ -229,3 +229,21 @@ fn no_daemon_is_explained() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn completions_and_a_manual_page_need_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.sock");
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = witness(&absent, &["completions", shell], None);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("verify-proof"), "{shell}: {out}");
+    }
+    let (code, out, _) = witness(&absent, &["man"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains(".TH witness 1"), "{out}");
+    assert!(out.contains("checkpoint"), "{out}");
+    let (code, _, err) = witness(&absent, &["completions", "cmd.exe"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("cmd.exe"), "{err}");
+}

@@ -122,6 +122,14 @@ pub enum Command {
     Checkpoint,
     /// The log's verifier key, which checks its checkpoints: `<name>+<key id>+<key>`.
     Key,
+    /// Print a completion script for a shell, such as
+    /// `witness completions bash > /etc/bash_completion.d/witness`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), such as `witness man > witness.1`.
+    Man,
     /// A proof bundle (C2SP tlog-proof) that an entry is in the log: its index, its inclusion
     /// proof and the signed checkpoint, checkable offline with `verify-proof`.
     Prove {

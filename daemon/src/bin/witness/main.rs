@@ -140,6 +140,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
+        Command::Completions { shell } => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "witness", &mut output::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Args as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut output::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Prove { seq, out } => proof::prove(&mut connect()?, seq, out.as_deref(), json),
         Command::Consistency {
             old_size,
