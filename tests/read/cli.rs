@@ -69,7 +69,19 @@ fn the_command_line_answers_readably_and_in_json() {
         "{trace}"
     );
     assert!(
-        trace.contains("SEQ") && trace.contains("PAYLOAD"),
+        trace.contains("SEQ") && trace.contains("MODEL") && trace.contains("PAYLOAD"),
+        "{trace}"
+    );
+    // The model of each costed entry is in its row.
+    let with_model = sql_i64(
+        &db,
+        "SELECT count(*) FROM entries WHERE trace_id = 'req-12' AND model IS NOT NULL",
+        [],
+    );
+    assert!(with_model > 0);
+    assert_eq!(
+        trace.matches("-model").count() as i64,
+        with_model,
         "{trace}"
     );
     assert_eq!(trace.lines().count() as i64, 5 + in_trace, "{trace}");

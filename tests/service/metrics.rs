@@ -34,6 +34,15 @@ fn stats_count_what_happened() {
         table.contains("20 committed") && table.contains("InvalidEntry 1"),
         "{table}"
     );
+    // Times in the unit that fits them, not raw microseconds.
+    let ack = table
+        .lines()
+        .find(|line| line.contains("ack time"))
+        .unwrap();
+    assert!(
+        ack.contains(" ms") || ack.contains(" µs") || ack.contains(" s "),
+        "{ack}"
+    );
     let (code, text, _) = witness(&daemon.socket, &["stats", "--prometheus"], None);
     assert_eq!(code, 0);
     let scrape = parse_prometheus(&text);

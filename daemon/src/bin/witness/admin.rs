@@ -36,13 +36,17 @@ pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
 
 fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()> {
     let percent = |part: u64, whole: u64| part as f64 * 100.0 / whole.max(1) as f64;
-    let spread = |p: &Percentiles, unit: &str| {
+    let spread = |p: &Percentiles, show: &dyn Fn(u64) -> String| {
         if p.count == 0 {
             "(none in the last minutes)".to_owned()
         } else {
             format!(
-                "p50 {}{unit}  p90 {}{unit}  p99 {}{unit}  max {}{unit}  ({} recorded)",
-                p.p50, p.p90, p.p99, p.max, p.count
+                "p50 {}  p90 {}  p99 {}  max {}  ({} recorded)",
+                show(p.p50),
+                show(p.p90),
+                show(p.p99),
+                show(p.max),
+                p.count
             )
         }
     };
@@ -82,9 +86,12 @@ fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()
                 percent(report.queue_depth, report.queue_capacity)
             ),
         ),
-        ("batch size", spread(&report.batch_entries, "")),
-        ("commit time", spread(&report.commit_us, " µs")),
-        ("ack time", spread(&report.ack_us, " µs")),
+        (
+            "batch size",
+            spread(&report.batch_entries, &|n| n.to_string()),
+        ),
+        ("commit time", spread(&report.commit_us, &micros)),
+        ("ack time", spread(&report.ack_us, &micros)),
         (
             "connections",
             format!(
@@ -200,6 +207,17 @@ fn maintenance_json(report: &MaintenanceReport) -> Value {
     }
 }
 
+/// Microseconds, for people: `850 µs`, `4.2 ms`, `1.25 s`.
+fn micros(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        format!("{:.1} ms", us as f64 / 1_000.0)
+    } else {
+        format!("{:.2} s", us as f64 / 1_000_000.0)
+    }
+}
+
 fn uptime(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, hours, minutes, seconds) =
@@ -254,4 +272,16 @@ pub fn key(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
         writeln!(crate::output::stdout(), "{}", report.verifier_key)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_read_in_the_unit_that_fits() {
+        assert_eq!(micros(850), "850 µs");
+        assert_eq!(micros(4_200), "4.2 ms");
+        assert_eq!(micros(1_250_000), "1.25 s");
+    }
 }

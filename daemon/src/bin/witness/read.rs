@@ -278,6 +278,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
                 cost.map_or(String::new(), |cost| cost.tokens_in.to_string()),
                 cost.map_or(String::new(), |cost| cost.tokens_out.to_string()),
                 cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+                cost.and_then(|cost| cost.model.clone()).unwrap_or_default(),
                 entry.payload.clone(),
             ]
         })
@@ -292,9 +293,10 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
             "IN",
             "OUT",
             "COST",
+            "MODEL",
             "PAYLOAD",
         ],
-        &[true, false, false, false, true, true, true, false],
+        &[true, false, false, false, true, true, true, false, false],
         &rows,
     )?;
     Ok(true)
