@@ -174,6 +174,10 @@ pub enum GroupBy {
     Event,
     /// The entry's trace; entries without one form their own group.
     Trace,
+    /// The UTC day the entry was received, `YYYY-MM-DD`; rows come in time order.
+    Day,
+    /// The UTC hour the entry was received, `YYYY-MM-DDTHH:00Z`; rows come in time order.
+    Hour,
 }
 
 /// Asks what was spent, per group.

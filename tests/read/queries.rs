@@ -377,7 +377,13 @@ fn cost_windows_split_hours_exactly() {
         windows.push((Some(since), Some(until)));
     }
     for (since, until) in windows {
-        for by in [GroupBy::Component, GroupBy::Model, GroupBy::Event] {
+        for by in [
+            GroupBy::Component,
+            GroupBy::Model,
+            GroupBy::Event,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ] {
             let report = read::cost(
                 &connection,
                 &CostQuery {
@@ -390,9 +396,15 @@ fn cost_windows_split_hours_exactly() {
                 },
             )
             .unwrap();
+            // Periods computed with other SQLite functions than the daemon's.
             let column = match by {
                 GroupBy::Component => "component",
                 GroupBy::Model => "model",
+                GroupBy::Day => "date(ts / 1000000000, 'unixepoch')",
+                GroupBy::Hour => {
+                    "replace(substr(datetime(ts / 1000000000, 'unixepoch'), 1, 13), ' ', 'T') \
+                     || ':00Z'"
+                }
                 _ => "event",
             };
             let expected: BTreeMap<Option<String>, (i64, i64)> = connection
@@ -413,6 +425,10 @@ fn cost_windows_split_hours_exactly() {
                 .map(|row| (row.key.clone(), (row.entries as i64, row.micro_usd as i64)))
                 .collect();
             assert_eq!(got, expected, "{by:?} from {since:?} to {until:?}");
+            if matches!(by, GroupBy::Day | GroupBy::Hour) {
+                let keys: Vec<&Option<String>> = report.rows.iter().map(|row| &row.key).collect();
+                assert!(keys.is_sorted(), "{by:?} in time order: {keys:?}");
+            }
         }
     }
 }
@@ -443,6 +459,12 @@ fn bad_filters_and_times_get_clear_errors() {
         let (code, stdout, stderr) = witness(&daemon.socket, args, None);
         assert_ne!(code, 0, "{args:?} succeeded: {stdout}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Periods group as people ask for them.
+    for by in ["day", "hour"] {
+        let (code, out, stderr) = witness(&daemon.socket, &["cost", "--by", by], None);
+        assert_eq!(code, 0, "{by}: {stderr}");
+        assert!(out.contains("(UTC)"), "{by}: {out}");
     }
     // What journalctl takes is taken.
     for since in [

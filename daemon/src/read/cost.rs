@@ -24,10 +24,15 @@ pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<Cost
         .query_row(params_from_iter(params.iter()), |row| {
             Ok((row.get::<_, i64>(0)? as u64, cost_row(None, row, 1)?))
         })?;
+    // Money first, except for periods, which read best in time order.
+    let order = match query.by {
+        GroupBy::Day | GroupBy::Hour => "key ASC",
+        _ => "usd DESC, key ASC NULLS LAST",
+    };
     let rows = connection
         .prepare_cached(&format!(
             "SELECT key, n, tin, tout, usd FROM ({grouped}) \
-             ORDER BY usd DESC, key ASC NULLS LAST LIMIT {} OFFSET {}",
+             ORDER BY {order} LIMIT {} OFFSET {}",
             query.limit,
             clamp(query.offset)
         ))?
@@ -70,6 +75,8 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
         GroupBy::Model => "model",
         GroupBy::Event => "event",
         GroupBy::Trace => "trace_id",
+        GroupBy::Day => "strftime('%Y-%m-%d', ts / 1000000000, 'unixepoch')",
+        GroupBy::Hour => "strftime('%Y-%m-%dT%H:00Z', ts / 1000000000, 'unixepoch')",
     };
     let raw = |params: &mut dyn FnMut(SqlValue) -> String, from: Option<i64>, to: Option<i64>| {
         let mut window = String::new();
@@ -99,6 +106,8 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
         .map_or(i64::MAX / HOUR_NS, |until| until.div_euclid(HOUR_NS));
     let hourly_key = match query.by {
         GroupBy::Model => "nullif(model, '')",
+        GroupBy::Day => "strftime('%Y-%m-%d', hour * 3600, 'unixepoch')",
+        GroupBy::Hour => "strftime('%Y-%m-%dT%H:00Z', hour * 3600, 'unixepoch')",
         _ => raw_key,
     };
     let mut parts = Vec::new();

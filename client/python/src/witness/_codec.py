@@ -159,7 +159,7 @@ def request(request_id: int, variant: int) -> Writer:
 HELLO, APPEND, VERIFY, PING, ENTRIES, TRACE, TRACES, COST, STATS, MAINTENANCE = range(10)
 
 ACKS = {"none": 0, "queued": 1, "committed": 2, "durable": 3}
-GROUP_BY = {"component": 0, "model": 1, "event": 2, "trace": 3}
+GROUP_BY = {"component": 0, "model": 1, "event": 2, "trace": 3, "day": 4, "hour": 5}
 GROUP_NAMES = {index: name for name, index in GROUP_BY.items()}
 ERROR_CODES = [
     "VersionMismatch",

@@ -258,6 +258,10 @@ pub enum By {
     Event,
     /// By trace.
     Trace,
+    /// By the UTC day, in time order.
+    Day,
+    /// By the UTC hour, in time order.
+    Hour,
 }
 
 /// The entry `witness log` records.

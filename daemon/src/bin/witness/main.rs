@@ -126,6 +126,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 By::Model => GroupBy::Model,
                 By::Event => GroupBy::Event,
                 By::Trace => GroupBy::Trace,
+                By::Day => GroupBy::Day,
+                By::Hour => GroupBy::Hour,
             };
             let query = CostQuery {
                 by,

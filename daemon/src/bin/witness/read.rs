@@ -354,6 +354,8 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
         GroupBy::Model => "MODEL",
         GroupBy::Event => "EVENT",
         GroupBy::Trace => "TRACE",
+        GroupBy::Day => "DAY (UTC)",
+        GroupBy::Hour => "HOUR (UTC)",
     };
     let cells = |key: String, row: &CostRow| {
         vec![
