@@ -33,11 +33,11 @@ fn log_n(socket: &Path, n: usize) {
     }
 }
 
-/// Starts `witnessd` on `dir`; it must refuse to start, and its reason is returned.
-fn refused(dir: &Path, config: &str) -> String {
+/// Starts `witnessd` on `dir` with `extra` flags; it must refuse to start, and its reason is
+/// returned.
+fn refused(dir: &Path, extra: &[&str]) -> String {
     let output = Command::new(binary("witnessd"))
-        .arg("--config")
-        .arg(config)
+        .args(extra)
         .arg("--socket")
         .arg(dir.join("witness.sock"))
         .arg("--db")
@@ -123,7 +123,7 @@ fn a_database_that_lost_what_was_signed_is_refused() {
              DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;",
         )
         .unwrap();
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(reason.contains("entries 31 to 40 are missing"), "{reason}");
     assert!(reason.contains("witness.checkpoint"), "{reason}");
 
@@ -134,7 +134,7 @@ fn a_database_that_lost_what_was_signed_is_refused() {
     other_daemon.signal(libc::SIGTERM);
     assert!(other_daemon.wait().success());
     std::fs::copy(other.path().join("witness.db"), &db).unwrap();
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(
         reason.contains("rewritten or the file replaced"),
         "{reason}"
@@ -145,7 +145,7 @@ fn a_database_that_lost_what_was_signed_is_refused() {
     let state = dir.path().join("witness.checkpoint");
     let ours = std::fs::read(&state).unwrap();
     std::fs::copy(other.path().join("witness.checkpoint"), &state).unwrap();
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(
         reason.contains("does not verify with this log's key"),
         "{reason}"
@@ -166,28 +166,12 @@ fn a_key_others_can_read_is_refused() {
     assert!(daemon.wait().success());
     let key = dir.path().join("witness.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let output = Command::new(binary("witnessd"))
-        .arg("--socket")
-        .arg(dir.path().join("witness.sock"))
-        .arg("--db")
-        .arg(dir.path().join("witness.db"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(dir.path(), &[]);
     assert!(stderr.contains("chmod 600"), "{stderr}");
     // Garbage in the key file is named, and never echoed.
     std::fs::write(&key, "PRIVATE+KEY+x+00000000+c2VjcmV0").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let output = Command::new(binary("witnessd"))
-        .arg("--socket")
-        .arg(dir.path().join("witness.sock"))
-        .arg("--db")
-        .arg(dir.path().join("witness.db"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(dir.path(), &[]);
     assert!(stderr.contains("witness.key"), "{stderr}");
     assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
 }
@@ -267,22 +251,14 @@ fn a_write_ahead_log_damaged_after_kill_9_under_load_is_caught() {
     let left = count(&main_file) as u64;
     assert!(left >= 10, "{left}");
     assert!(left < signed, "{left} left, {signed} signed");
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(
         reason.contains(&format!("entries {} to {signed} are missing", left + 1)),
         "{reason}"
     );
     // The same checkpoint, kept elsewhere, shows it offline too.
     let key = dir.path().join("witness.key.pub");
-    let (code, out, _) = verify_offline(
-        &main_file,
-        &[
-            "--checkpoint",
-            state.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (code, out, _) = verify_against(&main_file, &state, &key);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("are missing"), "{out}");
 }
@@ -351,6 +327,19 @@ fn verify_offline(db: &Path, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `witness verify --db DB --checkpoint CHECKPOINT --key KEY`.
+fn verify_against(db: &Path, checkpoint: &Path, key: &Path) -> (i32, String, String) {
+    verify_offline(
+        db,
+        &[
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
 #[test]
 fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
     let dir = tempfile::tempdir().unwrap();
@@ -387,7 +376,7 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
     let (code, out, _) = verify_offline(&db, &against);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not those the checkpoint signed"), "{out}");
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(reason.contains("rewritten"), "{reason}");
 
     // A cut tail, and an empty table.
@@ -409,7 +398,7 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
         let (code, out, _) = verify_offline(&db, &against);
         assert_eq!(code, 1, "{sql}: {out}");
         assert!(out.contains(missing), "{sql}: {out}");
-        let reason = refused(dir.path(), &config);
+        let reason = refused(dir.path(), &["--config", &config]);
         assert!(reason.contains(missing), "{sql}: {reason}");
     }
 
@@ -427,15 +416,7 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
     std::fs::copy(&pristine, &db).unwrap();
     let garbage = dir.path().join("garbage");
     std::fs::write(&garbage, "not a note").unwrap();
-    let (code, out, _) = verify_offline(
-        &db,
-        &[
-            "--checkpoint",
-            garbage.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (code, out, _) = verify_against(&db, &garbage, &key);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("does not verify"), "{out}");
     let (code, _, err) = verify_offline(
@@ -472,7 +453,7 @@ fn an_accepted_loss_is_recorded_and_no_sequence_number_is_handed_out_twice() {
              PRAGMA user_version = 3;",
         )
         .unwrap();
-    let reason = refused(dir.path(), &config);
+    let reason = refused(dir.path(), &["--config", &config]);
     assert!(reason.contains("--accept-loss"), "{reason}");
 
     let daemon = Witnessd::start(dir.path(), &["--config", &config, "--accept-loss"]);

@@ -18,6 +18,20 @@ const PRIVATE_KEY_DER: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// OpenSSL's check of `signature` over `text` with `public.pem`, in the working folder.
+const VERIFY: [&str; 10] = [
+    "pkeyutl",
+    "-verify",
+    "-pubin",
+    "-inkey",
+    "public.pem",
+    "-rawin",
+    "-in",
+    "text",
+    "-sigfile",
+    "signature",
+];
+
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let output = Command::new("openssl")
         .args(args)
@@ -57,21 +71,7 @@ fn openssl_verifies_a_checkpoint_witness_signed() {
     std::fs::write(dir.path().join("public.pem"), pem).unwrap();
     std::fs::write(dir.path().join("text"), &note.text).unwrap();
     std::fs::write(dir.path().join("signature"), &note.signatures[0].signature).unwrap();
-    let verdict = openssl(
-        dir.path(),
-        &[
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            "public.pem",
-            "-rawin",
-            "-in",
-            "text",
-            "-sigfile",
-            "signature",
-        ],
-    );
+    let verdict = openssl(dir.path(), &VERIFY);
     assert!(
         String::from_utf8_lossy(&verdict).contains("Signature Verified Successfully"),
         "{}",
@@ -84,18 +84,7 @@ fn openssl_verifies_a_checkpoint_witness_signed() {
     )
     .unwrap();
     let refused = Command::new("openssl")
-        .args([
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            "public.pem",
-            "-rawin",
-            "-in",
-            "text",
-            "-sigfile",
-            "signature",
-        ])
+        .args(VERIFY)
         .current_dir(dir.path())
         .output()
         .unwrap();

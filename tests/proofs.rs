@@ -62,9 +62,19 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
         std::time::Duration::from_secs(20),
         || client.prove(300).is_ok(),
     );
-    let (code, _, err) = witness(&daemon.socket, &["prove", "301"], None);
-    assert_eq!(code, 1);
-    assert!(err.contains("not in the latest signed checkpoint"), "{err}");
+    for seq in ["301", "0"] {
+        let (code, _, err) = witness(&daemon.socket, &["prove", seq], None);
+        assert_eq!(code, 1, "{seq}");
+        assert!(
+            err.contains("not in the latest signed checkpoint"),
+            "{seq}: {err}"
+        );
+    }
+    let (code, _, err) = witness(&daemon.socket, &["prove", "seven"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("seven"), "{err}");
+    // The daemon serves on after every refusal.
+    assert!(client.prove(7).is_ok());
 
     let key = dir.path().join("witness.key.pub");
     let key_arg = key.to_str().unwrap();
@@ -138,6 +148,35 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
     assert!(err.contains("/no/such/bundle"), "{err}");
 }
 
+/// `witness consistency --checkpoint KEPT --key KEY` against the daemon at `socket`.
+fn consistency_from(socket: &Path, kept: &Path, key: &str) -> (i32, String, String) {
+    witness(
+        socket,
+        &[
+            "consistency",
+            "--checkpoint",
+            kept.to_str().unwrap(),
+            "--key",
+            key,
+        ],
+        None,
+    )
+}
+
+/// Logs `n` entries of `event`, then waits until a signed checkpoint covers entry `last`.
+fn log_until_covered(client: &mut Client, event: &str, n: u64, last: u64) {
+    for index in 0..n {
+        client
+            .log(Entry::new(event, "c").payload(serde_json::json!(index)))
+            .unwrap();
+    }
+    wait_until(
+        &format!("entry {last} is covered"),
+        std::time::Duration::from_secs(20),
+        || client.prove(last).is_ok(),
+    );
+}
+
 #[test]
 fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,44 +185,16 @@ fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
     let config = config.display().to_string();
     let daemon = Witnessd::start(dir.path(), &["--config", &config]);
     let mut client = Client::connect(&daemon.socket).unwrap();
-    for index in 0..100 {
-        client
-            .log(Entry::new("e", "c").payload(serde_json::json!(index)))
-            .unwrap();
-    }
-    wait_until(
-        "entry 100 is covered",
-        std::time::Duration::from_secs(20),
-        || client.prove(100).is_ok(),
-    );
+    log_until_covered(&mut client, "e", 100, 100);
     // A checkpoint kept now, then more entries.
     let kept = dir.path().join("kept.checkpoint");
     let (code, note, _) = witness(&daemon.socket, &["checkpoint"], None);
     assert_eq!(code, 0);
     std::fs::write(&kept, &note).unwrap();
-    for index in 0..300 {
-        client
-            .log(Entry::new("more", "c").payload(serde_json::json!(index)))
-            .unwrap();
-    }
-    wait_until(
-        "entry 400 is covered",
-        std::time::Duration::from_secs(20),
-        || client.prove(400).is_ok(),
-    );
+    log_until_covered(&mut client, "more", 300, 400);
     let key = dir.path().join("witness.key.pub");
     let key_arg = key.to_str().unwrap();
-    let (code, out, err) = witness(
-        &daemon.socket,
-        &[
-            "consistency",
-            "--checkpoint",
-            kept.to_str().unwrap(),
-            "--key",
-            key_arg,
-        ],
-        None,
-    );
+    let (code, out, err) = consistency_from(&daemon.socket, &kept, key_arg);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("extends the tree of 100 by appends only"),
@@ -221,28 +232,11 @@ fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
         ],
     );
     let mut fork_client = Client::connect(&forked.socket).unwrap();
-    for index in 0..100 {
-        fork_client
-            .log(Entry::new("forked", "c").payload(serde_json::json!(index)))
-            .unwrap();
-    }
-    wait_until("the fork signs", std::time::Duration::from_secs(20), || {
-        fork_client.prove(100).is_ok()
-    });
+    log_until_covered(&mut fork_client, "forked", 100, 100);
     let (_, fork_note, _) = witness(&forked.socket, &["checkpoint"], None);
     let fork_kept = dir.path().join("fork.checkpoint");
     std::fs::write(&fork_kept, fork_note).unwrap();
-    let (code, out, _) = witness(
-        &daemon.socket,
-        &[
-            "consistency",
-            "--checkpoint",
-            fork_kept.to_str().unwrap(),
-            "--key",
-            key_arg,
-        ],
-        None,
-    );
+    let (code, out, _) = consistency_from(&daemon.socket, &fork_kept, key_arg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOT CONSISTENT"), "{out}");
 }

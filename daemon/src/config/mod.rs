@@ -290,6 +290,10 @@ mod tests {
         assert!(mode.contains("`socket_mode`"), "{mode}");
         let level = build("log_level = \"witness=[\"").unwrap_err();
         assert!(level.contains("`log_level`"), "{level}");
+        let origin = build("origin = \"two words\"").unwrap_err();
+        assert!(origin.contains("`origin`"), "{origin}");
+        let interval = build("checkpoint_interval_ms = 0").unwrap_err();
+        assert!(interval.contains("`checkpoint_interval_ms`"), "{interval}");
         let garbage = build("\u{0}\u{1}[[[ =").unwrap_err();
         assert!(garbage.contains("line 1"), "{garbage}");
     }
