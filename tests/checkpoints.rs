@@ -11,7 +11,7 @@ use witness_client::{Client, Entry};
 use witness_daemon::format::tree::Tiles;
 use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 
-use crate::harness::{Witnessd, binary, count, read_db, witness};
+use crate::harness::{BACK_TO_VERSION_4, Witnessd, binary, count, read_db, witness};
 
 /// A configuration that signs every 10 ms, so that a test need not wait a second.
 fn fast_signing(dir: &Path) -> String {
@@ -117,11 +117,12 @@ fn a_database_that_lost_what_was_signed_is_refused() {
     // notice.
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute_batch(
-            "DELETE FROM entries WHERE seq > 30; DELETE FROM producer_runs WHERE first_seq > 30;
+        .execute_batch(&format!(
+            "{BACK_TO_VERSION_4}
+             DELETE FROM entries WHERE seq > 30; DELETE FROM producer_runs WHERE first_seq > 30;
              UPDATE producers SET last_number = 30;
-             DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;",
-        )
+             DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;"
+        ))
         .unwrap();
     let reason = refused(dir.path(), &["--config", &config]);
     assert!(reason.contains("entries 31 to 40 are missing"), "{reason}");
@@ -308,7 +309,9 @@ fn rewrite_and_recompute(db: &Path, seq: i64, payload: &str) {
         previous = hash;
     }
     connection
-        .execute_batch("DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;")
+        .execute_batch(&format!(
+            "{BACK_TO_VERSION_4} DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;"
+        ))
         .unwrap();
 }
 
@@ -391,7 +394,7 @@ fn verify_against_a_checkpoint_catches_what_the_chain_alone_cannot() {
         rusqlite::Connection::open(&db)
             .unwrap()
             .execute_batch(&format!(
-                "{sql}; DROP TABLE tiles; DROP TABLE checkpoints; DELETE FROM producer_runs;
+                "{BACK_TO_VERSION_4} {sql}; DROP TABLE tiles; DROP TABLE checkpoints; DELETE FROM producer_runs;
                  DELETE FROM producers; PRAGMA user_version = 3;"
             ))
             .unwrap();
@@ -444,14 +447,15 @@ fn an_accepted_loss_is_recorded_and_no_sequence_number_is_handed_out_twice() {
     let db = dir.path().join("witness.db");
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute_batch(
-            "DELETE FROM entries WHERE seq > 30; DROP TABLE tiles; DROP TABLE checkpoints;
+        .execute_batch(&format!(
+            "{BACK_TO_VERSION_4}
+             DELETE FROM entries WHERE seq > 30; DROP TABLE tiles; DROP TABLE checkpoints;
              DELETE FROM producer_runs WHERE first_seq > 30;
              UPDATE producers SET last_number = 30, last_run = 30; DELETE FROM cost_hourly;
              INSERT INTO cost_hourly SELECT ts / 3600000000000, component, event, '', count(*), 0, 0, 0
              FROM entries GROUP BY 1, 2, 3;
-             PRAGMA user_version = 3;",
-        )
+             PRAGMA user_version = 3;"
+        ))
         .unwrap();
     let reason = refused(dir.path(), &["--config", &config]);
     assert!(reason.contains("--accept-loss"), "{reason}");

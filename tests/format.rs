@@ -28,9 +28,14 @@ fn run_script(db: &std::path::Path) -> (bool, String) {
 }
 
 #[test]
-fn the_documented_vector_hashes_as_documented() {
+fn the_documented_vectors_hash_as_documented() {
     let encoding = block_after("vector:encoding");
-    let hash = block_after("vector:hash");
+    check_vector(&encoding, &block_after("vector:hash"));
+    let copy = encoding.trim().to_owned() + block_after("vector:imported-suffix").trim();
+    check_vector(&copy, &block_after("vector:imported-hash"));
+}
+
+fn check_vector(encoding: &str, hash: &str) {
     let mut input = b"witness.entry.v1".to_vec();
     input.extend_from_slice(&[0; 32]);
     input.extend_from_slice(&hex::decode(encoding.trim()).unwrap());
@@ -96,6 +101,10 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
                 ),
             Entry::new("plain", "c"),
             Entry::new("quote's", "c|pipe").payload_text(r#"{"s":"a b  c"}"#),
+            Entry {
+                imported: Some(r#"{"seq":7,"hash":"ab"}"#.into()),
+                ..Entry::new("copy", "c")
+            },
         ])
         .unwrap();
     for i in 0..20 {
@@ -108,7 +117,7 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
     let db = dir.path().join("witness.db");
     let (ok, out) = run_script(&db);
     assert!(ok, "{out}");
-    assert_eq!(out.trim(), "intact: 23 entries");
+    assert_eq!(out.trim(), "intact: 24 entries");
 
     let status = Command::new("sqlite3")
         .arg(&db)
@@ -150,12 +159,12 @@ fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
     let rows = |connection: &rusqlite::Connection| -> Vec<Vec<i64>> {
         let mut statement = connection
             .prepare(
-                "SELECT hour, entries, tokens_in, tokens_out, micro_usd FROM cost_hourly \
-                 ORDER BY component, event, model",
+                "SELECT hour, entries, tokens_in, tokens_out, cache_read_tokens, \
+                 reasoning_tokens, micro_usd FROM cost_hourly ORDER BY component, event, model",
             )
             .unwrap();
         statement
-            .query_map([], |row| (0..5).map(|i| row.get(i)).collect())
+            .query_map([], |row| (0..7).map(|i| row.get(i)).collect())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()

@@ -149,6 +149,28 @@ impl Drop for TestDaemon {
     }
 }
 
+/// SQL that takes a file of the current format back to the shape of version 4, to test the
+/// upgrades from it and from older versions: no `entries.imported`, the receive time
+/// indexed, and `cost_hourly` without cache-read and reasoning tokens, by receive hour.
+pub const BACK_TO_VERSION_4: &str = "
+    ALTER TABLE entries DROP COLUMN imported;
+    DROP INDEX entries_by_time;
+    CREATE INDEX entries_by_ts ON entries (ts);
+    DROP TABLE cost_hourly;
+    CREATE TABLE cost_hourly (
+        hour INTEGER NOT NULL, component TEXT NOT NULL, event TEXT NOT NULL,
+        model TEXT NOT NULL, entries INTEGER NOT NULL, tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL, micro_usd INTEGER NOT NULL,
+        PRIMARY KEY (hour, component, event, model)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO cost_hourly
+    SELECT ts / 3600000000000, component, event, coalesce(model, ''), count(*),
+           coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0),
+           coalesce(sum(cost_micro_usd), 0)
+    FROM entries GROUP BY 1, 2, 3, 4;
+    PRAGMA user_version = 4;
+";
+
 /// A read-only connection to a database file, as any reader would open it.
 pub fn read_db(db: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()

@@ -106,6 +106,17 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
         r#"{"event":"e","component":"c","trace_id":"t-1","payload":{"n":6},"seq":7}"#,
     ]);
     assert_eq!(code, 0, "{out}");
+    // In JSON, each field of the proved entry under its column's name.
+    let (code, out, _) = offline(&["verify-proof", bundle_arg, "--key", key_arg, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let proved: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entry = proved["entry"].as_object().unwrap();
+    assert_eq!(entry["seq"], 7);
+    assert_eq!(entry["event"], "e");
+    assert!(
+        entry["imported"].is_null() && !entry.contains_key("hash"),
+        "{out}"
+    );
     let (code, out, _) = offline(&[
         "verify-proof",
         bundle_arg,

@@ -67,7 +67,7 @@ fn derived_tables_must_agree_with_the_entries() {
             "cost_hourly",
         ),
         (
-            "INSERT INTO cost_hourly VALUES (1, 'ghost', 'e', '', 1, 0, 0, 5)",
+            "INSERT INTO cost_hourly VALUES (1, 'ghost', 'e', '', 1, 0, 0, 0, 0, 5)",
             "cost_hourly",
         ),
         (
@@ -183,6 +183,7 @@ fn token_sums_past_the_largest_integer_saturate_in_every_read() {
     assert_eq!(trace.summary.unwrap().tokens_in, huge);
     let page = client
         .traces(TracesQuery {
+            until: None,
             since: None,
             component: None,
             before_seq: None,
@@ -214,6 +215,7 @@ fn traces_filtered_by_component_page_without_skipping() {
     loop {
         let page = client
             .traces(TracesQuery {
+                until: None,
                 since: None,
                 component: Some("planner".into()),
                 before_seq: before,

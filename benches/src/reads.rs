@@ -96,6 +96,7 @@ fn queries() -> Vec<Query> {
             100,
             Box::new(|client, _, _| {
                 let query = TracesQuery {
+                    until: None,
                     since: None,
                     component: None,
                     before_seq: None,
@@ -128,6 +129,8 @@ fn queries() -> Vec<Query> {
 
 fn cost(by: GroupBy, since: Option<i64>) -> CostQuery {
     CostQuery {
+        model: None,
+        event: None,
         by,
         since,
         until: None,

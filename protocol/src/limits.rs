@@ -20,6 +20,8 @@ pub const MAX_TRACE_ID_LEN: usize = 128;
 pub const MAX_MODEL_LEN: usize = 128;
 /// Longest JSON payload, in bytes.
 pub const MAX_PAYLOAD_LEN: usize = 64 << 10;
+/// Longest `imported` object, in bytes.
+pub const MAX_IMPORTED_LEN: usize = 4 << 10;
 /// Largest integer a count, an amount of money or an id may hold: SQLite stores signed 64-bit
 /// integers, and every stored integer must survive the round trip unchanged.
 pub const MAX_INTEGER: u64 = i64::MAX as u64;
@@ -102,6 +104,15 @@ impl Entry {
                 field: "payload",
                 len: self.payload.len(),
                 max: MAX_PAYLOAD_LEN,
+            });
+        }
+        if let Some(imported) = &self.imported
+            && imported.len() > MAX_IMPORTED_LEN
+        {
+            return Err(LimitError::TooLong {
+                field: "imported",
+                len: imported.len(),
+                max: MAX_IMPORTED_LEN,
             });
         }
         if let Some(cost) = &self.cost {

@@ -134,8 +134,15 @@ pub struct Entry {
     pub payload: String,
     /// Tokens and money spent, for entries that record a model call.
     pub cost: Option<Cost>,
-    /// When the client says the event happened, in nanoseconds since the Unix epoch.
+    /// When the client says the event happened, in nanoseconds since the Unix epoch. Reads
+    /// date an entry by this time when it is given (see `docs/PROTOCOL.md`, "Time").
     pub client_ts: Option<i64>,
+    /// Set when this entry is a copy of one recorded elsewhere (`witness import` of an
+    /// export): the original's fields the copy cannot hold (its `seq`, `ts`, `hash` and
+    /// credentials) as a JSON object. A claim of the sender, like `client_ts`: the daemon
+    /// stores and hashes it, and still records its own receive time and the sender's
+    /// credentials, so a copy never passes for an entry its original producer sent here.
+    pub imported: Option<String>,
 }
 
 /// Tokens and money spent by a model call. Money is an integer in micro-USD so that sums are
@@ -331,6 +338,7 @@ impl Entry {
             payload: "{}".to_owned(),
             cost: None,
             client_ts: None,
+            imported: None,
         }
     }
 

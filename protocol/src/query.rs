@@ -20,9 +20,10 @@ pub struct Filter {
     pub event: Option<String>,
     /// Only entries of this trace.
     pub trace_id: Option<String>,
-    /// Only entries received at or after this time, in nanoseconds since the Unix epoch.
+    /// Only entries dated at or after this time (the event's time: `client_ts` if given,
+    /// else `ts`), in nanoseconds since the Unix epoch.
     pub since: Option<i64>,
-    /// Only entries received before this time, in nanoseconds since the Unix epoch.
+    /// Only entries dated before this time, in nanoseconds since the Unix epoch.
     pub until: Option<i64>,
     /// Only entries with a sequence number above this one: the cursor.
     pub after_seq: Option<u64>,
@@ -116,9 +117,10 @@ pub struct TraceSummary {
     pub first_seq: u64,
     /// See `first_seq`.
     pub last_seq: u64,
-    /// Receive time of its first entry, in nanoseconds since the Unix epoch.
+    /// The earliest date of its entries (`client_ts` if given, else `ts`), in nanoseconds
+    /// since the Unix epoch.
     pub first_ts: i64,
-    /// Receive time of its last entry.
+    /// The latest date of its entries.
     pub last_ts: i64,
     /// The components that took part, sorted.
     pub components: Vec<String>,
@@ -144,8 +146,10 @@ pub struct TraceReport {
 /// Asks for traces, the most recently active first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TracesQuery {
-    /// Only traces with an entry received at or after this time.
+    /// Only traces with an entry dated at or after this time.
     pub since: Option<i64>,
+    /// Only traces with an entry dated before this time.
+    pub until: Option<i64>,
     /// Only traces in which this component took part.
     pub component: Option<String>,
     /// Only traces whose last entry is below this `seq`: the cursor.
@@ -174,9 +178,9 @@ pub enum GroupBy {
     Event,
     /// The entry's trace; entries without one form their own group.
     Trace,
-    /// The UTC day the entry was received, `YYYY-MM-DD`; rows come in time order.
+    /// The UTC day the entry is dated, `YYYY-MM-DD`; rows come in time order.
     Day,
-    /// The UTC hour the entry was received, `YYYY-MM-DDTHH:00Z`; rows come in time order.
+    /// The UTC hour the entry is dated, `YYYY-MM-DDTHH:00Z`; rows come in time order.
     Hour,
 }
 
@@ -185,12 +189,16 @@ pub enum GroupBy {
 pub struct CostQuery {
     /// The grouping.
     pub by: GroupBy,
-    /// Only entries received at or after this time.
+    /// Only entries dated at or after this time.
     pub since: Option<i64>,
-    /// Only entries received before this time.
+    /// Only entries dated before this time.
     pub until: Option<i64>,
     /// Only entries of this component.
     pub component: Option<String>,
+    /// Only entries of this event.
+    pub event: Option<String>,
+    /// Only entries of this model.
+    pub model: Option<String>,
     /// Groups to skip, in the report's order: the cursor.
     pub offset: u64,
     /// Most groups in the answer, at most `MAX_PAGE`.
@@ -208,6 +216,10 @@ pub struct CostRow {
     pub tokens_in: u64,
     /// Output tokens, summed.
     pub tokens_out: u64,
+    /// Input tokens read from a prompt cache, summed.
+    pub cache_read_tokens: u64,
+    /// Output tokens spent reasoning, summed.
+    pub reasoning_tokens: u64,
     /// Money, summed exactly, in micro-USD.
     pub micro_usd: u64,
 }

@@ -60,6 +60,8 @@ fn every_query_uses_an_index_rather_than_a_full_scan() {
     let cost = |by, since: Option<i64>| {
         move |connection: &rusqlite::Connection| {
             let query = CostQuery {
+                model: None,
+                event: None,
                 by,
                 since,
                 until: since.map(|since| since + 5_000_000_000_000),
@@ -127,6 +129,7 @@ fn every_query_uses_an_index_rather_than_a_full_scan() {
             "traces --component",
             Box::new(|connection: &rusqlite::Connection| {
                 let query = TracesQuery {
+                    until: None,
                     since: None,
                     component: Some("search".into()),
                     before_seq: None,

@@ -110,6 +110,7 @@ fn traces_come_by_last_activity_and_page_without_gaps_or_repeats() {
     loop {
         let page = client
             .traces(TracesQuery {
+                until: None,
                 since: None,
                 component: None,
                 before_seq: before,
@@ -126,6 +127,7 @@ fn traces_come_by_last_activity_and_page_without_gaps_or_repeats() {
 
     let page = client
         .traces(TracesQuery {
+            until: None,
             since: None,
             component: Some("search".into()),
             before_seq: None,
@@ -153,6 +155,7 @@ fn traces_come_by_last_activity_and_page_without_gaps_or_repeats() {
 
     let future = client
         .traces(TracesQuery {
+            until: None,
             since: Some(i64::MAX / 2),
             component: None,
             before_seq: None,
@@ -234,6 +237,8 @@ fn cost_by_every_grouping_matches_sql() {
         for component in [None, Some("billing")] {
             let report = client
                 .cost(CostQuery {
+                    model: None,
+                    event: None,
                     by,
                     since: None,
                     until: None,
@@ -288,6 +293,8 @@ fn cost_by_every_grouping_matches_sql() {
     loop {
         let page = client
             .cost(CostQuery {
+                model: None,
+                event: None,
                 by: GroupBy::Trace,
                 since: None,
                 until: None,
@@ -387,6 +394,8 @@ fn cost_windows_split_hours_exactly() {
             let report = read::cost(
                 &connection,
                 &CostQuery {
+                    model: None,
+                    event: None,
                     by,
                     since,
                     until,
@@ -494,12 +503,15 @@ fn bad_filters_and_times_get_clear_errors() {
             limit: 0,
         }),
         Request::Traces(TracesQuery {
+            until: None,
             since: Some(-5),
             component: None,
             before_seq: None,
             limit: 5,
         }),
         Request::Cost(CostQuery {
+            model: None,
+            event: None,
             by: GroupBy::Model,
             since: None,
             until: None,

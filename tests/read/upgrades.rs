@@ -1,6 +1,7 @@
 //! Files written by older versions gain their derived tables when the daemon opens them.
 
 use super::*;
+use crate::harness::BACK_TO_VERSION_4;
 
 #[test]
 fn a_version_1_database_gains_its_cost_table_on_open() {
@@ -11,16 +12,19 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
     {
         let db = rusqlite::Connection::open(&db_path).unwrap();
         // As the files of version 1 were: no cost table, no producer runs.
-        db.execute_batch(
-            "DROP TABLE cost_hourly; DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
-             ALTER TABLE producers DROP COLUMN last_run; PRAGMA user_version = 1;",
-        )
+        db.execute_batch(&format!(
+            "{BACK_TO_VERSION_4}
+             DROP TABLE cost_hourly; DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
+             ALTER TABLE producers DROP COLUMN last_run; PRAGMA user_version = 1;"
+        ))
         .unwrap();
     }
     let daemon = TestDaemon::start_in(dir, |_| {});
     let report = daemon
         .client()
         .cost(CostQuery {
+            model: None,
+            event: None,
             by: GroupBy::Component,
             since: None,
             until: None,
@@ -30,7 +34,7 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
         })
         .unwrap();
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
     assert_eq!(report.total.entries, 700);
     let usd = sql_i64(
         &db,
@@ -71,12 +75,13 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
     {
         // As the files of version 2 were: no runs, and (in later builds) an index instead.
         let db = rusqlite::Connection::open(&db_path).unwrap();
-        db.execute_batch(
-            "DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
+        db.execute_batch(&format!(
+            "{BACK_TO_VERSION_4}
+             DROP TABLE producer_runs; DROP TABLE tiles; DROP TABLE checkpoints;
              ALTER TABLE producers DROP COLUMN last_run;
              CREATE INDEX entries_by_producer ON entries (producer_id, producer_number);
-             PRAGMA user_version = 2;",
-        )
+             PRAGMA user_version = 2;"
+        ))
         .unwrap();
     }
     let daemon = TestDaemon::start_in(dir, |_| {});
@@ -90,7 +95,7 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
         }
     );
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
     assert_eq!(
         sql_i64(
             &db,
@@ -126,14 +131,16 @@ fn a_version_3_database_gains_its_merkle_tree_on_open() {
     assert_eq!(written.len(), 5);
     rusqlite::Connection::open(&db_path)
         .unwrap()
-        .execute_batch("DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;")
+        .execute_batch(&format!(
+            "{BACK_TO_VERSION_4} DROP TABLE tiles; DROP TABLE checkpoints; PRAGMA user_version = 3;"
+        ))
         .unwrap();
     // A version 3 file reads as it is.
     crate::harness::verify_file(&db_path);
     let daemon = TestDaemon::start_in(dir, |_| {});
     feed(&daemon, 10);
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 4);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
     let upgraded = tiles_of(&db);
     // The rebuilt tree is the one the writer had kept, grown by the ten new entries.
     assert_eq!(upgraded[..3], written[..3]);

@@ -43,6 +43,8 @@ fn the_wal_stays_bounded_under_sustained_load() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 client.stats().unwrap();
                 let query = witness_client::query::CostQuery {
+                    model: None,
+                    event: None,
                     by: witness_client::query::GroupBy::Component,
                     since: None,
                     until: None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import queue
@@ -224,12 +225,33 @@ def test_the_read_side_answers_from_the_log(daemon: Daemon, client: witness.Clie
     ]
     assert report.total.micro_usd == 600
     assert [(r.key, r.entries) for r in client.cost("model").rows] == [("m", 3), (None, 1)]
+    assert client.cost(model="m", event="call").total.entries == 3
+    assert client.cost(model="none").total.entries == 0
     assert [e.event for e in client.tail(2)] == ["call", "other"]
     verdict = client.verify()
     assert verdict.intact and verdict.count == 4 and str(verdict) == "intact: 4 entries"
     stats = client.stats()
     assert stats.last_seq == 4 and stats.entries_total == 4
     client.ping()
+
+
+def test_reads_date_entries_by_the_clients_time(daemon: Daemon, client: witness.Client) -> None:
+    long_ago = datetime.datetime(2026, 1, 5, 12, tzinfo=datetime.timezone.utc)
+    client.log(
+        "call",
+        "agent",
+        trace_id="old",
+        client_ts=long_ago,
+        cost=witness.Cost(10, 2, micro_usd=7, cache_read_tokens=4, reasoning_tokens=1),
+    )
+    client.log("call", "agent", trace_id="new")
+    [entry] = client.tail(1, component="agent", event="call", trace_id="old")
+    assert entry.time == long_ago and entry.received > long_ago
+    day = client.cost("day")
+    assert [r.key for r in day.rows][0] == "2026-01-05"
+    assert (day.rows[0].cache_read_tokens, day.rows[0].reasoning_tokens) == (4, 1)
+    january = client.traces(since=long_ago, until=long_ago + datetime.timedelta(days=1))
+    assert [t.trace_id for t in january] == ["old"]
 
 
 def test_tail_follow_yields_entries_as_they_are_committed(

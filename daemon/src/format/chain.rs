@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::row::{HASHED, Value, Values};
+use crate::format::row::{HASHED, IMPORTED_VALUE, Value, Values};
 
 /// Prepended to every hashed message so that a witness row hash can never be mistaken for
 /// the hash of anything else.
@@ -16,9 +16,14 @@ pub const DOMAIN_TAG: &[u8; 16] = b"witness.entry.v1";
 /// The "previous hash" of the first row.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Appends the canonical encoding of `values` to `out`.
+/// Appends the canonical encoding of `values` to `out`. `imported`, the last value, is left
+/// out when it is NULL: rows written before version 5 added it keep the hashes they had.
 pub fn encode_row(values: &Values<'_>, out: &mut Vec<u8>) {
-    for value in values {
+    let present = match values[IMPORTED_VALUE] {
+        Value::Null => IMPORTED_VALUE,
+        _ => HASHED,
+    };
+    for value in &values[..present] {
         match *value {
             Value::Null => out.push(0),
             Value::Integer(integer) => {
@@ -57,7 +62,8 @@ pub enum Decoded {
 }
 
 /// The hashed columns of a row from its canonical encoding (a proof bundle's leaf, say),
-/// in `row::COLUMNS` order; refuses anything that is not exactly one row's encoding.
+/// in the order of [`Values`], `imported` last (NULL when the encoding ends before it);
+/// refuses anything that is not exactly one row's canonical encoding.
 pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
     let mut values = Vec::with_capacity(HASHED);
     let take = |n: usize, bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
@@ -69,7 +75,14 @@ pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
         Ok(head.to_vec())
     };
     while values.len() < HASHED {
+        if values.len() == IMPORTED_VALUE && bytes.is_empty() {
+            values.push(Decoded::Null);
+            break;
+        }
         let tag = take(1, &mut bytes)?[0];
+        if values.len() == IMPORTED_VALUE && tag != 2 {
+            return Err("imported, when present, must be text".into());
+        }
         values.push(match tag {
             0 => Decoded::Null,
             1 => Decoded::Integer(i64::from_be_bytes(
@@ -136,8 +149,44 @@ mod tests {
             Value::Integer(1000),
             Value::Null,
             Value::Null,
+            Value::Null,
         ]
     }
+
+    /// The second vector of `docs/FORMAT.md`: the first, as a copy imported from another log.
+    fn imported_vector_row() -> Values<'static> {
+        let mut row = vector_row();
+        row[IMPORTED_VALUE] = Value::Text(r#"{"seq":7}"#);
+        row
+    }
+
+    #[test]
+    fn imported_is_encoded_last_and_only_when_set() {
+        let mut plain = Vec::new();
+        encode_row(&vector_row(), &mut plain);
+        let mut encoding = Vec::new();
+        encode_row(&imported_vector_row(), &mut encoding);
+        assert_eq!(&encoding[..plain.len()], &plain[..]);
+        assert_eq!(
+            hex::encode(&encoding[plain.len()..]),
+            "02000000097b22736571223a377d"
+        );
+        let hash = hash_row(&GENESIS, &imported_vector_row(), &mut Vec::new());
+        assert_eq!(hex::encode(hash), FORMAT_IMPORTED_VECTOR_HASH);
+        let decoded = decode_row(&encoding).unwrap();
+        assert_eq!(
+            decoded[IMPORTED_VALUE],
+            Decoded::Text(r#"{"seq":7}"#.into())
+        );
+        assert_eq!(decode_row(&plain).unwrap()[IMPORTED_VALUE], Decoded::Null);
+        // A NULL or an integer spelled out where the encoding should end is not canonical.
+        assert!(decode_row(&[plain.clone(), vec![0]].concat()).is_err());
+        assert!(decode_row(&[plain.clone(), vec![1, 0, 0, 0, 0, 0, 0, 0, 7]].concat()).is_err());
+    }
+
+    /// Written in `docs/FORMAT.md` beside the first vector.
+    const FORMAT_IMPORTED_VECTOR_HASH: &str =
+        "b24bfb8114ee68b1dbbedd748d4e4379563a3a4a83d99f63bd90bbaf5ac632af";
 
     #[test]
     fn format_test_vector() {

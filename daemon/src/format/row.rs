@@ -12,9 +12,11 @@ use rusqlite::{Row, Statement};
 use witness_protocol::query::StoredEntry;
 use witness_protocol::{Cost, Entry, ProducerRef};
 
-/// Every column of `entries`, in the order of the table, of the hash encoding and of every
-/// row this module reads or writes: the hashed columns, then `hash`.
-pub const COLUMNS: [&str; 19] = [
+/// Every column of `entries`, in the order of the table and of every row this module reads or
+/// writes: the hashed columns of the first format, then `hash`, then `imported`, which
+/// version 5 added at the end of the table (where `ALTER TABLE` puts it). The hash encoding
+/// takes the hashed columns in this order, `hash` left out.
+pub const COLUMNS: [&str; 20] = [
     "seq",
     "ts",
     "client_ts",
@@ -34,13 +36,25 @@ pub const COLUMNS: [&str; 19] = [
     "producer_id",
     "producer_number",
     "hash",
+    "imported",
 ];
 
 /// How many columns the hash covers: all but `hash` itself.
-pub const HASHED: usize = 18;
+pub const HASHED: usize = 19;
 
-/// The position of each column in [`COLUMNS`], in the hashed values and in a row read with
-/// [`select_columns`].
+/// Where the hashed value at `position` (of [`Values`]) sits among [`COLUMNS`]: the same
+/// place, but for `imported`, which comes after `hash`.
+pub const fn column_of(position: usize) -> usize {
+    if position < column::HASH {
+        position
+    } else {
+        position + 1
+    }
+}
+
+/// The position of each column in [`COLUMNS`] and in a row read with [`select_columns`]; up
+/// to `PRODUCER_NUMBER`, also its position in the hashed values, where `imported` is last
+/// ([`IMPORTED_VALUE`]).
 #[allow(missing_docs)]
 pub mod column {
     pub const SEQ: usize = 0;
@@ -62,7 +76,11 @@ pub mod column {
     pub const PRODUCER_ID: usize = 16;
     pub const PRODUCER_NUMBER: usize = 17;
     pub const HASH: usize = 18;
+    pub const IMPORTED: usize = 19;
 }
+
+/// The position of `imported` in the hashed values.
+pub const IMPORTED_VALUE: usize = HASHED - 1;
 
 /// One column value as the format sees it: SQLite's NULL, INTEGER or TEXT. The hash encoding
 /// (`chain`) and the insert statement both take rows of these.
@@ -174,6 +192,7 @@ pub fn values<'a>(
         Value::from(origin.gid),
         Value::from(producer.map(|producer| producer.producer_id as i64)),
         Value::from(number),
+        Value::from(entry.imported.as_deref()),
     ]
 }
 
@@ -206,7 +225,7 @@ pub fn insert(
     hash: &[u8; 32],
 ) -> rusqlite::Result<()> {
     for (position, value) in values.iter().enumerate() {
-        statement.raw_bind_parameter(position + 1, value)?;
+        statement.raw_bind_parameter(column_of(position) + 1, value)?;
     }
     statement.raw_bind_parameter(column::HASH + 1, &hash[..])?;
     statement.raw_execute()?;
@@ -241,6 +260,7 @@ pub fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
             payload: row.get(PAYLOAD)?,
             cost: cost.transpose()?,
             client_ts: row.get(CLIENT_TS)?,
+            imported: row.get(IMPORTED)?,
         },
         pid: row.get(PID)?,
         uid: row.get(UID)?,
@@ -256,7 +276,8 @@ pub fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
 /// contain).
 pub fn read_values<'row>(row: &'row Row<'_>) -> Result<Values<'row>, String> {
     let mut values = [Value::Null; HASHED];
-    for (index, value) in values.iter_mut().enumerate() {
+    for (position, value) in values.iter_mut().enumerate() {
+        let index = column_of(position);
         let raw = row.get_ref(index).map_err(|error| error.to_string())?;
         *value = match raw {
             ValueRef::Null => Value::Null,

@@ -13,12 +13,25 @@ use crate::format::tree::Tree;
 use crate::format::{chain, row};
 
 /// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
-/// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; the writer adds and fills them when it opens
-/// such a file.
-pub const SCHEMA_VERSION: i64 = 4;
+/// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; version 4 had no
+/// `entries.imported`, indexed the receive time rather than the event's time, and kept no
+/// cache-read or reasoning tokens in `cost_hourly`, which it bucketed by receive time. The
+/// writer adds and fills what is missing when it opens such a file.
+pub const SCHEMA_VERSION: i64 = 5;
+
+/// The time an entry is dated by in every read: the client's own `client_ts` where it gave
+/// one, else the receive time `ts`. `entries_by_time` indexes exactly this expression, which
+/// SQLite uses only when a query spells it the same way.
+pub const EVENT_TIME: &str = "coalesce(client_ts, ts)";
 
 /// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// The `cost_hourly` bucket of a time: hours since the epoch, floored (so that a time before
+/// 1970 falls in the hour that holds it).
+pub fn hour_of(time: i64) -> i64 {
+    time.div_euclid(HOUR_NS)
+}
 
 /// The schema, created in one transaction on an empty database.
 ///
@@ -45,12 +58,13 @@ CREATE TABLE entries (
     gid               INTEGER,
     producer_id       INTEGER,
     producer_number   INTEGER,
-    hash              BLOB    NOT NULL
+    hash              BLOB    NOT NULL,
+    imported          TEXT
 ) STRICT;
 CREATE INDEX entries_by_trace ON entries (trace_id, seq) WHERE trace_id IS NOT NULL;
 CREATE INDEX entries_by_component ON entries (component, seq);
 CREATE INDEX entries_by_event ON entries (event, seq);
-CREATE INDEX entries_by_ts ON entries (ts);
+CREATE INDEX entries_by_time ON entries (coalesce(client_ts, ts));
 CREATE TABLE producers (
     producer_id INTEGER PRIMARY KEY,
     last_number INTEGER NOT NULL,
@@ -58,8 +72,8 @@ CREATE TABLE producers (
 ) STRICT;
 ";
 
-/// Per hour, component, event and model: entries, tokens and money, kept by the writer in
-/// the same transaction as the entries, so that a cost report over millions of entries reads
+/// Per hour (of the event's time, [`EVENT_TIME`]), component, event and model: entries,
+/// tokens and money, kept by the writer in the same transaction as the entries, so that a cost report over millions of entries reads
 /// a few thousand rows. Derived data, outside the hash chain; `model` is `''` for entries
 /// without one, because a `NULL` in a primary key would never conflict.
 pub const COST_HOURLY: &str = "
@@ -71,6 +85,8 @@ CREATE TABLE cost_hourly (
     entries    INTEGER NOT NULL,
     tokens_in  INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    reasoning_tokens  INTEGER NOT NULL,
     micro_usd  INTEGER NOT NULL,
     PRIMARY KEY (hour, component, event, model)
 ) STRICT, WITHOUT ROWID;
@@ -184,13 +200,15 @@ pub const FIND_PRODUCED: &str = "SELECT seq, producer_id, producer_number, hash 
 pub const ADD_PRODUCER_RUN: &str = "INSERT INTO producer_runs \
     (first_seq, producer_id, first_number, entries, previous) VALUES (?1, ?2, ?3, ?4, ?5)";
 
-/// Fills `cost_hourly` from `entries`, when a version 1 file is upgraded.
+/// Fills `cost_hourly` from `entries`, when a file of version 4 or older is upgraded. The
+/// hour is floored, as the writer floors it, for times before 1970 too.
 fn fill_cost_hourly() -> String {
     format!(
         "INSERT INTO cost_hourly
-         SELECT ts / {HOUR_NS}, component, event, coalesce(model, ''), count(*),
-                coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0),
-                coalesce(sum(cost_micro_usd), 0)
+         SELECT ({EVENT_TIME} - (({EVENT_TIME} % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS}) / {HOUR_NS},
+                component, event, coalesce(model, ''), count(*),
+                ssum(tokens_in), ssum(tokens_out), ssum(cache_read_tokens),
+                ssum(reasoning_tokens), ssum(cost_micro_usd)
          FROM entries GROUP BY 1, 2, 3, 4;"
     )
 }
@@ -198,11 +216,14 @@ fn fill_cost_hourly() -> String {
 /// Adds a batch's sums to a `cost_hourly` row. Sums saturate at the largest integer (an
 /// overflowing `+` yields a real, which a STRICT column refuses and which would fail the
 /// batch).
-pub const ADD_COST_HOURLY: &str = "INSERT INTO cost_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+pub const ADD_COST_HOURLY: &str = "INSERT INTO cost_hourly \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
     ON CONFLICT (hour, component, event, model) DO UPDATE SET \
     entries = entries + excluded.entries, \
     tokens_in = min(tokens_in + excluded.tokens_in, 9223372036854775807), \
     tokens_out = min(tokens_out + excluded.tokens_out, 9223372036854775807), \
+    cache_read_tokens = min(cache_read_tokens + excluded.cache_read_tokens, 9223372036854775807), \
+    reasoning_tokens = min(reasoning_tokens + excluded.reasoning_tokens, 9223372036854775807), \
     micro_usd = min(micro_usd + excluded.micro_usd, 9223372036854775807)";
 
 /// Bytes the WAL file is cut back to once a checkpoint has emptied it, so that one burst does
@@ -386,14 +407,22 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
             transaction.execute_batch(TILES).map_err(&error)?;
             transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
         }
-        1..=3 => {
-            if version == 1 {
-                tracing::info!(path = %path.display(), "adding cost_hourly (schema version 2)");
-                transaction.execute_batch(COST_HOURLY).map_err(&error)?;
-                transaction
-                    .execute_batch(&fill_cost_hourly())
-                    .map_err(&error)?;
-            }
+        1..=4 => {
+            tracing::info!(path = %path.display(),
+                "dating entries by their own time, adding entries.imported (schema version 5)");
+            transaction
+                .execute_batch(
+                    "ALTER TABLE entries ADD COLUMN imported TEXT;
+                     DROP INDEX IF EXISTS entries_by_ts;
+                     CREATE INDEX entries_by_time ON entries (coalesce(client_ts, ts));
+                     DROP TABLE IF EXISTS cost_hourly;",
+                )
+                .map_err(&error)?;
+            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
+            add_saturating_sum(&transaction).map_err(&error)?;
+            transaction
+                .execute_batch(&fill_cost_hourly())
+                .map_err(&error)?;
             if version <= 2 {
                 tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
                 // Builds between versions 2 and 3 indexed `entries` by producer instead.
@@ -408,13 +437,15 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                     .execute_batch(FILL_PRODUCER_RUNS)
                     .map_err(&error)?;
             }
-            tracing::info!(path = %path.display(), "adding the Merkle tree (schema version 4)");
-            transaction.execute_batch(TILES).map_err(&error)?;
-            transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
-            fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
-                path: path.display().to_string(),
-                reason,
-            })?;
+            if version <= 3 {
+                tracing::info!(path = %path.display(), "adding the Merkle tree (schema version 4)");
+                transaction.execute_batch(TILES).map_err(&error)?;
+                transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
+                fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
+                    path: path.display().to_string(),
+                    reason,
+                })?;
+            }
         }
         SCHEMA_VERSION => return Ok(()),
         found => {
@@ -436,7 +467,11 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
 }
 
 /// Opens a read-only connection, for queries and verification. It never creates the file and
-/// cannot write to it. A version 1 file opens too: its `entries` are those of version 2.
+/// cannot write to it, so it cannot upgrade one either: for a file older than version 5, a
+/// temporary view (in the connection's own temporary schema, which names search first)
+/// shows `entries` with the `imported` column those files lack, NULL in every row, which is
+/// what the upgrade would add. Their `cost_hourly` is of the older shape; `verify` leaves it
+/// unchecked.
 pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
     let error = sqlite_error(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -449,7 +484,15 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
     match version {
-        1..=SCHEMA_VERSION => Ok(connection),
+        SCHEMA_VERSION => Ok(connection),
+        1..SCHEMA_VERSION => {
+            connection
+                .execute_batch(
+                    "CREATE TEMP VIEW entries AS SELECT *, NULL AS imported FROM main.entries",
+                )
+                .map_err(&error)?;
+            Ok(connection)
+        }
         0 => Err(OpenError::Foreign {
             path: path.display().to_string(),
         }),

@@ -16,7 +16,7 @@ use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 
 use crate::format::chain::{DOMAIN_TAG, GENESIS, hash_row, leaf_hash};
 use crate::format::row::{self, Values, column};
-use crate::format::schema::HOUR_NS;
+use crate::format::schema;
 use crate::format::tree::{Tiles, Tree};
 
 /// Why a verification could not run.
@@ -80,7 +80,8 @@ pub fn verify(connection: &Connection, range: VerifyRange) -> Result<VerifyRepor
         return Ok(report);
     }
     let checked = walk.count;
-    if version >= 2
+    // Before version 5, `cost_hourly` had other columns and hours of the receive time.
+    if version >= 5
         && let Some(reason) = walk.check_costs(connection)?
     {
         return Ok(inconsistent("cost_hourly", reason, checked));
@@ -115,8 +116,9 @@ fn inconsistent(table: &str, reason: String, checked: u64) -> VerifyReport {
     }
 }
 
-/// Sums of one `cost_hourly` row: entries, tokens in, tokens out, micro-USD.
-type Sums = [i64; 4];
+/// Sums of one `cost_hourly` row: entries, tokens in, tokens out, cache-read tokens,
+/// reasoning tokens, micro-USD.
+type Sums = [i64; 6];
 
 /// The state of one pass over the rows: the chain, and (for a whole-log pass) what the
 /// derived tables must hold, recomputed from the entries.
@@ -342,7 +344,11 @@ impl Walk {
     /// Adds a verified row to what `cost_hourly` and `producers` must hold.
     fn derive_from(&mut self, values: &Values<'_>) {
         let integer = |index: usize| values[index].integer();
-        let hour = integer(column::TS).unwrap_or(0) / HOUR_NS;
+        let hour = schema::hour_of(
+            integer(column::CLIENT_TS)
+                .or(integer(column::TS))
+                .unwrap_or(0),
+        );
         let key = (
             hour,
             self.name(values[column::COMPONENT].text()),
@@ -356,6 +362,8 @@ impl Walk {
             Some(1),
             integer(column::TOKENS_IN),
             integer(column::TOKENS_OUT),
+            integer(column::CACHE_READ_TOKENS),
+            integer(column::REASONING_TOKENS),
             integer(column::COST_MICRO_USD),
         ]) {
             *sum = sum.saturating_add(value.unwrap_or(0));
@@ -389,14 +397,18 @@ impl Walk {
             })
             .collect();
         let mut statement = connection.prepare(
-            "SELECT hour, component, event, model, entries, tokens_in, tokens_out, micro_usd \
-             FROM cost_hourly",
+            "SELECT hour, component, event, model, entries, tokens_in, tokens_out, \
+             cache_read_tokens, reasoning_tokens, micro_usd FROM cost_hourly",
         )?;
         let mut rows = statement.query([])?;
         let mut stored: BTreeMap<(i64, String, String, String), Sums> = BTreeMap::new();
         while let Some(row) = rows.next()? {
             let key = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            stored.insert(key, [row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?]);
+            let mut sums = Sums::default();
+            for (index, sum) in sums.iter_mut().enumerate() {
+                *sum = row.get(4 + index)?;
+            }
+            stored.insert(key, sums);
         }
         for (key, sums) in &expected {
             let (hour, component, event, model) = *key;
@@ -409,7 +421,8 @@ impl Walk {
             if found != Some(sums) {
                 return Ok(Some(format!(
                     "hour {hour}, component {component:?}, event {event:?}, model {model:?}: \
-                     the entries sum to {} (entries, tokens in, tokens out, micro-USD), the \
+                     the entries sum to {} (entries, tokens in, tokens out, cache-read tokens, \
+                     reasoning tokens, micro-USD), the \
                      table says {}",
                     show(Some(sums)),
                     show(found)
@@ -648,8 +661,8 @@ impl Runs {
 }
 
 fn show(sums: Option<&Sums>) -> String {
-    sums.map_or("nothing".to_owned(), |[n, tin, tout, usd]| {
-        format!("{n}, {tin}, {tout}, {usd}")
+    sums.map_or("nothing".to_owned(), |sums| {
+        sums.map(|sum| sum.to_string()).join(", ")
     })
 }
 

@@ -1,12 +1,13 @@
 //! Cost reports: entries, tokens and money per group, from the hourly roll-up where whole
-//! hours allow and from the entries elsewhere.
+//! hours allow and from the entries elsewhere. Entries are dated by the event's own time
+//! (`schema::EVENT_TIME`), which is also what the roll-up's hours are of.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, params_from_iter};
 use witness_protocol::query::{CostQuery, CostReport, CostRow, GroupBy};
 
 use super::filter::clamp;
-use crate::format::schema::HOUR_NS;
+use crate::format::schema::{EVENT_TIME, HOUR_NS};
 
 /// Entries, tokens and money per group. Whole hours come from `cost_hourly`, the partial
 /// hours at either end of the window from `entries` through the time index; grouping by
@@ -14,12 +15,13 @@ use crate::format::schema::HOUR_NS;
 pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<CostReport> {
     let (source, params) = cost_source(query);
     let grouped = format!(
-        "SELECT key, ssum(n) AS n, ssum(tin) AS tin, ssum(tout) AS tout, ssum(usd) AS usd \
-         FROM ({source}) GROUP BY key"
+        "SELECT key, ssum(n) AS n, ssum(tin) AS tin, ssum(tout) AS tout, ssum(cache) AS cache, \
+         ssum(reason) AS reason, ssum(usd) AS usd FROM ({source}) GROUP BY key"
     );
     let (groups, total) = connection
         .prepare_cached(&format!(
-            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(usd) FROM ({grouped})"
+            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(cache), ssum(reason), \
+             ssum(usd) FROM ({grouped})"
         ))?
         .query_row(params_from_iter(params.iter()), |row| {
             Ok((row.get::<_, i64>(0)? as u64, cost_row(None, row, 1)?))
@@ -31,7 +33,7 @@ pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<Cost
     };
     let rows = connection
         .prepare_cached(&format!(
-            "SELECT key, n, tin, tout, usd FROM ({grouped}) \
+            "SELECT key, n, tin, tout, cache, reason, usd FROM ({grouped}) \
              ORDER BY {order} LIMIT {} OFFSET {}",
             query.limit,
             clamp(query.offset)
@@ -54,41 +56,55 @@ fn cost_row(key: Option<String>, row: &Row<'_>, first: usize) -> rusqlite::Resul
         entries: row.get::<_, i64>(first)? as u64,
         tokens_in: row.get::<_, i64>(first + 1)? as u64,
         tokens_out: row.get::<_, i64>(first + 2)? as u64,
-        micro_usd: row.get::<_, i64>(first + 3)? as u64,
+        cache_read_tokens: row.get::<_, i64>(first + 3)? as u64,
+        reasoning_tokens: row.get::<_, i64>(first + 4)? as u64,
+        micro_usd: row.get::<_, i64>(first + 5)? as u64,
     })
 }
 
-/// The rows a cost report sums, as `key, n, tin, tout, usd`, and their parameters.
+/// The rows a cost report sums, as `key, n, tin, tout, cache, reason, usd`, and their
+/// parameters.
 fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
     let mut params: Vec<SqlValue> = Vec::new();
     let mut param = |value: SqlValue| {
         params.push(value);
         format!("?{}", params.len())
     };
-    let component = query
-        .component
-        .as_ref()
-        .map(|component| format!(" AND component = {}", param(component.clone().into())))
-        .unwrap_or_default();
+    // The roll-up keeps `''` for no model, as the entries keep NULL; a filter on a model
+    // names a model, so `model = ?` holds in both.
+    let mut narrow = String::new();
+    for (column, value) in [
+        ("component", &query.component),
+        ("event", &query.event),
+        ("model", &query.model),
+    ] {
+        if let Some(value) = value {
+            narrow += &format!(" AND {column} = {}", param(value.clone().into()));
+        }
+    }
+    let component = narrow;
     let raw_key = match query.by {
         GroupBy::Component => "component",
         GroupBy::Model => "model",
         GroupBy::Event => "event",
         GroupBy::Trace => "trace_id",
-        GroupBy::Day => "strftime('%Y-%m-%d', ts / 1000000000, 'unixepoch')",
-        GroupBy::Hour => "strftime('%Y-%m-%dT%H:00Z', ts / 1000000000, 'unixepoch')",
+        GroupBy::Day => &format!("strftime('%Y-%m-%d', {EVENT_TIME} / 1000000000, 'unixepoch')"),
+        GroupBy::Hour => {
+            &format!("strftime('%Y-%m-%dT%H:00Z', {EVENT_TIME} / 1000000000, 'unixepoch')")
+        }
     };
     let raw = |params: &mut dyn FnMut(SqlValue) -> String, from: Option<i64>, to: Option<i64>| {
         let mut window = String::new();
         if let Some(from) = from {
-            window += &format!(" AND ts >= {}", params(from.into()));
+            window += &format!(" AND {EVENT_TIME} >= {}", params(from.into()));
         }
         if let Some(to) = to {
-            window += &format!(" AND ts < {}", params(to.into()));
+            window += &format!(" AND {EVENT_TIME} < {}", params(to.into()));
         }
         format!(
             "SELECT {raw_key} AS key, 1 AS n, coalesce(tokens_in, 0) AS tin, \
-             coalesce(tokens_out, 0) AS tout, coalesce(cost_micro_usd, 0) AS usd \
+             coalesce(tokens_out, 0) AS tout, coalesce(cache_read_tokens, 0) AS cache, \
+             coalesce(reasoning_tokens, 0) AS reason, coalesce(cost_micro_usd, 0) AS usd \
              FROM entries WHERE 1{window}{component}"
         )
     };
@@ -114,7 +130,8 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
     if first_hour < end_hour {
         parts.push(format!(
             "SELECT {hourly_key} AS key, entries AS n, tokens_in AS tin, tokens_out AS tout, \
-             micro_usd AS usd FROM cost_hourly WHERE hour >= {} AND hour < {}{component}",
+             cache_read_tokens AS cache, reasoning_tokens AS reason, micro_usd AS usd \
+             FROM cost_hourly WHERE hour >= {} AND hour < {}{component}",
             param(first_hour.into()),
             param(end_hour.into()),
         ));

@@ -4,6 +4,8 @@ use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 use witness_protocol::query::Filter;
 
+use crate::format::schema::EVENT_TIME;
+
 /// A `WHERE` clause and its parameters, built from a filter.
 #[derive(Debug, Default)]
 pub(super) struct Conditions {
@@ -27,9 +29,9 @@ impl Conditions {
     }
 }
 
-/// The conditions of a filter. `since` becomes a lower bound on `seq` as well, found through
-/// the time index, so that a recent window is read from its start rather than by walking the
-/// whole log in `seq` order.
+/// The conditions of a filter. Times are the event's ([`EVENT_TIME`]). `since` becomes a
+/// lower bound on `seq` as well, found through the time index, so that a recent window is read
+/// from its start rather than by walking the whole log in `seq` order.
 pub(super) fn filter_conditions(
     connection: &Connection,
     filter: &Filter,
@@ -45,15 +47,15 @@ pub(super) fn filter_conditions(
         conditions.add("trace_id = ?", trace_id.clone());
     }
     if let Some(since) = filter.since {
-        // `+ts` keeps the planner on the index the other conditions chose.
-        conditions.add("+ts >= ?", since);
+        // The unary `+` keeps the planner on the index the other conditions chose.
+        conditions.add(&format!("+{EVENT_TIME} >= ?"), since);
         match first_seq_since(connection, since)? {
             Some(first) => conditions.add("seq >= ?", first),
             None => conditions.add("seq > ?", i64::MAX),
         }
     }
     if let Some(until) = filter.until {
-        conditions.add("+ts < ?", until);
+        conditions.add(&format!("+{EVENT_TIME} < ?"), until);
     }
     if let Some(after) = filter.after_seq {
         conditions.add("seq > ?", clamp(after));
@@ -64,14 +66,16 @@ pub(super) fn filter_conditions(
     Ok(conditions)
 }
 
-/// The smallest `seq` received at or after `since`. Receive times and sequence numbers agree
-/// only roughly (entries from two connections can pass each other in the queue), so this is
-/// a minimum over the time index, not a lookup.
+/// The smallest `seq` dated at or after `since`. Times and sequence numbers agree only
+/// roughly (entries from two connections pass each other in the queue, clients' clocks
+/// differ, imports bring old times), so this is a minimum over the time index, not a lookup.
 fn first_seq_since(connection: &Connection, since: i64) -> rusqlite::Result<Option<i64>> {
     connection
         // Without INDEXED BY, SQLite's min() shortcut walks `seq` from the start until it
         // meets a recent row: the whole log for a recent `since`.
-        .prepare_cached("SELECT min(seq) FROM entries INDEXED BY entries_by_ts WHERE ts >= ?1")?
+        .prepare_cached(&format!(
+            "SELECT min(seq) FROM entries INDEXED BY entries_by_time WHERE {EVENT_TIME} >= ?1"
+        ))?
         .query_row([since], |row| row.get(0))
 }
 

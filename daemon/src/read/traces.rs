@@ -10,6 +10,7 @@ use witness_protocol::query::{
 
 use super::entries::entries_page;
 use super::filter::{clamp, filter_conditions};
+use crate::format::schema::EVENT_TIME;
 
 /// A trace's summary and a page of its entries.
 pub fn trace(connection: &Connection, query: &TraceQuery) -> rusqlite::Result<TraceReport> {
@@ -43,11 +44,11 @@ pub fn trace_summary(
     trace_id: &str,
 ) -> rusqlite::Result<Option<TraceSummary>> {
     let sums = connection
-        .prepare_cached(
-            "SELECT count(*), min(seq), max(seq), min(ts), max(ts), \
+        .prepare_cached(&format!(
+            "SELECT count(*), min(seq), max(seq), min({EVENT_TIME}), max({EVENT_TIME}), \
              ssum(tokens_in), ssum(tokens_out), ssum(cost_micro_usd) \
-             FROM entries WHERE trace_id = ?1",
-        )?
+             FROM entries WHERE trace_id = ?1"
+        ))?
         .query_row([trace_id], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
@@ -95,6 +96,7 @@ pub fn traces(connection: &Connection, query: &TracesQuery) -> rusqlite::Result<
     let filter = Filter {
         component: query.component.clone(),
         since: query.since,
+        until: query.until,
         ..Filter::default()
     };
     let mut conditions = filter_conditions(connection, &filter)?;
@@ -153,7 +155,11 @@ fn matches_from(
     }
     if let Some(since) = filter.since {
         params.push(since.into());
-        sql += &format!(" AND ts >= ?{}", params.len());
+        sql += &format!(" AND {EVENT_TIME} >= ?{}", params.len());
+    }
+    if let Some(until) = filter.until {
+        params.push(until.into());
+        sql += &format!(" AND {EVENT_TIME} < ?{}", params.len());
     }
     sql += " LIMIT 1";
     connection

@@ -98,7 +98,7 @@ impl Connection {
 }
 
 /// Checks an append before it takes room in the queue: the limits of every entry, that every
-/// payload parses as JSON, and the producer numbers.
+/// payload parses as JSON and every `imported` as a JSON object, and the producer numbers.
 fn check_append(append: &Append) -> Result<(), ErrorReply> {
     let n_entries = append.entries.len();
     if n_entries == 0 {
@@ -144,6 +144,11 @@ fn check_append(append: &Append) -> Result<(), ErrorReply> {
             .map_err(|error| invalid(error.to_string()))?;
         serde_json::from_str::<serde::de::IgnoredAny>(&entry.payload)
             .map_err(|error| invalid(format!("payload is not valid JSON: {error}")))?;
+        if let Some(imported) = &entry.imported {
+            // An object, so that readers can rely on looking fields up in it.
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(imported)
+                .map_err(|error| invalid(format!("imported is not a JSON object: {error}")))?;
+        }
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ pub(super) fn write(
     let mut n_written = 0u64;
     // Summed per batch so that `cost_hourly` takes a few upserts per commit, not one per
     // entry.
-    let mut costs: HashMap<(i64, &str, &str, &str), [i64; 4]> = HashMap::new();
+    let mut costs: HashMap<(i64, &str, &str, &str), [i64; 6]> = HashMap::new();
     {
         let mut insert = transaction.prepare_cached(row::insert_sql())?;
         let mut add_run = transaction.prepare_cached(schema::ADD_PRODUCER_RUN)?;
@@ -141,7 +141,7 @@ pub(super) fn write(
                 let cost = entry.cost.as_ref();
                 let model = cost.and_then(|cost| cost.model.as_deref()).unwrap_or("");
                 let key = (
-                    job.origin.ts / schema::HOUR_NS,
+                    schema::hour_of(entry.client_ts.unwrap_or(job.origin.ts)),
                     entry.component.as_str(),
                     entry.event.as_str(),
                     model,
@@ -153,7 +153,9 @@ pub(super) fn write(
                     // of everyone else.
                     sums[1] = sums[1].saturating_add(cost.tokens_in as i64);
                     sums[2] = sums[2].saturating_add(cost.tokens_out as i64);
-                    sums[3] = sums[3].saturating_add(cost.micro_usd as i64);
+                    sums[3] = sums[3].saturating_add(cost.cache_read_tokens.unwrap_or(0) as i64);
+                    sums[4] = sums[4].saturating_add(cost.reasoning_tokens.unwrap_or(0) as i64);
+                    sums[5] = sums[5].saturating_add(cost.micro_usd as i64);
                 }
                 if job.ack == Ack::Committed {
                     receipts.push(Receipt {
@@ -172,7 +174,7 @@ pub(super) fn write(
         let mut add_cost = transaction.prepare_cached(schema::ADD_COST_HOURLY)?;
         for ((hour, component, event, model), sums) in costs {
             add_cost.execute((
-                hour, component, event, model, sums[0], sums[1], sums[2], sums[3],
+                hour, component, event, model, sums[0], sums[1], sums[2], sums[3], sums[4], sums[5],
             ))?;
         }
     }

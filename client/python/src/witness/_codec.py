@@ -22,7 +22,7 @@ from ._types import (
 )
 
 #: The protocol version this package speaks.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: Largest frame body either side may send.
 MAX_FRAME_LEN = 4 * 1024 * 1024
 
@@ -204,6 +204,7 @@ def encode_entry(
     writer.string(payload)
     writer.option(cost, lambda value: encode_cost(writer, value))
     writer.option(client_ts, writer.i64)
+    writer.option(None, writer.string)  # imported: only `witness import` sets it
 
 
 def append(
@@ -255,6 +256,7 @@ def read_stored(reader: Reader) -> StoredEntry:
     payload = reader.string()
     cost = reader.option(lambda: read_cost(reader))
     client_ts = reader.option(reader.i64)
+    imported = reader.option(reader.string)
     pid = reader.option(reader.i64)
     uid = reader.option(reader.i64)
     gid = reader.option(reader.i64)
@@ -270,6 +272,7 @@ def read_stored(reader: Reader) -> StoredEntry:
         payload_json=payload,
         cost=cost,
         client_ts=client_ts,
+        imported=imported,
         pid=pid,
         uid=uid,
         gid=gid,
@@ -300,6 +303,8 @@ def read_cost_row(reader: Reader) -> CostRow:
         entries=reader.u64(),
         tokens_in=reader.u64(),
         tokens_out=reader.u64(),
+        cache_read_tokens=reader.u64(),
+        reasoning_tokens=reader.u64(),
         micro_usd=reader.u64(),
     )
 

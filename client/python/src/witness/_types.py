@@ -197,6 +197,8 @@ class StoredEntry:
     payload_json: str
     cost: Optional[Cost]
     client_ts: Optional[int]
+    #: The original's fields (JSON text) when the entry is a copy made by `witness import`.
+    imported: Optional[str]
     pid: Optional[int]
     uid: Optional[int]
     gid: Optional[int]
@@ -211,7 +213,13 @@ class StoredEntry:
 
     @property
     def time(self) -> _dt.datetime:
-        """The receive time, in UTC."""
+        """The entry's date, in UTC: the client's own time where it gave one, else the
+        receive time, as every read dates it."""
+        return _time(self.client_ts if self.client_ts is not None else self.ts)
+
+    @property
+    def received(self) -> _dt.datetime:
+        """When the daemon received it, in UTC."""
         return _time(self.ts)
 
 
@@ -257,6 +265,8 @@ class CostRow:
     entries: int
     tokens_in: int
     tokens_out: int
+    cache_read_tokens: int
+    reasoning_tokens: int
     micro_usd: int
 
     @property

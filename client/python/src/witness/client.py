@@ -672,12 +672,18 @@ class Client:
                 return Trace(summary, entries)
 
     def traces(
-        self, *, since: Timestamp = None, component: Optional[str] = None, limit: int = 20
+        self,
+        *,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        component: Optional[str] = None,
+        limit: int = 20,
     ) -> List[TraceSummary]:
-        """The most recent traces (by their last entry, or last entry of `component`)."""
+        """The most recent traces (by their last entry, or last entry of `component`), with
+        an entry dated in [`since`, `until`)."""
         if not 1 <= limit <= 1_000_000:
             raise InvalidArgument("limit must be from 1 to 1,000,000")
-        since_ns = _nanos("since", since)
+        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
         found: List[TraceSummary] = []
         before: Optional[int] = None
         while len(found) < limit:
@@ -685,6 +691,7 @@ class Client:
             def build(rid: int, before: Optional[int] = before) -> bytes:
                 writer = _codec.request(rid, _codec.TRACES)
                 writer.option(since_ns, writer.i64)
+                writer.option(until_ns, writer.i64)
                 writer.option(component, writer.string)
                 writer.option(before, writer.u64)
                 writer.u32(min(limit - len(found), 10_000))
@@ -703,8 +710,11 @@ class Client:
         since: Timestamp = None,
         until: Timestamp = None,
         component: Optional[str] = None,
+        event: Optional[str] = None,
+        model: Optional[str] = None,
     ) -> CostReport:
-        """Tokens and money grouped `by` component, model, event or trace, most money first."""
+        """Tokens and money grouped `by` component, model, event or trace (most money first),
+        or by UTC day or hour (in time order), of the entries dated in [`since`, `until`)."""
         if by not in _codec.GROUP_BY:
             raise InvalidArgument(f"by must be one of {', '.join(_codec.GROUP_BY)}, not {by!r}")
         since_ns, until_ns = _nanos("since", since), _nanos("until", until)
@@ -717,6 +727,8 @@ class Client:
                 writer.option(since_ns, writer.i64)
                 writer.option(until_ns, writer.i64)
                 writer.option(component, writer.string)
+                writer.option(event, writer.string)
+                writer.option(model, writer.string)
                 writer.u64(offset)
                 writer.u32(10_000)
                 return _codec.frame(bytes(writer.out))

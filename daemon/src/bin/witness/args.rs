@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use witness_client::query::Filter;
 
-use crate::{money, when};
+use crate::{money, output, when};
 
 /// Record and inspect events in a witnessd log.
 #[derive(Debug, Parser)]
@@ -19,6 +19,28 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How tables show times: in the local time zone, in UTC, or relative to now ("5 min
+    /// ago"). JSON always says RFC 3339 in UTC.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "local",
+        value_name = "HOW"
+    )]
+    pub time: when::Shown,
+    /// Show times in UTC: the same as --time utc.
+    #[arg(long, global = true, conflicts_with = "time")]
+    pub utc: bool,
+    /// Colour in tables: on a terminal (unless NO_COLOR is set), always, or never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: output::Color,
     /// Seconds to wait for the daemon: to connect, for each answer, and for it to come
     /// back after a lost connection. `tail -f` waits for new entries without this bound.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
@@ -69,9 +91,12 @@ pub enum Command {
     },
     /// Traces (sessions), the most recently active first.
     Traces {
-        /// Only traces active since this time.
+        /// Only traces with an entry dated since this time.
         #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         since: Option<i64>,
+        /// Only traces with an entry dated before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+        until: Option<i64>,
         /// Only traces in which this component took part.
         #[arg(long)]
         component: Option<String>,
@@ -88,7 +113,7 @@ pub enum Command {
         #[arg(short = 'n', long = "lines", default_value_t = 10)]
         lines: u32,
         /// Keep going: print entries as they are committed, until interrupted.
-        #[arg(short = 'f', long)]
+        #[arg(short = 'f', long, conflicts_with = "until")]
         follow: bool,
         #[command(flatten)]
         filter: FilterArgs,
@@ -101,15 +126,21 @@ pub enum Command {
         /// What to group by.
         #[arg(long, value_enum, default_value = "component")]
         by: By,
-        /// Only entries received since this time.
+        /// Only entries dated since this time.
         #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         since: Option<i64>,
-        /// Only entries received before this time.
+        /// Only entries dated before this time.
         #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         until: Option<i64>,
         /// Only entries of this component.
         #[arg(long)]
         component: Option<String>,
+        /// Only entries of this event.
+        #[arg(long)]
+        event: Option<String>,
+        /// Only entries of this model.
+        #[arg(long)]
+        model: Option<String>,
         /// How many groups, the most expensive first.
         #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
@@ -194,9 +225,6 @@ pub enum Command {
         to: Option<u64>,
         #[command(flatten)]
         filter: FilterArgs,
-        /// Only entries received before this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-        until: Option<i64>,
         /// Stop after this many entries.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
@@ -228,20 +256,23 @@ pub struct FilterArgs {
     /// Only entries of this trace.
     #[arg(long, value_name = "ID")]
     pub trace: Option<String>,
-    /// Only entries received since this time.
+    /// Only entries dated since this time.
     #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
     pub since: Option<i64>,
+    /// Only entries dated before this time.
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+    pub until: Option<i64>,
 }
 
 impl FilterArgs {
-    /// The query filter these flags and `until` select.
-    pub fn into_filter(self, until: Option<i64>) -> Filter {
+    /// The query filter these flags select.
+    pub fn into_filter(self) -> Filter {
         Filter {
             component: self.component,
             event: self.event,
             trace_id: self.trace,
             since: self.since,
-            until,
+            until: self.until,
             ..Filter::default()
         }
     }
@@ -258,9 +289,9 @@ pub enum By {
     Event,
     /// By trace.
     Trace,
-    /// By the UTC day, in time order.
+    /// By the UTC day of each entry's date, in time order.
     Day,
-    /// By the UTC hour, in time order.
+    /// By the UTC hour of each entry's date, in time order.
     Hour,
 }
 

@@ -58,6 +58,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let connect = || Client::connect_with(&socket, options.clone());
     let json = args.json;
+    when::set_shown(if args.utc {
+        when::Shown::Utc
+    } else {
+        args.time
+    });
+    output::set_color(args.color);
     match args.command {
         Command::Ping => record::ping(&mut connect()?, json),
         Command::Log(log) => record::log(&mut connect()?, log, json),
@@ -82,12 +88,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Trace { trace_id } => Ok(exit(read::trace(&mut connect()?, trace_id, json)?)),
         Command::Traces {
             since,
+            until,
             component,
             limit,
             before,
         } => {
             let query = TracesQuery {
                 since,
+                until,
                 component,
                 before_seq: before,
                 limit,
@@ -102,7 +110,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             after,
         } => {
             let mut query = EntriesQuery {
-                filter: filter.into_filter(None),
+                filter: filter.into_filter(),
                 newest: Some(lines),
                 limit: None,
                 follow,
@@ -118,6 +126,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             since,
             until,
             component,
+            event,
+            model,
             limit,
             offset,
         } => {
@@ -134,6 +144,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 since,
                 until,
                 component,
+                event,
+                model,
                 offset,
                 limit,
             };
@@ -199,11 +211,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             from,
             to,
             filter,
-            until,
             limit,
         } => {
             let mut query = EntriesQuery {
-                filter: filter.into_filter(until),
+                filter: filter.into_filter(),
                 newest: None,
                 limit,
                 follow: false,

@@ -63,6 +63,50 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether tables are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Color {
+    /// When standard output is a terminal and `NO_COLOR` is not set (no-color.org).
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+static COLORED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Decides, once, whether tables are coloured.
+pub fn set_color(color: Color) {
+    use std::io::IsTerminal;
+    let on = match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+                && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
+        }
+    };
+    let _ = COLORED.set(on);
+}
+
+/// `text` in bold, when tables are coloured.
+pub fn bold(text: &str) -> String {
+    paint(text, "1")
+}
+
+/// `text` with the SGR attribute `code`, when tables are coloured. The text is the table's,
+/// already made printable, so no escape of the log's own can reach the terminal.
+pub fn paint(text: &str, code: &str) -> String {
+    if *COLORED.get().unwrap_or(&false) && !text.is_empty() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// `n` entries, said as a person would: `1 entry`, `2 entries`.
 pub fn entries(n: u64) -> String {
     if n == 1 {

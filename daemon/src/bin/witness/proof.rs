@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use witness_client::Client;
 use witness_daemon::format::chain::{Decoded, decode_row};
-use witness_daemon::format::row::{COLUMNS, column};
+use witness_daemon::format::row::{COLUMNS, column, column_of};
 use witness_protocol::merkle;
 use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 use witness_protocol::proof::ProofBundle;
@@ -107,11 +107,8 @@ pub fn verify(file: &Path, key: &str, entry: Option<&str>, json: bool) -> anyhow
         Decoded::Text(text) => json!(text),
     };
     if json {
-        let entry: serde_json::Map<String, serde_json::Value> = COLUMNS
-            .iter()
-            .take(fields.len())
-            .enumerate()
-            .map(|(index, name)| ((*name).to_owned(), shown(index)))
+        let entry: serde_json::Map<String, serde_json::Value> = (0..fields.len())
+            .map(|position| (COLUMNS[column_of(position)].to_owned(), shown(position)))
             .collect();
         print_json(&json!({
             "proved": true, "seq": bundle.index + 1, "origin": checkpoint.origin,

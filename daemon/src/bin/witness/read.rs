@@ -11,14 +11,18 @@ use witness_client::query::{
     TraceQuery, TraceSummary, TracesQuery,
 };
 
+use witness_client::Cost;
+
 use crate::money::format_usd;
-use crate::when::{duration, rfc3339, rfc3339_millis};
+use crate::output::bold;
+use crate::when::{duration, rfc3339, show};
 
 /// An entry as one JSON object with every stored field: the line format of `export`, which
 /// `import` reads back. The payload is written as stored, byte for byte.
 #[derive(serde::Serialize)]
 pub struct ExportLine<'a> {
     seq: u64,
+    /// The entry's date (`client_ts`, else `ts`) in RFC 3339: for people; `import` ignores it.
     time: String,
     ts: i64,
     event: &'a str,
@@ -33,6 +37,8 @@ pub struct ExportLine<'a> {
     producer_id: Option<u64>,
     producer_number: Option<u64>,
     hash: String,
+    /// Set when the entry is itself a copy: the original's fields, as stored.
+    imported: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The cost of an `ExportLine`, in the fields `import` reads.
@@ -59,7 +65,7 @@ impl<'a> ExportLine<'a> {
         let entry = &stored.entry;
         ExportLine {
             seq: stored.seq,
-            time: rfc3339(stored.ts),
+            time: rfc3339(date(stored)),
             ts: stored.ts,
             event: &entry.event,
             component: &entry.component,
@@ -80,6 +86,7 @@ impl<'a> ExportLine<'a> {
             producer_id: stored.producer_id,
             producer_number: stored.producer_number,
             hash: hex::encode(stored.hash),
+            imported: entry.imported.as_deref().map(raw_payload),
         }
     }
 }
@@ -123,73 +130,136 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(shown)
 }
 
-/// One line of `tail` for people.
-fn entry_line(stored: &StoredEntry) -> String {
-    printable(&raw_entry_line(stored)).into_owned()
+/// The date of a stored entry: the client's own time where it gave one, else the receive
+/// time, as the daemon dates it in every read.
+fn date(stored: &StoredEntry) -> i64 {
+    stored.entry.client_ts.unwrap_or(stored.ts)
 }
 
-fn raw_entry_line(stored: &StoredEntry) -> String {
+/// Input tokens for a table, with the cached ones: `1200 (800 cached)`.
+fn tokens_in(cost: &Cost) -> String {
+    match cost.cache_read_tokens {
+        Some(cached) if cached > 0 => format!("{} ({cached} cached)", cost.tokens_in),
+        _ => cost.tokens_in.to_string(),
+    }
+}
+
+/// Output tokens for a table, with the reasoning ones: `300 (120 reasoning)`.
+fn tokens_out(cost: &Cost) -> String {
+    match cost.reasoning_tokens {
+        Some(reasoning) if reasoning > 0 => format!("{} ({reasoning} reasoning)", cost.tokens_out),
+        _ => cost.tokens_out.to_string(),
+    }
+}
+
+/// The columns of `tail`.
+const TAIL_HEADERS: [&str; 10] = [
+    "TIME",
+    "SEQ",
+    "COMPONENT",
+    "EVENT",
+    "TRACE",
+    "IN",
+    "OUT",
+    "COST",
+    "MODEL",
+    "PAYLOAD",
+];
+
+/// Which `tail` columns are numbers, set flush right.
+const TAIL_RIGHT: [bool; 10] = [
+    false, true, false, false, false, true, true, true, false, false,
+];
+
+/// One row of `tail`.
+fn tail_row(stored: &StoredEntry) -> Vec<String> {
     let entry = &stored.entry;
-    let mut line = format!(
-        "{}  #{}  {}  {}",
-        rfc3339_millis(stored.ts),
-        stored.seq,
-        entry.component,
-        entry.event
-    );
-    if let Some(trace) = &entry.trace_id {
-        line += &format!("  trace={trace}");
-    }
-    if let Some(cost) = &entry.cost {
-        line += &format!(
-            "  tokens={}/{} {}",
-            cost.tokens_in,
-            cost.tokens_out,
-            format_usd(cost.micro_usd)
-        );
-        if let Some(model) = &cost.model {
-            line += &format!(" {model}");
-        }
-    }
-    if entry.payload != "{}" {
-        line += "  ";
-        line += &entry.payload;
-    }
-    line
+    let cost = entry.cost.as_ref();
+    vec![
+        show(date(stored)),
+        stored.seq.to_string(),
+        entry.component.clone(),
+        entry.event.clone(),
+        entry.trace_id.clone().unwrap_or_default(),
+        cost.map_or(String::new(), tokens_in),
+        cost.map_or(String::new(), tokens_out),
+        cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+        cost.and_then(|cost| cost.model.clone()).unwrap_or_default(),
+        if entry.payload == "{}" {
+            String::new()
+        } else {
+            entry.payload.clone()
+        },
+    ]
 }
 
-/// Prints rows under headers, each column as wide as its widest cell; `right` marks the
-/// numeric columns.
-fn table(
-    out: &mut impl Write,
-    headers: &[&str],
-    right: &[bool],
-    rows: &[Vec<String>],
-) -> std::io::Result<()> {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|cell| printable(cell).into_owned())
-                .collect()
-        })
-        .collect();
-    let rows = &rows[..];
-    let mut widths: Vec<usize> = headers
-        .iter()
-        .map(|header| header.chars().count())
-        .collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+/// A table printed under a header, each column as wide as its widest cell so far. Rows can
+/// be printed as they come (`tail -f`), in which case a column widens when a wider cell
+/// arrives; or all at once, aligned to the widest of them.
+struct Columns<'a> {
+    headers: &'a [&'a str],
+    right: &'a [bool],
+    widths: Vec<usize>,
+    header_shown: bool,
+}
+
+impl<'a> Columns<'a> {
+    fn new(headers: &'a [&'a str], right: &'a [bool]) -> Self {
+        Columns {
+            headers,
+            right,
+            widths: headers
+                .iter()
+                .map(|header| header.chars().count())
+                .collect(),
+            header_shown: false,
         }
     }
-    let line = |cells: Vec<&str>| {
+
+    /// Prints `rows`, aligned with each other and with the rows printed before; the header
+    /// first, once. `bold_last` sets the last row off (a total).
+    fn print(
+        &mut self,
+        out: &mut impl Write,
+        rows: &[Vec<String>],
+        bold_last: bool,
+    ) -> std::io::Result<()> {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|cell| printable(cell).into_owned())
+                    .collect()
+            })
+            .collect();
+        for row in &rows {
+            for (width, cell) in self.widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        if !self.header_shown {
+            self.header_shown = true;
+            let header = self.line(self.headers.iter().copied());
+            writeln!(out, "{}", bold(&header))?;
+        }
+        for (index, row) in rows.iter().enumerate() {
+            let line = self.line(row.iter().map(String::as_str));
+            if bold_last && index + 1 == rows.len() {
+                writeln!(out, "{}", bold(&line))?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn line<'c>(&self, cells: impl ExactSizeIterator<Item = &'c str>) -> String {
+        let n = cells.len();
         let mut text = String::new();
-        for (index, cell) in cells.iter().enumerate() {
-            let pad = widths[index].saturating_sub(cell.chars().count());
-            let last = index + 1 == cells.len();
-            if right[index] {
+        for (index, cell) in cells.enumerate() {
+            let pad = self.widths[index].saturating_sub(cell.chars().count());
+            let last = index + 1 == n;
+            if self.right[index] {
                 text += &" ".repeat(pad);
                 text += cell;
             } else {
@@ -203,12 +273,19 @@ fn table(
             }
         }
         text
-    };
-    writeln!(out, "{}", line(headers.to_vec()))?;
-    for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
-    Ok(())
+}
+
+/// Prints rows under headers, each column as wide as its widest cell; `right` marks the
+/// numeric columns.
+fn table(
+    out: &mut impl Write,
+    headers: &[&str],
+    right: &[bool],
+    rows: &[Vec<String>],
+    bold_last: bool,
+) -> std::io::Result<()> {
+    Columns::new(headers, right).print(out, rows, bold_last)
 }
 
 /// `witness trace ID`: the whole trace, page by page.
@@ -249,8 +326,8 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
         "trace {}: {}, {} to {} ({})",
         printable(&summary.trace_id),
         crate::output::entries(summary.entries),
-        rfc3339_millis(summary.first_ts),
-        rfc3339_millis(summary.last_ts),
+        show(summary.first_ts),
+        show(summary.last_ts),
         duration(summary.last_ts - summary.first_ts)
     )?;
     writeln!(
@@ -272,11 +349,11 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
             let cost = entry.cost.as_ref();
             vec![
                 stored.seq.to_string(),
-                rfc3339_millis(stored.ts),
+                show(date(stored)),
                 entry.component.clone(),
                 entry.event.clone(),
-                cost.map_or(String::new(), |cost| cost.tokens_in.to_string()),
-                cost.map_or(String::new(), |cost| cost.tokens_out.to_string()),
+                cost.map_or(String::new(), tokens_in),
+                cost.map_or(String::new(), tokens_out),
                 cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
                 cost.and_then(|cost| cost.model.clone()).unwrap_or_default(),
                 entry.payload.clone(),
@@ -298,6 +375,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
         ],
         &[true, false, false, false, true, true, true, false, false],
         &rows,
+        false,
     )?;
     Ok(true)
 }
@@ -322,8 +400,8 @@ pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Re
             vec![
                 summary.trace_id.clone(),
                 summary.entries.to_string(),
-                rfc3339_millis(summary.first_ts),
-                rfc3339_millis(summary.last_ts),
+                show(summary.first_ts),
+                show(summary.last_ts),
                 duration(summary.last_ts - summary.first_ts),
                 format_usd(summary.micro_usd),
             ]
@@ -334,6 +412,7 @@ pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Re
         &["TRACE", "ENTRIES", "FIRST", "LAST", "DURATION", "COST"],
         &[false, true, false, false, true, true],
         &rows,
+        false,
     )?;
     if let Some(before) = page.next_before {
         writeln!(out, "(more: --before {before})")?;
@@ -362,7 +441,9 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
             key,
             row.entries.to_string(),
             row.tokens_in.to_string(),
+            row.cache_read_tokens.to_string(),
             row.tokens_out.to_string(),
+            row.reasoning_tokens.to_string(),
             format_usd(row.micro_usd),
         ]
     };
@@ -374,9 +455,18 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
     rows.push(cells("TOTAL".into(), &report.total));
     table(
         &mut out,
-        &[name, "ENTRIES", "TOKENS IN", "TOKENS OUT", "COST"],
-        &[false, true, true, true, true],
+        &[
+            name,
+            "ENTRIES",
+            "TOKENS IN",
+            "CACHED",
+            "TOKENS OUT",
+            "REASONING",
+            "COST",
+        ],
+        &[false, true, true, true, true, true, true],
         &rows,
+        true,
     )?;
     let shown = report.rows.len() as u64;
     if shown < report.groups {
@@ -396,6 +486,8 @@ fn cost_json(report: &CostReport) -> Value {
             "entries": row.entries,
             "tokens_in": row.tokens_in,
             "tokens_out": row.tokens_out,
+            "cache_read_tokens": row.cache_read_tokens,
+            "reasoning_tokens": row.reasoning_tokens,
             "cost_micro_usd": row.micro_usd,
             "cost_usd": format_usd(row.micro_usd).trim_start_matches('$'),
         })
@@ -413,6 +505,9 @@ fn cost_json(report: &CostReport) -> Value {
 pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> anyhow::Result<bool> {
     let follow = query.follow;
     let mut out = std::io::BufWriter::new(crate::output::stdout());
+    let mut columns = Columns::new(&TAIL_HEADERS, &TAIL_RIGHT);
+    // A one-off listing is aligned as a whole; a follower prints each row as it comes.
+    let mut rows = Vec::new();
     let end = loop {
         let mut stream = client.entries(query.clone())?;
         for stored in stream.by_ref() {
@@ -420,8 +515,10 @@ pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> an
             if as_json {
                 serde_json::to_writer(&mut out, &ExportLine::new(&stored))?;
                 out.write_all(b"\n")?;
+            } else if follow {
+                columns.print(&mut out, &[tail_row(&stored)], false)?;
             } else {
-                writeln!(out, "{}", entry_line(&stored))?;
+                rows.push(tail_row(&stored));
             }
             // A follower shows each entry as it comes; a one-off listing writes in bulk.
             if follow {
@@ -450,6 +547,9 @@ pub fn stream(client: &mut Client, mut query: EntriesQuery, as_json: bool) -> an
             end => break end,
         }
     };
+    if !as_json && !follow && !rows.is_empty() {
+        columns.print(&mut out, &rows, false)?;
+    }
     out.flush().context("writing to standard output")?;
     match end.map(|end| (end.reason, end.next_after)) {
         Some((EndReason::Complete | EndReason::Limit, _)) | None => Ok(true),

@@ -1,7 +1,10 @@
 //! Times on the command line, as journalctl takes them: RFC 3339 (`2026-11-22T10:00:00Z`,
 //! with any offset); a local date or date and time (`2026-11-22`, `2026-11-22 10:00`,
 //! `2026-11-22 10:00:30`); `now`, `today`, `yesterday` (local midnight); or a span back from
-//! now (`90s`, `15m`, `-15m`, `2h`, `7d`, `2w`). Printed as RFC 3339 in UTC.
+//! now (`90s`, `15m`, `-15m`, `2h`, `7d`, `2w`). Tables print times in the local zone, in
+//! UTC or relative to now ([`Shown`]); JSON always prints RFC 3339 in UTC.
+
+use std::sync::OnceLock;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
@@ -84,20 +87,78 @@ fn parse_span(text: &str) -> Option<Result<i128, String>> {
     )
 }
 
+/// How tables show a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Shown {
+    /// In the local time zone, to the millisecond: `2026-11-24 10:15:02.123`.
+    #[default]
+    Local,
+    /// In UTC, as RFC 3339 to the millisecond: `2026-11-24T09:15:02.123Z`.
+    Utc,
+    /// Back from now: `5 min ago`, `3 d ago`.
+    Relative,
+}
+
+static SHOWN: OnceLock<Shown> = OnceLock::new();
+
+/// Sets how [`show`] prints times, once, from the command line.
+pub fn set_shown(shown: Shown) {
+    let _ = SHOWN.set(shown);
+}
+
+/// A time for a table, as the command line asked ([`set_shown`]).
+pub fn show(ns: i64) -> String {
+    show_as(
+        ns,
+        SHOWN.get().copied().unwrap_or_default(),
+        Timestamp::now(),
+    )
+}
+
+fn show_as(ns: i64, shown: Shown, now: Timestamp) -> String {
+    let Ok(time) = Timestamp::from_nanosecond(i128::from(ns)) else {
+        return ns.to_string();
+    };
+    match shown {
+        Shown::Utc => format!("{time:.3}"),
+        Shown::Local => time
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
+        Shown::Relative => {
+            let back = now.as_nanosecond() - time.as_nanosecond();
+            match back {
+                ..0 => format!("in {}", rough(-back)),
+                0..1_000_000_000 => "now".to_owned(),
+                _ => format!("{} ago", rough(back)),
+            }
+        }
+    }
+}
+
+/// A span, to its largest unit: `40 s`, `5 min`, `3 h`, `2 d`.
+fn rough(ns: i128) -> String {
+    let seconds = ns / 1_000_000_000;
+    match seconds {
+        ..60 => format!("{seconds} s"),
+        60..3_600 => format!("{} min", seconds / 60),
+        3_600..86_400 => format!("{} h", seconds / 3_600),
+        _ => format!("{} d", seconds / 86_400),
+    }
+}
+
 /// RFC 3339 in UTC with all the digits stored, for JSON.
 pub fn rfc3339(ns: i64) -> String {
     Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
 }
 
-/// RFC 3339 in UTC to the millisecond, for tables.
-pub fn rfc3339_millis(ns: i64) -> String {
-    Timestamp::from_nanosecond(i128::from(ns))
-        .map_or_else(|_| ns.to_string(), |t| format!("{t:.3}"))
-}
-
-/// A duration in nanoseconds, for people: `850 ms`, `4.2 s`, `3 min 10 s`, `2 h 5 min`.
+/// A duration in nanoseconds, for people: `850 ms`, `4.2 s`, `3 min 10 s`, `2 h 5 min`,
+/// `4 d 23 h`.
 pub fn duration(ns: i64) -> String {
     let ms = ns / 1_000_000;
+    if ms >= 86_400_000 {
+        return format!("{} d {} h", ms / 86_400_000, ms % 86_400_000 / 3_600_000);
+    }
     if ms < 1_000 {
         format!("{ms} ms")
     } else if ms < 60_000 {
@@ -112,6 +173,37 @@ pub fn duration(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_as_asked() {
+        let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let ns = |text: &str| text.parse::<Timestamp>().unwrap().as_nanosecond() as i64;
+        let at = ns("2026-11-24T11:55:00.25Z");
+        assert_eq!(show_as(at, Shown::Utc, now), "2026-11-24T11:55:00.250Z");
+        assert_eq!(
+            show_as(ns("2026-11-24T11:55:00Z"), Shown::Relative, now),
+            "5 min ago"
+        );
+        assert_eq!(
+            show_as(ns("2026-11-19T12:00:00Z"), Shown::Relative, now),
+            "5 d ago"
+        );
+        assert_eq!(
+            show_as(ns("2026-11-24T12:00:30Z"), Shown::Relative, now),
+            "in 30 s"
+        );
+        let local = show_as(at, Shown::Local, now);
+        let expected = Timestamp::from_nanosecond(i128::from(at))
+            .unwrap()
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string();
+        assert_eq!(local, expected);
+        assert_eq!(
+            duration(5 * 86_400_000_000_000 - 3_600_000_000_000),
+            "4 d 23 h"
+        );
+    }
 
     #[test]
     fn parses_rfc3339_with_offsets() {
@@ -178,7 +270,10 @@ mod tests {
 
     #[test]
     fn prints_milliseconds_and_durations() {
-        assert_eq!(rfc3339_millis(1_500_000_000), "1970-01-01T00:00:01.500Z");
+        assert_eq!(
+            show_as(1_500_000_000, Shown::Utc, Timestamp::now()),
+            "1970-01-01T00:00:01.500Z"
+        );
         assert_eq!(duration(850_000_000), "850 ms");
         assert_eq!(duration(4_200_000_000), "4.2 s");
         assert_eq!(duration(190_000_000_000), "3 min 10 s");
