@@ -101,8 +101,15 @@ fn the_command_line_answers_readably_and_in_json() {
     assert_eq!(traces["traces"].as_array().unwrap().len(), 20);
 
     let tail = run(&["tail", "-n", "3"]);
-    assert_eq!(tail.lines().count(), 3);
-    assert!(tail.lines().last().unwrap().contains("#3000"), "{tail}");
+    assert_eq!(tail.lines().count(), 4, "a header and three rows: {tail}");
+    assert!(tail.starts_with("TIME "), "{tail}");
+    assert!(tail.lines().last().unwrap().contains(" 3000  "), "{tail}");
+    // The columns line up: every row's COMPONENT starts where the header's does.
+    let at = tail.find("COMPONENT").unwrap();
+    for row in tail.lines().skip(1) {
+        assert_ne!(row.as_bytes()[at], b' ', "{tail}");
+        assert_eq!(&row[at - 2..at], "  ", "{tail}");
+    }
     let tail = run(&["tail", "-n", "5", "--json", "--component", "billing"]);
     for line in tail.lines() {
         let entry: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -235,37 +242,111 @@ fn tail_counts_the_log_as_it_was_when_asked() {
     sender.join().unwrap();
 }
 
+/// The export of `daemon`, one JSON object per entry.
+fn export(daemon: &TestDaemon) -> Vec<serde_json::Value> {
+    let (code, exported, stderr) = witness(&daemon.socket, &["export"], None);
+    assert_eq!(code, 0, "{stderr}");
+    exported
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Imports JSON lines into `daemon`.
+fn import(daemon: &TestDaemon, lines: &str) {
+    let (code, _, stderr) = witness(&daemon.socket, &["import", "-"], Some(lines));
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
-fn export_then_import_restores_the_same_events() {
+fn export_then_import_keeps_every_field_and_marks_the_copy() {
     let source = TestDaemon::start();
     feed(&source, 400);
     let mut client = source.client();
     client
         .log(Entry::new("odd", "c").payload_text(r#"{ "spaced" :  [1, 2.50, "é\u00e9"] }"#))
         .unwrap();
+    client
+        .log(Entry::new("dated", "c").client_time(1_700_000_000_123_456_789))
+        .unwrap();
     let (code, exported, stderr) = witness(&source.socket, &["export"], None);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(exported.lines().count(), 401);
+    assert_eq!(exported.lines().count(), 402);
 
     let target = TestDaemon::start();
-    let (code, _, stderr) = witness(&target.socket, &["import", "-"], Some(&exported));
-    assert_eq!(code, 0, "{stderr}");
-    let events = |daemon: &TestDaemon| -> Vec<Entry> {
-        collect(daemon.client().entries(EntriesQuery::default()).unwrap())
-            .into_iter()
-            .map(|stored| stored.entry)
-            .collect()
-    };
-    let before = events(&source);
-    assert_eq!(before.len(), 401);
-    assert_eq!(events(&target), before);
+    import(&target, &exported);
+    let original = export(&source);
+    let copy = export(&target);
+    assert_eq!(copy.len(), original.len());
+    let me = unsafe { libc::getuid() } as i64;
+    for (original, copy) in original.iter().zip(&copy) {
+        // What the entry says, and when it happened, are the original's.
+        for field in ["event", "component", "trace_id", "payload", "cost", "time"] {
+            assert_eq!(copy[field], original[field], "{field}: {original} / {copy}");
+        }
+        assert_eq!(
+            &copy["client_ts"],
+            if original["client_ts"].is_null() {
+                &original["ts"]
+            } else {
+                &original["client_ts"]
+            },
+        );
+        // Where and by whom it was first recorded is kept, marked as the original's.
+        for field in [
+            "seq",
+            "ts",
+            "hash",
+            "pid",
+            "uid",
+            "gid",
+            "producer_id",
+            "producer_number",
+        ] {
+            let kept = &copy["imported"][field];
+            if original[field].is_null() {
+                assert!(kept.is_null(), "{field}: {copy}");
+            } else {
+                assert_eq!(kept, &original[field], "{field}: {copy}");
+            }
+        }
+        // The copy's own credentials are the importer's, not the original's.
+        assert_eq!(copy["uid"], me);
+        assert_ne!(copy["hash"], original["hash"]);
+    }
     assert_eq!(
-        before.last().unwrap().payload,
-        r#"{ "spaced" :  [1, 2.50, "é\u00e9"] }"#,
+        copy[400]["payload"].to_string(),
+        original[400]["payload"].to_string()
+    );
+    let stored = collect(target.client().entries(EntriesQuery::default()).unwrap());
+    assert_eq!(
+        stored[400].entry.payload, r#"{ "spaced" :  [1, 2.50, "é\u00e9"] }"#,
         "payload text kept byte for byte"
     );
+
+    // A copy of the copy still names the first original, and says the same.
+    let (_, exported_again, _) = witness(&target.socket, &["export"], None);
+    let third = TestDaemon::start();
+    import(&third, &exported_again);
+    let copy_of_copy = export(&third);
+    for (copy, again) in copy.iter().zip(&copy_of_copy) {
+        for field in [
+            "event",
+            "component",
+            "trace_id",
+            "payload",
+            "cost",
+            "time",
+            "client_ts",
+            "imported",
+        ] {
+            assert_eq!(again[field], copy[field], "{field}");
+        }
+    }
+    crate::harness::verify_file(&third.db);
+
     // Every stored field is in the export.
-    let first: serde_json::Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    let first = &original[0];
     let fields: Vec<&str> = first
         .as_object()
         .unwrap()
@@ -274,8 +355,8 @@ fn export_then_import_restores_the_same_events() {
         .collect();
     assert_eq!(
         fields.join(" "),
-        "client_ts component cost event gid hash payload pid producer_id producer_number seq \
-         time trace_id ts uid",
+        "client_ts component cost event gid hash imported payload pid producer_id \
+         producer_number seq time trace_id ts uid",
         "{first}"
     );
     let hash = read_db(&source.db)
@@ -284,6 +365,7 @@ fn export_then_import_restores_the_same_events() {
         })
         .unwrap();
     assert_eq!(first["hash"], hex::encode(hash));
+    let source = &source;
 
     let (code, part, _) = witness(
         &source.socket,
@@ -300,4 +382,126 @@ fn export_then_import_restores_the_same_events() {
         })
         .collect();
     assert_eq!(seqs, (10..=19).collect::<Vec<u64>>());
+}
+
+#[test]
+fn five_days_of_imported_history_read_as_five_days() {
+    // Five days of calls, each trace spanning a day boundary's worth of hours, dated by
+    // the client in RFC 3339 with an offset and with float noise in the dollars.
+    let start = 1_795_285_600_i64; // 2026-11-21T18:26:40Z
+    let mut lines = String::new();
+    for hour in 0..120 {
+        let at = jiff::Timestamp::from_second(start + hour * 3600).unwrap();
+        let time = at
+            .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(2)))
+            .to_string();
+        let time = time.split('[').next().unwrap();
+        lines += &json!({
+            "event": "llm_call",
+            "component": "agent",
+            "trace_id": format!("session-{}", hour / 30),
+            "client_ts": time,
+            "cost": {"tokens_in": 10, "tokens_out": 2, "cache_read_tokens": 4,
+                     "reasoning_tokens": 1, "cost_usd": 0.1 + 0.2, "model": "m"},
+        })
+        .to_string();
+        lines += "\n";
+    }
+    let daemon = TestDaemon::start();
+    import(&daemon, &lines);
+    let run = |args: &[&str]| -> serde_json::Value {
+        let (code, out, stderr) = witness(&daemon.socket, args, None);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let days = run(&["cost", "--by", "day", "--json"]);
+    let keys: Vec<&str> = days["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "2026-11-21",
+            "2026-11-22",
+            "2026-11-23",
+            "2026-11-24",
+            "2026-11-25",
+            "2026-11-26"
+        ],
+        "{days}"
+    );
+    assert_eq!(days["total"]["entries"], 120);
+    assert_eq!(days["total"]["cost_micro_usd"], 120 * 300_000);
+    assert_eq!(days["total"]["cache_read_tokens"], 480);
+    assert_eq!(days["total"]["reasoning_tokens"], 120);
+    // An hour inside the window comes from the roll-up, the edges from the entries: they
+    // agree with a window on the entries alone.
+    let window = run(&[
+        "cost",
+        "--by",
+        "model",
+        "--json",
+        "--since",
+        "2026-11-22T00:30:00Z",
+        "--until",
+        "2026-11-23T00:30:00Z",
+    ]);
+    assert_eq!(window["total"]["entries"], 24, "{window}");
+
+    let traces = run(&["traces", "--json"]);
+    let traces = traces["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 4);
+    for trace in traces {
+        assert_eq!(trace["duration_ms"], 29.0 * 3_600_000.0, "{trace}");
+    }
+    let trace = run(&["trace", "session-0", "--json"]);
+    assert_eq!(trace["summary"]["first_time"], "2026-11-21T18:26:40Z");
+    assert_eq!(trace["summary"]["last_time"], "2026-11-22T23:26:40Z");
+    assert_eq!(trace["entries"][29]["time"], "2026-11-22T23:26:40Z");
+    let (_, table, _) = witness(&daemon.socket, &["trace", "session-0", "--utc"], None);
+    assert!(table.contains("1 d 5 h"), "{table}");
+    assert!(table.contains("2026-11-22T23:26:40.000Z"), "{table}");
+
+    // --since and --until pick by the same dates.
+    let some = run(&[
+        "traces",
+        "--json",
+        "--since",
+        "2026-11-25T00:00:00Z",
+        "--until",
+        "2026-11-26T00:00:00Z",
+    ]);
+    let ids: Vec<&str> = some["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|trace| trace["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["session-3", "session-2"]);
+    let (_, tail, _) = witness(
+        &daemon.socket,
+        &[
+            "tail",
+            "--json",
+            "-n",
+            "1000",
+            "--until",
+            "2026-11-21T20:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    let filtered = run(&["cost", "--json", "--model", "m", "--event", "llm_call"]);
+    assert_eq!(filtered["total"]["entries"], 120);
+    let none = run(&["cost", "--json", "--model", "other"]);
+    assert_eq!(none["total"]["entries"], 0);
+    let (_, table, _) = witness(&daemon.socket, &["cost", "--by", "day"], None);
+    assert!(
+        table.starts_with("DAY (UTC)") && table.contains("CACHED"),
+        "{table}"
+    );
+    crate::harness::verify_file(&daemon.db);
 }

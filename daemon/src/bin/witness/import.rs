@@ -1,9 +1,19 @@
 //! `witness import`: JSON lines into the log, all or nothing by default.
 //!
-//! The whole input is checked before a single entry is sent, so a bad line leaves the log
-//! untouched; `--skip-invalid` sends the good lines and lists the bad ones.
+//! The input is read twice and never held whole: a first pass checks every line and sends
+//! nothing, so a bad line leaves the log untouched; a second pass sends the lines the first
+//! one checked. A file is read again through the same open descriptor, up to the length the
+//! first pass saw; standard input is copied to an unnamed temporary file during the first
+//! pass. `--skip-invalid` sends the good lines and lists the bad ones.
+//!
+//! A line written by `witness export` keeps everything it says: its own date
+//! (`client_ts`, else `ts`, becomes the copy's `client_ts`), and the fields a copy cannot
+//! hold as its own (`seq`, `ts`, `hash`, the credentials and producer) go into the copy's
+//! `imported` object, which every entry from an import carries (`{}` for a line with none).
+//! The daemon still records its own receive time and the importer's credentials.
 
-use std::io::{BufRead, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,13 +21,13 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 use witness_client::{Client, Cost, Entry, Error};
 
-use crate::money::parse_usd;
+use crate::money::round_usd;
 use crate::output::{self, print_json};
 
-/// One line of an import file. Fields an export adds (`seq`, `ts`, `hash`, credentials) are
-/// accepted and ignored: the daemon assigns its own.
+/// One line of an import file: what a client sends, and what an export adds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
@@ -27,29 +37,34 @@ struct Line {
     trace_id: Option<String>,
     /// Kept as written, so that an export imports back to the same payload text.
     #[serde(default)]
-    payload: Option<Box<serde_json::value::RawValue>>,
+    payload: Option<Box<RawValue>>,
     #[serde(default)]
     cost: Option<LineCost>,
+    /// Integer nanoseconds since 1970, or an RFC 3339 string.
     #[serde(default)]
-    client_ts: Option<i64>,
-    #[serde(default, rename = "seq")]
-    _seq: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "ts")]
-    _ts: Option<serde::de::IgnoredAny>,
+    client_ts: Option<serde_json::Value>,
+    /// An export of a copy: the first original's fields, kept as they are.
+    #[serde(default)]
+    imported: Option<Box<RawValue>>,
+    /// Derived from `client_ts` or `ts` by `export`, for people.
     #[serde(default, rename = "time")]
     _time: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "hash")]
-    _hash: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "pid")]
-    _pid: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "uid")]
-    _uid: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "gid")]
-    _gid: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "producer_id")]
-    _producer_id: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "producer_number")]
-    _producer_number: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    seq: Option<serde_json::Value>,
+    #[serde(default)]
+    ts: Option<serde_json::Value>,
+    #[serde(default)]
+    hash: Option<serde_json::Value>,
+    #[serde(default)]
+    pid: Option<serde_json::Value>,
+    #[serde(default)]
+    uid: Option<serde_json::Value>,
+    #[serde(default)]
+    gid: Option<serde_json::Value>,
+    #[serde(default)]
+    producer_id: Option<serde_json::Value>,
+    #[serde(default)]
+    producer_number: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +78,7 @@ struct LineCost {
     cache_read_tokens: Option<u64>,
     #[serde(default)]
     reasoning_tokens: Option<u64>,
-    /// Dollars as a JSON number or string, converted exactly.
+    /// Dollars as a JSON number or string, rounded to the micro-dollar.
     #[serde(default)]
     cost_usd: Option<serde_json::Value>,
     /// Or the integer the database stores.
@@ -71,6 +86,85 @@ struct LineCost {
     cost_micro_usd: Option<u64>,
     #[serde(default)]
     model: Option<String>,
+}
+
+/// The earliest `client_ts` taken as an integer: 1973-03-03 in nanoseconds. Below it, the
+/// number is almost surely seconds, milliseconds or microseconds, which would date the
+/// entry in the first days of 1970 without a word.
+const EARLIEST_INTEGER_TS: i64 = 100_000_000_000_000_000;
+
+/// `client_ts` as nanoseconds: an integer of them, or an RFC 3339 string.
+fn client_ts(value: &serde_json::Value) -> Result<i64, String> {
+    match value {
+        serde_json::Value::Number(number) => {
+            let ns = number.as_i64().ok_or_else(|| {
+                format!("client_ts {number} is not a whole number of nanoseconds")
+            })?;
+            if ns < EARLIEST_INTEGER_TS {
+                return Err(format!(
+                    "client_ts {ns} as nanoseconds is {}, which looks like seconds, \
+                     milliseconds or microseconds: give nanoseconds since 1970 or an RFC 3339 \
+                     time such as \"2026-11-22T10:00:00Z\"",
+                    crate::when::rfc3339(ns)
+                ));
+            }
+            Ok(ns)
+        }
+        serde_json::Value::String(text) => {
+            let time: jiff::Timestamp = text.parse().map_err(|_| {
+                format!(
+                    "client_ts {text:?} is not an RFC 3339 time such as \
+                     \"2026-11-22T10:00:00Z\" (with a zone or offset)"
+                )
+            })?;
+            i64::try_from(time.as_nanosecond())
+                .map_err(|_| format!("client_ts {text:?} is out of range"))
+        }
+        other => Err(format!(
+            "client_ts must be nanoseconds since 1970 or an RFC 3339 string, not {other}"
+        )),
+    }
+}
+
+/// The `imported` object of a line: the one it carries, or one made of the original's fields
+/// it gives.
+fn imported(line: &Line) -> Result<String, String> {
+    if let Some(raw) = &line.imported {
+        let value: serde_json::Value =
+            serde_json::from_str(raw.get()).map_err(|error| error.to_string())?;
+        if !value.is_object() {
+            return Err(format!("imported must be a JSON object, not {value}"));
+        }
+        return Ok(raw.get().to_owned());
+    }
+    let mut original = serde_json::Map::new();
+    for (name, value) in [
+        ("seq", &line.seq),
+        ("ts", &line.ts),
+        ("pid", &line.pid),
+        ("uid", &line.uid),
+        ("gid", &line.gid),
+        ("producer_id", &line.producer_id),
+        ("producer_number", &line.producer_number),
+    ] {
+        match value {
+            None | Some(serde_json::Value::Null) => {}
+            Some(value) if value.is_i64() || value.is_u64() => {
+                original.insert(name.to_owned(), value.clone());
+            }
+            Some(other) => return Err(format!("{name} must be an integer, not {other}")),
+        }
+    }
+    match &line.hash {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(hash))
+            if hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
+        {
+            original.insert("hash".to_owned(), hash.to_ascii_lowercase().into());
+        }
+        Some(other) => return Err(format!("hash must be 64 hex digits, not {other}")),
+    }
+    Ok(serde_json::Value::Object(original).to_string())
 }
 
 /// A line that could not be imported.
@@ -110,17 +204,24 @@ pub enum Failure {
 /// Parses one line into an entry.
 fn parse_line(text: &str) -> Result<Entry, String> {
     let line: Line = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    let imported = imported(&line)?;
+    let date = match (&line.client_ts, &line.ts) {
+        (Some(value), _) if !value.is_null() => Some(client_ts(value)?),
+        (_, Some(ts)) if !ts.is_null() => ts.as_i64(),
+        _ => None,
+    };
     let mut entry = Entry::new(line.event, line.component);
     entry.trace_id = line.trace_id;
-    entry.client_ts = line.client_ts;
+    entry.client_ts = date;
+    entry.imported = Some(imported);
     if let Some(payload) = line.payload {
         entry.payload = payload.get().to_owned();
     }
     if let Some(cost) = line.cost {
         let micro_usd = match (cost.cost_usd, cost.cost_micro_usd) {
             (Some(_), Some(_)) => return Err("cost has both cost_usd and cost_micro_usd".into()),
-            (Some(serde_json::Value::Number(number)), None) => parse_usd(&number.to_string())?,
-            (Some(serde_json::Value::String(text)), None) => parse_usd(&text)?,
+            (Some(serde_json::Value::Number(number)), None) => round_usd(&number.to_string())?,
+            (Some(serde_json::Value::String(text)), None) => round_usd(&text)?,
             (Some(other), None) => return Err(format!("cost_usd must be a number, not {other}")),
             (None, micro) => micro.unwrap_or(0),
         };
@@ -137,56 +238,139 @@ fn parse_line(text: &str) -> Result<Entry, String> {
     Ok(entry)
 }
 
-/// Reads every line of `input`, then sends the good ones if there are no bad ones or if
-/// `skip_invalid` says to.
+/// Checks every line of `input` and sends none: the bad lines, the numbers of the lines
+/// with nothing to send (blank or bad), and the bytes read.
+fn check(input: &mut dyn BufRead, mut copy: Option<&mut dyn Write>) -> anyhow::Result<Checked> {
+    let mut checked = Checked::default();
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = input
+            .read_line(&mut line)
+            .with_context(|| format!("reading line {}", number + 1))?;
+        if read == 0 {
+            return Ok(checked);
+        }
+        number += 1;
+        checked.bytes += read as u64;
+        if let Some(copy) = copy.as_mut() {
+            copy.write_all(line.as_bytes())
+                .context("copying standard input to a temporary file")?;
+        }
+        if line.trim().is_empty() {
+            checked.unsent.push(number);
+            continue;
+        }
+        if let Err(error) = parse_line(&line) {
+            checked.unsent.push(number);
+            checked.bad_lines.push(BadLine {
+                line: number,
+                error,
+            });
+        } else {
+            checked.good += 1;
+        }
+    }
+}
+
+/// What the first pass found.
+#[derive(Debug, Default)]
+struct Checked {
+    bad_lines: Vec<BadLine>,
+    /// Lines sent nothing for, in order: to number the entries the daemon refuses.
+    unsent: Vec<usize>,
+    good: usize,
+    bytes: u64,
+}
+
+impl Checked {
+    /// The line the `index`-th entry sent (from 1) came from.
+    fn line_of(&self, index: usize) -> usize {
+        let mut line = index;
+        for &unsent in &self.unsent {
+            if unsent <= line {
+                line += 1;
+            } else {
+                break;
+            }
+        }
+        line
+    }
+}
+
+/// Checks every line of `input`, then, if none is bad or `skip_invalid` says to, reads it
+/// again from the start and sends the good lines.
 pub fn import(
     client: &mut Client,
-    input: Box<dyn BufRead>,
+    input: &mut File,
+    stdin: Option<&mut dyn Read>,
     skip_invalid: bool,
 ) -> Result<Report, Failure> {
     let started = Instant::now();
-    let mut entries = Vec::new();
-    let mut line_numbers = Vec::new();
-    let mut bad_lines = Vec::new();
-    for (index, line) in input.lines().enumerate() {
-        let line = line.map_err(|error| {
-            Failure::Other(anyhow::anyhow!("reading line {}: {error}", index + 1))
-        })?;
-        if line.trim().is_empty() {
+    let start = input
+        .stream_position()
+        .map_err(|error| Failure::Other(error.into()))?;
+    let checked = match stdin {
+        Some(stdin) => {
+            let mut copy = BufWriter::new(&mut *input);
+            let checked = check(&mut BufReader::new(stdin), Some(&mut copy));
+            copy.flush()
+                .context("copying standard input to a temporary file")
+                .map_err(Failure::Other)?;
+            checked
+        }
+        None => check(&mut BufReader::new(&mut *input), None),
+    }
+    .map_err(Failure::Other)?;
+    if !checked.bad_lines.is_empty() && !skip_invalid {
+        return Err(Failure::Invalid(checked.bad_lines));
+    }
+    input
+        .seek(SeekFrom::Start(start))
+        .map_err(|error| Failure::Other(error.into()))?;
+    let mut again = BufReader::new(input.take(checked.bytes));
+    let mut line = String::new();
+    let mut sent = 0;
+    for number in 1.. {
+        line.clear();
+        let read = again
+            .read_line(&mut line)
+            .map_err(|error| Failure::Other(error.into()))?;
+        if read == 0 {
+            break;
+        }
+        if checked.unsent.binary_search(&number).is_ok() {
             continue;
         }
-        match parse_line(&line) {
-            Ok(entry) => {
-                entries.push(entry);
-                line_numbers.push(index + 1);
-            }
-            Err(error) => bad_lines.push(BadLine {
-                line: index + 1,
-                error,
-            }),
-        }
-    }
-    if !bad_lines.is_empty() && !skip_invalid {
-        return Err(Failure::Invalid(bad_lines));
-    }
-    let n_entries = entries.len();
-    for entry in entries {
+        // A line that passed the first pass fails only if the file changed under us.
+        let entry = parse_line(&line).map_err(|error| {
+            Failure::Other(anyhow::anyhow!(
+                "line {number} changed while it was imported ({error}); {sent} entries before \
+                 it were sent"
+            ))
+        })?;
         client
             .send(entry)
             .map_err(|error| Failure::Other(error.into()))?;
+        sent += 1;
     }
+    if sent != checked.good {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the input changed while it was imported: {} good lines checked, {sent} sent",
+            checked.good
+        )));
+    }
+    let mut bad_lines = checked.bad_lines.clone();
     let mut refused = 0;
     match client.flush() {
         Ok(()) => {}
         Err(Error::Rejected(rejections)) => {
             for rejection in rejections {
                 refused += rejection.n_entries;
-                let first = rejection.first_entry as usize - 1;
                 for offset in 0..rejection.n_entries {
-                    let index = first + offset;
-                    let line = line_numbers.get(index).copied().unwrap_or(0);
                     bad_lines.push(BadLine {
-                        line,
+                        line: checked.line_of(rejection.first_entry as usize + offset),
                         error: rejection.reply.message.clone(),
                     });
                 }
@@ -196,7 +380,7 @@ pub fn import(
     }
     bad_lines.sort_by_key(|bad| bad.line);
     let seconds = started.elapsed().as_secs_f64();
-    let imported = n_entries - refused;
+    let imported = sent - refused;
     Ok(Report {
         imported,
         bad_lines,
@@ -214,14 +398,21 @@ pub fn command(
     skip_invalid: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let outcome = if file.as_os_str() == "-" {
+        let mut spool =
+            tempfile::tempfile().context("cannot make a temporary file to hold standard input")?;
+        import(
+            client,
+            &mut spool,
+            Some(&mut std::io::stdin().lock()),
+            skip_invalid,
+        )
     } else {
-        let opened =
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        Box::new(std::io::BufReader::new(opened))
+        let mut opened =
+            File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        import(client, &mut opened, None, skip_invalid)
     };
-    match import(client, input, skip_invalid) {
+    match outcome {
         Ok(report) => {
             if json {
                 print_json(&report)?;
@@ -292,8 +483,36 @@ mod tests {
             Ok("a"),
         );
         check(
-            r#"{"event":"a","component":"c","seq":4,"hash":"ab","ts":"x"}"#,
+            r#"{"event":"a","component":"c","seq":4,"ts":1700000000000000000,"pid":7}"#,
             Ok("a"),
+        );
+        check(
+            r#"{"event":"a","component":"c","seq":4,"ts":"x"}"#,
+            Err("ts must be an integer"),
+        );
+        check(
+            r#"{"event":"a","component":"c","hash":"ab"}"#,
+            Err("hash must be 64 hex digits"),
+        );
+        check(
+            r#"{"event":"a","component":"c","imported":[1]}"#,
+            Err("imported must be a JSON object"),
+        );
+        check(
+            r#"{"event":"a","component":"c","client_ts":1700000000}"#,
+            Err("looks like seconds"),
+        );
+        check(
+            r#"{"event":"a","component":"c","client_ts":1.5e18}"#,
+            Err("not a whole number"),
+        );
+        check(
+            r#"{"event":"a","component":"c","client_ts":"yesterday"}"#,
+            Err("not an RFC 3339 time"),
+        );
+        check(
+            r#"{"event":"a","component":"c","client_ts":true}"#,
+            Err("must be nanoseconds"),
         );
         check(r#"{"event":"a"}"#, Err("missing field `component`"));
         check(
@@ -324,6 +543,49 @@ mod tests {
             &format!(r#"{{"event":"{long}","component":"c"}}"#),
             Err("limit is 256"),
         );
+    }
+
+    #[test]
+    fn an_export_line_keeps_its_date_and_its_original_fields() {
+        let entry = parse_line(
+            r#"{"seq":9,"time":"2023-11-14T22:13:20Z","ts":1700000000000000000,"event":"a",
+               "component":"c","client_ts":null,"pid":7,"uid":1000,"gid":1000,
+               "producer_id":null,"producer_number":null,"hash":"AB"}"#
+                .replace("\"AB\"", &format!("\"{}\"", "AB".repeat(32)))
+                .as_str(),
+        )
+        .unwrap();
+        assert_eq!(entry.client_ts, Some(1_700_000_000_000_000_000));
+        let original: serde_json::Value =
+            serde_json::from_str(entry.imported.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            original,
+            json!({"seq": 9, "ts": 1_700_000_000_000_000_000_i64, "pid": 7, "uid": 1000,
+                   "gid": 1000, "hash": "ab".repeat(32)})
+        );
+        // An RFC 3339 client_ts wins over ts, and a copy's own `imported` is kept as it is.
+        let entry = parse_line(
+            r#"{"event":"a","component":"c","client_ts":"2026-11-22T10:00:00+01:00",
+               "ts":1,"imported":{"seq":1, "from":"elsewhere"}}"#,
+        )
+        .unwrap();
+        assert_eq!(entry.client_ts, Some(1_795_338_000_000_000_000));
+        assert_eq!(
+            entry.imported.as_deref(),
+            Some(r#"{"seq":1, "from":"elsewhere"}"#)
+        );
+        // A line written by hand is marked as imported all the same.
+        let entry = parse_line(r#"{"event":"a","component":"c"}"#).unwrap();
+        assert_eq!(entry.imported.as_deref(), Some("{}"));
+        assert_eq!(entry.client_ts, None);
+    }
+
+    #[test]
+    fn float_noise_in_dollars_is_rounded_to_the_micro_dollar() {
+        let entry =
+            parse_line(r#"{"event":"a","component":"c","cost":{"cost_usd":0.30000000000000004}}"#)
+                .unwrap();
+        assert_eq!(entry.cost.unwrap().micro_usd, 300_000);
     }
 
     #[test]

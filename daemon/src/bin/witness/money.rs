@@ -2,8 +2,20 @@
 //! touches an amount that will be hashed or summed.
 
 /// Parses a non-negative decimal amount of dollars (`0.0015`, `12`, `1.5e-3`) into micro-USD.
-/// An amount finer than a micro-dollar is refused rather than rounded.
+/// An amount finer than a micro-dollar is refused rather than rounded: what a person types
+/// is taken exactly or not at all.
 pub fn parse_usd(text: &str) -> Result<u64, String> {
+    parse(text, false)
+}
+
+/// [`parse_usd`], rounding an amount finer than a micro-dollar to the nearest one (half up),
+/// as billing does: for files written by programs, whose floats carry noise such as
+/// `0.30000000000000004`.
+pub fn round_usd(text: &str) -> Result<u64, String> {
+    parse(text, true)
+}
+
+fn parse(text: &str, round: bool) -> Result<u64, String> {
     let refuse = |why: &str| format!("invalid amount of dollars {text:?}: {why}");
     let (mantissa, exponent) = match text.find(['e', 'E']) {
         Some(at) => {
@@ -47,13 +59,22 @@ pub fn parse_usd(text: &str) -> Result<u64, String> {
     } else {
         digits.split_at(cut as usize)
     };
-    if dropped.bytes().any(|byte| byte != b'0') {
-        return Err(refuse("finer than a micro-dollar (six decimal places)"));
-    }
-    if kept.is_empty() {
-        return Ok(0);
-    }
-    let micro: u64 = kept.parse().map_err(|_| too_large())?;
+    let up = if dropped.bytes().any(|byte| byte != b'0') {
+        if !round {
+            return Err(refuse("finer than a micro-dollar (six decimal places)"));
+        }
+        // When the cut falls before the first digit, implied zeros come first: nothing to
+        // round up.
+        cut >= 0 && dropped.as_bytes()[0] >= b'5'
+    } else {
+        false
+    };
+    let micro: u64 = if kept.is_empty() {
+        0
+    } else {
+        kept.parse().map_err(|_| too_large())?
+    };
+    let micro = micro.saturating_add(u64::from(up));
     if micro > i64::MAX as u64 {
         Err(too_large())
     } else {
@@ -101,5 +122,19 @@ mod tests {
         check("1e30", Err("too large"));
         check("9223372036854.775807", Ok(9_223_372_036_854_775_807));
         check("9223372036854.775808", Err("too large"));
+    }
+
+    #[test]
+    fn rounding_takes_float_noise_to_the_nearest_micro_dollar() {
+        assert_eq!(round_usd("0.30000000000000004"), Ok(300_000));
+        assert_eq!(round_usd("0.0000015"), Ok(2));
+        assert_eq!(round_usd("0.0000014999"), Ok(1));
+        assert_eq!(round_usd("0.0000005"), Ok(1));
+        assert_eq!(round_usd("0.00000049"), Ok(0));
+        assert_eq!(round_usd("1e-7"), Ok(0));
+        assert_eq!(round_usd("1.2345675e-1"), Ok(123_457));
+        assert_eq!(round_usd("0.0015"), Ok(1500));
+        assert!(round_usd("9223372036854.7758075").is_err());
+        assert!(round_usd("-0.1").is_err());
     }
 }
