@@ -505,3 +505,44 @@ fn five_days_of_imported_history_read_as_five_days() {
     );
     crate::harness::verify_file(&daemon.db);
 }
+
+#[test]
+fn tables_are_coloured_on_request_and_times_shown_as_asked() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 5);
+    let run = |args: &[&str]| {
+        let (code, out, stderr) = witness(&daemon.socket, args, None);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        out
+    };
+    // Not a terminal: no escapes unless asked for.
+    assert!(!run(&["tail"]).contains('\u{1b}'));
+    let coloured = run(&["tail", "--color", "always"]);
+    assert!(coloured.starts_with("\u{1b}[1mTIME"), "{coloured:?}");
+    assert!(!run(&["cost", "--color", "never"]).contains('\u{1b}'));
+    let relative = run(&["tail", "--time", "relative"]);
+    assert!(
+        relative
+            .lines()
+            .skip(1)
+            .all(|row| row.starts_with("now") || row.contains(" s ago")),
+        "{relative}"
+    );
+    let utc = run(&["tail", "--utc"]);
+    assert!(
+        utc.lines().nth(1).unwrap().contains('T') && utc.contains("Z  "),
+        "{utc}"
+    );
+    for bad in [
+        &["tail", "--time", "sideways"][..],
+        &["tail", "--color", "purple"],
+        &["tail", "-f", "--until", "1h"],
+        &["tail", "--utc", "--time", "local"],
+        &["traces", "--until", "next tuesday"],
+        &["cost", "--model"],
+    ] {
+        let (code, _, stderr) = witness(&daemon.socket, bad, None);
+        assert_eq!(code, 2, "{bad:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{bad:?}: {stderr}");
+    }
+}
