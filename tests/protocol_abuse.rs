@@ -174,6 +174,27 @@ fn invalid_json_and_over_long_fields_name_the_entry() {
             Entry::new("e", "c").cost(witness_protocol::Cost::new(u64::MAX, 0, 0)),
             "entry 1: tokens_in is 18446744073709551615",
         ),
+        (
+            Entry {
+                imported: Some("[1]".into()),
+                ..Entry::new("e", "c")
+            },
+            "entry 1: imported is not a JSON object",
+        ),
+        (
+            Entry {
+                imported: Some("{\"seq\":".into()),
+                ..Entry::new("e", "c")
+            },
+            "entry 1: imported is not a JSON object",
+        ),
+        (
+            Entry {
+                imported: Some(format!("{{\"x\":\"{}\"}}", "y".repeat(5000))),
+                ..Entry::new("e", "c")
+            },
+            "entry 1: imported is 5008 bytes long; the limit is 4096",
+        ),
     ];
     for (index, (bad, expected)) in cases.into_iter().enumerate() {
         let id = 100 + index as u64;
