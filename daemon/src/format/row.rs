@@ -82,6 +82,45 @@ pub mod column {
 /// The position of `imported` in the hashed values.
 pub const IMPORTED_VALUE: usize = HASHED - 1;
 
+/// What a column holds, as other stores (the fleet's PostgreSQL) declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A 64-bit signed integer.
+    Integer,
+    /// UTF-8 text.
+    Text,
+    /// Bytes (only `hash`).
+    Blob,
+}
+
+/// Each column of [`COLUMNS`]: what it holds, and whether it may be NULL, as the schema
+/// declares it.
+pub const KINDS: [(Kind, bool); 20] = {
+    use Kind::*;
+    [
+        (Integer, false),
+        (Integer, false),
+        (Integer, true),
+        (Text, false),
+        (Text, false),
+        (Text, true),
+        (Text, false),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Text, true),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Integer, true),
+        (Blob, false),
+        (Text, true),
+    ]
+};
+
 /// One column value as the format sees it: SQLite's NULL, INTEGER or TEXT. The hash encoding
 /// (`chain`) and the insert statement both take rows of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,41 +273,52 @@ pub fn insert(
 
 /// A row read with [`select_columns`], as the protocol shows a stored entry.
 pub fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
+    let values = read_values(row).map_err(|message| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column::SEQ,
+            rusqlite::types::Type::Null,
+            message.into(),
+        )
+    })?;
+    Ok(entry_of(&values, stored_hash(row)?))
+}
+
+/// The hashed values of a row and its stored hash, as the protocol shows a stored entry:
+/// what a host's `entries` and the fleet's `events` both read into.
+pub fn entry_of(values: &Values<'_>, hash: &[u8]) -> StoredEntry {
     use column::*;
-    let unsigned = |index: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row.get::<_, Option<i64>>(index)?.map(|value| value as u64))
+    let unsigned = |index: usize| values[index].integer().map(|value| value as u64);
+    let text = |index: usize| match values[index] {
+        Value::Text(text) => Some(text.to_owned()),
+        _ => None,
     };
-    let tokens_in = unsigned(TOKENS_IN)?;
-    let cost = tokens_in.map(|tokens_in| -> rusqlite::Result<Cost> {
-        Ok(Cost {
-            tokens_in,
-            tokens_out: unsigned(TOKENS_OUT)?.unwrap_or(0),
-            cache_read_tokens: unsigned(CACHE_READ_TOKENS)?,
-            reasoning_tokens: unsigned(REASONING_TOKENS)?,
-            micro_usd: unsigned(COST_MICRO_USD)?.unwrap_or(0),
-            model: row.get(MODEL)?,
-        })
+    let cost = unsigned(TOKENS_IN).map(|tokens_in| Cost {
+        tokens_in,
+        tokens_out: unsigned(TOKENS_OUT).unwrap_or(0),
+        cache_read_tokens: unsigned(CACHE_READ_TOKENS),
+        reasoning_tokens: unsigned(REASONING_TOKENS),
+        micro_usd: unsigned(COST_MICRO_USD).unwrap_or(0),
+        model: text(MODEL),
     });
-    let hash: Vec<u8> = row.get(HASH)?;
-    Ok(StoredEntry {
-        seq: row.get::<_, i64>(SEQ)? as u64,
-        ts: row.get(TS)?,
+    StoredEntry {
+        seq: unsigned(SEQ).unwrap_or(0),
+        ts: values[TS].integer().unwrap_or(0),
         entry: Entry {
-            event: row.get(EVENT)?,
-            component: row.get(COMPONENT)?,
-            trace_id: row.get(TRACE_ID)?,
-            payload: row.get(PAYLOAD)?,
-            cost: cost.transpose()?,
-            client_ts: row.get(CLIENT_TS)?,
-            imported: row.get(IMPORTED)?,
+            event: values[EVENT].text().to_owned(),
+            component: values[COMPONENT].text().to_owned(),
+            trace_id: text(TRACE_ID),
+            payload: values[PAYLOAD].text().to_owned(),
+            cost,
+            client_ts: values[CLIENT_TS].integer(),
+            imported: text(IMPORTED_VALUE),
         },
-        pid: row.get(PID)?,
-        uid: row.get(UID)?,
-        gid: row.get(GID)?,
-        producer_id: unsigned(PRODUCER_ID)?,
-        producer_number: unsigned(PRODUCER_NUMBER)?,
-        hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0; 32]),
-    })
+        pid: values[PID].integer(),
+        uid: values[UID].integer(),
+        gid: values[GID].integer(),
+        producer_id: unsigned(PRODUCER_ID),
+        producer_number: unsigned(PRODUCER_NUMBER),
+        hash: <[u8; 32]>::try_from(hash).unwrap_or([0; 32]),
+    }
 }
 
 /// The hashed values of a row read with [`select_columns`], refusing a value of a storage

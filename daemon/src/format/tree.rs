@@ -126,6 +126,42 @@ impl Tree {
         count
     }
 
+    /// The right edge as bytes: every level's hashes of its tile not yet full, lowest level
+    /// first. With the size it restores the tree ([`Tree::from_edge`]) where the tiles are
+    /// not at hand, as in the fleet's watermark.
+    pub fn edge_bytes(&self) -> Vec<u8> {
+        self.edge.iter().flatten().flatten().copied().collect()
+    }
+
+    /// The tree of `size` leaves whose right edge [`Tree::edge_bytes`] gave; refuses bytes
+    /// of another length than such a tree's edge.
+    pub fn from_edge(size: u64, mut bytes: &[u8]) -> Result<Tree, String> {
+        let mut tree = Tree {
+            size,
+            ..Tree::default()
+        };
+        let mut level = 0u32;
+        while level < 64 / TILE_HEIGHT && size >> (TILE_HEIGHT * level) > 0 {
+            let width = ((size >> (TILE_HEIGHT * level)) % TILE_WIDTH as u64) as usize;
+            if bytes.len() < width * 32 {
+                return Err(format!("the edge of a tree of {size} leaves is longer"));
+            }
+            let (head, rest) = bytes.split_at(width * 32);
+            tree.edge.push(
+                head.chunks_exact(32)
+                    .map(|hash| Hash::try_from(hash).expect("32 bytes"))
+                    .collect(),
+            );
+            tree.grown.push(false);
+            bytes = rest;
+            level += 1;
+        }
+        if !bytes.is_empty() {
+            return Err(format!("the edge of a tree of {size} leaves is shorter"));
+        }
+        Ok(tree)
+    }
+
     /// The tree stored in the database, as big as its tiles say (`size` leaves).
     pub fn load(connection: &Connection, size: u64) -> Result<Tree, String> {
         let mut tree = Tree {
@@ -272,6 +308,29 @@ mod tests {
             tree.push(*leaf);
         }
         assert_eq!(tree.root(), merkle::root(&leaves));
+    }
+
+    #[test]
+    fn the_edge_as_bytes_restores_the_tree_and_refuses_other_lengths() {
+        let leaves = leaves(70_000);
+        let mut tree = Tree::default();
+        for (n, leaf) in leaves.iter().enumerate() {
+            if n < 300 || n % 4_999 == 0 || n == 65_536 {
+                let bytes = tree.edge_bytes();
+                let mut restored = Tree::from_edge(n as u64, &bytes).unwrap();
+                assert_eq!(restored.root(), tree.root(), "size {n}");
+                restored.push(*leaf);
+                let mut grown = tree.clone();
+                grown.push(*leaf);
+                assert_eq!(restored.root(), grown.root(), "size {n} + 1");
+                if n > 0 {
+                    assert!(Tree::from_edge(n as u64, &bytes[1..]).is_err());
+                    assert!(Tree::from_edge(n as u64 + 1, &bytes).is_err());
+                }
+            }
+            tree.push(*leaf);
+        }
+        assert!(Tree::from_edge(0, &[0; 32]).is_err());
     }
 
     #[test]
