@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The daemon's top-level modules and their layers, as `lib.rs` lists them.
-const LAYERS: [(&str, u32); 9] = [
+const LAYERS: [(&str, u32); 10] = [
     ("format", 1),
     ("stats", 1),
     ("errors", 1),
     ("store", 2),
     ("read", 2),
+    ("fleet", 2),
     ("config", 3),
     ("access", 3),
     ("observe", 4),

@@ -8,7 +8,8 @@
 //!
 //! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification),
 //!    [`stats`]: the counters every part shares, and [`errors`]: errors as people read them.
-//! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries.
+//! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries; [`fleet`]: the
+//!    forwarder to the fleet's PostgreSQL and the fleet's queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
 //! 4. [`observe`]: metrics and systemd.
 //! 5. [`serve`]: the socket and its connections.
@@ -16,6 +17,7 @@
 pub mod access;
 pub mod config;
 pub mod errors;
+pub mod fleet;
 pub mod format;
 pub mod observe;
 pub mod read;

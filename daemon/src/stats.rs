@@ -94,6 +94,42 @@ impl WriterStats {
     }
 }
 
+/// What the forwarder to the fleet's PostgreSQL publishes for metrics.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// This host's id at the centre.
+    pub host_id: std::sync::Mutex<String>,
+    /// The last `seq` the centre holds (its watermark), as last read or written.
+    pub forwarded_seq: AtomicU64,
+    /// Seconds the oldest entry not yet at the centre has waited, in milliseconds.
+    pub lag_ms: AtomicU64,
+    /// Entries forwarded since start.
+    pub entries: AtomicU64,
+    /// Batches committed at the centre since start.
+    pub batches: AtomicU64,
+    /// Batches or connections that failed since start.
+    pub errors: AtomicU64,
+    /// `forwarding`, or what keeps it from forwarding (`disconnected: …`, `refused: …`).
+    pub state: std::sync::Mutex<String>,
+}
+
+impl ForwardStats {
+    /// Sets the state; true when it changed, which is when it is worth a log line.
+    pub fn set_state(&self, state: &str) -> bool {
+        let mut current = self.state.lock().expect("never poisoned");
+        if *current == state {
+            return false;
+        }
+        state.clone_into(&mut current);
+        true
+    }
+
+    /// The state now.
+    pub fn state(&self) -> String {
+        self.state.lock().expect("never poisoned").clone()
+    }
+}
+
 /// How long a histogram fills before it becomes the previous one.
 const WINDOW: Duration = Duration::from_secs(60);
 

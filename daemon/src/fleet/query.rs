@@ -1,0 +1,210 @@
+//! The fleet's read side: cost across hosts, a trace across hosts, and each host's state, as
+//! `witness fleet cost|trace|hosts` show them. Entries are dated as a host dates them
+//! (`schema::EVENT_TIME`).
+
+use postgres::types::ToSql;
+use witness_protocol::query::StoredEntry;
+
+use super::{FleetError, event_columns, pg_values};
+use crate::format::row;
+use crate::format::schema::{EVENT_TIME, HOUR_NS, hour_of};
+
+/// What a fleet cost report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostBy {
+    /// The host id.
+    Host,
+    /// The component.
+    Component,
+    /// The model (`""` for entries without one).
+    Model,
+    /// The event.
+    Event,
+}
+
+impl CostBy {
+    fn column(self) -> &'static str {
+        match self {
+            CostBy::Host => "host_id",
+            CostBy::Component => "component",
+            CostBy::Model => "coalesce(model, '')",
+            CostBy::Event => "event",
+        }
+    }
+}
+
+/// One group of a fleet cost report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostRow {
+    /// The group's value: a host id, component, model (`""` for none) or event.
+    pub key: String,
+    /// Entries.
+    pub entries: i64,
+    /// Input tokens.
+    pub tokens_in: i64,
+    /// Output tokens.
+    pub tokens_out: i64,
+    /// Input tokens read from a cache.
+    pub cache_read_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Money, in millionths of a US dollar.
+    pub micro_usd: i64,
+}
+
+/// Entries, tokens and money per group over `[since, until)` (nanoseconds; either open).
+/// Whole hours come from the `cost_hourly` roll-up, the partial hours at either end from
+/// `events` through the time index, so the answer is exact and reads a few thousand rows
+/// however many events there are.
+pub fn cost(
+    client: &mut postgres::Client,
+    by: CostBy,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Vec<CostRow>, FleetError> {
+    let key = by.column();
+    let event_rows = |window: &str| {
+        format!(
+            "SELECT {key} AS key, 1 AS n, coalesce(tokens_in, 0) AS tin, \
+             coalesce(tokens_out, 0) AS tout, coalesce(cache_read_tokens, 0) AS cache, \
+             coalesce(reasoning_tokens, 0) AS reason, coalesce(cost_micro_usd, 0) AS usd \
+             FROM events WHERE {window}"
+        )
+    };
+    let rollup = |window: &str| {
+        format!(
+            "SELECT {} AS key, entries AS n, tokens_in AS tin, tokens_out AS tout, \
+             cache_read_tokens AS cache, reasoning_tokens AS reason, micro_usd AS usd \
+             FROM cost_hourly WHERE {window}",
+            if by == CostBy::Model { "model" } else { key }
+        )
+    };
+    // Hours wholly inside the window, [first, last), and the partial ends around them.
+    let first = since.map(|since| hour_of(since) + i64::from(since % HOUR_NS != 0));
+    let last = until.map(hour_of);
+    let mut parts = Vec::new();
+    let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let mut param = |value: i64| {
+        params.push(Box::new(value));
+        format!("${}::bigint", params.len())
+    };
+    match (first, last) {
+        (Some(first), Some(last)) if first >= last => {
+            let window = format!(
+                "{EVENT_TIME} >= {} AND {EVENT_TIME} < {}",
+                param(since.unwrap_or_default()),
+                param(until.unwrap_or_default())
+            );
+            parts.push(event_rows(&window));
+        }
+        _ => {
+            let mut hours = Vec::new();
+            if let Some(first) = first {
+                hours.push(format!("hour >= {}", param(first)));
+                parts.push(event_rows(&format!(
+                    "{EVENT_TIME} >= {} AND {EVENT_TIME} < {}",
+                    param(since.unwrap_or_default()),
+                    param(first.saturating_mul(HOUR_NS))
+                )));
+            }
+            if let Some(last) = last {
+                hours.push(format!("hour < {}", param(last)));
+                parts.push(event_rows(&format!(
+                    "{EVENT_TIME} >= {} AND {EVENT_TIME} < {}",
+                    param(last.saturating_mul(HOUR_NS)),
+                    param(until.unwrap_or_default())
+                )));
+            }
+            if hours.is_empty() {
+                hours.push("true".into());
+            }
+            parts.push(rollup(&hours.join(" AND ")));
+        }
+    }
+    const MAX: &str = "9223372036854775807";
+    let sql = format!(
+        "SELECT key, least(sum(n), {MAX})::bigint, least(sum(tin), {MAX})::bigint, \
+         least(sum(tout), {MAX})::bigint, least(sum(cache), {MAX})::bigint, \
+         least(sum(reason), {MAX})::bigint, least(sum(usd), {MAX})::bigint AS usd \
+         FROM ({}) AS source GROUP BY key ORDER BY usd DESC, key",
+        parts.join(" UNION ALL ")
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| param.as_ref()).collect();
+    let rows = client.query(&sql, &params)?;
+    Ok(rows
+        .iter()
+        .map(|row| CostRow {
+            key: row.get(0),
+            entries: row.get(1),
+            tokens_in: row.get(2),
+            tokens_out: row.get(3),
+            cache_read_tokens: row.get(4),
+            reasoning_tokens: row.get(5),
+            micro_usd: row.get(6),
+        })
+        .collect())
+}
+
+/// Up to `limit` entries of a trace from every host, in the order of their time (then host
+/// and `seq`), each with its host.
+pub fn trace(
+    client: &mut postgres::Client,
+    trace_id: &str,
+    limit: i64,
+) -> Result<Vec<(String, StoredEntry)>, FleetError> {
+    let rows = client.query(
+        &format!(
+            "SELECT {} FROM events WHERE trace_id = $1 ORDER BY {EVENT_TIME}, host_id, seq \
+             LIMIT $2",
+            event_columns()
+        ),
+        &[&trace_id, &limit],
+    )?;
+    rows.iter()
+        .map(|stored| {
+            let (values, hash) = pg_values(stored)?;
+            Ok((stored.get(0), row::entry_of(&values, hash)))
+        })
+        .collect()
+}
+
+/// A host as the centre knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Its id.
+    pub host_id: String,
+    /// The last `seq` the centre holds.
+    pub last_seq: i64,
+    /// The host's last `seq` when it last forwarded.
+    pub local_seq: i64,
+    /// The receive time of its last entry at the centre, in nanoseconds.
+    pub last_ts: Option<i64>,
+    /// When it last forwarded a batch, in nanoseconds since the epoch.
+    pub forwarded_at: Option<i64>,
+    /// The size of its newest checkpoint at the centre.
+    pub checkpoint_size: Option<i64>,
+    /// Why the centre refuses it, if it does.
+    pub refused: Option<String>,
+}
+
+/// Every host, by id.
+pub fn hosts(client: &mut postgres::Client) -> Result<Vec<Host>, FleetError> {
+    let rows = client.query(
+        "SELECT host_id, last_seq, local_seq, last_ts, \
+         (extract(epoch FROM forwarded_at) * 1e9)::bigint, checkpoint_size, refused \
+         FROM hosts ORDER BY host_id",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|row| Host {
+            host_id: row.get(0),
+            last_seq: row.get(1),
+            local_seq: row.get(2),
+            last_ts: row.get(3),
+            forwarded_at: row.get(4),
+            checkpoint_size: row.get(5),
+            refused: row.get(6),
+        })
+        .collect())
+}
