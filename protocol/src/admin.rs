@@ -53,6 +53,30 @@ pub struct StatsReport {
     pub failure: Option<String>,
     /// Appends refused with `Busy` because their user went past a configured rate, by uid.
     pub rate_limited: Vec<(u32, u64)>,
+    /// The forwarder to the fleet's PostgreSQL, when one is configured.
+    pub forward: Option<ForwardReport>,
+}
+
+/// How far the forwarder to the fleet's PostgreSQL has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForwardReport {
+    /// This host's id at the centre.
+    pub host_id: String,
+    /// `forwarding`, `connecting`, or why it is not forwarding (`disconnected: …`,
+    /// `refused: …`).
+    pub state: String,
+    /// The last `seq` the centre holds.
+    pub forwarded_seq: u64,
+    /// Entries committed here and not yet at the centre.
+    pub lag_entries: u64,
+    /// Seconds the oldest of them has waited.
+    pub lag_seconds: f64,
+    /// Entries forwarded since start.
+    pub entries_total: u64,
+    /// Batches committed at the centre since start.
+    pub batches_total: u64,
+    /// Failed connections or batches since start.
+    pub errors_total: u64,
 }
 
 /// A distribution summarised: how many values, their sum, and points of it.

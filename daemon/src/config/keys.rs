@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use witness_protocol::limits::MAX_FRAME_LEN;
 
 use super::{Config, ConfigError, LogFormat, parse_mode};
+use crate::fleet::{DEFAULT_BATCH, ForwardConfig, Target, check_host_id, redact};
 use crate::format::schema::Durability;
 
 /// When a changed key takes effect.
@@ -241,6 +242,57 @@ keys! {
     /// Address for the Prometheus endpoint; unset: no HTTP at all.
     metrics_listen: String = None => metrics_listen, Restart,
         read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
+    /// Forwarding to the fleet's PostgreSQL (`docs/FLEET.md`); unset: none. A table:
+    /// `postgres` (a `postgresql://` URL or libpq `key=value` string; `sslmode` and
+    /// `sslrootcert` as libpq reads them), `password_file` (libpq's `.pgpass` format; unset:
+    /// `PGPASSFILE`, else `~/.pgpass`), `host_id` (unset: the origin) and `batch_max`
+    /// (entries a batch, default 10000). `--print-config` hides a password.
+    forward: ForwardSettings = None => forward, Restart,
+        read |forward| forward.read(), show |forward: &Option<ForwardConfig>| forward.as_ref().map(ForwardSettings::of);
+}
+
+/// The `forward` table of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSettings {
+    /// The central database's connection string.
+    pub postgres: Option<String>,
+    /// Where its password is, when the string has none.
+    pub password_file: Option<PathBuf>,
+    /// This host's id at the centre.
+    pub host_id: Option<String>,
+    /// Most entries a batch.
+    pub batch_max: Option<u64>,
+}
+
+impl ForwardSettings {
+    fn read(&self) -> Result<Option<ForwardConfig>, String> {
+        let Some(url) = &self.postgres else {
+            return Err("the forward table needs postgres, the central database's URL".into());
+        };
+        let target = Target {
+            url: url.clone(),
+            password_file: self.password_file.clone(),
+        };
+        target.check().map_err(|error| error.to_string())?;
+        if let Some(host_id) = &self.host_id {
+            check_host_id(host_id)?;
+        }
+        Ok(Some(ForwardConfig {
+            target,
+            host_id: self.host_id.clone(),
+            batch_max: count(self.batch_max.unwrap_or(DEFAULT_BATCH as u64), 1, 100_000)?,
+        }))
+    }
+
+    fn of(config: &ForwardConfig) -> ForwardSettings {
+        ForwardSettings {
+            postgres: Some(redact(&config.target.url)),
+            password_file: config.target.password_file.clone(),
+            host_id: config.host_id.clone(),
+            batch_max: Some(config.batch_max as u64),
+        }
+    }
 }
 
 fn in_range(value: u64, low: u64, high: u64) -> Result<u64, String> {

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::ForwardConfig;
 use crate::store::checkpoint::CheckpointConfig;
 use crate::store::writer::WriterConfig;
 
 mod keys;
 
-pub use keys::{KEYS, Key, Reload, Settings};
+pub use keys::{ForwardSettings, KEYS, Key, Reload, Settings};
 
 /// Where `witnessd` looks for its configuration when `--config` is not given; a missing
 /// file there is not an error.
@@ -75,6 +76,8 @@ pub struct Config {
     /// in the log (`witnessd --accept-loss`). No configuration key sets it: it is one
     /// operator's decision about one start.
     pub accept_loss: bool,
+    /// Where and how to forward the log to the fleet's PostgreSQL, if anywhere.
+    pub forward: Option<ForwardConfig>,
 }
 
 /// How log lines are written to standard error.

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
-use witness_protocol::admin::StatsReport;
+use witness_protocol::admin::{ForwardReport, StatsReport};
 
 use crate::access::Gate;
-use crate::stats::{Distribution, ServerStats, WriterStats};
+use crate::stats::{Distribution, ForwardStats, ServerStats, WriterStats};
 use crate::store::admission::Admission;
 use crate::store::writer::WriterHandle;
 
@@ -37,6 +37,7 @@ pub struct Metrics {
     gate: Arc<Gate>,
     db_path: PathBuf,
     samples: Mutex<VecDeque<(Instant, u64)>>,
+    forward: Option<Arc<ForwardStats>>,
 }
 
 impl Metrics {
@@ -58,7 +59,35 @@ impl Metrics {
             gate,
             db_path: writer.db_path().to_owned(),
             samples: Mutex::new(VecDeque::with_capacity(RATE_SAMPLES)),
+            forward: None,
         }
+    }
+
+    /// These figures with the forwarder's, for a daemon that forwards to a fleet.
+    pub fn with_forward(mut self, forward: Arc<ForwardStats>) -> Self {
+        self.forward = Some(forward);
+        self
+    }
+
+    /// How far the forwarder has come, if there is one.
+    pub fn forward(&self) -> Option<ForwardReport> {
+        let forward = self.forward.as_ref()?;
+        let forwarded_seq = forward.forwarded_seq.load(Ordering::Relaxed);
+        let lag_entries = self.committed.borrow().saturating_sub(forwarded_seq);
+        Some(ForwardReport {
+            host_id: forward.host_id.lock().expect("never poisoned").clone(),
+            state: forward.state(),
+            forwarded_seq,
+            lag_entries,
+            lag_seconds: if lag_entries == 0 {
+                0.0
+            } else {
+                forward.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            },
+            entries_total: forward.entries.load(Ordering::Relaxed),
+            batches_total: forward.batches.load(Ordering::Relaxed),
+            errors_total: forward.errors.load(Ordering::Relaxed),
+        })
     }
 
     /// Takes the once-a-second sample the rate is computed from.
@@ -132,19 +161,28 @@ impl Metrics {
             rss_peak_bytes,
             failure: self.writer.failure(),
             rate_limited: self.gate.rates.limited(),
+            forward: self.forward(),
         }
     }
 
     /// The one-line summary systemd shows in `systemctl status`.
     pub fn status_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:.0} entries/s, queue {}/{}, {} connections, {} entries committed",
             self.entries_per_sec(),
             self.queue_depth(),
             self.queue_capacity,
             self.server.connections.load(Ordering::Relaxed),
             self.writer.entries_committed.load(Ordering::Relaxed),
-        )
+        );
+        if let Some(forward) = self.forward() {
+            let state = forward.state.split(':').next().unwrap_or_default();
+            line.push_str(&format!(
+                ", fleet {state}, {} entries behind ({:.0} s)",
+                forward.lag_entries, forward.lag_seconds
+            ));
+        }
+        line
     }
 }
 

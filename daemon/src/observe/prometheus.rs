@@ -157,6 +157,62 @@ pub fn prometheus(report: &StatsReport) -> String {
     ] {
         metric(&mut out, name, "gauge", help, &plain(value));
     }
+    if let Some(forward) = &report.forward {
+        let state = forward.state.as_str();
+        for (name, kind, help, value) in [
+            (
+                "forward_up",
+                "gauge",
+                "1 while the forwarder reaches the fleet's PostgreSQL and ships, else 0.",
+                u64::from(state == "forwarding"),
+            ),
+            (
+                "forward_refused",
+                "gauge",
+                "1 once the fleet's PostgreSQL refuses this host's log, else 0.",
+                u64::from(state.starts_with("refused")),
+            ),
+            (
+                "forward_seq",
+                "gauge",
+                "The last sequence number the fleet's PostgreSQL holds.",
+                forward.forwarded_seq,
+            ),
+            (
+                "forward_lag_entries",
+                "gauge",
+                "Entries committed here and not yet in the fleet's PostgreSQL.",
+                forward.lag_entries,
+            ),
+            (
+                "forward_entries_total",
+                "counter",
+                "Entries forwarded since start.",
+                forward.entries_total,
+            ),
+            (
+                "forward_batches_total",
+                "counter",
+                "Batches committed in the fleet's PostgreSQL since start.",
+                forward.batches_total,
+            ),
+            (
+                "forward_errors_total",
+                "counter",
+                "Failed connections or batches of the forwarder since start.",
+                forward.errors_total,
+            ),
+        ] {
+            metric(&mut out, name, kind, help, &plain(value));
+        }
+        metric(
+            &mut out,
+            "forward_lag_seconds",
+            "gauge",
+            "Seconds the oldest entry not yet forwarded has waited.",
+            &[(String::new(), format!("{:.3}", forward.lag_seconds))],
+        );
+    }
     out
 }
 

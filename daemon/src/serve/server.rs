@@ -22,16 +22,22 @@ use witness_protocol::{ErrorCode, ErrorReply, Response, ResponseFrame, frame};
 use super::connection::{self, Shared, Stop};
 use crate::access::{self, Gate, Peer};
 use crate::config::{Config, Limits};
+use crate::fleet::forward::{Forwarder, Source};
+use crate::fleet::redact;
 use crate::format::schema::OpenError;
 use crate::observe::metrics::Metrics;
 use crate::read::ReadPool;
-use crate::stats::ServerStats;
+use crate::stats::{ForwardStats, ServerStats};
 use crate::store::admission::Admission;
 use crate::store::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::store::dbfile::{DatabaseFile, TakeError};
 use crate::store::job::Control;
 use crate::store::queue::JobQueue;
 use crate::store::writer::WriterHandle;
+
+/// How long a stop waits for the forwarder's batch in flight; one left over is shipped at the
+/// next start.
+const FORWARDER_STOP: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +173,7 @@ pub struct Server {
     limits: Arc<RwLock<Limits>>,
     gate: Arc<Gate>,
     verifier_key: String,
+    forward: Option<Arc<ForwardStats>>,
 }
 
 impl Server {
@@ -214,13 +221,17 @@ impl Server {
         let stats = Arc::<ServerStats>::default();
         let admission = Arc::new(Admission::new(config.queue_capacity));
         let gate = Arc::new(Gate::new(config.access.clone()));
-        let metrics = Arc::new(Metrics::new(
-            Arc::clone(&stats),
-            &writer,
-            &admission,
-            Arc::clone(&gate),
-        ));
+        let forward = config
+            .forward
+            .as_ref()
+            .map(|_| Arc::<ForwardStats>::default());
+        let mut metrics = Metrics::new(Arc::clone(&stats), &writer, &admission, Arc::clone(&gate));
+        if let Some(forward) = &forward {
+            metrics = metrics.with_forward(Arc::clone(forward));
+        }
+        let metrics = Arc::new(metrics);
         Ok(Server {
+            forward,
             limits: Arc::new(RwLock::new(config.limits())),
             config: Arc::new(config),
             writer,
@@ -265,7 +276,34 @@ impl Server {
             limits,
             gate,
             verifier_key,
+            forward,
         } = self;
+        let forwarder = match (&config.forward, forward) {
+            (Some(settings), Some(stats)) => {
+                let host_id = settings
+                    .host_id
+                    .clone()
+                    .unwrap_or_else(|| config.checkpoints.origin.clone());
+                let source = Source {
+                    db_path: config.writer.db_path.clone(),
+                    verifier_key: verifier_key.clone(),
+                    committed: writer.committed(),
+                };
+                tracing::info!(
+                    host_id = %host_id,
+                    postgres = %redact(&settings.target.url),
+                    "forwarding to the fleet"
+                );
+                match Forwarder::start(settings.clone(), host_id, source, stats) {
+                    Ok(forwarder) => Some(forwarder),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the forwarder; serving without it");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let stop = Stop::default();
         let readers = TaskTracker::new();
         let responders = TaskTracker::new();
@@ -356,6 +394,9 @@ impl Server {
         tracing::info!("draining the queue");
         let writer_stats = Arc::clone(writer.stats());
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        if let Some(forwarder) = forwarder {
+            let _ = tokio::task::spawn_blocking(move || forwarder.stop(FORWARDER_STOP)).await;
+        }
         responders.close();
         // The same grace, not a second one: clients that read have had it to take their
         // answers, and the last commit's answers get a moment more.

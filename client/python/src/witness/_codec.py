@@ -13,6 +13,7 @@ from ._types import (
     Cost,
     CostReport,
     CostRow,
+    ForwardStats,
     Percentiles,
     Receipt,
     Stats,
@@ -337,6 +338,20 @@ def read_stats(reader: Reader) -> Stats:
         rss_peak_bytes=reader.u64(),
         failure=reader.option(reader.string),
         rate_limited=dict(reader.vec(lambda: (reader.u32(), reader.u64()))),
+        forward=reader.option(lambda: read_forward(reader)),
+    )
+
+
+def read_forward(reader: Reader) -> ForwardStats:
+    return ForwardStats(
+        host_id=reader.string(),
+        state=reader.string(),
+        forwarded_seq=reader.u64(),
+        lag_entries=reader.u64(),
+        lag_seconds=reader.f64(),
+        entries_total=reader.u64(),
+        batches_total=reader.u64(),
+        errors_total=reader.u64(),
     )
 
 

@@ -323,6 +323,21 @@ class Stats:
     rss_peak_bytes: int
     failure: Optional[str]
     rate_limited: Dict[int, int]
+    forward: Optional["ForwardStats"] = None
+
+
+@dataclass(frozen=True)
+class ForwardStats:
+    """How far the forwarder to the fleet's PostgreSQL has come (`ForwardReport`)."""
+
+    host_id: str
+    state: str
+    forwarded_seq: int
+    lag_entries: int
+    lag_seconds: float
+    entries_total: int
+    batches_total: int
+    errors_total: int
 
 
 @dataclass(frozen=True)
