@@ -123,6 +123,18 @@ fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()
     for (name, value) in rows {
         writeln!(out, "{name:<12} {value}")?;
     }
+    if let Some(forward) = &report.forward {
+        writeln!(
+            out,
+            "{:<12} {}: {}, at the centre up to seq {}, {} behind ({:.1} s)",
+            "fleet",
+            forward.host_id,
+            forward.state,
+            forward.forwarded_seq,
+            crate::output::entries(forward.lag_entries),
+            forward.lag_seconds
+        )?;
+    }
     if !report.rate_limited.is_empty() {
         let limited: Vec<String> = report
             .rate_limited
@@ -166,6 +178,16 @@ fn stats_json(report: &StatsReport) -> Value {
         "rate_limited": report.rate_limited.iter()
             .map(|(uid, count)| (uid.to_string(), json!(count)))
             .collect::<serde_json::Map<String, Value>>(),
+        "forward": report.forward.as_ref().map(|forward| json!({
+            "host_id": forward.host_id,
+            "state": forward.state,
+            "forwarded_seq": forward.forwarded_seq,
+            "lag_entries": forward.lag_entries,
+            "lag_seconds": forward.lag_seconds,
+            "entries_total": forward.entries_total,
+            "batches_total": forward.batches_total,
+            "errors_total": forward.errors_total,
+        })),
     })
 }
 

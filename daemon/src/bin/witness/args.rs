@@ -215,6 +215,8 @@ pub enum Command {
     /// Work on the database while the daemon runs (as the daemon's user or root).
     #[command(subcommand)]
     Maintenance(Maintenance),
+    /// The fleet: every host's log in one PostgreSQL (see docs/FLEET.md).
+    Fleet(FleetArgs),
     /// Entries as JSON lines with every stored field; `witness import` reads them back.
     Export {
         /// First seq to export.
@@ -229,6 +231,73 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
     },
+}
+
+/// `witness fleet`: the fleet's PostgreSQL.
+#[derive(Debug, ClapArgs)]
+pub struct FleetArgs {
+    /// The fleet's PostgreSQL: a postgresql:// URL or a libpq key=value string (sslmode and
+    /// sslrootcert as libpq reads them).
+    #[arg(
+        long,
+        env = "WITNESS_POSTGRES",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub postgres: String,
+    /// A password file in libpq's .pgpass format [default: $PGPASSFILE, else ~/.pgpass].
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+/// The `witness fleet` commands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Entries, tokens and money per group across hosts, with a total.
+    Cost {
+        /// What to group by.
+        #[arg(long, value_enum, default_value = "host")]
+        by: FleetBy,
+        /// Only entries dated since this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+        since: Option<i64>,
+        /// Only entries dated before this time.
+        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+        until: Option<i64>,
+    },
+    /// One trace's entries from every host, in time order.
+    Trace {
+        /// The trace id.
+        trace_id: String,
+        /// Most entries shown.
+        #[arg(long, short = 'n', default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+    },
+    /// Every host: the last seq the centre holds, how far behind it is, its latest
+    /// checkpoint, and whether the centre refuses it.
+    Hosts,
+    /// Check every host's copy from its rows: chain, tree, signed checkpoints, watermark.
+    /// Fails naming each host that was refused or does not verify.
+    Verify {
+        /// Only this host.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+    },
+}
+
+/// What `fleet cost` groups by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FleetBy {
+    /// By host.
+    Host,
+    /// By component.
+    Component,
+    /// By model.
+    Model,
+    /// By event.
+    Event,
 }
 
 /// `witness maintenance` tasks.

@@ -7,6 +7,7 @@
 
 mod admin;
 mod args;
+mod fleet;
 mod import;
 mod money;
 mod output;
@@ -152,6 +153,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             read::cost(&mut connect()?, query, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fleet(fleet) => fleet::run(fleet, json),
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
         Command::Completions { shell } => {

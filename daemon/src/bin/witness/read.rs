@@ -132,12 +132,12 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The date of a stored entry: the client's own time where it gave one, else the receive
 /// time, as the daemon dates it in every read.
-fn date(stored: &StoredEntry) -> i64 {
+pub fn date(stored: &StoredEntry) -> i64 {
     stored.entry.client_ts.unwrap_or(stored.ts)
 }
 
 /// Input tokens for a table, with the cached ones: `1200 (800 cached)`.
-fn tokens_in(cost: &Cost) -> String {
+pub fn tokens_in(cost: &Cost) -> String {
     match cost.cache_read_tokens {
         Some(cached) if cached > 0 => format!("{} ({cached} cached)", cost.tokens_in),
         _ => cost.tokens_in.to_string(),
@@ -145,7 +145,7 @@ fn tokens_in(cost: &Cost) -> String {
 }
 
 /// Output tokens for a table, with the reasoning ones: `300 (120 reasoning)`.
-fn tokens_out(cost: &Cost) -> String {
+pub fn tokens_out(cost: &Cost) -> String {
     match cost.reasoning_tokens {
         Some(reasoning) if reasoning > 0 => format!("{} ({reasoning} reasoning)", cost.tokens_out),
         _ => cost.tokens_out.to_string(),
@@ -278,7 +278,7 @@ impl<'a> Columns<'a> {
 
 /// Prints rows under headers, each column as wide as its widest cell; `right` marks the
 /// numeric columns.
-fn table(
+pub fn table(
     out: &mut impl Write,
     headers: &[&str],
     right: &[bool],

@@ -1,0 +1,287 @@
+//! `witness fleet`: the fleet's PostgreSQL, where every host's forwarder ships its log, read
+//! and audited. These commands speak to PostgreSQL, not to a daemon.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use witness_daemon::fleet::audit::{self, Problem};
+use witness_daemon::fleet::query::{self, CostBy, CostRow};
+use witness_daemon::fleet::{Target, check_schema};
+
+use crate::args::{FleetArgs, FleetBy, FleetCommand};
+use crate::money::format_usd;
+use crate::read::{ExportLine, date, printable, table, tokens_in, tokens_out};
+use crate::when::{rfc3339, show};
+
+/// Runs one `witness fleet` command.
+pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let target = Target {
+        url: args.postgres,
+        password_file: args.password_file,
+    };
+    let mut client = target.connect()?;
+    check_schema(&mut client)?;
+    let mut out = crate::output::stdout();
+    match args.command {
+        FleetCommand::Cost { by, since, until } => {
+            let by = match by {
+                FleetBy::Host => CostBy::Host,
+                FleetBy::Component => CostBy::Component,
+                FleetBy::Model => CostBy::Model,
+                FleetBy::Event => CostBy::Event,
+            };
+            let rows = query::cost(&mut client, by, since, until)?;
+            let total = rows.iter().fold(
+                CostRow {
+                    key: "TOTAL".into(),
+                    entries: 0,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    cache_read_tokens: 0,
+                    reasoning_tokens: 0,
+                    micro_usd: 0,
+                },
+                |total, row| CostRow {
+                    entries: total.entries.saturating_add(row.entries),
+                    tokens_in: total.tokens_in.saturating_add(row.tokens_in),
+                    tokens_out: total.tokens_out.saturating_add(row.tokens_out),
+                    cache_read_tokens: total
+                        .cache_read_tokens
+                        .saturating_add(row.cache_read_tokens),
+                    reasoning_tokens: total.reasoning_tokens.saturating_add(row.reasoning_tokens),
+                    micro_usd: total.micro_usd.saturating_add(row.micro_usd),
+                    ..total
+                },
+            );
+            if json {
+                let row = |row: &CostRow| {
+                    json!({
+                        "key": row.key,
+                        "entries": row.entries,
+                        "tokens_in": row.tokens_in,
+                        "tokens_out": row.tokens_out,
+                        "cache_read_tokens": row.cache_read_tokens,
+                        "reasoning_tokens": row.reasoning_tokens,
+                        "cost_micro_usd": row.micro_usd,
+                        "cost_usd": format_usd(row.micro_usd as u64).trim_start_matches('$'),
+                    })
+                };
+                let document = json!({
+                    "by": format!("{by:?}").to_lowercase(),
+                    "rows": rows.iter().map(row).collect::<Vec<_>>(),
+                    "total": row(&total),
+                });
+                writeln!(out, "{document}")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let cells = |key: String, row: &CostRow| {
+                vec![
+                    key,
+                    row.entries.to_string(),
+                    row.tokens_in.to_string(),
+                    row.cache_read_tokens.to_string(),
+                    row.tokens_out.to_string(),
+                    row.reasoning_tokens.to_string(),
+                    format_usd(row.micro_usd as u64),
+                ]
+            };
+            let mut lines: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| {
+                    let key = if row.key.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        printable(&row.key).into_owned()
+                    };
+                    cells(key, row)
+                })
+                .collect();
+            lines.push(cells("TOTAL".into(), &total));
+            let name = format!("{by:?}").to_uppercase();
+            table(
+                &mut out,
+                &[
+                    &name,
+                    "ENTRIES",
+                    "TOKENS IN",
+                    "CACHED",
+                    "TOKENS OUT",
+                    "REASONING",
+                    "COST",
+                ],
+                &[false, true, true, true, true, true, true],
+                &lines,
+                true,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Trace { trace_id, limit } => {
+            let entries = query::trace(&mut client, &trace_id, limit)?;
+            if json {
+                let lines: Vec<Value> = entries
+                    .iter()
+                    .map(|(host, stored)| {
+                        let mut line = serde_json::to_value(ExportLine::new(stored))
+                            .expect("an export line is JSON");
+                        line["host_id"] = json!(host);
+                        line
+                    })
+                    .collect();
+                writeln!(out, "{}", json!({"trace_id": trace_id, "entries": lines}))?;
+                return Ok(if entries.is_empty() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+            if entries.is_empty() {
+                eprintln!("witness: no host has forwarded an entry with trace id {trace_id:?}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|(host, stored)| {
+                    let entry = &stored.entry;
+                    let cost = entry.cost.as_ref();
+                    vec![
+                        show(date(stored)),
+                        printable(host).into_owned(),
+                        stored.seq.to_string(),
+                        printable(&entry.component).into_owned(),
+                        printable(&entry.event).into_owned(),
+                        cost.map_or(String::new(), tokens_in),
+                        cost.map_or(String::new(), tokens_out),
+                        cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+                        printable(&entry.payload).into_owned(),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &[
+                    "TIME",
+                    "HOST",
+                    "SEQ",
+                    "COMPONENT",
+                    "EVENT",
+                    "IN",
+                    "OUT",
+                    "COST",
+                    "PAYLOAD",
+                ],
+                &[false, false, true, false, false, true, true, true, false],
+                &rows,
+                false,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Hosts => {
+            let hosts = query::hosts(&mut client)?;
+            if json {
+                let hosts: Vec<Value> = hosts
+                    .iter()
+                    .map(|host| {
+                        json!({
+                            "host_id": host.host_id,
+                            "last_seq": host.last_seq,
+                            "local_seq": host.local_seq,
+                            "lag_entries": (host.local_seq - host.last_seq).max(0),
+                            "last_time": host.last_ts.map(rfc3339),
+                            "forwarded_at": host.forwarded_at.map(rfc3339),
+                            "checkpoint_size": host.checkpoint_size,
+                            "refused": host.refused,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", json!({ "hosts": hosts }))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = hosts
+                .iter()
+                .map(|host| {
+                    vec![
+                        printable(&host.host_id).into_owned(),
+                        host.last_seq.to_string(),
+                        (host.local_seq - host.last_seq).max(0).to_string(),
+                        host.forwarded_at
+                            .map(show)
+                            .unwrap_or_else(|| "never".into()),
+                        host.checkpoint_size
+                            .map_or_else(|| "none".into(), |size| size.to_string()),
+                        match &host.refused {
+                            Some(reason) => format!("REFUSED: {}", printable(reason)),
+                            None => "ok".into(),
+                        },
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &[
+                    "HOST",
+                    "LAST SEQ",
+                    "LAG",
+                    "FORWARDED",
+                    "CHECKPOINT",
+                    "STATE",
+                ],
+                &[false, true, true, false, true, false],
+                &rows,
+                false,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Verify { host } => {
+            let audits = audit::verify(&mut client, host.as_deref())?;
+            let failed = audits.iter().any(|audit| audit.problem.is_some());
+            if json {
+                let hosts: Vec<Value> = audits
+                    .iter()
+                    .map(|audit| {
+                        let (verdict, reason) = match &audit.problem {
+                            None => ("intact", None),
+                            Some(Problem::Refused(reason)) => ("refused", Some(reason)),
+                            Some(Problem::Broken(reason)) => ("broken", Some(reason)),
+                        };
+                        json!({
+                            "host_id": audit.host_id,
+                            "verdict": verdict,
+                            "reason": reason,
+                            "entries": audit.entries,
+                            "checkpoints": audit.checkpoints,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", json!({ "hosts": hosts }))?;
+            } else {
+                for audit in &audits {
+                    match &audit.problem {
+                        None => writeln!(
+                            out,
+                            "{}: intact, {}, {} checkpoints",
+                            printable(&audit.host_id),
+                            crate::output::entries(audit.entries),
+                            audit.checkpoints
+                        )?,
+                        Some(problem) => writeln!(
+                            out,
+                            "{}: {} ({} checked)",
+                            printable(&audit.host_id),
+                            printable(&problem.to_string()),
+                            crate::output::entries(audit.entries)
+                        )?,
+                    }
+                }
+                if audits.is_empty() {
+                    writeln!(out, "no host has forwarded to this database")?;
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
