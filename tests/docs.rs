@@ -52,3 +52,13 @@ fn the_worked_example_is_what_the_implementation_sends() {
     };
     assert_eq!(example("example:committed"), encoded(&committed));
 }
+
+/// `docs/FLEET.md` kept true: the central schema it shows is the one the forwarder creates.
+#[test]
+fn the_fleet_document_shows_the_schema_the_forwarder_creates() {
+    let fleet = include_str!("../docs/FLEET.md");
+    assert_eq!(
+        crate::harness::doc_block(fleet, "fleet:schema"),
+        witness_daemon::fleet::schema_sql()
+    );
+}

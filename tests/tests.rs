@@ -10,6 +10,7 @@ mod cli;
 mod contract;
 mod crash;
 mod docs;
+mod fleet;
 mod format;
 mod ingest;
 mod layers;

@@ -142,6 +142,7 @@ fn the_readmes_example_configuration_checks_out_as_written() {
         let mut lines: Vec<String> = text
             .lines()
             .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|line| !line.is_empty())
             .collect();
         lines.sort();
         lines
@@ -151,7 +152,10 @@ fn the_readmes_example_configuration_checks_out_as_written() {
     for key in witness_daemon::config::KEYS {
         let line = example
             .lines()
-            .find(|line| line.split([' ', '=']).next() == Some(key.name))
+            .find(|line| {
+                line.split([' ', '=']).next() == Some(key.name)
+                    || line.starts_with(&format!("[{}]", key.name))
+            })
             .unwrap_or_else(|| panic!("the example lacks {}", key.name));
         let comment = line.split_once(" #").map_or("", |(_, comment)| comment);
         assert_eq!(
