@@ -688,7 +688,13 @@ fn credentials_stay_out_of_logs_and_the_password_file_is_used() {
     let printed = String::from_utf8(printed.stdout).unwrap();
     assert!(printed.contains("fleet:********@"), "{printed}");
     assert!(!printed.contains("wrong-battery"));
-    let daemon = Witnessd::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let notify = crate::service::NotifySocket::bind(dir.path());
+    let daemon = Witnessd::spawn(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", notify.path.as_os_str())],
+    );
+    daemon.wait_until_serving();
     let mut client = Client::connect(&daemon.socket).unwrap();
     client.log(Entry::new("e", "c")).unwrap();
     wait_until("the centre refuses the password", CATCH_UP, || {
@@ -700,6 +706,9 @@ fn credentials_stay_out_of_logs_and_the_password_file_is_used() {
             .state
             .contains("password")
     });
+    // systemd's status line tells of it too, within its five seconds.
+    let status = notify.wait_for_prefix("STATUS=", |line| line.contains("fleet disconnected"));
+    assert!(status.contains("1 entry behind"), "{status}");
     daemon.signal(libc::SIGTERM);
     let log = daemon.log();
     assert!(daemon.wait().success());

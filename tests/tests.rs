@@ -19,7 +19,7 @@ mod proofs;
 mod protocol_abuse;
 mod read;
 mod reconnect;
-mod service;
+pub(crate) mod service;
 mod spool;
 mod startup;
 mod verify;

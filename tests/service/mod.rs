@@ -22,13 +22,13 @@ mod systemd;
 mod upkeep;
 
 /// A datagram socket standing where systemd's notify socket would.
-struct NotifySocket {
+pub(crate) struct NotifySocket {
     socket: UnixDatagram,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl NotifySocket {
-    fn bind(dir: &Path) -> NotifySocket {
+    pub(crate) fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         NotifySocket { socket, path }
@@ -46,7 +46,7 @@ impl NotifySocket {
     }
 
     /// Messages up to and including the first with `line` among its lines.
-    fn wait_for(&self, line: &str, timeout: Duration) -> Vec<String> {
+    pub(crate) fn wait_for(&self, line: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -59,6 +59,21 @@ impl NotifySocket {
             }
         }
         panic!("no {line} within {timeout:?}; got {seen:?}");
+    }
+
+    /// The first line starting with `prefix` that `wanted` accepts, within ten seconds.
+    pub(crate) fn wait_for_prefix(&self, prefix: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Some(message) = self.next(left)
+                && let Some(line) = message
+                    .lines()
+                    .find(|line| line.starts_with(prefix) && wanted(line))
+            {
+                return line.to_owned();
+            }
+        }
+        panic!("no wanted {prefix} line within ten seconds");
     }
 
     /// Throws away the messages already waiting.

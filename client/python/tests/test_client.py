@@ -232,6 +232,7 @@ def test_the_read_side_answers_from_the_log(daemon: Daemon, client: witness.Clie
     assert verdict.intact and verdict.count == 4 and str(verdict) == "intact: 4 entries"
     stats = client.stats()
     assert stats.last_seq == 4 and stats.entries_total == 4
+    assert stats.forward is None, "no forwarder is configured"
     client.ping()
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pathlib
 import re
+import struct
 
 import pytest
 
+import witness
 from witness import _codec
 from witness.client import encode_entry
 
@@ -52,3 +54,27 @@ def _json(text: str) -> object:
 def test_garbage_from_a_daemon_is_a_decode_error(body: bytes, message: str) -> None:
     with pytest.raises(_codec.DecodeError, match=message):
         _codec.decode_response(body)
+
+
+def test_the_forwarders_figures_decode_in_the_order_the_protocol_gives() -> None:
+    writer = _codec.Writer()
+    writer.string("web-3")
+    writer.string("refused: its log was cut")
+    for value in (40, 2):
+        writer.u64(value)
+    writer.out += struct.pack("<d", 1.5)
+    for value in (40, 3, 1):
+        writer.u64(value)
+    reader = _codec.Reader(bytes(writer.out))
+    forward = _codec.read_forward(reader)
+    reader.end()
+    assert forward == witness.ForwardStats(
+        host_id="web-3",
+        state="refused: its log was cut",
+        forwarded_seq=40,
+        lag_entries=2,
+        lag_seconds=1.5,
+        entries_total=40,
+        batches_total=3,
+        errors_total=1,
+    )

@@ -177,8 +177,13 @@ impl Metrics {
         );
         if let Some(forward) = self.forward() {
             let state = forward.state.split(':').next().unwrap_or_default();
+            let entries = if forward.lag_entries == 1 {
+                "entry"
+            } else {
+                "entries"
+            };
             line.push_str(&format!(
-                ", fleet {state}, {} entries behind ({:.0} s)",
+                ", fleet {state}, {} {entries} behind ({:.0} s)",
                 forward.lag_entries, forward.lag_seconds
             ));
         }

@@ -323,7 +323,7 @@ class Stats:
     rss_peak_bytes: int
     failure: Optional[str]
     rate_limited: Dict[int, int]
-    forward: Optional["ForwardStats"] = None
+    forward: Optional[ForwardStats] = None
 
 
 @dataclass(frozen=True)
