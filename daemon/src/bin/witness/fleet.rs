@@ -259,10 +259,11 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                     match &audit.problem {
                         None => writeln!(
                             out,
-                            "{}: intact, {}, {} checkpoints",
+                            "{}: intact, {}, {} checkpoint{}",
                             printable(&audit.host_id),
                             crate::output::entries(audit.entries),
-                            audit.checkpoints
+                            audit.checkpoints,
+                            if audit.checkpoints == 1 { "" } else { "s" }
                         )?,
                         Some(problem) => writeln!(
                             out,
