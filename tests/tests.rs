@@ -9,6 +9,7 @@ mod checkpoints;
 mod cli;
 mod contract;
 mod crash;
+mod disk;
 mod docs;
 mod fleet;
 mod format;

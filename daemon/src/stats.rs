@@ -85,6 +85,12 @@ pub struct WriterStats {
     pub failure: std::sync::Mutex<Option<String>>,
     /// Cancelled when the writer fails for good: the server then stops the daemon.
     pub failed: tokio_util::sync::CancellationToken,
+    /// Bytes free on the database's file system, as last looked at.
+    pub disk_free_bytes: AtomicU64,
+    /// The writer's `min_free_bytes`.
+    pub min_free_bytes: AtomicU64,
+    /// Why new entries are refused for want of disk space, while they are.
+    pub disk_low: std::sync::Mutex<Option<String>>,
 }
 
 impl WriterStats {

@@ -55,6 +55,13 @@ pub struct StatsReport {
     pub rate_limited: Vec<(u32, u64)>,
     /// The forwarder to the fleet's PostgreSQL, when one is configured.
     pub forward: Option<ForwardReport>,
+    /// Bytes free on the file system that holds the database.
+    pub disk_free_bytes: u64,
+    /// Days until the free space falls to `min_free_bytes` at the current rate of entries;
+    /// `None` while no entries arrive.
+    pub disk_days_left: Option<f64>,
+    /// Set while new entries are refused for want of disk space: why.
+    pub disk_low: Option<String>,
 }
 
 /// How far the forwarder to the fleet's PostgreSQL has come.

@@ -233,6 +233,7 @@ def test_the_read_side_answers_from_the_log(daemon: Daemon, client: witness.Clie
     stats = client.stats()
     assert stats.last_seq == 4 and stats.entries_total == 4
     assert stats.forward is None, "no forwarder is configured"
+    assert stats.disk_free_bytes > 0 and stats.disk_low is None
     client.ping()
 
 

@@ -211,6 +211,11 @@ keys! {
     checkpoint_pages: u64 = Some(4096) => writer.checkpoint_pages, Restart,
         read |pages| in_range(*pages, 16, 1 << 20).map(|pages| pages as u32),
         show |pages: &u32| Some(u64::from(*pages));
+    /// Bytes to leave free on the database's file system: below them new entries are refused
+    /// (and said to be, in `stats` and the metrics) until space returns; 0 writes until the
+    /// disk is full. Checked before every batch, so keep it above the largest batch.
+    min_free_bytes: u64 = Some(64 << 20) => writer.min_free_bytes, Restart,
+        read |bytes| in_range(*bytes, 0, 1 << 50), show |bytes: &u64| Some(*bytes);
     /// Seconds between `PRAGMA optimize` runs; 0 turns them off.
     optimize_interval_secs: u64 = Some(3600) => writer.optimize_interval, Restart,
         read |secs| seconds_or_never(*secs, 7 * 86_400),

@@ -138,7 +138,7 @@ impl Metrics {
         let mut wal = self.db_path.as_os_str().to_owned();
         wal.push("-wal");
         let (rss_bytes, rss_peak_bytes) = resident_memory();
-        StatsReport {
+        let mut report = StatsReport {
             server: concat!("witnessd ", env!("CARGO_PKG_VERSION")).to_owned(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             entries_total: self.writer.entries_committed.load(Ordering::Relaxed),
@@ -162,7 +162,27 @@ impl Metrics {
             failure: self.writer.failure(),
             rate_limited: self.gate.rates.limited(),
             forward: self.forward(),
+            disk_free_bytes: self.writer.disk_free_bytes.load(Ordering::Relaxed),
+            disk_days_left: None,
+            disk_low: self.writer.disk_low.lock().expect("never poisoned").clone(),
+        };
+        report.disk_days_left = self.days_left(&report);
+        report
+    }
+
+    /// Days until the free space falls to `min_free_bytes` at the current rate: the rate of
+    /// entries times the bytes an entry takes in this database (file and WAL over entries).
+    fn days_left(&self, report: &StatsReport) -> Option<f64> {
+        let bytes_per_entry =
+            (report.db_bytes + report.wal_bytes) as f64 / report.last_seq.max(1) as f64;
+        let growth = report.entries_per_sec * bytes_per_entry;
+        if growth <= 0.0 || report.disk_free_bytes == 0 {
+            return None;
         }
+        let room = report
+            .disk_free_bytes
+            .saturating_sub(self.writer.min_free_bytes.load(Ordering::Relaxed));
+        Some(room as f64 / growth / 86_400.0)
     }
 
     /// The one-line summary systemd shows in `systemctl status`.
@@ -175,6 +195,15 @@ impl Metrics {
             self.server.connections.load(Ordering::Relaxed),
             self.writer.entries_committed.load(Ordering::Relaxed),
         );
+        if self
+            .writer
+            .disk_low
+            .lock()
+            .expect("never poisoned")
+            .is_some()
+        {
+            line.push_str(", REFUSING ENTRIES: disk low");
+        }
         if let Some(forward) = self.forward() {
             let state = forward.state.split(':').next().unwrap_or_default();
             let entries = if forward.lag_entries == 1 {

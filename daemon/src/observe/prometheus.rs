@@ -157,6 +157,29 @@ pub fn prometheus(report: &StatsReport) -> String {
     ] {
         metric(&mut out, name, "gauge", help, &plain(value));
     }
+    metric(
+        &mut out,
+        "disk_free_bytes",
+        "gauge",
+        "Bytes free on the file system that holds the database.",
+        &plain(report.disk_free_bytes),
+    );
+    metric(
+        &mut out,
+        "disk_low",
+        "gauge",
+        "1 while new entries are refused because free space is under min_free_bytes, else 0.",
+        &plain(u64::from(report.disk_low.is_some())),
+    );
+    if let Some(days) = report.disk_days_left {
+        metric(
+            &mut out,
+            "disk_days_left",
+            "gauge",
+            "Days until free space falls to min_free_bytes at the current rate of entries.",
+            &[(String::new(), format!("{days:.2}"))],
+        );
+    }
     if let Some(forward) = &report.forward {
         let state = forward.state.as_str();
         for (name, kind, help, value) in [

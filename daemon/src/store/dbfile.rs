@@ -142,3 +142,23 @@ pub fn check(path: &Path, expected: Identity) -> Result<(), String> {
         )),
     }
 }
+
+/// Bytes free to an unprivileged writer on the file system that holds `path`'s folder.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let folder = match path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        Some(parent) => parent,
+        None => Path::new("."),
+    };
+    let name = std::ffi::CString::new(folder.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // SAFETY: statvfs writes into the zeroed struct it is given and reads a valid C string.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(name.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}

@@ -52,6 +52,10 @@ pub struct WriterConfig {
     /// Longest the writer's loop goes without turning when idle, so that its heartbeat (which
     /// the systemd watchdog reads) advances while it is healthy.
     pub heartbeat: Duration,
+    /// Free bytes the writer leaves on the database's file system: below them it refuses new
+    /// entries (recording nothing of them) until space returns. SQLite needs room to
+    /// checkpoint its WAL, and a disk filled to the last byte fails every other program too.
+    pub min_free_bytes: u64,
 }
 
 impl Default for WriterConfig {
@@ -75,9 +79,16 @@ impl WriterConfig {
             cache_kib: 8192,
             optimize_interval: Some(Duration::from_secs(3600)),
             heartbeat: Duration::from_millis(250),
+            min_free_bytes: 64 << 20,
         }
     }
 }
+
+/// How often the idle writer looks at the free space (a busy one looks before every batch):
+/// every second, and ten times a second while it is refusing entries for want of it, so
+/// that it resumes soon after space returns.
+const DISK_CHECK: Duration = Duration::from_secs(1);
+const DISK_CHECK_LOW: Duration = Duration::from_millis(100);
 
 /// The running writer: its queue and its thread.
 #[derive(Debug)]
@@ -243,6 +254,9 @@ struct Writer {
     last_commit: Duration,
     last_job: Instant,
     last_optimize: Instant,
+    /// When the free space was last looked at, and why entries are refused, while they are.
+    disk_checked: Option<Instant>,
+    disk_low: Option<String>,
 }
 
 impl Writer {
@@ -275,6 +289,9 @@ impl Writer {
             reason,
         })?;
         committed.send_replace(head.seq as u64);
+        stats
+            .min_free_bytes
+            .store(config.min_free_bytes, Ordering::Relaxed);
         let wal_pages = Arc::new(AtomicU32::new(0));
         let hook_pages = Arc::clone(&wal_pages);
         // Set after `wal_autocheckpoint`, which would replace it.
@@ -306,6 +323,8 @@ impl Writer {
             last_commit: Duration::ZERO,
             last_job: Instant::now(),
             last_optimize: Instant::now(),
+            disk_checked: None,
+            disk_low: None,
         })
     }
 
@@ -331,6 +350,7 @@ impl Writer {
                     continue;
                 }
                 Next::Idle => {
+                    self.check_disk(false);
                     self.check_file();
                     if self.failure.is_some() {
                         continue;
@@ -348,6 +368,9 @@ impl Writer {
             }
             self.fill(&mut batch, queue, &mut shares);
             self.remember_heavy(&shares);
+            // Before every batch: a statvfs costs a microsecond, a commit milliseconds, and a
+            // burst writes megabytes a second, which a check once a second would miss.
+            self.check_disk(true);
             self.commit(&mut batch);
             self.last_job = Instant::now();
             if self.failure.is_none() {
@@ -547,6 +570,46 @@ impl Writer {
         }
     }
 
+    /// Looks at the free space on the database's file system (at most every `DISK_CHECK`,
+    /// unless `now`), publishes it, and starts or stops refusing entries when it crosses
+    /// `min_free_bytes`, saying so once each way.
+    fn check_disk(&mut self, now: bool) {
+        let every = if self.disk_low.is_some() {
+            DISK_CHECK_LOW
+        } else {
+            DISK_CHECK
+        };
+        if !now && self.disk_checked.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        self.disk_checked = Some(Instant::now());
+        let free = match dbfile::free_bytes(&self.config.db_path) {
+            Ok(free) => free,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the free space");
+                return;
+            }
+        };
+        self.stats.disk_free_bytes.store(free, Ordering::Relaxed);
+        let minimum = self.config.min_free_bytes;
+        match (&self.disk_low, free < minimum) {
+            (None, true) => {
+                let reason = format!(
+                    "the disk holding the log has {free} bytes free, less than min_free_bytes                      ({minimum}): refusing new entries until space returns"
+                );
+                tracing::error!("{reason}");
+                *self.stats.disk_low.lock().expect("never poisoned") = Some(reason.clone());
+                self.disk_low = Some(reason);
+            }
+            (Some(_), false) => {
+                tracing::warn!(free, "disk space is back: accepting entries again");
+                *self.stats.disk_low.lock().expect("never poisoned") = None;
+                self.disk_low = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Refuses every job of `batch`: the writer has failed for good.
     fn refuse_all(&self, batch: &mut Vec<Job>, reason: &str, written: bool) {
         let message = if written {
@@ -567,6 +630,14 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Job>) {
         if let Some(reason) = self.failure.clone() {
             return self.refuse_all(batch, &reason, false);
+        }
+        if let Some(reason) = &self.disk_low {
+            let message = format!("{reason}; nothing of this append was recorded");
+            for job in batch.drain(..) {
+                let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
+                acknowledge(job, Outcome::Refused(reply));
+            }
+            return;
         }
         let started = Instant::now();
         self.last_batch_entries = batch.iter().map(|job| job.entries.len()).sum();
@@ -626,6 +697,9 @@ impl Writer {
                     let reply = ErrorReply::new(ErrorCode::Storage, message.clone());
                     acknowledge(job, Outcome::Refused(reply));
                 }
+                // A full disk is the likeliest cause: look now, so that the next appends
+                // hear why.
+                self.check_disk(true);
             }
         }
     }

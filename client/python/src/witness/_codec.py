@@ -339,6 +339,9 @@ def read_stats(reader: Reader) -> Stats:
         failure=reader.option(reader.string),
         rate_limited=dict(reader.vec(lambda: (reader.u32(), reader.u64()))),
         forward=reader.option(lambda: read_forward(reader)),
+        disk_free_bytes=reader.u64(),
+        disk_days_left=reader.option(reader.f64),
+        disk_low=reader.option(reader.string),
     )
 
 

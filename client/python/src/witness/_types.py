@@ -324,6 +324,9 @@ class Stats:
     failure: Optional[str]
     rate_limited: Dict[int, int]
     forward: Optional[ForwardStats] = None
+    disk_free_bytes: int = 0
+    disk_days_left: Optional[float] = None
+    disk_low: Optional[str] = None
 
 
 @dataclass(frozen=True)

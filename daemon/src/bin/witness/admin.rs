@@ -123,6 +123,20 @@ fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()
     for (name, value) in rows {
         writeln!(out, "{name:<12} {value}")?;
     }
+    let days = match report.disk_days_left {
+        Some(days) if days < 3650.0 => format!(", about {days:.1} days left at this rate"),
+        Some(_) => ", years left at this rate".to_owned(),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "{:<12} {} free{days}",
+        "disk",
+        bytes(report.disk_free_bytes)
+    )?;
+    if let Some(low) = &report.disk_low {
+        writeln!(out, "{:<12} {low}", "REFUSING")?;
+    }
     if let Some(forward) = &report.forward {
         writeln!(
             out,
@@ -178,6 +192,9 @@ fn stats_json(report: &StatsReport) -> Value {
         "rate_limited": report.rate_limited.iter()
             .map(|(uid, count)| (uid.to_string(), json!(count)))
             .collect::<serde_json::Map<String, Value>>(),
+        "disk_free_bytes": report.disk_free_bytes,
+        "disk_days_left": report.disk_days_left,
+        "disk_low": report.disk_low,
         "forward": report.forward.as_ref().map(|forward| json!({
             "host_id": forward.host_id,
             "state": forward.state,
