@@ -291,7 +291,7 @@ fn fill(client: &mut postgres::Client, rows: i64) -> anyhow::Result<()> {
          ANALYZE;",
         90 * day / rows,
         rows,
-        hour = witness_daemon::fleet::hour_sql("coalesce(client_ts, ts)")
+        hour = witness_daemon::format::schema::hour_sql(witness_daemon::format::schema::EVENT_TIME)
     ))?;
     Ok(())
 }

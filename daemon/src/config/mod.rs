@@ -295,6 +295,8 @@ mod tests {
         assert!(level.contains("`log_level`"), "{level}");
         let origin = build("origin = \"two words\"").unwrap_err();
         assert!(origin.contains("`origin`"), "{origin}");
+        let reserve = build("min_free_bytes = -1").unwrap_err();
+        assert!(reserve.contains("min_free_bytes"), "{reserve}");
         let interval = build("checkpoint_interval_ms = 0").unwrap_err();
         assert!(interval.contains("`checkpoint_interval_ms`"), "{interval}");
         let garbage = build("\u{0}\u{1}[[[ =").unwrap_err();

@@ -25,7 +25,7 @@ use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 use witness_protocol::note::{Checkpoint, Note, VerifierKey};
 
-use super::{FleetError, ForwardConfig, Target, ensure_schema, event_columns, hour_sql};
+use super::{FleetError, ForwardConfig, Target, ensure_schema, event_columns};
 use crate::format::chain::{self, Decoded};
 use crate::format::row::{self, Kind, Value};
 use crate::format::schema;
@@ -552,15 +552,21 @@ impl Worker {
         transaction: &mut postgres::Transaction<'_>,
         rows: &[Stored],
     ) -> Result<(), Trouble> {
-        let mut months = Vec::new();
+        let mut months: Vec<(i64, i64, String)> = Vec::new();
         for stored in rows {
             if let Decoded::Integer(ts) = stored.values[row::column::TS] {
-                let month = month_of(ts);
-                if !self.partitions.contains(&month.0) && !months.contains(&month) {
-                    months.push(month);
+                // Receive times run in order but for clock steps: a month is worked out
+                // once a batch, not once a row.
+                if months
+                    .iter()
+                    .any(|(start, end, _)| (*start..*end).contains(&ts))
+                {
+                    continue;
                 }
+                months.push(month_of(ts));
             }
         }
+        months.retain(|(start, _, _)| !self.partitions.contains(start));
         if months.is_empty() {
             return Ok(());
         }
@@ -723,7 +729,7 @@ fn copy_rows(
 /// went in. Sums saturate at the largest `bigint`, as a host's roll-up does.
 fn insert_sql() -> String {
     const MAX: &str = "9223372036854775807";
-    let hour = hour_sql(schema::EVENT_TIME);
+    let hour = schema::hour_sql(schema::EVENT_TIME);
     let sum = |column: &str| format!("least(coalesce(sum({column}), 0), {MAX})::bigint");
     let add = |column: &str| {
         format!(

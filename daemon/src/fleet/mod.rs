@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::format::row::{self, Kind, Value};
-use crate::format::schema::HOUR_NS;
 
 pub mod audit;
 pub mod forward;
@@ -738,11 +737,6 @@ pub fn check_schema(client: &mut postgres::Client) -> Result<(), FleetError> {
             "the fleet schema has no version row".into(),
         )),
     }
-}
-
-/// The SQL expression of an entry's hour in `cost_hourly`, floored like `schema::hour_of`.
-pub fn hour_sql(time: &str) -> String {
-    format!("(({time}) - ((({time}) % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS}) / {HOUR_NS}")
 }
 
 #[cfg(test)]

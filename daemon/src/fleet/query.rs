@@ -3,7 +3,7 @@
 //! (`schema::EVENT_TIME`).
 
 use postgres::types::ToSql;
-use witness_protocol::query::StoredEntry;
+use witness_protocol::query::{CostRow, StoredEntry};
 
 use super::{FleetError, event_columns, pg_values};
 use crate::format::row;
@@ -33,26 +33,8 @@ impl CostBy {
     }
 }
 
-/// One group of a fleet cost report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CostRow {
-    /// The group's value: a host id, component, model (`""` for none) or event.
-    pub key: String,
-    /// Entries.
-    pub entries: i64,
-    /// Input tokens.
-    pub tokens_in: i64,
-    /// Output tokens.
-    pub tokens_out: i64,
-    /// Input tokens read from a cache.
-    pub cache_read_tokens: i64,
-    /// Reasoning tokens.
-    pub reasoning_tokens: i64,
-    /// Money, in millionths of a US dollar.
-    pub micro_usd: i64,
-}
-
-/// Entries, tokens and money per group over `[since, until)` (nanoseconds; either open).
+/// Entries, tokens and money per group over `[since, until)` (nanoseconds; either open),
+/// most money first, and their total; a group without a value (no model) has no key.
 /// Whole hours come from the `cost_hourly` roll-up, the partial hours at either end from
 /// `events` through the time index, so the answer is exact and reads a few thousand rows
 /// however many events there are.
@@ -61,7 +43,7 @@ pub fn cost(
     by: CostBy,
     since: Option<i64>,
     until: Option<i64>,
-) -> Result<Vec<CostRow>, FleetError> {
+) -> Result<(Vec<CostRow>, CostRow), FleetError> {
     let key = by.column();
     let event_rows = |window: &str| {
         format!(
@@ -131,18 +113,31 @@ pub fn cost(
     );
     let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| param.as_ref()).collect();
     let rows = client.query(&sql, &params)?;
-    Ok(rows
+    let sum = |row: &postgres::Row, index: usize| row.get::<_, i64>(index) as u64;
+    let rows: Vec<CostRow> = rows
         .iter()
         .map(|row| CostRow {
-            key: row.get(0),
-            entries: row.get(1),
-            tokens_in: row.get(2),
-            tokens_out: row.get(3),
-            cache_read_tokens: row.get(4),
-            reasoning_tokens: row.get(5),
-            micro_usd: row.get(6),
+            key: Some(row.get::<_, String>(0)).filter(|key| !key.is_empty()),
+            entries: sum(row, 1),
+            tokens_in: sum(row, 2),
+            tokens_out: sum(row, 3),
+            cache_read_tokens: sum(row, 4),
+            reasoning_tokens: sum(row, 5),
+            micro_usd: sum(row, 6),
         })
-        .collect())
+        .collect();
+    let total = rows.iter().fold(CostRow::default(), |total, row| CostRow {
+        key: None,
+        entries: total.entries.saturating_add(row.entries),
+        tokens_in: total.tokens_in.saturating_add(row.tokens_in),
+        tokens_out: total.tokens_out.saturating_add(row.tokens_out),
+        cache_read_tokens: total
+            .cache_read_tokens
+            .saturating_add(row.cache_read_tokens),
+        reasoning_tokens: total.reasoning_tokens.saturating_add(row.reasoning_tokens),
+        micro_usd: total.micro_usd.saturating_add(row.micro_usd),
+    });
+    Ok((rows, total))
 }
 
 /// Up to `limit` entries of a trace from every host, in the order of their time (then host

@@ -205,12 +205,18 @@ pub const ADD_PRODUCER_RUN: &str = "INSERT INTO producer_runs \
 fn fill_cost_hourly() -> String {
     format!(
         "INSERT INTO cost_hourly
-         SELECT ({EVENT_TIME} - (({EVENT_TIME} % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS}) / {HOUR_NS},
-                component, event, coalesce(model, ''), count(*),
+         SELECT {}, component, event, coalesce(model, ''), count(*),
                 ssum(tokens_in), ssum(tokens_out), ssum(cache_read_tokens),
                 ssum(reasoning_tokens), ssum(cost_micro_usd)
-         FROM entries GROUP BY 1, 2, 3, 4;"
+         FROM entries GROUP BY 1, 2, 3, 4;",
+        hour_sql(EVENT_TIME)
     )
+}
+
+/// The SQL expression of the `cost_hourly` bucket of the time `time`, floored as [`hour_of`]
+/// floors it (SQLite's and PostgreSQL's `/` and `%` both truncate toward zero).
+pub fn hour_sql(time: &str) -> String {
+    format!("(({time}) - ((({time}) % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS}) / {HOUR_NS}")
 }
 
 /// Adds a batch's sums to a `cost_hourly` row. Sums saturate at the largest integer (an

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use witness_daemon::fleet::audit::{self, Problem};
-use witness_daemon::fleet::query::{self, CostBy, CostRow};
+use witness_daemon::fleet::query::{self, CostBy};
 use witness_daemon::fleet::{Target, check_schema};
 
 use crate::args::{FleetArgs, FleetBy, FleetCommand};
 use crate::money::format_usd;
-use crate::read::{ExportLine, date, printable, table, tokens_in, tokens_out};
+use crate::read::{
+    ExportLine, cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out,
+};
 use crate::when::{rfc3339, show};
 
 /// Runs one `witness fleet` command.
@@ -31,89 +33,17 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                 FleetBy::Model => CostBy::Model,
                 FleetBy::Event => CostBy::Event,
             };
-            let rows = query::cost(&mut client, by, since, until)?;
-            let total = rows.iter().fold(
-                CostRow {
-                    key: "TOTAL".into(),
-                    entries: 0,
-                    tokens_in: 0,
-                    tokens_out: 0,
-                    cache_read_tokens: 0,
-                    reasoning_tokens: 0,
-                    micro_usd: 0,
-                },
-                |total, row| CostRow {
-                    entries: total.entries.saturating_add(row.entries),
-                    tokens_in: total.tokens_in.saturating_add(row.tokens_in),
-                    tokens_out: total.tokens_out.saturating_add(row.tokens_out),
-                    cache_read_tokens: total
-                        .cache_read_tokens
-                        .saturating_add(row.cache_read_tokens),
-                    reasoning_tokens: total.reasoning_tokens.saturating_add(row.reasoning_tokens),
-                    micro_usd: total.micro_usd.saturating_add(row.micro_usd),
-                    ..total
-                },
-            );
+            let (rows, total) = query::cost(&mut client, by, since, until)?;
             if json {
-                let row = |row: &CostRow| {
-                    json!({
-                        "key": row.key,
-                        "entries": row.entries,
-                        "tokens_in": row.tokens_in,
-                        "tokens_out": row.tokens_out,
-                        "cache_read_tokens": row.cache_read_tokens,
-                        "reasoning_tokens": row.reasoning_tokens,
-                        "cost_micro_usd": row.micro_usd,
-                        "cost_usd": format_usd(row.micro_usd as u64).trim_start_matches('$'),
-                    })
-                };
                 let document = json!({
                     "by": format!("{by:?}").to_lowercase(),
-                    "rows": rows.iter().map(row).collect::<Vec<_>>(),
-                    "total": row(&total),
+                    "rows": rows.iter().map(cost_row_json).collect::<Vec<_>>(),
+                    "total": cost_row_json(&total),
                 });
                 writeln!(out, "{document}")?;
-                return Ok(ExitCode::SUCCESS);
+            } else {
+                cost_table(&mut out, &format!("{by:?}").to_uppercase(), &rows, &total)?;
             }
-            let cells = |key: String, row: &CostRow| {
-                vec![
-                    key,
-                    row.entries.to_string(),
-                    row.tokens_in.to_string(),
-                    row.cache_read_tokens.to_string(),
-                    row.tokens_out.to_string(),
-                    row.reasoning_tokens.to_string(),
-                    format_usd(row.micro_usd as u64),
-                ]
-            };
-            let mut lines: Vec<Vec<String>> = rows
-                .iter()
-                .map(|row| {
-                    let key = if row.key.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        printable(&row.key).into_owned()
-                    };
-                    cells(key, row)
-                })
-                .collect();
-            lines.push(cells("TOTAL".into(), &total));
-            let name = format!("{by:?}").to_uppercase();
-            table(
-                &mut out,
-                &[
-                    &name,
-                    "ENTRIES",
-                    "TOKENS IN",
-                    "CACHED",
-                    "TOKENS OUT",
-                    "REASONING",
-                    "COST",
-                ],
-                &[false, true, true, true, true, true, true],
-                &lines,
-                true,
-            )?;
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Trace { trace_id, limit } => {
@@ -146,14 +76,14 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                     let cost = entry.cost.as_ref();
                     vec![
                         show(date(stored)),
-                        printable(host).into_owned(),
+                        host.clone(),
                         stored.seq.to_string(),
-                        printable(&entry.component).into_owned(),
-                        printable(&entry.event).into_owned(),
+                        entry.component.clone(),
+                        entry.event.clone(),
                         cost.map_or(String::new(), tokens_in),
                         cost.map_or(String::new(), tokens_out),
                         cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
-                        printable(&entry.payload).into_owned(),
+                        entry.payload.clone(),
                     ]
                 })
                 .collect();
@@ -201,7 +131,7 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|host| {
                     vec![
-                        printable(&host.host_id).into_owned(),
+                        host.host_id.clone(),
                         host.last_seq.to_string(),
                         (host.local_seq - host.last_seq).max(0).to_string(),
                         host.forwarded_at
@@ -210,7 +140,7 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                         host.checkpoint_size
                             .map_or_else(|| "none".into(), |size| size.to_string()),
                         match &host.refused {
-                            Some(reason) => format!("REFUSED: {}", printable(reason)),
+                            Some(reason) => format!("REFUSED: {reason}"),
                             None => "ok".into(),
                         },
                     ]

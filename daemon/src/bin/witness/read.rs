@@ -436,38 +436,7 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
         GroupBy::Day => "DAY (UTC)",
         GroupBy::Hour => "HOUR (UTC)",
     };
-    let cells = |key: String, row: &CostRow| {
-        vec![
-            key,
-            row.entries.to_string(),
-            row.tokens_in.to_string(),
-            row.cache_read_tokens.to_string(),
-            row.tokens_out.to_string(),
-            row.reasoning_tokens.to_string(),
-            format_usd(row.micro_usd),
-        ]
-    };
-    let mut rows: Vec<Vec<String>> = report
-        .rows
-        .iter()
-        .map(|row| cells(row.key.clone().unwrap_or_else(|| "(none)".into()), row))
-        .collect();
-    rows.push(cells("TOTAL".into(), &report.total));
-    table(
-        &mut out,
-        &[
-            name,
-            "ENTRIES",
-            "TOKENS IN",
-            "CACHED",
-            "TOKENS OUT",
-            "REASONING",
-            "COST",
-        ],
-        &[false, true, true, true, true, true, true],
-        &rows,
-        true,
-    )?;
+    cost_table(&mut out, name, &report.rows, &report.total)?;
     let shown = report.rows.len() as u64;
     if shown < report.groups {
         writeln!(
@@ -479,19 +448,63 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
     Ok(())
 }
 
-fn cost_json(report: &CostReport) -> Value {
-    let row = |row: &CostRow| {
-        json!({
-            "key": row.key,
-            "entries": row.entries,
-            "tokens_in": row.tokens_in,
-            "tokens_out": row.tokens_out,
-            "cache_read_tokens": row.cache_read_tokens,
-            "reasoning_tokens": row.reasoning_tokens,
-            "cost_micro_usd": row.micro_usd,
-            "cost_usd": format_usd(row.micro_usd).trim_start_matches('$'),
-        })
+/// A cost table: one row a group under `name` (`(none)` for a group without a value), then
+/// the total in bold. `witness cost` and `witness fleet cost` print it.
+pub fn cost_table(
+    out: &mut impl Write,
+    name: &str,
+    rows: &[CostRow],
+    total: &CostRow,
+) -> std::io::Result<()> {
+    let cells = |key: String, row: &CostRow| {
+        vec![
+            key,
+            row.entries.to_string(),
+            row.tokens_in.to_string(),
+            row.cache_read_tokens.to_string(),
+            row.tokens_out.to_string(),
+            row.reasoning_tokens.to_string(),
+            format_usd(row.micro_usd),
+        ]
     };
+    let mut lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| cells(row.key.clone().unwrap_or_else(|| "(none)".into()), row))
+        .collect();
+    lines.push(cells("TOTAL".into(), total));
+    table(
+        out,
+        &[
+            name,
+            "ENTRIES",
+            "TOKENS IN",
+            "CACHED",
+            "TOKENS OUT",
+            "REASONING",
+            "COST",
+        ],
+        &[false, true, true, true, true, true, true],
+        &lines,
+        true,
+    )
+}
+
+/// One group of a cost report as JSON, as `cost --json` and `fleet cost --json` write it.
+pub fn cost_row_json(row: &CostRow) -> Value {
+    json!({
+        "key": row.key,
+        "entries": row.entries,
+        "tokens_in": row.tokens_in,
+        "tokens_out": row.tokens_out,
+        "cache_read_tokens": row.cache_read_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "cost_micro_usd": row.micro_usd,
+        "cost_usd": format_usd(row.micro_usd).trim_start_matches('$'),
+    })
+}
+
+fn cost_json(report: &CostReport) -> Value {
+    let row = cost_row_json;
     json!({
         "by": format!("{:?}", report.by).to_lowercase(),
         "rows": report.rows.iter().map(row).collect::<Vec<_>>(),
