@@ -149,10 +149,20 @@ impl Drop for TestDaemon {
     }
 }
 
+/// SQL that takes a file of the current format (never pruned) back to the shape of version 5:
+/// no `log_start` and `segments`.
+pub const BACK_TO_VERSION_5: &str = "
+    DROP TABLE log_start;
+    DROP TABLE segments;
+    PRAGMA user_version = 5;
+";
+
 /// SQL that takes a file of the current format back to the shape of version 4, to test the
 /// upgrades from it and from older versions: no `entries.imported`, the receive time
 /// indexed, and `cost_hourly` without cache-read and reasoning tokens, by receive hour.
 pub const BACK_TO_VERSION_4: &str = "
+    DROP TABLE log_start;
+    DROP TABLE segments;
     ALTER TABLE entries DROP COLUMN imported;
     DROP INDEX entries_by_time;
     CREATE INDEX entries_by_ts ON entries (ts);

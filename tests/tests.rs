@@ -20,6 +20,7 @@ mod proofs;
 mod protocol_abuse;
 mod read;
 mod reconnect;
+mod retain;
 pub(crate) mod service;
 mod spool;
 mod startup;

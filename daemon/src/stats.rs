@@ -91,6 +91,10 @@ pub struct WriterStats {
     pub min_free_bytes: AtomicU64,
     /// Why new entries are refused for want of disk space, while they are.
     pub disk_low: std::sync::Mutex<Option<String>>,
+    /// The first `seq` the live log holds: 1 until it is pruned.
+    pub first_seq: AtomicU64,
+    /// Entries pruned from the live log since start (archived or dropped).
+    pub entries_pruned: AtomicU64,
 }
 
 impl WriterStats {

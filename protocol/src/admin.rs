@@ -116,6 +116,18 @@ pub enum MaintenanceTask {
         /// Where the copy goes.
         path: String,
     },
+    /// Prune the oldest entries from the live log, sealing them into archive segments first
+    /// (or, with `drop` and no archive folder configured, deleting them with only the log's
+    /// record of it). Whole tiles of 256 entries go; the last entry always stays. Answered
+    /// once done, with `last_seq` the last entry pruned and `bytes` the archive bytes written.
+    Prune {
+        /// Entries with a smaller `seq` go.
+        before_seq: Option<u64>,
+        /// Entries dated (or received) before this time go, in nanoseconds since the epoch.
+        before_time: Option<i64>,
+        /// Whether entries may be deleted without an archive.
+        drop: bool,
+    },
 }
 
 /// The latest signed checkpoint of a log, and its verifier key.
@@ -151,8 +163,10 @@ pub struct MaintenanceReport {
     pub task: MaintenanceTask,
     /// How long it took, in milliseconds.
     pub elapsed_ms: u64,
-    /// For a backup, the size of the copy in bytes, and the last `seq` it holds.
+    /// For a backup, the size of the copy in bytes; for a prune, the bytes of the archive
+    /// segments written.
     pub bytes: Option<u64>,
-    /// For a backup, the last `seq` the copy holds.
+    /// For a backup, the last `seq` the copy holds; for a prune, the last `seq` the log no
+    /// longer holds (the live log starts after it), `None` when it was never pruned.
     pub last_seq: Option<u64>,
 }

@@ -34,7 +34,10 @@ fn a_version_1_database_gains_its_cost_table_on_open() {
         })
         .unwrap();
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
+    assert_eq!(
+        sql_i64(&db, "PRAGMA user_version", []),
+        witness_daemon::format::schema::SCHEMA_VERSION
+    );
     assert_eq!(report.total.entries, 700);
     let usd = sql_i64(
         &db,
@@ -95,7 +98,10 @@ fn a_version_2_database_gains_its_producer_runs_on_open_and_still_knows_re_sends
         }
     );
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
+    assert_eq!(
+        sql_i64(&db, "PRAGMA user_version", []),
+        witness_daemon::format::schema::SCHEMA_VERSION
+    );
     assert_eq!(
         sql_i64(
             &db,
@@ -140,7 +146,10 @@ fn a_version_3_database_gains_its_merkle_tree_on_open() {
     let daemon = TestDaemon::start_in(dir, |_| {});
     feed(&daemon, 10);
     let db = read_db(&daemon.db);
-    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 5);
+    assert_eq!(
+        sql_i64(&db, "PRAGMA user_version", []),
+        witness_daemon::format::schema::SCHEMA_VERSION
+    );
     let upgraded = tiles_of(&db);
     // The rebuilt tree is the one the writer had kept, grown by the ten new entries.
     assert_eq!(upgraded[..3], written[..3]);

@@ -14,6 +14,7 @@ use witness_protocol::limits::MAX_FRAME_LEN;
 use super::{Config, ConfigError, LogFormat, parse_mode};
 use crate::fleet::{DEFAULT_BATCH, ForwardConfig, Target, check_host_id, redact};
 use crate::format::schema::Durability;
+use crate::store::retain::RetainConfig;
 
 /// When a changed key takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +255,153 @@ keys! {
     /// (entries a batch, default 10000). `--print-config` hides a password.
     forward: ForwardSettings = None => forward, Restart,
         read |forward| forward.read(), show |forward: &Option<ForwardConfig>| forward.as_ref().map(ForwardSettings::of);
+    /// Retention (README, "Retention"); unset: the log keeps everything. A table: `max_age`
+    /// (such as `90d`; units s, m, h, d, w), `max_bytes` (the database and its WAL in use,
+    /// such as `20GiB`, or bytes), `archive_dir` (where pruned entries are sealed into
+    /// segments; unset, they are dropped, and only the log's record of each prune remains)
+    /// and `segment_entries` (most entries a segment, a multiple of 256, default 65536).
+    retain: RetainSettings = None => retain, Restart,
+        read |retain| retain.read(), show |retain: &RetainConfig| RetainSettings::of(retain);
+}
+
+/// The `retain` table of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetainSettings {
+    /// Entries older than this are pruned: a number and a unit, such as `90d`.
+    pub max_age: Option<String>,
+    /// The database is kept under this size: bytes, or a number and a unit.
+    pub max_bytes: Option<ByteSize>,
+    /// Where pruned entries are archived.
+    pub archive_dir: Option<PathBuf>,
+    /// Most entries in one archive segment.
+    pub segment_entries: Option<u64>,
+}
+
+/// A size in the configuration: a number of bytes, or a text such as `512MiB` or `2GB`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A number and a unit: `K`, `M`, `G`, `T` (or `KiB`…`TiB`) count in 1024s, `KB`…`TB`
+    /// in 1000s.
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            ByteSize::Bytes(bytes) => return Ok(*bytes),
+            ByteSize::Text(text) => text.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as 512MiB, 2GB or 1000000"))?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            "T" | "TiB" => 1 << 40,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?}; use B, K, M, G, T (or KiB…TiB) or KB…TB"
+                ));
+            }
+        };
+        number
+            .checked_mul(scale)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+/// A duration written as a number and a unit: `s`, `m`, `h`, `d` or `w`.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let wrong = || format!("{text:?} is not an age such as 90d, 36h or 2w");
+    let number: u64 = number.parse().map_err(|_| wrong())?;
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(wrong()),
+    };
+    let total = number.checked_mul(seconds).ok_or_else(wrong)?;
+    if total == 0 || total > 100 * 365 * 86_400 {
+        return Err(format!("{text:?} is not between 1s and 100 years"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// An age as `parse_age` reads it back: in the largest unit that divides it.
+fn show_age(age: Duration) -> String {
+    let seconds = age.as_secs();
+    for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if seconds.is_multiple_of(size) {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+impl RetainSettings {
+    fn read(&self) -> Result<RetainConfig, String> {
+        let max_bytes = self
+            .max_bytes
+            .as_ref()
+            .map(ByteSize::bytes)
+            .transpose()
+            .map_err(|error| format!("max_bytes: {error}"))?;
+        if let Some(bytes) = max_bytes
+            && bytes < 1 << 20
+        {
+            return Err(format!("max_bytes {bytes} is less than 1 MiB"));
+        }
+        let max_age = self
+            .max_age
+            .as_deref()
+            .map(parse_age)
+            .transpose()
+            .map_err(|error| format!("max_age: {error}"))?;
+        let segment_entries = self
+            .segment_entries
+            .unwrap_or(crate::store::retain::DEFAULT_SEGMENT_ENTRIES);
+        if !segment_entries.is_multiple_of(256) || !(256..=1 << 24).contains(&segment_entries) {
+            return Err(format!(
+                "segment_entries {segment_entries} is not a multiple of 256 between 256 and 16777216"
+            ));
+        }
+        Ok(RetainConfig {
+            max_age,
+            max_bytes,
+            archive_dir: self.archive_dir.clone(),
+            segment_entries,
+        })
+    }
+
+    fn of(config: &RetainConfig) -> Option<RetainSettings> {
+        (config != &RetainConfig::default()).then(|| RetainSettings {
+            max_age: config.max_age.map(show_age),
+            max_bytes: config.max_bytes.map(ByteSize::Bytes),
+            archive_dir: config.archive_dir.clone(),
+            segment_entries: Some(config.segment_entries),
+        })
+    }
 }
 
 /// The `forward` table of the configuration.

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::ForwardConfig;
 use crate::store::checkpoint::CheckpointConfig;
+use crate::store::retain::RetainConfig;
 use crate::store::writer::WriterConfig;
 
 mod keys;
 
-pub use keys::{ForwardSettings, KEYS, Key, Reload, Settings};
+pub use keys::{ForwardSettings, KEYS, Key, Reload, RetainSettings, Settings};
 
 /// Where `witnessd` looks for its configuration when `--config` is not given; a missing
 /// file there is not an error.
@@ -78,6 +79,8 @@ pub struct Config {
     pub accept_loss: bool,
     /// Where and how to forward the log to the fleet's PostgreSQL, if anywhere.
     pub forward: Option<ForwardConfig>,
+    /// What the live log keeps, and where pruned entries go.
+    pub retain: RetainConfig,
 }
 
 /// How log lines are written to standard error.

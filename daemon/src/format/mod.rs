@@ -6,6 +6,7 @@
 //! read side, `witness verify --db`, the benchmarks), so that `docs/FORMAT.md` describes one
 //! thing. It knows nothing of sockets, connections or the writer's batching.
 
+pub mod archive;
 pub mod chain;
 pub mod row;
 pub mod schema;

@@ -15,9 +15,10 @@ use crate::format::{chain, row};
 /// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
 /// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; version 4 had no
 /// `entries.imported`, indexed the receive time rather than the event's time, and kept no
-/// cache-read or reasoning tokens in `cost_hourly`, which it bucketed by receive time. The
-/// writer adds and fills what is missing when it opens such a file.
-pub const SCHEMA_VERSION: i64 = 5;
+/// cache-read or reasoning tokens in `cost_hourly`, which it bucketed by receive time;
+/// version 5 had no `log_start` and `segments`, and could not be pruned. The writer adds and
+/// fills what is missing when it opens such a file.
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The time an entry is dated by in every read: the client's own `client_ts` where it gave
 /// one, else the receive time `ts`. `entries_by_time` indexes exactly this expression, which
@@ -33,12 +34,12 @@ pub fn hour_of(time: i64) -> i64 {
     time.div_euclid(HOUR_NS)
 }
 
-/// The schema, created in one transaction on an empty database.
+/// The `entries` table: the log's rows, and the rows of an archive segment.
 ///
 /// `STRICT` keeps every hashed column in the storage class the hash assumed. Indexes end in
 /// `seq` so that each lookup returns rows in log order without a sort; the trace index skips
 /// rows without a trace.
-pub const SCHEMA: &str = "
+pub const ENTRIES: &str = "
 CREATE TABLE entries (
     seq               INTEGER PRIMARY KEY,
     ts                INTEGER NOT NULL,
@@ -61,10 +62,19 @@ CREATE TABLE entries (
     hash              BLOB    NOT NULL,
     imported          TEXT
 ) STRICT;
+";
+
+/// The indexes of `entries` in the live log (an archive segment has none: it is read in
+/// `seq` order, and whoever queries it can add them).
+pub const ENTRY_INDEXES: &str = "
 CREATE INDEX entries_by_trace ON entries (trace_id, seq) WHERE trace_id IS NOT NULL;
 CREATE INDEX entries_by_component ON entries (component, seq);
 CREATE INDEX entries_by_event ON entries (event, seq);
 CREATE INDEX entries_by_time ON entries (coalesce(client_ts, ts));
+";
+
+/// Each producer's last number, which exactly-once holds re-sends to, and its last run.
+pub const PRODUCERS: &str = "
 CREATE TABLE producers (
     producer_id INTEGER PRIMARY KEY,
     last_number INTEGER NOT NULL,
@@ -130,6 +140,62 @@ CREATE TABLE checkpoints (
     note TEXT    NOT NULL
 ) STRICT;
 ";
+
+/// Where the stored log starts: the first `seq` still in `entries` and the chain hash of the
+/// entry before it (the genesis hash for seq 1). A single row, moved in the same transaction
+/// as each pruning delete, so that the chain always has an anchor. Absent from files older
+/// than version 6, which start at seq 1.
+pub const LOG_START: &str = "
+CREATE TABLE log_start (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    first_seq INTEGER NOT NULL,
+    previous  BLOB    NOT NULL
+) STRICT;
+";
+
+/// The ranges pruned from the log, oldest first: each archived to `file` (an archive segment
+/// in the archive folder, see `format::archive`, with its SHA-256) or dropped (`file` NULL).
+/// `previous` is the chain hash before `first_seq`, `last_hash` that of `last_seq`. A row is
+/// written before any entry of its range is deleted, so a range with a row and entries left
+/// is a prune the writer has yet to finish.
+pub const SEGMENTS: &str = "
+CREATE TABLE segments (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL,
+    previous  BLOB    NOT NULL,
+    last_hash BLOB    NOT NULL,
+    file      TEXT,
+    sha256    BLOB,
+    bytes     INTEGER,
+    sealed    INTEGER NOT NULL
+) STRICT;
+";
+
+/// Where the stored log starts: `(first seq, chain hash before it)`; `(1, genesis)` for a log
+/// never pruned or a file older than version 6.
+pub fn log_start(connection: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
+    use rusqlite::OptionalExtension;
+    let has_table: bool = connection.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'log_start'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok((1, chain::GENESIS));
+    }
+    let start: Option<(i64, Vec<u8>)> = connection
+        .query_row("SELECT first_seq, previous FROM log_start", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    Ok(match start {
+        Some((first, previous)) => (
+            first.max(1) as u64,
+            <[u8; 32]>::try_from(previous.as_slice()).unwrap_or([0; 32]),
+        ),
+        None => (1, chain::GENESIS),
+    })
+}
 
 /// The latest checkpoint in the history.
 pub const LATEST_CHECKPOINT: &str = "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1";
@@ -384,6 +450,7 @@ pub fn open_writer(
              PRAGMA analysis_limit = {ANALYSIS_LIMIT};"
         ))
         .map_err(&error)?;
+    add_saturating_sum(&connection).map_err(&error)?;
     migrate(&mut connection, path)?;
     Ok(connection)
 }
@@ -407,11 +474,24 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                     path: path.display().to_string(),
                 });
             }
-            transaction.execute_batch(SCHEMA).map_err(&error)?;
-            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
-            transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
-            transaction.execute_batch(TILES).map_err(&error)?;
-            transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
+            for table in [
+                ENTRIES,
+                ENTRY_INDEXES,
+                PRODUCERS,
+                COST_HOURLY,
+                PRODUCER_RUNS,
+                TILES,
+                CHECKPOINTS,
+                LOG_START,
+                SEGMENTS,
+            ] {
+                transaction.execute_batch(table).map_err(&error)?;
+            }
+        }
+        5 => {
+            tracing::info!(path = %path.display(), "adding log_start and segments (schema version 6)");
+            transaction.execute_batch(LOG_START).map_err(&error)?;
+            transaction.execute_batch(SEGMENTS).map_err(&error)?;
         }
         1..=4 => {
             tracing::info!(path = %path.display(),
@@ -425,7 +505,6 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 )
                 .map_err(&error)?;
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
-            add_saturating_sum(&transaction).map_err(&error)?;
             transaction
                 .execute_batch(&fill_cost_hourly())
                 .map_err(&error)?;
@@ -452,6 +531,8 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                     reason,
                 })?;
             }
+            transaction.execute_batch(LOG_START).map_err(&error)?;
+            transaction.execute_batch(SEGMENTS).map_err(&error)?;
         }
         SCHEMA_VERSION => return Ok(()),
         found => {
@@ -490,8 +571,8 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
     match version {
-        SCHEMA_VERSION => Ok(connection),
-        1..SCHEMA_VERSION => {
+        5..=SCHEMA_VERSION => Ok(connection),
+        1..5 => {
             connection
                 .execute_batch(
                     "CREATE TEMP VIEW entries AS SELECT *, NULL AS imported FROM main.entries",

@@ -164,6 +164,16 @@ impl Tree {
 
     /// The tree stored in the database, as big as its tiles say (`size` leaves).
     pub fn load(connection: &Connection, size: u64) -> Result<Tree, String> {
+        Tree::load_prefix(connection, size, false)
+    }
+
+    /// The tree of the first `size` leaves of the tree stored in the database, which may be
+    /// bigger: where a pruned log's walk starts.
+    pub fn load_start(connection: &Connection, size: u64) -> Result<Tree, String> {
+        Tree::load_prefix(connection, size, true)
+    }
+
+    fn load_prefix(connection: &Connection, size: u64, bigger: bool) -> Result<Tree, String> {
         let mut tree = Tree {
             size,
             ..Tree::default()
@@ -178,6 +188,11 @@ impl Tree {
             } else {
                 let idx = nodes / TILE_WIDTH as u64;
                 let tile = tiles.tile(level, idx).map_err(|error| error.to_string())?;
+                let tile = if bigger && tile.len() > width {
+                    &tile[..width]
+                } else {
+                    tile
+                };
                 if tile.len() != width {
                     return Err(format!(
                         "tile {level}/{idx} holds {} hashes; a tree of {size} leaves has {width} \
@@ -208,10 +223,19 @@ fn fold(subtrees: Vec<Hash>) -> Hash {
     root
 }
 
+/// Where the level-0 tiles of pruned entries are found: the archive segments
+/// (`archive::Archives`).
+pub trait PrunedTiles {
+    /// The leaf hashes of level-0 tile `idx`, or why they cannot be had.
+    fn leaf_tile(&mut self, idx: u64) -> Result<Vec<Hash>, String>;
+}
+
 /// Stored tiles, read on demand and kept for the next question.
 pub struct Tiles<'c> {
     connection: &'c Connection,
     cache: HashMap<(u32, u64), Vec<Hash>>,
+    /// Where the level-0 tiles of pruned entries are, when they were archived.
+    archives: Option<&'c mut dyn PrunedTiles>,
 }
 
 impl<'c> Tiles<'c> {
@@ -220,6 +244,19 @@ impl<'c> Tiles<'c> {
         Tiles {
             connection,
             cache: HashMap::new(),
+            archives: None,
+        }
+    }
+
+    /// Tiles of the database `connection` reads, with the level-0 tiles the log pruned read
+    /// from its archive segments.
+    pub fn with_archives(
+        connection: &'c Connection,
+        archives: &'c mut dyn PrunedTiles,
+    ) -> Tiles<'c> {
+        Tiles {
+            archives: Some(archives),
+            ..Tiles::new(connection)
         }
     }
 
@@ -231,11 +268,19 @@ impl<'c> Tiles<'c> {
                 .prepare_cached(READ_TILE)?
                 .query_row((level, idx as i64), |row| row.get(0))
                 .optional()?;
-            let hashes = blob
+            let mut hashes: Vec<Hash> = blob
                 .unwrap_or_default()
                 .chunks_exact(32)
                 .map(|chunk| chunk.try_into().expect("32 bytes"))
                 .collect();
+            if hashes.is_empty()
+                && level == 0
+                && let Some(archives) = &mut self.archives
+            {
+                // A tile the archives cannot give stays empty, and the question that needed
+                // it says which tile that was.
+                hashes = archives.leaf_tile(idx).unwrap_or_default();
+            }
             self.cache.insert((level, idx), hashes);
         }
         Ok(&self.cache[&(level, idx)])
@@ -295,6 +340,14 @@ mod tests {
         (0..n)
             .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn archives_count_the_same_leaves_in_a_tile() {
+        assert_eq!(
+            crate::format::archive::file_name(1, TILE_WIDTH as u64),
+            "segment-000000000001-000000000256.db"
+        );
     }
 
     #[test]

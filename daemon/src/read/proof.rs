@@ -8,11 +8,44 @@ use witness_protocol::note::{Checkpoint, Note};
 use witness_protocol::proof::ProofBundle;
 use witness_protocol::{ErrorCode, ErrorReply, Response};
 
+use std::path::Path;
+
+use crate::format::archive::Archives;
 use crate::format::tree::Tiles;
 use crate::format::{chain, row, schema};
 
-/// The proof that entry `seq` is in the log, or why there is none.
-pub fn prove(connection: &Connection, seq: u64) -> rusqlite::Result<Response> {
+/// The canonical encoding of entry `seq` (its leaf), if the database at `connection` holds it.
+fn read_leaf(
+    connection: &Connection,
+    seq: u64,
+) -> rusqlite::Result<Option<Result<Vec<u8>, String>>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {} FROM entries WHERE seq = ?1",
+            row::select_columns()
+        ))?
+        .query_row([seq as i64], |stored| {
+            Ok(row::read_values(stored).map(|values| {
+                let mut leaf = Vec::new();
+                chain::encode_row(&values, &mut leaf);
+                leaf
+            }))
+        })
+        .optional()
+}
+
+/// The archives of the log at `connection`, when it has an archive folder.
+fn archives(connection: &Connection, dir: Option<&Path>) -> rusqlite::Result<Option<Archives>> {
+    dir.map(|dir| Archives::load(connection, dir)).transpose()
+}
+
+/// The proof that entry `seq` is in the log, or why there is none. An entry pruned from the
+/// live log is proved from its archive segment in `archive_dir`.
+pub fn prove(
+    connection: &Connection,
+    seq: u64,
+    archive_dir: Option<&Path>,
+) -> rusqlite::Result<Response> {
     let refuse = |message: String| {
         Ok(Response::Error(ErrorReply::new(
             ErrorCode::BadRequest,
@@ -38,23 +71,29 @@ pub fn prove(connection: &Connection, seq: u64) -> rusqlite::Result<Response> {
             checkpoint.size
         ));
     }
-    let leaf = connection
-        .prepare_cached(&format!(
-            "SELECT {} FROM entries WHERE seq = ?1",
-            row::select_columns()
-        ))?
-        .query_row([seq as i64], |stored| {
-            Ok(row::read_values(stored).map(|values| {
-                let mut leaf = Vec::new();
-                chain::encode_row(&values, &mut leaf);
-                leaf
-            }))
-        })
-        .optional()?;
+    let mut archives = archives(connection, archive_dir)?;
+    let (start, _) = schema::log_start(connection)?;
+    let leaf = if seq >= start {
+        read_leaf(connection, seq)?
+    } else {
+        let Some(archives) = &mut archives else {
+            return refuse(format!(
+                "entry {seq} was pruned from the live log (which starts at seq {start}) and the \
+                 daemon has no archive folder"
+            ));
+        };
+        match archives.with_entry(seq, |segment| read_leaf(segment, seq)) {
+            Ok(leaf) => leaf,
+            Err(reason) => return refuse(format!("entry {seq} was pruned: {reason}")),
+        }
+    };
     let Some(Ok(leaf)) = leaf else {
         return refuse(format!("entry {seq} cannot be read back"));
     };
-    let mut tiles = Tiles::new(connection);
+    let mut tiles = match &mut archives {
+        Some(archives) => Tiles::with_archives(connection, archives),
+        None => Tiles::new(connection),
+    };
     let mut failure = None;
     let proof = merkle::inclusion_proof(seq - 1, checkpoint.size, &mut |start, end| {
         tiles.range(start, end).unwrap_or_else(|reason| {
@@ -84,6 +123,7 @@ pub fn consistency(
     connection: &Connection,
     old: u64,
     new: Option<u64>,
+    archive_dir: Option<&Path>,
 ) -> rusqlite::Result<Response> {
     let refuse = |message: String| {
         Ok(Response::Error(ErrorReply::new(
@@ -120,7 +160,11 @@ pub fn consistency(
             signed.size
         ));
     }
-    let mut tiles = Tiles::new(connection);
+    let mut archives = archives(connection, archive_dir)?;
+    let mut tiles = match &mut archives {
+        Some(archives) => Tiles::with_archives(connection, archives),
+        None => Tiles::new(connection),
+    };
     let mut failure = None;
     let mut range = |start, end| {
         tiles.range(start, end).unwrap_or_else(|reason| {

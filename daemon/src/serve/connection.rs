@@ -52,6 +52,10 @@ pub(crate) struct Shared {
     pub(crate) gate: Arc<Gate>,
     /// The log's verifier key, for those who ask for its checkpoint.
     pub(crate) verifier_key: String,
+    /// Where archive segments are, for proofs of pruned entries.
+    pub(crate) archive_dir: Option<std::path::PathBuf>,
+    /// Where on-demand prunes go.
+    pub(crate) archiver: std::sync::mpsc::Sender<crate::store::retain::PruneRequest>,
 }
 
 /// The two stages of a stop, which every connection task watches.

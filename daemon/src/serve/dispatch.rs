@@ -18,6 +18,7 @@ use crate::format::schema;
 use crate::format::verify::{self, VerifyError};
 use crate::read;
 use crate::store::job::{Control, Outgoing};
+use crate::store::retain::{Before, PruneRequest};
 
 impl Connection {
     /// Refuses a read request to a user the configuration does not let read.
@@ -140,15 +141,19 @@ impl Connection {
                 Next::Continue
             }
             Request::Consistency { old, new } => {
+                let archives = self.shared.archive_dir.clone();
                 self.query(id, Ok(()), move |connection| {
-                    read::consistency(connection, old, new)
+                    read::consistency(connection, old, new, archives.as_deref())
                 })
                 .await;
                 Next::Continue
             }
             Request::Prove(seq) => {
-                self.query(id, Ok(()), move |connection| read::prove(connection, seq))
-                    .await;
+                let archives = self.shared.archive_dir.clone();
+                self.query(id, Ok(()), move |connection| {
+                    read::prove(connection, seq, archives.as_deref())
+                })
+                .await;
                 Next::Continue
             }
             Request::Checkpoint => {
@@ -244,6 +249,70 @@ impl Connection {
                     read::backup(connection, &path, started)
                 })
                 .await;
+            }
+            MaintenanceTask::Prune {
+                before_seq,
+                before_time,
+                drop,
+            } => {
+                let before = match (before_seq, before_time) {
+                    (Some(seq), None) => Before::Seq(seq),
+                    (None, Some(time)) => Before::Time(time),
+                    _ => {
+                        let reply = ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            "a prune needs one of before_seq and before_time",
+                        );
+                        return self.refuse(id, reply).await;
+                    }
+                };
+                let Some(permit) = self.permit().await else {
+                    return;
+                };
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let request = PruneRequest {
+                    before,
+                    drop,
+                    answer,
+                };
+                if self.shared.archiver.send(request).is_err() {
+                    std::mem::drop(permit);
+                    let reply =
+                        ErrorReply::new(ErrorCode::ShuttingDown, "the archiver has stopped");
+                    return self.refuse(id, reply).await;
+                }
+                let reply_to = self.reply_to.clone();
+                let stats = Arc::clone(&self.shared.stats);
+                let task = MaintenanceTask::Prune {
+                    before_seq,
+                    before_time,
+                    drop,
+                };
+                tokio::spawn(async move {
+                    let response = match answered.await {
+                        Ok(Ok(pruned)) => Response::Maintained(MaintenanceReport {
+                            task,
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                            bytes: Some(pruned.bytes),
+                            last_seq: pruned.first_seq.checked_sub(1).filter(|&seq| seq > 0),
+                        }),
+                        Ok(Err(reply)) => {
+                            stats.reject(reply.code);
+                            Response::Error(reply)
+                        }
+                        Err(_) => {
+                            stats.reject(ErrorCode::ShuttingDown);
+                            Response::Error(ErrorReply::new(
+                                ErrorCode::ShuttingDown,
+                                "the daemon stopped before the prune finished",
+                            ))
+                        }
+                    };
+                    let _ = reply_to.send(Outgoing {
+                        frame: ResponseFrame { id, response },
+                        permit: Some(permit),
+                    });
+                });
             }
         }
     }

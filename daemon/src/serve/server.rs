@@ -33,6 +33,7 @@ use crate::store::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::store::dbfile::{DatabaseFile, TakeError};
 use crate::store::job::Control;
 use crate::store::queue::JobQueue;
+use crate::store::retain::Archiver;
 use crate::store::writer::WriterHandle;
 
 /// How long a stop waits for the forwarder's batch in flight; one left over is shipped at the
@@ -304,6 +305,11 @@ impl Server {
             }
             _ => None,
         };
+        let archiver = Archiver::start(
+            config.retain.clone(),
+            config.writer.db_path.clone(),
+            writer.queue(),
+        );
         let stop = Stop::default();
         let readers = TaskTracker::new();
         let responders = TaskTracker::new();
@@ -320,6 +326,8 @@ impl Server {
             stats: Arc::clone(&stats),
             gate: Arc::clone(&gate),
             verifier_key,
+            archive_dir: config.retain.archive_dir.clone(),
+            archiver: archiver.requests(),
         });
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -393,7 +401,14 @@ impl Server {
         drop(shared);
         tracing::info!("draining the queue");
         let writer_stats = Arc::clone(writer.stats());
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        // The archiver stops first, after the step it is on; a range it handed the writer is
+        // finished, or resumed at the next start.
+        archiver.signal_stop();
+        let _ = tokio::task::spawn_blocking(move || {
+            writer.join();
+            archiver.stop();
+        })
+        .await;
         if let Some(forwarder) = forwarder {
             let _ = tokio::task::spawn_blocking(move || forwarder.stop(FORWARDER_STOP)).await;
         }

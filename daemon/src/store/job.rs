@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use witness_protocol::{Ack, Entry, ProducerRef, ResponseFrame};
 
+use crate::format::archive::Segment;
 pub use crate::format::row::Origin;
 use crate::store::admission::Admitted;
 
@@ -65,4 +66,11 @@ pub enum Control {
     },
     /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
     Analyze(tokio::sync::oneshot::Sender<Result<Duration, String>>),
+    /// Prune a range from the start of the live log: record it (archived, or dropped), then
+    /// delete its entries in bounded steps between batches. Answered once the last is
+    /// deleted, or with why the range was not taken.
+    Prune(
+        Box<Segment>,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    ),
 }

@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod dbfile;
 pub mod job;
 pub mod queue;
+pub mod retain;
 mod transaction;
 pub mod writer;

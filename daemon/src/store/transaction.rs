@@ -259,6 +259,8 @@ fn already_written(
     let mut find_run = connection.prepare_cached(schema::FIND_RUN)?;
     let mut cursor = known.last_run;
     let mut walked = 0u32;
+    // A run the walk needs but the table no longer has was pruned with its entries.
+    let mut pruned = false;
     while let Some(first_seq) = cursor {
         if walked == max_runs {
             return refuse(
@@ -277,6 +279,7 @@ fn already_written(
             })
             .optional()?
         else {
+            pruned = true;
             break;
         };
         if first_number <= end {
@@ -329,6 +332,17 @@ fn already_written(
     }
     if expected > end {
         return Ok(Ok((n_known, receipts)));
+    }
+    if pruned {
+        return refuse(
+            expected,
+            format!(
+                "entry number {expected} of producer {} is at or below its last committed \
+                 number {last}, among entries pruned from the live log: too old to re-send \
+                 and confirm; it is not recorded twice",
+                producer.producer_id
+            ),
+        );
     }
     refuse(
         expected,

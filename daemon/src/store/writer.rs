@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::json;
 use witness_protocol::{Ack, Entry, ErrorCode, ErrorReply};
 
+use crate::format::archive::Segment;
 use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
@@ -257,7 +258,25 @@ struct Writer {
     /// When the free space was last looked at, and why entries are refused, while they are.
     disk_checked: Option<Instant>,
     disk_low: Option<String>,
+    /// The first `seq` the live log holds.
+    start: u64,
+    /// The prune under way: entries up to this `seq` go, a step at a time, and who waits.
+    pruning: Option<Pruning>,
 }
+
+/// A prune the writer is carrying out between batches.
+struct Pruning {
+    /// The last `seq` to delete.
+    to: u64,
+    /// Answered once the last is deleted; none for a prune resumed at start.
+    answer: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// The last failure said, so that a step failing again is not logged again.
+    failure: Option<String>,
+}
+
+/// Entries one pruning step deletes: a few milliseconds of the writer's time, so that a
+/// batch waits no longer than that behind it.
+const PRUNE_STEP: u64 = 2048;
 
 impl Writer {
     fn new(
@@ -292,6 +311,24 @@ impl Writer {
         stats
             .min_free_bytes
             .store(config.min_free_bytes, Ordering::Relaxed);
+        let (start, _) = schema::log_start(&connection).map_err(sqlite)?;
+        stats.first_seq.store(start, Ordering::Relaxed);
+        // A prune recorded but not finished (the daemon stopped mid-delete) goes on.
+        let recorded: Option<i64> = connection
+            .query_row("SELECT max(last_seq) FROM segments", [], |row| row.get(0))
+            .map_err(sqlite)?;
+        let pruning = recorded.filter(|&last| last as u64 >= start).map(|last| {
+            tracing::warn!(
+                from = start,
+                to = last,
+                "finishing a prune begun before the stop"
+            );
+            Pruning {
+                to: last as u64,
+                answer: None,
+                failure: None,
+            }
+        });
         let wal_pages = Arc::new(AtomicU32::new(0));
         let hook_pages = Arc::clone(&wal_pages);
         // Set after `wal_autocheckpoint`, which would replace it.
@@ -325,6 +362,8 @@ impl Writer {
             last_optimize: Instant::now(),
             disk_checked: None,
             disk_low: None,
+            start,
+            pruning,
         })
     }
 
@@ -340,7 +379,13 @@ impl Writer {
                 self.contended,
                 self.heavy.keys().copied().collect(),
             );
-            match queue.next(self.config.heartbeat) {
+            // A prune under way takes its steps whenever no batch is waiting.
+            let wait = if self.pruning.is_some() {
+                Duration::ZERO
+            } else {
+                self.config.heartbeat
+            };
+            match queue.next(wait) {
                 Next::Job(lane, job, more) => {
                     shares.record(lane, &job, more);
                     batch.push(*job);
@@ -354,6 +399,11 @@ impl Writer {
                     self.check_file();
                     if self.failure.is_some() {
                         continue;
+                    }
+                    if self.pruning.is_some() {
+                        self.prune_step();
+                        self.dirty_since_truncate = true;
+                        self.last_job = Instant::now();
                     }
                     self.sign_checkpoint(false);
                     if self.dirty_since_truncate
@@ -375,6 +425,9 @@ impl Writer {
             self.last_job = Instant::now();
             if self.failure.is_none() {
                 self.sign_checkpoint(false);
+            }
+            if self.failure.is_none() && self.pruning.is_some() {
+                self.prune_step();
             }
             if self.failure.is_none()
                 && self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages
@@ -466,6 +519,131 @@ impl Writer {
                     .map_err(|error| format!("ANALYZE failed: {error}"));
                 tracing::info!(?result, "analyze");
                 let _ = answer.send(result);
+            }
+            Control::Prune(segment, answer) => match self.begin_prune(&segment) {
+                Ok(()) => {
+                    self.pruning = Some(Pruning {
+                        to: segment.last_seq,
+                        answer: Some(answer),
+                        failure: None,
+                    });
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "prune refused");
+                    let _ = answer.send(Err(reason));
+                }
+            },
+        }
+    }
+
+    /// Checks that `segment` is the next range to prune and records it: an entry
+    /// `witness.pruned` in the log (so the chain itself says what left it), then the row of
+    /// `segments`, before anything is deleted.
+    fn begin_prune(&mut self, segment: &Segment) -> Result<(), String> {
+        if let Some(reason) = &self.failure {
+            return Err(reason.clone());
+        }
+        if self.pruning.is_some() {
+            return Err("a prune is already under way".into());
+        }
+        if segment.first_seq != self.start {
+            return Err(format!(
+                "the live log starts at seq {}, not at {}",
+                self.start, segment.first_seq
+            ));
+        }
+        if segment.last_seq >= self.head.seq as u64 {
+            return Err(format!(
+                "the log's last entry, {}, is never pruned",
+                self.head.seq
+            ));
+        }
+        let sqlite = |error: rusqlite::Error| format!("the database: {error}");
+        let (_, previous) = schema::log_start(&self.connection).map_err(sqlite)?;
+        let last_hash: Vec<u8> = self
+            .connection
+            .query_row(
+                "SELECT hash FROM entries WHERE seq = ?1",
+                [segment.last_seq as i64],
+                |row| row.get(0),
+            )
+            .map_err(sqlite)?;
+        if previous != segment.previous || last_hash != segment.last_hash {
+            return Err(format!(
+                "the segment of entries {} to {} does not hold the chain hashes of the live log",
+                segment.first_seq, segment.last_seq
+            ));
+        }
+        let origin = Origin {
+            ts: now_ns(),
+            pid: Some(i64::from(std::process::id())),
+            // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+            uid: Some(i64::from(unsafe { libc::geteuid() })),
+            gid: Some(i64::from(unsafe { libc::getegid() })),
+        };
+        let entry = Entry::new("witness.pruned", "witnessd").payload(json!({
+            "first_seq": segment.first_seq,
+            "last_seq": segment.last_seq,
+            "last_hash": hex::encode(segment.last_hash),
+            "archive": segment.file,
+            "sha256": segment.sha256.map(hex::encode),
+        }));
+        let head = self.head.seq;
+        self.commit(&mut vec![internal_job(vec![entry], origin)]);
+        if self.head.seq != head + 1 {
+            return Err("could not record the prune in the log".into());
+        }
+        segment.record(&self.connection).map_err(sqlite)?;
+        crate::store::retain::crash_point("segment-recorded");
+        match &segment.file {
+            Some(file) => tracing::info!(
+                first = segment.first_seq,
+                last = segment.last_seq,
+                %file,
+                "archived; deleting the entries from the live log"
+            ),
+            None => tracing::warn!(
+                first = segment.first_seq,
+                last = segment.last_seq,
+                "dropping entries without an archive, as configured"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Deletes the next step of the prune under way, moving the log's start in the same
+    /// transaction, and takes the range's entries out of `cost_hourly` and `producer_runs`;
+    /// after the last step, the range's level-0 tiles go too (the archive holds them).
+    fn prune_step(&mut self) {
+        let Some(pruning) = &mut self.pruning else {
+            return;
+        };
+        let from = self.start;
+        let to = pruning.to.min(from + PRUNE_STEP - 1);
+        let last = to == pruning.to;
+        let result = delete_range(&mut self.connection, from, to, last);
+        match result {
+            Ok(()) => {
+                self.start = to + 1;
+                self.stats.first_seq.store(self.start, Ordering::Relaxed);
+                self.stats
+                    .entries_pruned
+                    .fetch_add(to + 1 - from, Ordering::Relaxed);
+                crate::store::retain::crash_point("mid-delete");
+                if last {
+                    tracing::info!(first_seq = self.start, "the live log now starts here");
+                    if let Some(answer) = pruning.answer.take() {
+                        let _ = answer.send(Ok(()));
+                    }
+                    self.pruning = None;
+                }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                if pruning.failure.as_ref() != Some(&reason) {
+                    tracing::error!(%reason, from, to, "a pruning step failed; it will be tried again");
+                    pruning.failure = Some(reason);
+                }
             }
         }
     }
@@ -730,6 +908,114 @@ impl Writer {
             Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
         }
     }
+}
+
+/// Deletes the entries `from..=to` (the first the live log holds) in one transaction: their
+/// sums leave `cost_hourly`, runs wholly among them leave `producer_runs`, the log's start
+/// moves past them, and with `last` the level-0 tiles up to `to` go.
+fn delete_range(
+    connection: &mut Connection,
+    from: u64,
+    to: u64,
+    last: bool,
+) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let hash: Vec<u8> = transaction.query_row(
+        "SELECT hash FROM entries WHERE seq = ?1",
+        [to as i64],
+        |row| row.get(0),
+    )?;
+    let groups: Vec<(i64, String, String, String, [i64; 6])> = transaction
+        .prepare(&format!(
+            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in),              ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens),              ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
+            schema::hour_sql(schema::EVENT_TIME)
+        ))?
+        .query_map([from as i64, to as i64], |row| {
+            let mut sums = [0i64; 6];
+            for (index, sum) in sums.iter_mut().enumerate() {
+                *sum = row.get(4 + index)?;
+            }
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, sums))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    transaction.execute(
+        "DELETE FROM entries WHERE seq BETWEEN ?1 AND ?2",
+        [from as i64, to as i64],
+    )?;
+    for (hour, component, event, model, sums) in groups {
+        let key = (hour, &component, &event, &model);
+        let stored: Option<[i64; 6]> = transaction
+            .prepare_cached(
+                "SELECT entries, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens,                  micro_usd FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3                  AND model = ?4",
+            )?
+            .query_row(key, |row| {
+                let mut sums = [0i64; 6];
+                for (index, sum) in sums.iter_mut().enumerate() {
+                    *sum = row.get(index)?;
+                }
+                Ok(sums)
+            })
+            .optional()?;
+        let Some(stored) = stored else {
+            continue;
+        };
+        // A saturated sum cannot be taken from: the group is summed again from what is left.
+        let left = if stored.contains(&i64::MAX) || sums.contains(&i64::MAX) {
+            transaction
+                .prepare_cached(&format!(
+                    "SELECT count(*), ssum(tokens_in), ssum(tokens_out),                      ssum(cache_read_tokens), ssum(reasoning_tokens), ssum(cost_micro_usd)                      FROM entries WHERE {time} BETWEEN ?1 * {hour} AND ?1 * {hour} + {hour} - 1                      AND component = ?2 AND event = ?3 AND coalesce(model, '') = ?4",
+                    time = schema::EVENT_TIME,
+                    hour = schema::HOUR_NS
+                ))?
+                .query_row(key, |row| {
+                    let mut sums = [0i64; 6];
+                    for (index, sum) in sums.iter_mut().enumerate() {
+                        *sum = row.get(index)?;
+                    }
+                    Ok(sums)
+                })?
+        } else {
+            std::array::from_fn(|index| stored[index] - sums[index])
+        };
+        if left[0] <= 0 {
+            transaction
+                .prepare_cached(
+                    "DELETE FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3                      AND model = ?4",
+                )?
+                .execute(key)?;
+        } else {
+            transaction
+                .prepare_cached(
+                    "UPDATE cost_hourly SET entries = ?5, tokens_in = ?6, tokens_out = ?7,                      cache_read_tokens = ?8, reasoning_tokens = ?9, micro_usd = ?10                      WHERE hour = ?1 AND component = ?2 AND event = ?3 AND model = ?4",
+                )?
+                .execute(rusqlite::params![
+                    hour, component, event, model, left[0], left[1], left[2], left[3], left[4],
+                    left[5]
+                ])?;
+        }
+    }
+    transaction.execute(
+        "DELETE FROM producer_runs WHERE first_seq <= ?1 AND first_seq + entries - 1 <= ?1",
+        [to as i64],
+    )?;
+    transaction.execute(
+        "INSERT OR REPLACE INTO log_start (one, first_seq, previous) VALUES (1, ?1, ?2)",
+        (to as i64 + 1, hash),
+    )?;
+    if last {
+        transaction.execute(
+            "DELETE FROM tiles WHERE level = 0 AND idx < ?1",
+            [(to / crate::format::tree::TILE_WIDTH as u64) as i64],
+        )?;
+    }
+    transaction.commit()
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
 }
 
 /// A job the daemon makes itself, with no connection waiting on its answer.

@@ -229,6 +229,19 @@ pub fn maintenance(client: &mut Client, task: MaintenanceTask, json: bool) -> an
                 .map_or("(empty log)".to_owned(), |seq| seq.to_string()),
             report.elapsed_ms
         )?,
+        MaintenanceTask::Prune { .. } => match report.last_seq {
+            Some(last) => writeln!(
+                out,
+                "pruned: the live log now starts at seq {}; {} of archive written, in {} ms",
+                last + 1,
+                bytes(report.bytes.unwrap_or(0)),
+                report.elapsed_ms
+            )?,
+            None => writeln!(
+                out,
+                "nothing to prune: no whole tile of 256 entries is before it"
+            )?,
+        },
     }
     Ok(())
 }
@@ -241,6 +254,12 @@ fn maintenance_json(report: &MaintenanceReport) -> Value {
             "path": path,
             "bytes": report.bytes,
             "last_seq": report.last_seq,
+            "elapsed_ms": report.elapsed_ms,
+        }),
+        MaintenanceTask::Prune { .. } => json!({
+            "task": "prune",
+            "first_seq": report.last_seq.map_or(1, |last| last + 1),
+            "archive_bytes": report.bytes,
             "elapsed_ms": report.elapsed_ms,
         }),
     }

@@ -83,7 +83,15 @@ pub enum Command {
         /// The log's verifier key for --checkpoint, or a file holding it.
         #[arg(long, value_name = "KEY", requires = "checkpoint")]
         key: Option<String>,
+        /// Verify the database (--db, or the default one) and the archive segments in this
+        /// folder as one log from seq 1: each segment as sealed, unbroken from the one before,
+        /// and hashing to the tree the live log kept. Names a missing or altered segment.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["from", "to"])]
+        with_archives: Option<PathBuf>,
     },
+    /// The archive segments retention sealed: list, verify, export (files read directly).
+    #[command(subcommand)]
+    Archive(Archive),
     /// Every entry of one trace, with a summary.
     Trace {
         /// The trace id.
@@ -300,6 +308,33 @@ pub enum FleetBy {
     Event,
 }
 
+/// `witness archive` commands.
+#[derive(Debug, Subcommand)]
+pub enum Archive {
+    /// Every range the log pruned: its segment file, range, size, when sealed, and whether
+    /// the file is there as sealed.
+    List {
+        /// The archive folder (retain.archive_dir).
+        dir: PathBuf,
+        /// The live database; unset: the default one.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Verify each segment file in the folder on its own: its chain from the hash it records
+    /// before it, every entry of its range, and its tiles. For the segments and the live log
+    /// as one log, use `witness verify --with-archives`.
+    Verify {
+        /// The archive folder.
+        dir: PathBuf,
+    },
+    /// The entries of segment files as JSON lines, as `witness export` writes them.
+    Export {
+        /// Segment files, in the order wanted.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 /// `witness maintenance` tasks.
 #[derive(Debug, Subcommand)]
 pub enum Maintenance {
@@ -310,6 +345,18 @@ pub enum Maintenance {
         /// The new file; the daemon's user writes it, so it must be a place that user may
         /// write (under systemd: /var/lib/witness/). It must not exist.
         path: PathBuf,
+    },
+    /// Prune the oldest entries from the live log now, sealing them into archive segments in
+    /// retain.archive_dir first. Whole tiles of 256 entries go, and never the last entry.
+    Prune {
+        /// Prune entries before this seq, or dated (or received) before this time (RFC 3339,
+        /// or a span back from now such as 30d).
+        #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true)]
+        before: String,
+        /// With no archive folder configured, delete the entries anyway (the log records
+        /// each range it drops).
+        #[arg(long)]
+        drop: bool,
     },
 }
 

@@ -6,6 +6,7 @@
 //! file named for it (`record`, `import`, `verify`, `read`, `admin`).
 
 mod admin;
+mod archive;
 mod args;
 mod fleet;
 mod import;
@@ -24,7 +25,7 @@ use clap::Parser;
 use witness_client::query::{CostQuery, EntriesQuery, GroupBy, TracesQuery};
 use witness_client::{Client, VerifyRange, paths};
 
-use crate::args::{Args, By, Command, Maintenance};
+use crate::args::{Archive, Args, By, Command, Maintenance};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -77,7 +78,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             db,
             checkpoint,
             key,
+            with_archives,
         } => match (checkpoint, key) {
+            (checkpoint, key) if with_archives.is_some() => archive::verify_with(
+                &db.unwrap_or_else(paths::default_db_path),
+                with_archives.as_deref().expect("checked"),
+                checkpoint.as_deref().zip(key.as_deref()),
+                json,
+            ),
             (Some(checkpoint), Some(key)) => verify::against_checkpoint(
                 &db.unwrap_or_else(paths::default_db_path),
                 &checkpoint,
@@ -154,6 +162,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fleet(fleet) => fleet::run(fleet, json),
+        Command::Archive(Archive::List { dir, db }) => {
+            archive::list(&dir, &db.unwrap_or_else(paths::default_db_path), json)
+        }
+        Command::Archive(Archive::Verify { dir }) => archive::verify_alone(&dir, json),
+        Command::Archive(Archive::Export { files }) => archive::export(&files),
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
         Command::Completions { shell } => {
@@ -204,6 +217,33 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .context("the backup path is not valid UTF-8")?
                         .to_owned();
                     witness_client::admin::MaintenanceTask::Backup { path }
+                }
+                Maintenance::Prune { before, drop } => {
+                    let (before_seq, before_time) = if before.bytes().all(|b| b.is_ascii_digit()) {
+                        let seq = before.parse::<u64>().map_err(|_| {
+                            anyhow::anyhow!("--before {before}: not a sequence number")
+                        });
+                        match seq {
+                            Ok(seq) => (Some(seq), None),
+                            Err(error) => {
+                                eprintln!("witness: {error}");
+                                return Ok(ExitCode::from(2));
+                            }
+                        }
+                    } else {
+                        match when::parse_time(&before) {
+                            Ok(time) => (None, Some(time)),
+                            Err(reason) => {
+                                eprintln!("witness: --before {before}: {reason}");
+                                return Ok(ExitCode::from(2));
+                            }
+                        }
+                    };
+                    witness_client::admin::MaintenanceTask::Prune {
+                        before_seq,
+                        before_time,
+                        drop,
+                    }
                 }
             };
             admin::maintenance(&mut connect()?, task, json)?;

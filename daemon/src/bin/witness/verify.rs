@@ -38,7 +38,7 @@ pub fn against_checkpoint(
         Ok(connection) => connection,
         Err(error) => return unusable(witness_daemon::errors::one_line(&error)),
     };
-    let held = match verify::verify_checkpoint(&connection, &note, &key) {
+    let held = match verify::verify_checkpoint(&connection, &note, &key, None) {
         Ok(size) => Ok(size),
         Err(Ok(reason)) => Err(reason),
         Err(Err(error)) => return unusable(format!("verifying {}: {error}", db.display())),
@@ -114,63 +114,73 @@ pub fn command(
 }
 
 fn print_verify(report: &VerifyReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(&report_json(report))?;
+    } else {
+        print_report(report)?;
+    }
+    Ok(match report {
+        VerifyReport::Intact { .. } => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// A verification's verdict as the JSON object `witness verify --json` prints.
+pub fn report_json(report: &VerifyReport) -> serde_json::Value {
     match report {
         VerifyReport::Intact {
             count,
             first_seq,
             last_seq,
             head_hash,
-        } => {
-            let head = head_hash.map(hex::encode);
-            if json {
-                print_json(&json!({
-                    "intact": true, "count": count, "first_seq": first_seq,
-                    "last_seq": last_seq, "head_hash": head,
-                }))?;
-            } else if let (Some(first), Some(last), Some(head)) = (first_seq, last_seq, head) {
-                writeln!(
-                    output::stdout(),
-                    "intact: {}, seq {first} to {last}, head hash {head}",
-                    output::entries(*count)
-                )?;
-            } else {
-                writeln!(output::stdout(), "intact: no entries in range")?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => json!({
+            "intact": true, "count": count, "first_seq": first_seq,
+            "last_seq": last_seq, "head_hash": head_hash.map(hex::encode),
+        }),
         VerifyReport::Broken {
             seq,
             reason,
             checked,
-        } => {
-            if json {
-                print_json(&json!({
-                    "intact": false, "seq": seq, "reason": reason, "checked": checked,
-                }))?;
-            } else {
-                writeln!(
-                    output::stdout(),
-                    "BROKEN at seq {seq}: {reason} ({checked} entries verified before it)"
-                )?;
-            }
-            Ok(ExitCode::FAILURE)
-        }
+        } => json!({"intact": false, "seq": seq, "reason": reason, "checked": checked}),
         VerifyReport::Inconsistent {
             table,
             reason,
             checked,
-        } => {
-            if json {
-                print_json(&json!({
-                    "intact": false, "table": table, "reason": reason, "checked": checked,
-                }))?;
-            } else {
-                writeln!(
-                    output::stdout(),
-                    "INCONSISTENT {table}: {reason} (all {checked} entries verified)"
-                )?;
-            }
-            Ok(ExitCode::FAILURE)
-        }
+        } => json!({"intact": false, "table": table, "reason": reason, "checked": checked}),
+    }
+}
+
+/// A verification's verdict as the line `witness verify` prints.
+pub fn print_report(report: &VerifyReport) -> std::io::Result<()> {
+    let mut out = output::stdout();
+    match report {
+        VerifyReport::Intact {
+            count,
+            first_seq: Some(first),
+            last_seq: Some(last),
+            head_hash: Some(head),
+        } => writeln!(
+            out,
+            "intact: {}, seq {first} to {last}, head hash {}",
+            output::entries(*count),
+            hex::encode(head)
+        ),
+        VerifyReport::Intact { .. } => writeln!(out, "intact: no entries in range"),
+        VerifyReport::Broken {
+            seq,
+            reason,
+            checked,
+        } => writeln!(
+            out,
+            "BROKEN at seq {seq}: {reason} ({checked} entries verified before it)"
+        ),
+        VerifyReport::Inconsistent {
+            table,
+            reason,
+            checked,
+        } => writeln!(
+            out,
+            "INCONSISTENT {table}: {reason} (all {checked} entries verified)"
+        ),
     }
 }

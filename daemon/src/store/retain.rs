@@ -1,0 +1,520 @@
+//! Retention: the archiver thread, which keeps the live log within its policy (an age, a size)
+//! and prunes on demand.
+//!
+//! It decides what goes and seals it, reading the log through a read connection of its own so
+//! that ingest never waits on it: each range (whole level-0 tiles, at most `segment_entries`)
+//! is written to a temporary file, fsynced, verified on its own and against the live log's
+//! chain hashes, renamed into the archive folder and the folder fsynced. Only then does it hand
+//! the range to the writer (`Control::Prune`), which records it and deletes its entries in
+//! bounded steps between batches. A crash at any point leaves either a temporary file (removed
+//! at start), a sealed file not yet recorded (sealed again, to the same name), or a recorded
+//! range whose deletes the writer finishes at start: never a deleted entry without its sealed
+//! archive.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+use witness_protocol::{ErrorCode, ErrorReply};
+
+use crate::format::archive::{self, Segment};
+use crate::format::{schema, verify};
+use crate::store::job::Control;
+use crate::store::queue::JobQueue;
+
+/// Leaves in a level-0 tile: ranges are pruned in whole tiles.
+const TILE: u64 = crate::format::tree::TILE_WIDTH as u64;
+
+/// What the live log keeps, and where what it lets go goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainConfig {
+    /// Entries older than this (by their date or their receive time, whichever is older) are
+    /// pruned.
+    pub max_age: Option<Duration>,
+    /// The database, WAL included, is kept under this many bytes in use.
+    pub max_bytes: Option<u64>,
+    /// Where pruned entries are archived; `None` drops them (the log records that it did).
+    pub archive_dir: Option<PathBuf>,
+    /// Most entries in one archive segment: a multiple of 256.
+    pub segment_entries: u64,
+}
+
+impl Default for RetainConfig {
+    fn default() -> Self {
+        RetainConfig {
+            max_age: None,
+            max_bytes: None,
+            archive_dir: None,
+            segment_entries: DEFAULT_SEGMENT_ENTRIES,
+        }
+    }
+}
+
+/// Entries in a segment by default: one level-1 tile's worth, about 17 MB of typical entries.
+pub const DEFAULT_SEGMENT_ENTRIES: u64 = 65_536;
+
+/// How often the policy is looked at: a few queries, and a size bound is only as good as the
+/// ingest it lets through between two looks.
+const POLICY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The share of `max_bytes` in use above which the policy prunes, and the share it prunes
+/// down to: the gap keeps it from pruning a tile at a time.
+const HIGH_WATER: f64 = 0.8;
+const LOW_WATER: f64 = 0.65;
+
+/// Kills the daemon with `SIGKILL` at the step of sealing and pruning that the environment
+/// variable `WITNESS_CRASH_AT` names, for the crash tests, which need a `kill -9` at an exact
+/// step rather than wherever a timer lands. Unset, as it is in service, it does nothing.
+pub fn crash_point(step: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("WITNESS_CRASH_AT").ok());
+    if at.as_deref() == Some(step) {
+        tracing::warn!(step, "WITNESS_CRASH_AT: killing the daemon here");
+        // SAFETY: kill and getpid have no preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Up to where an on-demand prune goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// Entries with a smaller `seq`.
+    Seq(u64),
+    /// Entries dated (or received) before this time, in nanoseconds since the epoch.
+    Time(i64),
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries pruned.
+    pub entries: u64,
+    /// Segments sealed (or ranges dropped).
+    pub segments: u64,
+    /// Bytes of the segments written.
+    pub bytes: u64,
+    /// The live log's first `seq` afterwards.
+    pub first_seq: u64,
+}
+
+/// An on-demand prune, and where its answer goes.
+#[derive(Debug)]
+pub struct PruneRequest {
+    /// Up to where.
+    pub before: Before,
+    /// Whether entries may be dropped when there is no archive folder.
+    pub drop: bool,
+    /// The answer.
+    pub answer: tokio::sync::oneshot::Sender<Result<Pruned, ErrorReply>>,
+}
+
+/// The running archiver.
+pub struct Archiver {
+    stop: Arc<AtomicBool>,
+    requests: mpsc::Sender<PruneRequest>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Archiver {
+    /// Starts the archiver of the log at `db_path`, which hands ranges to the writer's
+    /// `queue`.
+    pub fn start(config: RetainConfig, db_path: PathBuf, queue: Arc<JobQueue>) -> Archiver {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (requests, incoming) = mpsc::channel();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("witness-archiver".into())
+                .spawn(move || {
+                    let mut worker = Worker {
+                        config,
+                        db_path,
+                        queue,
+                        stop,
+                        reader: None,
+                        failure: None,
+                        aged: 0,
+                    };
+                    worker.run(&incoming);
+                })
+                .expect("spawning the archiver thread")
+        };
+        Archiver {
+            stop,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    /// Where on-demand prunes go.
+    pub fn requests(&self) -> mpsc::Sender<PruneRequest> {
+        self.requests.clone()
+    }
+
+    /// Asks the thread to stop after the step it is on, and waits for it. Call it before the
+    /// writer stops, or while the writer still answers: a range handed over is answered (or
+    /// dropped with the writer) either way.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Tells the thread to stop, without waiting.
+    pub fn signal_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Worker {
+    config: RetainConfig,
+    db_path: PathBuf,
+    queue: Arc<JobQueue>,
+    stop: Arc<AtomicBool>,
+    reader: Option<Connection>,
+    /// The last failure of the policy, said once until it changes.
+    failure: Option<String>,
+    /// The last `seq` found older than `max_age`: it stays so, and the next look goes on
+    /// from it instead of reading the same tiles again.
+    aged: u64,
+}
+
+impl Worker {
+    fn run(&mut self, incoming: &mpsc::Receiver<PruneRequest>) {
+        if let Some(dir) = &self.config.archive_dir
+            && let Err(error) = clean_archive_dir(dir)
+        {
+            tracing::error!(%error, dir = %dir.display(), "cannot prepare the archive folder");
+        }
+        let policy = self.config.max_age.is_some() || self.config.max_bytes.is_some();
+        if policy && self.config.archive_dir.is_none() {
+            tracing::warn!(
+                "retention has no archive_dir: entries past the policy are dropped, and only \
+                 the log's record of each prune remains"
+            );
+        }
+        let mut next_policy = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let wait = next_policy.saturating_duration_since(Instant::now());
+            match incoming.recv_timeout(wait.min(Duration::from_millis(250))) {
+                Ok(request) => {
+                    let result = if self.config.archive_dir.is_none() && !request.drop {
+                        Err(ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            "there is no retain.archive_dir to archive to: configure one, or \
+                             pass --drop to delete the entries with only the log's record of it",
+                        ))
+                    } else {
+                        self.on_demand(request.before).map_err(|reason| {
+                            ErrorReply::new(ErrorCode::Storage, format!("pruning failed: {reason}"))
+                        })
+                    };
+                    let _ = request.answer.send(result);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wait.min(Duration::from_millis(250)));
+                }
+            }
+            if policy && Instant::now() >= next_policy {
+                next_policy = Instant::now() + POLICY_INTERVAL;
+                if let Err(reason) = self.apply_policy() {
+                    if self.failure.as_ref() != Some(&reason) {
+                        tracing::error!(%reason, "retention failed; trying again");
+                        self.failure = Some(reason);
+                    }
+                } else if self.failure.take().is_some() {
+                    tracing::info!("retention works again");
+                }
+            }
+        }
+    }
+
+    fn reader(&mut self) -> Result<&Connection, String> {
+        if self.reader.is_none() {
+            let connection = schema::open_reader(&self.db_path)
+                .map_err(|error| crate::errors::one_line(&error))?;
+            self.reader = Some(connection);
+        }
+        Ok(self.reader.as_ref().expect("opened"))
+    }
+
+    /// Where the live log starts and ends: `(first seq, head)`.
+    fn bounds(&mut self) -> Result<(u64, u64), String> {
+        let reader = self.reader()?;
+        let (start, _) = schema::log_start(reader).map_err(|error| error.to_string())?;
+        let head: Option<i64> = reader
+            .query_row("SELECT max(seq) FROM entries", [], |row| row.get(0))
+            .map_err(|error| error.to_string())?;
+        Ok((start, head.unwrap_or(0) as u64))
+    }
+
+    fn on_demand(&mut self, before: Before) -> Result<Pruned, String> {
+        let target = match before {
+            Before::Seq(seq) => seq.saturating_sub(1),
+            Before::Time(time) => self.last_before(time, u64::MAX, 0)?,
+        };
+        let (start, _) = self.bounds()?;
+        let mut pruned = self.prune_to(target, usize::MAX)?;
+        if pruned.segments == 0 {
+            pruned.first_seq = start;
+        }
+        Ok(pruned)
+    }
+
+    /// The policy's verdict, carried out: what is older than `max_age`, and what takes the
+    /// database over `max_bytes`.
+    fn apply_policy(&mut self) -> Result<(), String> {
+        let (start, head) = self.bounds()?;
+        if head <= TILE {
+            return Ok(());
+        }
+        let mut target = 0u64;
+        let mut pressed = false;
+        if let Some(max_bytes) = self.config.max_bytes {
+            let (used, per_entry) = self.used_bytes(start, head)?;
+            if used as f64 > max_bytes as f64 * HIGH_WATER && per_entry > 0.0 {
+                let excess = used as f64 - max_bytes as f64 * LOW_WATER;
+                let entries = (excess / per_entry).ceil() as u64;
+                target = start - 1 + entries.div_ceil(TILE) * TILE;
+                pressed = true;
+            }
+        }
+        if let Some(max_age) = self.config.max_age {
+            let cutoff = now_ns().saturating_sub(max_age.as_nanos() as i64);
+            let limit = if pressed {
+                target
+            } else {
+                start - 1 + self.config.segment_entries
+            };
+            let aged =
+                self.aged_before(cutoff, limit.max(start - 1 + self.config.segment_entries))?;
+            // Unpressed, age prunes whole segments only, so that the archive is not a file
+            // per tile.
+            if pressed || aged + 1 - start >= self.config.segment_entries {
+                target = target.max(aged);
+            }
+        }
+        if target >= start {
+            self.prune_to(target, if pressed { usize::MAX } else { 1 })?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the database in use (pages not on the free list, and the WAL) and the
+    /// average per live entry.
+    fn used_bytes(&mut self, start: u64, head: u64) -> Result<(u64, f64), String> {
+        let reader = self.reader()?;
+        let pragma = |name: &str| -> Result<i64, String> {
+            reader
+                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .map_err(|error| error.to_string())
+        };
+        let pages = pragma("page_count")? - pragma("freelist_count")?;
+        let data = pages.max(0) as u64 * pragma("page_size")? as u64;
+        let mut wal = self.db_path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+        let live = (head + 1).saturating_sub(start).max(1);
+        Ok((data + wal, data as f64 / live as f64))
+    }
+
+    /// The last `seq`, on a tile edge and at most `limit`, such that every entry from the
+    /// log's start to it is dated or was received before `time`; entries up to `known` are
+    /// known to be.
+    fn last_before(&mut self, time: i64, limit: u64, known: u64) -> Result<u64, String> {
+        let (start, head) = self.bounds()?;
+        let known = known.max(start - 1).min(limit);
+        let reader = self.reader()?;
+        let mut statement = reader
+            .prepare_cached(
+                "SELECT count(*), max(min(coalesce(client_ts, ts), ts)) FROM entries \
+                 WHERE seq BETWEEN ?1 AND ?2",
+            )
+            .map_err(|error| error.to_string())?;
+        let mut last = known;
+        while last + TILE < head && last + TILE <= limit {
+            let (count, newest): (i64, Option<i64>) = statement
+                .query_row([last as i64 + 1, (last + TILE) as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(|error| error.to_string())?;
+            if count as u64 != TILE || newest.is_none_or(|newest| newest >= time) {
+                break;
+            }
+            last += TILE;
+        }
+        Ok(last)
+    }
+
+    /// `last_before` for the policy's own cutoff, which only moves forward, so that what was
+    /// found aged once is not read again.
+    fn aged_before(&mut self, cutoff: i64, limit: u64) -> Result<u64, String> {
+        let aged = self.last_before(cutoff, limit, self.aged)?;
+        self.aged = self.aged.max(aged);
+        Ok(aged)
+    }
+
+    /// Prunes from the log's start through `target` (rounded down to a tile edge, and short
+    /// of the head), at most `max_segments` segments of `segment_entries`.
+    fn prune_to(&mut self, target: u64, max_segments: usize) -> Result<Pruned, String> {
+        let mut pruned = Pruned::default();
+        while pruned.segments < max_segments as u64 && !self.stop.load(Ordering::Relaxed) {
+            if !self.writer_caught_up()? {
+                continue;
+            }
+            let (start, head) = self.bounds()?;
+            pruned.first_seq = start;
+            // The last entry always stays: it is the head the writer continues from.
+            let cap = (head.saturating_sub(1) / TILE) * TILE;
+            let last = (target.min(cap) / TILE) * TILE;
+            let last = last.min(start - 1 + self.config.segment_entries);
+            if last < start {
+                break;
+            }
+            let segment = self.seal(start, last)?;
+            pruned.bytes += segment.bytes.unwrap_or(0);
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if self
+                .queue
+                .control(Control::Prune(Box::new(segment), answer))
+                .is_err()
+            {
+                return Err("the writer has stopped".into());
+            }
+            match answered.blocking_recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(reason),
+                Err(_) => return Err("the writer stopped before it finished the prune".into()),
+            }
+            pruned.entries += last + 1 - start;
+            pruned.segments += 1;
+            pruned.first_seq = last + 1;
+        }
+        Ok(pruned)
+    }
+
+    /// Whether the writer has finished every prune recorded (one resumed at start may still be
+    /// deleting); if not, waits a moment and says no, so that nothing is sealed from a range
+    /// being deleted.
+    fn writer_caught_up(&mut self) -> Result<bool, String> {
+        let (start, _) = self.bounds()?;
+        let recorded: Option<i64> = self
+            .reader()?
+            .query_row("SELECT max(last_seq) FROM segments", [], |row| row.get(0))
+            .map_err(|error| error.to_string())?;
+        if recorded.is_some_and(|last| last as u64 >= start) {
+            std::thread::sleep(Duration::from_millis(20));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Seals the entries `first..=last` into a segment file (or, with no archive folder,
+    /// describes the range to drop).
+    fn seal(&mut self, first: u64, last: u64) -> Result<Segment, String> {
+        let archive_dir = self.config.archive_dir.clone();
+        let reader = self.reader()?;
+        let (start, previous) = schema::log_start(reader).map_err(|error| error.to_string())?;
+        if start != first {
+            return Err(format!("the live log starts at {start}, not {first}"));
+        }
+        let last_hash: Vec<u8> = reader
+            .query_row(
+                "SELECT hash FROM entries WHERE seq = ?1",
+                [last as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("entry {last} is not in the live log"))?;
+        let last_hash = <[u8; 32]>::try_from(last_hash.as_slice())
+            .map_err(|_| format!("entry {last} has a hash that is not 32 bytes long"))?;
+        let sealed = now_ns();
+        let Some(dir) = archive_dir else {
+            return Ok(Segment {
+                first_seq: first,
+                last_seq: last,
+                previous,
+                last_hash,
+                file: None,
+                sha256: None,
+                bytes: None,
+                sealed,
+            });
+        };
+        let started = Instant::now();
+        let temporary = archive::temporary_path(&dir, first, last);
+        let name = archive::file_name(first, last);
+        archive::write(reader, &temporary, first, last, previous, last_hash, sealed)?;
+        crash_point("archive-written");
+        archive::sync_file(&temporary)?;
+        crash_point("archive-synced");
+        check_sealed(&temporary, first, last, previous, last_hash)?;
+        let (sha256, bytes) = archive::sha256_file(&temporary)
+            .map_err(|error| format!("reading {}: {error}", temporary.display()))?;
+        archive::seal(&temporary, &dir.join(&name))?;
+        crash_point("archive-renamed");
+        tracing::info!(first, last, file = %name, bytes, elapsed = ?started.elapsed(), "sealed an archive segment");
+        Ok(Segment {
+            first_seq: first,
+            last_seq: last,
+            previous,
+            last_hash,
+            file: Some(name),
+            sha256: Some(sha256),
+            bytes: Some(bytes),
+            sealed,
+        })
+    }
+}
+
+/// Reads a segment back from disk and holds it to what the live log says it must be.
+fn check_sealed(
+    path: &Path,
+    first: u64,
+    last: u64,
+    previous: [u8; 32],
+    last_hash: [u8; 32],
+) -> Result<(), String> {
+    let connection = archive::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let check = verify::verify_segment(&connection)
+        .map_err(|error| format!("{}: {error}", path.display()))?
+        .map_err(|reason| format!("the segment just written does not verify: {reason}"))?;
+    if (
+        check.first_seq,
+        check.last_seq,
+        check.previous,
+        check.last_hash,
+    ) != (first, last, previous, last_hash)
+    {
+        return Err("the segment just written does not hold the range asked".into());
+    }
+    Ok(())
+}
+
+/// Creates the archive folder if need be and removes the temporary files of a sealing that a
+/// crash cut short.
+fn clean_archive_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for item in std::fs::read_dir(dir)? {
+        let item = item?;
+        if archive::is_temporary(&item.file_name().to_string_lossy()) {
+            tracing::warn!(file = %item.path().display(), "removing a segment left half written");
+            std::fs::remove_file(item.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
+}
