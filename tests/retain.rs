@@ -72,6 +72,18 @@ fn archive_dir(db: &Path) -> PathBuf {
     db.with_file_name("archive")
 }
 
+/// `witness verify --db DB --with-archives ARCHIVE`: exit code, stdout, stderr.
+fn verify_with_archives(socket: &Path, db: &Path, archive: &Path) -> (i32, String, String) {
+    let args = [
+        "verify",
+        "--db",
+        db.to_str().unwrap(),
+        "--with-archives",
+        archive.to_str().unwrap(),
+    ];
+    witness(socket, &args, None)
+}
+
 fn first_seq(db: &Path) -> u64 {
     let connection = witness_daemon::format::schema::open_reader(db).unwrap();
     witness_daemon::format::schema::log_start(&connection)
@@ -371,17 +383,7 @@ fn a_week_under_max_age_of_two_days_keeps_two_days_live_and_archives_the_rest() 
         Duration::from_secs(10),
         || witness(&daemon.socket, &["prove", &n.to_string()], None).0 == 0,
     );
-    let (code, out, err) = witness(
-        &daemon.socket,
-        &[
-            "verify",
-            "--db",
-            daemon.db.to_str().unwrap(),
-            "--with-archives",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
     assert_eq!(code, 0, "{out}{err}");
     let (code, bundle, err) = witness(&daemon.socket, &["prove", "10"], None);
     assert_eq!(code, 0, "{err}");
@@ -461,17 +463,7 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
         "the database reached {largest} bytes, over {bound}"
     );
     let archive = archive_dir(&daemon.db);
-    let (code, out, err) = witness(
-        &daemon.socket,
-        &[
-            "verify",
-            "--db",
-            daemon.db.to_str().unwrap(),
-            "--with-archives",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
     assert_eq!(code, 0, "{out}{err}");
     // Every acknowledged entry is in the live log or its archives: the seqs are unbroken
     // from 1, and the live log holds every one from its start.
@@ -588,17 +580,7 @@ fn a_kill_9_at_every_step_of_sealing_and_pruning_loses_nothing() {
         // Pruning again goes on from wherever the crash left it.
         prune(&mut client, 5000).unwrap_or_else(|error| panic!("{step}: {error}"));
         assert_eq!(first_seq(&daemon.db), 4865, "{step}");
-        let (code, out, err) = witness(
-            &daemon.socket,
-            &[
-                "verify",
-                "--db",
-                daemon.db.to_str().unwrap(),
-                "--with-archives",
-                archive.to_str().unwrap(),
-            ],
-            None,
-        );
+        let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
         assert_eq!(code, 0, "{step}: {out}{err}\n{}", daemon.describe());
         // Every acknowledged entry is still stored, in the live log or a segment.
         let head: i64 = read_db(&daemon.db)

@@ -32,15 +32,23 @@ fn segment_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The live log at `db`, read-only, and its archives in `dir` checked against it; `Err` says
+/// why the database cannot be read.
+fn with_archives(
+    db: &Path,
+    dir: &Path,
+) -> Result<(rusqlite::Connection, verify::ArchivesReport), String> {
+    let live = schema::open_reader(db).map_err(|error| witness_daemon::errors::one_line(&error))?;
+    let report = verify::verify_archives(&live, dir)
+        .map_err(|error| format!("reading {}: {error}", db.display()))?;
+    Ok((live, report))
+}
+
 /// `witness archive list`: every range the log at `db` pruned, and what is in `dir`.
 pub fn list(dir: &Path, db: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let live = match schema::open_reader(db) {
-        Ok(live) => live,
-        Err(error) => return unusable(witness_daemon::errors::one_line(&error)),
-    };
-    let report = match verify::verify_archives(&live, dir) {
-        Ok(report) => report,
-        Err(error) => return unusable(format!("reading {}: {error}", db.display())),
+    let (live, report) = match with_archives(db, dir) {
+        Ok(found) => found,
+        Err(message) => return unusable(message),
     };
     let (start, _) = schema::log_start(&live)?;
     let state_name = |state: &SegmentState| match state {
@@ -181,13 +189,9 @@ pub fn verify_with(
     checkpoint: Option<(&Path, &str)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let live = match schema::open_reader(db) {
-        Ok(live) => live,
-        Err(error) => return unusable(witness_daemon::errors::one_line(&error)),
-    };
-    let report = match verify::verify_archives(&live, dir) {
-        Ok(report) => report,
-        Err(error) => return unusable(format!("reading {}: {error}", db.display())),
+    let (live, report) = match with_archives(db, dir) {
+        Ok(found) => found,
+        Err(message) => return unusable(message),
     };
     let mut held = None;
     if let Some((checkpoint, key)) = checkpoint {
