@@ -269,3 +269,44 @@ fn tables_for_people_escape_what_would_drive_the_terminal() {
     let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(line["event"], event);
 }
+
+#[test]
+fn verify_reads_one_snapshot_while_entries_with_costs_keep_committing() {
+    // The whole-log verify walks the chain and then compares the roll-ups with it: both must
+    // be read from one snapshot, or an entry committed in between counts in `cost_hourly`
+    // and not in the walk, and a sound log is called inconsistent.
+    let daemon = TestDaemon::start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = {
+        let mut client = daemon.client();
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut acked = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch = (0..20)
+                    .map(|i| Entry::new("call", "agent").cost(Cost::new(i, 1, 7).model("m")))
+                    .collect();
+                acked += client.log_batch(batch).unwrap().len();
+                // Steady, not flat out: the log stays small enough to walk again and again.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            acked
+        })
+    };
+    let mut client = daemon.client();
+    let mut verdicts = Vec::new();
+    for _ in 0..10 {
+        verdicts.push(client.verify(Default::default()).unwrap());
+        let (code, out, err) = verify_db(&daemon.db, &[]);
+        assert_eq!(code, 0, "witness verify --db during ingest: {out}{err}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = ingest.join().unwrap();
+    assert!(acked > 0);
+    for verdict in verdicts {
+        assert!(
+            matches!(verdict, witness_protocol::VerifyReport::Intact { .. }),
+            "verify during ingest: {verdict:?}"
+        );
+    }
+}
