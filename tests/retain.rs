@@ -454,9 +454,23 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
     let archive = archive_dir(&daemon.db);
     let pruned_before = first_seq(&daemon.db);
     let mut verified = 0;
+    let mut prover = daemon.client();
     while verified < 6 || first_seq(&daemon.db) == pruned_before {
         let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
         assert_eq!(code, 0, "verify --with-archives while pruning: {out}{err}");
+        // The entries just before the live log's start, pruned a moment ago, are proved
+        // from their segment, whatever is pruned while the proof reads. (The start may be
+        // past the latest checkpoint, so nothing after it is asked for.)
+        let edge = first_seq(&daemon.db);
+        if edge > 2 {
+            for seq in [edge - 2, edge - 1] {
+                let proved = prover.prove(seq);
+                assert!(
+                    proved.is_ok(),
+                    "a proof of entry {seq} while pruning: {proved:?}"
+                );
+            }
+        }
         verified += 1;
         assert!(
             verified < 60,
@@ -494,6 +508,34 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
         .unwrap();
     assert!(head as u64 >= acked, "{head} < {acked}");
     assert!(prunes >= 1);
+}
+
+#[test]
+fn nothing_is_pruned_past_the_latest_signed_checkpoint_and_asking_has_one_signed() {
+    // Checkpoints a minute apart: one is signed at the clean stop, none after the restart
+    // unless the prune asks for one.
+    let configure = |config: &mut witness_daemon::config::Config| {
+        config.checkpoints.interval = Duration::from_secs(60);
+        config.retain.archive_dir = Some(config.writer.db_path.with_file_name("archive"));
+    };
+    let daemon = TestDaemon::start_with(configure);
+    daemon.client().log_batch(entries(0, 600)).unwrap();
+    let dir = daemon.stop();
+    let daemon = TestDaemon::start_in(dir, configure);
+    let mut client = daemon.client();
+    client.log_batch(entries(600, 1400)).unwrap();
+    // Entries up to 1999 are asked for; whole tiles go, up to 1792, and a checkpoint signed
+    // for the asking covers them, so the segment holds a signature over its last entry.
+    assert_eq!(prune(&mut client, 2000).unwrap(), Some(1792));
+    let segment = witness_daemon::format::archive::open(
+        &archive_dir(&daemon.db).join(witness_daemon::format::archive::file_name(1, 1792)),
+    )
+    .unwrap();
+    let covered: i64 = segment
+        .query_row("SELECT max(size) FROM checkpoints", [], |row| row.get(0))
+        .unwrap();
+    assert!(covered >= 1792, "the segment's checkpoints reach {covered}");
+    assert_eq!(verify_file(&daemon.db), 2001 - 1792);
 }
 
 #[test]

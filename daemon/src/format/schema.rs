@@ -619,6 +619,20 @@ fn add_saturating_sum(connection: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Begins a read transaction on `connection` unless one is open, so that every statement
+/// until it is dropped reads the same snapshot. For a reader that puts several statements
+/// together (a verification, a proof): read one by one, the log moves under it, an entry
+/// committed after the walk counts in `cost_hourly` and not in the walk, and a prune step
+/// removes tiles after `log_start` was read. A caller that checks several things against one
+/// state begins the transaction itself and holds it throughout. The price: while it lasts,
+/// the WAL cannot be checkpointed past the snapshot.
+pub fn snapshot(connection: &Connection) -> rusqlite::Result<Option<rusqlite::Transaction<'_>>> {
+    if !connection.is_autocommit() {
+        return Ok(None);
+    }
+    connection.unchecked_transaction().map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

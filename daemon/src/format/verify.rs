@@ -62,7 +62,7 @@ pub fn verify_from(
     before: Option<Tree>,
 ) -> Result<VerifyReport, VerifyError> {
     check_range(range).map_err(VerifyError::Range)?;
-    let _snapshot = snapshot(connection)?;
+    let _snapshot = schema::snapshot(connection)?;
     let (start, start_hash) = schema::log_start(connection)?;
     let (head, lowest): (Option<i64>, Option<i64>) =
         connection.query_row("SELECT max(seq), min(seq) FROM entries", [], |row| {
@@ -140,20 +140,6 @@ pub fn verify_from(
         return Ok(inconsistent("tiles", reason, checked));
     }
     Ok(report)
-}
-
-/// Begins a read transaction on `connection` unless one is open, so that every statement of a
-/// verification reads the same snapshot. Read statement by statement, the log moves under
-/// it: an entry committed after the walk counts in `cost_hourly` and not in the walk, and a
-/// prune step removes tiles after `log_start` was read, so a sound log would be called
-/// inconsistent. A caller that checks several things against one state (the archives, then
-/// the live log, then a checkpoint) begins the transaction itself and holds it throughout.
-/// The price: while it lasts, the WAL cannot be checkpointed past the snapshot.
-fn snapshot(connection: &Connection) -> rusqlite::Result<Option<rusqlite::Transaction<'_>>> {
-    if !connection.is_autocommit() {
-        return Ok(None);
-    }
-    connection.unchecked_transaction().map(Some)
 }
 
 /// What [`verify_segment`] found in an archive segment that holds together.
@@ -940,7 +926,7 @@ pub fn verify_checkpoint(
                 "the checkpoint does not verify with the key: {error}"
             ))
         })?;
-    let _snapshot = snapshot(connection).map_err(|error| Err(error.into()))?;
+    let _snapshot = schema::snapshot(connection).map_err(|error| Err(error.into()))?;
     let (start, _) = schema::log_start(connection).map_err(|error| Err(error.into()))?;
     let mut tree = match before {
         Some(tree) => tree,
@@ -1027,7 +1013,7 @@ pub struct ArchivesReport {
 /// in the chain, and hash to the tree hashes the live log kept for it; the last must end where
 /// the live log starts. The tree rebuilt from them lets `verify_from` check the whole log.
 pub fn verify_archives(live: &Connection, dir: &Path) -> Result<ArchivesReport, VerifyError> {
-    let _snapshot = snapshot(live)?;
+    let _snapshot = schema::snapshot(live)?;
     let segments = Segment::all(live)?;
     let (start, start_hash) = schema::log_start(live)?;
     let mut report = ArchivesReport {

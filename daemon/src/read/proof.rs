@@ -52,6 +52,9 @@ pub fn prove(
             message,
         )))
     };
+    // The checkpoint, the log's start, the archives and the tiles, all of one state: a prune
+    // committed between them would leave an entry in neither the live log nor a segment.
+    let _snapshot = schema::snapshot(connection)?;
     let note: Option<String> = connection
         .query_row(schema::LATEST_CHECKPOINT, [], |row| row.get(0))
         .optional()?;
@@ -131,6 +134,7 @@ pub fn consistency(
             message,
         )))
     };
+    let _snapshot = schema::snapshot(connection)?;
     let note_at = |size: Option<u64>| -> rusqlite::Result<Option<String>> {
         match size {
             Some(size) => connection

@@ -73,4 +73,8 @@ pub enum Control {
         Box<Segment>,
         tokio::sync::oneshot::Sender<Result<(), String>>,
     ),
+    /// Sign a checkpoint of the committed tree now, whatever the interval, and answer once
+    /// done (or failed, which the writer logs): a prune asked for on demand then covers what
+    /// was just written instead of waiting for the next interval.
+    Sign(tokio::sync::oneshot::Sender<()>),
 }

@@ -260,7 +260,18 @@ impl Worker {
             Before::Seq(seq) => seq.saturating_sub(1),
             Before::Time(time) => self.last_before(time, u64::MAX, 0)?,
         };
-        let (start, _) = self.bounds()?;
+        let (start, head) = self.bounds()?;
+        // Pruning stops at the latest signed checkpoint: have one signed over what was just
+        // written, rather than prune less than asked.
+        if self
+            .signed_size()?
+            .is_some_and(|signed| signed < target.min(head))
+        {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if self.queue.control(Control::Sign(answer)).is_ok() {
+                let _ = answered.blocking_recv();
+            }
+        }
         let mut pruned = self.prune_to(target, usize::MAX)?;
         if pruned.segments == 0 {
             pruned.first_seq = start;
@@ -371,8 +382,11 @@ impl Worker {
             }
             let (start, head) = self.bounds()?;
             pruned.first_seq = start;
-            // The last entry always stays: it is the head the writer continues from.
-            let cap = (head.saturating_sub(1) / TILE) * TILE;
+            // The last entry always stays: it is the head the writer continues from. And
+            // nothing goes that no signed checkpoint covers yet, so that every segment holds
+            // a signature over its last entry (a second's wait, at most, while signing works).
+            let signed = self.signed_size()?;
+            let cap = (head.saturating_sub(1).min(signed.unwrap_or(u64::MAX)) / TILE) * TILE;
             let last = (target.min(cap) / TILE) * TILE;
             let last = last.min(start - 1 + self.config.segment_entries);
             if last < start {
@@ -398,6 +412,16 @@ impl Worker {
             pruned.first_seq = last + 1;
         }
         Ok(pruned)
+    }
+
+    /// The size of the latest signed checkpoint; `None` when the log has none (it signs
+    /// none, or not yet).
+    fn signed_size(&mut self) -> Result<Option<u64>, String> {
+        let size: Option<i64> = self
+            .reader()?
+            .query_row("SELECT max(size) FROM checkpoints", [], |row| row.get(0))
+            .map_err(|error| error.to_string())?;
+        Ok(size.map(|size| size as u64))
     }
 
     /// Whether the writer has finished every prune recorded (one resumed at start may still be

@@ -520,6 +520,12 @@ impl Writer {
                 tracing::info!(?result, "analyze");
                 let _ = answer.send(result);
             }
+            Control::Sign(answer) => {
+                if self.failure.is_none() {
+                    self.sign_checkpoint(true);
+                }
+                let _ = answer.send(());
+            }
             Control::Prune(segment, answer) => match self.begin_prune(&segment) {
                 Ok(()) => {
                     self.pruning = Some(Pruning {
