@@ -257,3 +257,39 @@ fn a_tree_whose_tiles_were_cut_is_not_extended() {
     assert!(stderr.contains("tile 0/1"), "{stderr}");
     assert!(stderr.contains("witness verify --db"), "{stderr}");
 }
+
+/// The CPU time, user and system, that process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_daemon_sleeps_with_or_without_a_retention_policy() {
+    // A thread that polls without waiting takes a whole core from the applications beside
+    // it. Two seconds of a spinning thread are about 200 ticks; a sleeping daemon uses a few.
+    for config in ["", "[retain]\nmax_age = \"90d\"\nmax_bytes = \"1GiB\"\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("witnessd.toml");
+        std::fs::write(&file, config).unwrap();
+        let daemon = Witnessd::start(dir.path(), &["--config", file.to_str().unwrap()]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let before = cpu_ticks(daemon.pid());
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let used = cpu_ticks(daemon.pid()) - before;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert!(
+            used < per_second / 2,
+            "idle for 2 s with {config:?}, the daemon used {used} ticks of CPU ({per_second} a second)"
+        );
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait().success());
+    }
+}

@@ -201,7 +201,13 @@ impl Worker {
         }
         let mut next_policy = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            let wait = next_policy.saturating_duration_since(Instant::now());
+            // With no policy there is nothing to look at: wait for requests alone (and look
+            // at the stop flag as often), never with a timeout of zero.
+            let wait = if policy {
+                next_policy.saturating_duration_since(Instant::now())
+            } else {
+                POLICY_INTERVAL
+            };
             match incoming.recv_timeout(wait.min(Duration::from_millis(250))) {
                 Ok(request) => {
                     let result = if self.config.archive_dir.is_none() && !request.drop {
