@@ -116,6 +116,22 @@ fn archives_verify_alone_and_with_the_live_log_and_prove_what_they_hold() {
         .map(|item| item.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files.len(), 3, "{files:?}");
+    // Stats and metrics say where the live log starts and how much went.
+    let stats = client.stats().unwrap();
+    assert_eq!((stats.first_seq, stats.entries_pruned), (2817, 2816));
+    let metrics = witness_daemon::observe::prometheus::prometheus(&stats);
+    for line in [
+        "witness_first_seq 2817",
+        "witness_pruned_entries_total 2816",
+    ] {
+        assert!(
+            metrics.lines().any(|found| found == line),
+            "{line}: {metrics}"
+        );
+    }
+    let (code, out, _) = witness(&daemon.socket, &["stats"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("the live log starts at seq 2817"), "{out}");
 
     // The live log verifies from its new start, derived tables included.
     match client.verify(VerifyRange::default()).unwrap() {

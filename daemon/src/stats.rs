@@ -95,6 +95,9 @@ pub struct WriterStats {
     pub first_seq: AtomicU64,
     /// Entries pruned from the live log since start (archived or dropped).
     pub entries_pruned: AtomicU64,
+    /// Time the writer spent deleting pruned entries since start, in nanoseconds: what
+    /// pruning takes from ingest on the writer's thread.
+    pub prune_nanos: AtomicU64,
 }
 
 impl WriterStats {

@@ -62,6 +62,13 @@ pub struct StatsReport {
     pub disk_days_left: Option<f64>,
     /// Set while new entries are refused for want of disk space: why.
     pub disk_low: Option<String>,
+    /// The first `seq` the live log holds: 1 until retention pruned it.
+    pub first_seq: u64,
+    /// Entries pruned from the live log since start, archived or dropped.
+    pub entries_pruned: u64,
+    /// Seconds the writer spent deleting pruned entries since start: what pruning took from
+    /// ingest on the writer's thread.
+    pub prune_seconds: f64,
 }
 
 /// How far the forwarder to the fleet's PostgreSQL has come.

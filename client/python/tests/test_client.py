@@ -234,6 +234,8 @@ def test_the_read_side_answers_from_the_log(daemon: Daemon, client: witness.Clie
     assert stats.last_seq == 4 and stats.entries_total == 4
     assert stats.forward is None, "no forwarder is configured"
     assert stats.disk_free_bytes > 0 and stats.disk_low is None
+    # Decoded to the last field: nothing pruned, so the live log starts at 1.
+    assert (stats.first_seq, stats.entries_pruned, stats.prune_seconds) == (1, 0, 0.0)
     client.ping()
 
 

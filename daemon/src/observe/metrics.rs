@@ -165,16 +165,20 @@ impl Metrics {
             disk_free_bytes: self.writer.disk_free_bytes.load(Ordering::Relaxed),
             disk_days_left: None,
             disk_low: self.writer.disk_low.lock().expect("never poisoned").clone(),
+            first_seq: self.writer.first_seq.load(Ordering::Relaxed).max(1),
+            entries_pruned: self.writer.entries_pruned.load(Ordering::Relaxed),
+            prune_seconds: self.writer.prune_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         };
         report.disk_days_left = self.days_left(&report);
         report
     }
 
     /// Days until the free space falls to `min_free_bytes` at the current rate: the rate of
-    /// entries times the bytes an entry takes in this database (file and WAL over entries).
+    /// entries times the bytes an entry takes in this database (file and WAL over the
+    /// entries it holds, which after pruning are fewer than `last_seq`).
     fn days_left(&self, report: &StatsReport) -> Option<f64> {
-        let bytes_per_entry =
-            (report.db_bytes + report.wal_bytes) as f64 / report.last_seq.max(1) as f64;
+        let live = (report.last_seq + 1).saturating_sub(report.first_seq);
+        let bytes_per_entry = (report.db_bytes + report.wal_bytes) as f64 / live.max(1) as f64;
         let growth = report.entries_per_sec * bytes_per_entry;
         if growth <= 0.0 || report.disk_free_bytes == 0 {
             return None;

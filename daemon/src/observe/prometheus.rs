@@ -171,6 +171,27 @@ pub fn prometheus(report: &StatsReport) -> String {
         "1 while new entries are refused because free space is under min_free_bytes, else 0.",
         &plain(u64::from(report.disk_low.is_some())),
     );
+    metric(
+        &mut out,
+        "first_seq",
+        "gauge",
+        "The first seq the live log holds: 1 until retention pruned it.",
+        &plain(report.first_seq),
+    );
+    metric(
+        &mut out,
+        "pruned_entries_total",
+        "counter",
+        "Entries pruned from the live log since start, archived or dropped.",
+        &plain(report.entries_pruned),
+    );
+    metric(
+        &mut out,
+        "prune_seconds_total",
+        "counter",
+        "Seconds the writer spent deleting pruned entries since start.",
+        &[(String::new(), format!("{:.3}", report.prune_seconds))],
+    );
     if let Some(days) = report.disk_days_left {
         metric(
             &mut out,

@@ -627,7 +627,11 @@ impl Writer {
         let from = self.start;
         let to = pruning.to.min(from + PRUNE_STEP - 1);
         let last = to == pruning.to;
+        let started = Instant::now();
         let result = delete_range(&mut self.connection, from, to, last);
+        self.stats
+            .prune_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.start = to + 1;

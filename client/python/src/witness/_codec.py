@@ -342,6 +342,9 @@ def read_stats(reader: Reader) -> Stats:
         disk_free_bytes=reader.u64(),
         disk_days_left=reader.option(reader.f64),
         disk_low=reader.option(reader.string),
+        first_seq=reader.u64(),
+        entries_pruned=reader.u64(),
+        prune_seconds=reader.f64(),
     )
 
 

@@ -327,6 +327,9 @@ class Stats:
     disk_free_bytes: int = 0
     disk_days_left: Optional[float] = None
     disk_low: Optional[str] = None
+    first_seq: int = 1
+    entries_pruned: int = 0
+    prune_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

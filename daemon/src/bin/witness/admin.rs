@@ -137,6 +137,17 @@ fn print_stats(out: &mut impl Write, report: &StatsReport) -> std::io::Result<()
     if let Some(low) = &report.disk_low {
         writeln!(out, "{:<12} {low}", "REFUSING")?;
     }
+    if report.first_seq > 1 || report.entries_pruned > 0 {
+        writeln!(
+            out,
+            "{:<12} the live log starts at seq {}; {} pruned since start, {:.1} s of the \
+             writer's time",
+            "retention",
+            report.first_seq,
+            crate::output::entries(report.entries_pruned),
+            report.prune_seconds
+        )?;
+    }
     if let Some(forward) = &report.forward {
         writeln!(
             out,
@@ -195,6 +206,9 @@ fn stats_json(report: &StatsReport) -> Value {
         "disk_free_bytes": report.disk_free_bytes,
         "disk_days_left": report.disk_days_left,
         "disk_low": report.disk_low,
+        "first_seq": report.first_seq,
+        "entries_pruned": report.entries_pruned,
+        "prune_seconds": report.prune_seconds,
         "forward": report.forward.as_ref().map(|forward| json!({
             "host_id": forward.host_id,
             "state": forward.state,
