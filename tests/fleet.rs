@@ -447,20 +447,30 @@ fn a_backend_killed_in_the_middle_of_a_copy_leaves_nothing_half_done() {
     log_entries(&daemon.socket, "killed", 150_000);
     let mut killed = 0;
     let mut tries = 0;
+    // One watching connection, made again only when the server's crash recovery (after each
+    // kill) ends it: a connection per look spent most of each COPY connecting, and under a
+    // loaded machine a COPY could finish unseen.
+    let mut watcher: Option<postgres::Client> = None;
     while killed < 2 && tries < 20_000 && watermark(&postgres, "killed") < 150_000 {
         tries += 1;
-        let Ok(mut watcher) = postgres::Client::connect(&postgres.url(), postgres::NoTls) else {
+        if watcher.as_ref().is_none_or(postgres::Client::is_closed) {
+            watcher = postgres::Client::connect(&postgres.url(), postgres::NoTls).ok();
+        }
+        let Some(watching) = &mut watcher else {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
-        let copying: Vec<i32> = watcher
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'witness' \
-                 AND query LIKE 'COPY incoming%' AND state = 'active'",
-                &[],
-            )
-            .map(|rows| rows.iter().map(|row| row.get(0)).collect())
-            .unwrap_or_default();
+        let copying: Vec<i32> = match watching.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'witness' \
+             AND query LIKE 'COPY incoming%' AND state = 'active'",
+            &[],
+        ) {
+            Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+            Err(_) => {
+                watcher = None;
+                continue;
+            }
+        };
         if let Some(pid) = copying.first() {
             // SAFETY: kill with a pid and a signal number has no memory effects.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
