@@ -155,6 +155,9 @@ pub fn is_temporary(name: &str) -> bool {
     name.starts_with(".segment-") && name.ends_with(".db.tmp")
 }
 
+/// How many entries [`write`] copies per read of the live log.
+const COPY_CHUNK: u64 = 4096;
+
 /// Writes the entries `first..=last` of the live log at `live`, with their level-0 tiles, the
 /// checkpoints that cover them and the `segment` row (`previous` and `last_hash` as the live
 /// log gives them), to a new segment file at `path`, committed and fsynced.
@@ -186,29 +189,38 @@ pub fn write(
         transaction.execute_batch(table).map_err(sqlite)?;
     }
     {
-        let mut rows = live
+        let mut select = live
             .prepare("SELECT * FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")
             .map_err(sqlite)?;
-        let columns = rows.column_count();
+        let columns = select.column_count();
         let placeholders = vec!["?"; columns].join(", ");
         let mut insert = transaction
             .prepare(&format!("INSERT INTO entries VALUES ({placeholders})"))
             .map_err(sqlite)?;
-        let mut rows = rows.query([first as i64, last as i64]).map_err(sqlite)?;
         let mut values = Vec::with_capacity(columns);
         let mut copied = 0u64;
-        while let Some(row) = rows.next().map_err(sqlite)? {
-            values.clear();
-            for index in 0..columns {
-                values.push(
-                    row.get::<_, rusqlite::types::Value>(index)
-                        .map_err(sqlite)?,
-                );
+        // In chunks, each its own read: one statement over the whole range would hold a
+        // snapshot of the live log for as long as the copy takes, and no checkpoint could
+        // move the WAL past it meanwhile. The rows copied never change, so nothing is lost
+        // by reading them in pieces.
+        let mut from = first;
+        while from <= last {
+            let to = last.min(from + COPY_CHUNK - 1);
+            let mut rows = select.query([from as i64, to as i64]).map_err(sqlite)?;
+            while let Some(row) = rows.next().map_err(sqlite)? {
+                values.clear();
+                for index in 0..columns {
+                    values.push(
+                        row.get::<_, rusqlite::types::Value>(index)
+                            .map_err(sqlite)?,
+                    );
+                }
+                insert
+                    .execute(rusqlite::params_from_iter(values.iter()))
+                    .map_err(sqlite)?;
+                copied += 1;
             }
-            insert
-                .execute(rusqlite::params_from_iter(values.iter()))
-                .map_err(sqlite)?;
-            copied += 1;
+            from = to + 1;
         }
         if copied != last + 1 - first {
             return Err(format!(

@@ -65,6 +65,16 @@ const POLICY_INTERVAL: Duration = Duration::from_millis(250);
 const HIGH_WATER: f64 = 0.8;
 const LOW_WATER: f64 = 0.65;
 
+/// Both water marks move down by what arrives while a prune runs (the rate of entries times
+/// the last prune's duration), so that at a high rate the database does not pass the bound
+/// before the prune frees room; but never below these shares of `max_bytes`.
+const HIGH_WATER_FLOOR: f64 = 0.4;
+const LOW_WATER_FLOOR: f64 = 0.25;
+
+/// What the first prune for size is taken to last until one has been timed: about what
+/// sealing and deleting a segment of typical entries takes on a small machine.
+const FIRST_CYCLE: Duration = Duration::from_millis(500);
+
 /// Kills the daemon with `SIGKILL` at the step of sealing and pruning that the environment
 /// variable `WITNESS_CRASH_AT` names, for the crash tests, which need a `kill -9` at an exact
 /// step rather than wherever a timer lands. Unset, as it is in service, it does nothing.
@@ -139,6 +149,9 @@ impl Archiver {
                         reader: None,
                         failure: None,
                         aged: 0,
+                        last_look: None,
+                        rate: 0.0,
+                        cycle: FIRST_CYCLE,
                     };
                     worker.run(&incoming);
                 })
@@ -183,6 +196,12 @@ struct Worker {
     /// The last `seq` found older than `max_age`: it stays so, and the next look goes on
     /// from it instead of reading the same tiles again.
     aged: u64,
+    /// The head at the last look at the policy, and when: for the rate of entries.
+    last_look: Option<(Instant, u64)>,
+    /// Entries a second, smoothed over the looks.
+    rate: f64,
+    /// How long the last prune for size took, sealing and deleting.
+    cycle: Duration,
 }
 
 impl Worker {
@@ -230,12 +249,22 @@ impl Worker {
             }
             if policy && Instant::now() >= next_policy {
                 next_policy = Instant::now() + POLICY_INTERVAL;
-                if let Err(reason) = self.apply_policy() {
-                    if self.failure.as_ref() != Some(&reason) {
-                        tracing::error!(%reason, "retention failed; trying again");
-                        self.failure = Some(reason);
+                match self.apply_policy() {
+                    // Under size pressure, look again at once: at a high rate of entries the
+                    // interval alone lets the database grow by megabytes past the bound.
+                    Ok(true) => next_policy = Instant::now(),
+                    Ok(false) => {}
+                    // Stopping cuts a prune short; the writer finishes it at the next start.
+                    Err(_) if self.stop.load(Ordering::Relaxed) => {}
+                    Err(reason) => {
+                        if self.failure.as_ref() != Some(&reason) {
+                            tracing::error!(%reason, "retention failed; trying again");
+                            self.failure = Some(reason);
+                        }
+                        continue;
                     }
-                } else if self.failure.take().is_some() {
+                }
+                if self.failure.take().is_some() {
                     tracing::info!("retention works again");
                 }
             }
@@ -266,18 +295,7 @@ impl Worker {
             Before::Seq(seq) => seq.saturating_sub(1),
             Before::Time(time) => self.last_before(time, u64::MAX, 0)?,
         };
-        let (start, head) = self.bounds()?;
-        // Pruning stops at the latest signed checkpoint: have one signed over what was just
-        // written, rather than prune less than asked.
-        if self
-            .signed_size()?
-            .is_some_and(|signed| signed < target.min(head))
-        {
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            if self.queue.control(Control::Sign(answer)).is_ok() {
-                let _ = answered.blocking_recv();
-            }
-        }
+        let (start, _) = self.bounds()?;
         let mut pruned = self.prune_to(target, usize::MAX)?;
         if pruned.segments == 0 {
             pruned.first_seq = start;
@@ -286,19 +304,35 @@ impl Worker {
     }
 
     /// The policy's verdict, carried out: what is older than `max_age`, and what takes the
-    /// database over `max_bytes`.
-    fn apply_policy(&mut self) -> Result<(), String> {
+    /// database over `max_bytes`. True when it pruned for size.
+    fn apply_policy(&mut self) -> Result<bool, String> {
         let (start, head) = self.bounds()?;
         if head <= TILE {
-            return Ok(());
+            return Ok(false);
         }
+        let now = Instant::now();
+        if let Some((then, before)) = self.last_look {
+            let seconds = now.duration_since(then).as_secs_f64();
+            if seconds > 0.0 {
+                let rate = head.saturating_sub(before) as f64 / seconds;
+                self.rate = if self.rate == 0.0 {
+                    rate
+                } else {
+                    0.7 * self.rate + 0.3 * rate
+                };
+            }
+        }
+        self.last_look = Some((now, head));
         let mut target = 0u64;
         let mut pressed = false;
         if let Some(max_bytes) = self.config.max_bytes {
             let (used, per_entry) = self.used_bytes(start, head)?;
-            if used as f64 > max_bytes as f64 * HIGH_WATER && per_entry > 0.0 {
-                let excess = used as f64 - max_bytes as f64 * LOW_WATER;
-                let entries = (excess / per_entry).ceil() as u64;
+            let bound = max_bytes as f64;
+            let arriving = self.rate * self.cycle.as_secs_f64() * per_entry;
+            let high = (bound * HIGH_WATER - arriving).max(bound * HIGH_WATER_FLOOR);
+            let low = (bound * LOW_WATER - arriving).max(bound * LOW_WATER_FLOOR);
+            if used as f64 > high && per_entry > 0.0 {
+                let entries = ((used as f64 - low) / per_entry).ceil() as u64;
                 target = start - 1 + entries.div_ceil(TILE) * TILE;
                 pressed = true;
             }
@@ -319,9 +353,14 @@ impl Worker {
             }
         }
         if target >= start {
-            self.prune_to(target, if pressed { usize::MAX } else { 1 })?;
+            let started = Instant::now();
+            let pruned = self.prune_to(target, if pressed { usize::MAX } else { 1 })?;
+            if pressed && pruned.segments > 0 {
+                self.cycle = started.elapsed();
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Bytes of the database in use (pages not on the free list, and the WAL) and the
@@ -382,6 +421,19 @@ impl Worker {
     /// of the head), at most `max_segments` segments of `segment_entries`.
     fn prune_to(&mut self, target: u64, max_segments: usize) -> Result<Pruned, String> {
         let mut pruned = Pruned::default();
+        // Pruning stops at the latest signed checkpoint: have one signed over what was just
+        // written rather than prune less than asked (at a high rate, a second of entries
+        // can be more than `max_bytes` holds).
+        let (_, head) = self.bounds()?;
+        if self
+            .signed_size()?
+            .is_some_and(|signed| signed < target.min(head.saturating_sub(1)))
+        {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if self.queue.control(Control::Sign(answer)).is_ok() {
+                let _ = answered.blocking_recv();
+            }
+        }
         while pruned.segments < max_segments as u64 && !self.stop.load(Ordering::Relaxed) {
             if !self.writer_caught_up()? {
                 continue;
