@@ -798,7 +798,8 @@ impl Writer {
         match (&self.disk_low, free < minimum) {
             (None, true) => {
                 let reason = format!(
-                    "the disk holding the log has {free} bytes free, less than min_free_bytes                      ({minimum}): refusing new entries until space returns"
+                    "the disk holding the log has {free} bytes free, less than min_free_bytes \
+                     ({minimum}): refusing new entries until space returns"
                 );
                 tracing::error!("{reason}");
                 *self.stats.disk_low.lock().expect("never poisoned") = Some(reason.clone());
@@ -935,6 +936,16 @@ impl Writer {
     }
 }
 
+/// The six sums of a `cost_hourly` row (entries, tokens in and out, cache-read and
+/// reasoning tokens, micro-USD), from the row's columns at `first` on.
+fn sums_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[i64; 6]> {
+    let mut sums = [0i64; 6];
+    for (index, sum) in sums.iter_mut().enumerate() {
+        *sum = row.get(first + index)?;
+    }
+    Ok(sums)
+}
+
 /// Deletes the entries `from..=to` (the first the live log holds) in one transaction: their
 /// sums leave `cost_hourly`, runs wholly among them leave `producer_runs`, the log's start
 /// moves past them, and with `last` the level-0 tiles up to `to` go.
@@ -953,15 +964,19 @@ fn delete_range(
     )?;
     let groups: Vec<(i64, String, String, String, [i64; 6])> = transaction
         .prepare(&format!(
-            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in),              ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens),              ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
+            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in), \
+             ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens), \
+             ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
             schema::hour_sql(schema::EVENT_TIME)
         ))?
         .query_map([from as i64, to as i64], |row| {
-            let mut sums = [0i64; 6];
-            for (index, sum) in sums.iter_mut().enumerate() {
-                *sum = row.get(4 + index)?;
-            }
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, sums))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                sums_at(row, 4)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     transaction.execute(
@@ -972,15 +987,11 @@ fn delete_range(
         let key = (hour, &component, &event, &model);
         let stored: Option<[i64; 6]> = transaction
             .prepare_cached(
-                "SELECT entries, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens,                  micro_usd FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3                  AND model = ?4",
+                "SELECT entries, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, \
+                 micro_usd FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3 \
+                 AND model = ?4",
             )?
-            .query_row(key, |row| {
-                let mut sums = [0i64; 6];
-                for (index, sum) in sums.iter_mut().enumerate() {
-                    *sum = row.get(index)?;
-                }
-                Ok(sums)
-            })
+            .query_row(key, |row| sums_at(row, 0))
             .optional()?;
         let Some(stored) = stored else {
             continue;
@@ -989,30 +1000,30 @@ fn delete_range(
         let left = if stored.contains(&i64::MAX) || sums.contains(&i64::MAX) {
             transaction
                 .prepare_cached(&format!(
-                    "SELECT count(*), ssum(tokens_in), ssum(tokens_out),                      ssum(cache_read_tokens), ssum(reasoning_tokens), ssum(cost_micro_usd)                      FROM entries WHERE {time} BETWEEN ?1 * {hour} AND ?1 * {hour} + {hour} - 1                      AND component = ?2 AND event = ?3 AND coalesce(model, '') = ?4",
+                    "SELECT count(*), ssum(tokens_in), ssum(tokens_out), \
+                     ssum(cache_read_tokens), ssum(reasoning_tokens), ssum(cost_micro_usd) \
+                     FROM entries WHERE {time} BETWEEN ?1 * {hour} AND ?1 * {hour} + {hour} - 1 \
+                     AND component = ?2 AND event = ?3 AND coalesce(model, '') = ?4",
                     time = schema::EVENT_TIME,
                     hour = schema::HOUR_NS
                 ))?
-                .query_row(key, |row| {
-                    let mut sums = [0i64; 6];
-                    for (index, sum) in sums.iter_mut().enumerate() {
-                        *sum = row.get(index)?;
-                    }
-                    Ok(sums)
-                })?
+                .query_row(key, |row| sums_at(row, 0))?
         } else {
             std::array::from_fn(|index| stored[index] - sums[index])
         };
         if left[0] <= 0 {
             transaction
                 .prepare_cached(
-                    "DELETE FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3                      AND model = ?4",
+                    "DELETE FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3 \
+                     AND model = ?4",
                 )?
                 .execute(key)?;
         } else {
             transaction
                 .prepare_cached(
-                    "UPDATE cost_hourly SET entries = ?5, tokens_in = ?6, tokens_out = ?7,                      cache_read_tokens = ?8, reasoning_tokens = ?9, micro_usd = ?10                      WHERE hour = ?1 AND component = ?2 AND event = ?3 AND model = ?4",
+                    "UPDATE cost_hourly SET entries = ?5, tokens_in = ?6, tokens_out = ?7, \
+                     cache_read_tokens = ?8, reasoning_tokens = ?9, micro_usd = ?10 \
+                     WHERE hour = ?1 AND component = ?2 AND event = ?3 AND model = ?4",
                 )?
                 .execute(rusqlite::params![
                     hour, component, event, model, left[0], left[1], left[2], left[3], left[4],
