@@ -454,10 +454,11 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
         std::fs::metadata(db).map_or(0, |meta| meta.len())
             + std::fs::metadata(wal).map_or(0, |meta| meta.len())
     };
+    // Two minutes: about 120,000 entries through an 8 MiB bound, which holds some 11,000.
     let started = Instant::now();
     let mut largest = 0u64;
     let mut samples = 0;
-    while started.elapsed() < Duration::from_secs(25) {
+    while started.elapsed() < Duration::from_secs(120) {
         let now = size(&daemon.db);
         largest = largest.max(now);
         samples += 1;
@@ -471,7 +472,7 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
     let pruned_before = first_seq(&daemon.db);
     let mut verified = 0;
     let mut prover = daemon.client();
-    while verified < 6 || first_seq(&daemon.db) == pruned_before {
+    while verified < 3 || first_seq(&daemon.db) == pruned_before {
         let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
         assert_eq!(code, 0, "verify --with-archives while pruning: {out}{err}");
         // The entries just before the live log's start, pruned a moment ago, are proved
@@ -524,6 +525,12 @@ fn max_bytes_keeps_the_database_under_its_bound_while_entries_keep_committing() 
         .unwrap();
     assert!(head as u64 >= acked, "{head} < {acked}");
     assert!(prunes >= 1);
+    // The verifications held the WAL back while they ran; pruning cannot shrink that, and
+    // the live log keeps at least a quarter of the bound in use (about 2,000 of these
+    // entries with their indexes) rather than being emptied into the archives, as it was
+    // (80 entries left) before the floor.
+    let live = head as u64 + 1 - start;
+    assert!(live >= 1000, "the live log was left {live} entries");
 }
 
 #[test]

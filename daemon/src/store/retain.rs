@@ -326,13 +326,18 @@ impl Worker {
         let mut target = 0u64;
         let mut pressed = false;
         if let Some(max_bytes) = self.config.max_bytes {
-            let (used, per_entry) = self.used_bytes(start, head)?;
+            let (data, wal, per_entry) = self.used_bytes(start, head)?;
+            let (data, used) = (data as f64, (data + wal) as f64);
             let bound = max_bytes as f64;
             let arriving = self.rate * self.cycle.as_secs_f64() * per_entry;
             let high = (bound * HIGH_WATER - arriving).max(bound * HIGH_WATER_FLOOR);
             let low = (bound * LOW_WATER - arriving).max(bound * LOW_WATER_FLOOR);
-            if used as f64 > high && per_entry > 0.0 {
-                let entries = ((used as f64 - low) / per_entry).ceil() as u64;
+            // Pruning frees pages, not WAL: a WAL that a long reader holds back (a verify, a
+            // backup) is not made smaller by emptying the live log into the archives, so
+            // the entries kept never fall below the lower floor.
+            let spare = data - bound * LOW_WATER_FLOOR;
+            if used > high && per_entry > 0.0 && spare > 0.0 {
+                let entries = ((used - low).min(spare) / per_entry).ceil() as u64;
                 target = start - 1 + entries.div_ceil(TILE) * TILE;
                 pressed = true;
             }
@@ -363,9 +368,9 @@ impl Worker {
         Ok(false)
     }
 
-    /// Bytes of the database in use (pages not on the free list, and the WAL) and the
-    /// average per live entry.
-    fn used_bytes(&mut self, start: u64, head: u64) -> Result<(u64, f64), String> {
+    /// Bytes of the database in use (pages not on the free list), of the WAL, and the
+    /// average in use per live entry.
+    fn used_bytes(&mut self, start: u64, head: u64) -> Result<(u64, u64, f64), String> {
         let reader = self.reader()?;
         let pragma = |name: &str| -> Result<i64, String> {
             reader
@@ -378,7 +383,7 @@ impl Worker {
         wal.push("-wal");
         let wal = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
         let live = (head + 1).saturating_sub(start).max(1);
-        Ok((data + wal, data as f64 / live as f64))
+        Ok((data, wal, data as f64 / live as f64))
     }
 
     /// The last `seq`, on a tile edge and at most `limit`, such that every entry from the
