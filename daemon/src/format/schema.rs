@@ -619,6 +619,41 @@ fn add_saturating_sum(connection: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// The sums of a range of entries by hour, component, event and model (`''` for none), in
+/// `cost_hourly`'s terms: what pruning the range takes out of it.
+pub type CostGroups = Vec<(i64, String, String, String, [i64; 6])>;
+
+/// Sums the entries `from..=to` as [`CostGroups`].
+pub fn range_costs(connection: &Connection, from: u64, to: u64) -> rusqlite::Result<CostGroups> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in), \
+             ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens), \
+             ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
+            hour_sql(EVENT_TIME)
+        ))?
+        .query_map([from as i64, to as i64], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                sums_at(row, 4)?,
+            ))
+        })?
+        .collect()
+}
+
+/// The six sums of a `cost_hourly` row (entries, tokens in and out, cache-read and
+/// reasoning tokens, micro-USD), from the row's columns at `first` on.
+pub fn sums_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[i64; 6]> {
+    let mut sums = [0i64; 6];
+    for (index, sum) in sums.iter_mut().enumerate() {
+        *sum = row.get(first + index)?;
+    }
+    Ok(sums)
+}
+
 /// Begins a read transaction on `connection` unless one is open, so that every statement
 /// until it is dropped reads the same snapshot. For a reader that puts several statements
 /// together (a verification, a proof): read one by one, the log moves under it, an entry

@@ -54,6 +54,15 @@ pub struct Job {
     pub alone: bool,
 }
 
+/// Entries one pruning step deletes: a few milliseconds of the writer's time, so that a
+/// batch waits no longer than that behind it.
+pub const PRUNE_STEP: u64 = 2048;
+
+/// The cost sums of each step of a prune, by the step's range (`PRUNE_STEP` entries from the
+/// range's start), summed by the archiver off the writer's thread. The entries below the
+/// head never change, so the sums hold when the writer deletes them.
+pub type StepCosts = Vec<((u64, u64), crate::format::schema::CostGroups)>;
+
 /// Requests to the writer other than appends, handled between batches.
 #[derive(Debug)]
 pub enum Control {
@@ -71,6 +80,7 @@ pub enum Control {
     /// deleted, or with why the range was not taken.
     Prune(
         Box<Segment>,
+        StepCosts,
         tokio::sync::oneshot::Sender<Result<(), String>>,
     ),
     /// Sign a checkpoint of the committed tree now, whatever the interval, and answer once

@@ -22,7 +22,7 @@ use witness_protocol::{ErrorCode, ErrorReply};
 
 use crate::format::archive::{self, Segment};
 use crate::format::{schema, verify};
-use crate::store::job::Control;
+use crate::store::job::{Control, PRUNE_STEP, StepCosts};
 use crate::store::queue::JobQueue;
 
 /// Leaves in a level-0 tile: ranges are pruned in whole tiles.
@@ -457,10 +457,11 @@ impl Worker {
             }
             let segment = self.seal(start, last)?;
             pruned.bytes += segment.bytes.unwrap_or(0);
+            let costs = self.step_costs(start, last)?;
             let (answer, answered) = tokio::sync::oneshot::channel();
             if self
                 .queue
-                .control(Control::Prune(Box::new(segment), answer))
+                .control(Control::Prune(Box::new(segment), costs, answer))
                 .is_err()
             {
                 return Err("the writer has stopped".into());
@@ -475,6 +476,22 @@ impl Worker {
             pruned.first_seq = last + 1;
         }
         Ok(pruned)
+    }
+
+    /// The cost sums of each step the writer will take through `first..=last`: summing them
+    /// here, off the writer's thread, takes a third of each step's time from ingest.
+    fn step_costs(&mut self, first: u64, last: u64) -> Result<StepCosts, String> {
+        let reader = self.reader()?;
+        let mut steps = Vec::new();
+        let mut from = first;
+        while from <= last {
+            let to = last.min(from + PRUNE_STEP - 1);
+            let groups =
+                schema::range_costs(reader, from, to).map_err(|error| error.to_string())?;
+            steps.push(((from, to), groups));
+            from = to + 1;
+        }
+        Ok(steps)
     }
 
     /// The size of the latest signed checkpoint; `None` when the log has none (it signs

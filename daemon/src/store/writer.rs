@@ -26,7 +26,7 @@ use crate::store::admission::Admission;
 use crate::store::checkpoint::{Checkpointer, Loss};
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::Origin;
-use crate::store::job::{Control, Job};
+use crate::store::job::{Control, Job, PRUNE_STEP};
 use crate::store::queue::{JobQueue, LaneId, Next, Shares};
 use crate::store::transaction::{self, Head, Outcome, Producer, Written, acknowledge};
 
@@ -272,11 +272,10 @@ struct Pruning {
     answer: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     /// The last failure said, so that a step failing again is not logged again.
     failure: Option<String>,
+    /// The cost sums of the steps to come, by their ranges, as the archiver found them; a
+    /// step with none (a prune resumed at start) sums its range itself.
+    costs: std::collections::VecDeque<((u64, u64), schema::CostGroups)>,
 }
-
-/// Entries one pruning step deletes: a few milliseconds of the writer's time, so that a
-/// batch waits no longer than that behind it.
-const PRUNE_STEP: u64 = 2048;
 
 impl Writer {
     fn new(
@@ -327,6 +326,7 @@ impl Writer {
                 to: last as u64,
                 answer: None,
                 failure: None,
+                costs: Default::default(),
             }
         });
         let wal_pages = Arc::new(AtomicU32::new(0));
@@ -526,12 +526,13 @@ impl Writer {
                 }
                 let _ = answer.send(());
             }
-            Control::Prune(segment, answer) => match self.begin_prune(&segment) {
+            Control::Prune(segment, costs, answer) => match self.begin_prune(&segment) {
                 Ok(()) => {
                     self.pruning = Some(Pruning {
                         to: segment.last_seq,
                         answer: Some(answer),
                         failure: None,
+                        costs: costs.into(),
                     });
                 }
                 Err(reason) => {
@@ -627,13 +628,26 @@ impl Writer {
         let from = self.start;
         let to = pruning.to.min(from + PRUNE_STEP - 1);
         let last = to == pruning.to;
+        while pruning
+            .costs
+            .front()
+            .is_some_and(|&((first, _), _)| first < from)
+        {
+            pruning.costs.pop_front();
+        }
+        let costs = match pruning.costs.front() {
+            Some(&(range, _)) if range == (from, to) => {
+                pruning.costs.pop_front().map(|(_, groups)| groups)
+            }
+            _ => None,
+        };
         let started = Instant::now();
         // A step needs no fsync of its own: losing it to a power cut only brings back
         // entries already sealed in their segment, and the prune resumes at start. The WAL
         // is one file written in order, so the next batch's fsync makes the step durable
         // too, and a torn tail is cut at the first frame that does not check.
         let _ = self.connection.execute_batch("PRAGMA synchronous = OFF");
-        let result = delete_range(&mut self.connection, from, to, last);
+        let result = delete_range(&mut self.connection, from, to, last, costs);
         let synchronous = match self.config.durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -936,24 +950,16 @@ impl Writer {
     }
 }
 
-/// The six sums of a `cost_hourly` row (entries, tokens in and out, cache-read and
-/// reasoning tokens, micro-USD), from the row's columns at `first` on.
-fn sums_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[i64; 6]> {
-    let mut sums = [0i64; 6];
-    for (index, sum) in sums.iter_mut().enumerate() {
-        *sum = row.get(first + index)?;
-    }
-    Ok(sums)
-}
-
 /// Deletes the entries `from..=to` (the first the live log holds) in one transaction: their
-/// sums leave `cost_hourly`, runs wholly among them leave `producer_runs`, the log's start
-/// moves past them, and with `last` the level-0 tiles up to `to` go.
+/// sums (`costs`, when the archiver summed them already) leave `cost_hourly`, runs wholly
+/// among them leave `producer_runs`, the log's start moves past them, and with `last` the
+/// level-0 tiles up to `to` go.
 fn delete_range(
     connection: &mut Connection,
     from: u64,
     to: u64,
     last: bool,
+    costs: Option<schema::CostGroups>,
 ) -> rusqlite::Result<()> {
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -962,23 +968,10 @@ fn delete_range(
         [to as i64],
         |row| row.get(0),
     )?;
-    let groups: Vec<(i64, String, String, String, [i64; 6])> = transaction
-        .prepare(&format!(
-            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in), \
-             ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens), \
-             ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
-            schema::hour_sql(schema::EVENT_TIME)
-        ))?
-        .query_map([from as i64, to as i64], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                sums_at(row, 4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let groups = match costs {
+        Some(groups) => groups,
+        None => schema::range_costs(&transaction, from, to)?,
+    };
     transaction.execute(
         "DELETE FROM entries WHERE seq BETWEEN ?1 AND ?2",
         [from as i64, to as i64],
@@ -991,7 +984,7 @@ fn delete_range(
                  micro_usd FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3 \
                  AND model = ?4",
             )?
-            .query_row(key, |row| sums_at(row, 0))
+            .query_row(key, |row| schema::sums_at(row, 0))
             .optional()?;
         let Some(stored) = stored else {
             continue;
@@ -1007,7 +1000,7 @@ fn delete_range(
                     time = schema::EVENT_TIME,
                     hour = schema::HOUR_NS
                 ))?
-                .query_row(key, |row| sums_at(row, 0))?
+                .query_row(key, |row| schema::sums_at(row, 0))?
         } else {
             std::array::from_fn(|index| stored[index] - sums[index])
         };
