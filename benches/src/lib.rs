@@ -60,3 +60,35 @@ pub fn write_batches(
     }
     Ok(())
 }
+
+/// The median of `values` (the mean of the middle two for an even count), for reporting
+/// several runs as one figure.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The release `witnessd` beside the running benchmark binary, which must have been built.
+pub fn release_witnessd() -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("witnessd");
+    anyhow::ensure!(
+        path.exists(),
+        "build it first: cargo build --release -p witness-daemon"
+    );
+    Ok(path)
+}
+
+/// Waits, at most ten seconds, until a daemon answers on `socket`.
+pub fn wait_until_serving(socket: &std::path::Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while witness_client::Client::connect(socket).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "witnessd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}

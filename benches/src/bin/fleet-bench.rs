@@ -128,16 +128,6 @@ fn postgres_user() -> anyhow::Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// The release `witnessd` beside this binary.
-fn witnessd() -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("witnessd");
-    anyhow::ensure!(
-        path.exists(),
-        "build it first: cargo build --release -p witness-daemon"
-    );
-    Ok(path)
-}
-
 struct Ingest {
     ingest_per_sec: f64,
     forward_per_sec: f64,
@@ -165,12 +155,10 @@ fn ingest(url: Option<&str>, host: &str, seconds: u64, threads: usize) -> anyhow
         )?;
         args.extend(["--config".into(), config.display().to_string()]);
     }
-    let mut child: Child = Command::new(witnessd()?).args(&args).spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Client::connect(&socket).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "witnessd did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child: Child = Command::new(witness_bench::release_witnessd()?)
+        .args(&args)
+        .spawn()?;
+    witness_bench::wait_until_serving(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..threads)
@@ -296,11 +284,6 @@ fn fill(client: &mut postgres::Client, rows: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let mut runs = 3;
     let mut rows = 10_000_000i64;
@@ -335,20 +318,20 @@ fn main() -> anyhow::Result<()> {
     println!("| figure ({runs} runs, median) | value |\n|---|---|");
     println!(
         "| ingest, forwarder off (baseline) | {:.0} entries/s |",
-        median(off.clone())
+        witness_bench::median(off.clone())
     );
     println!(
         "| ingest, forwarder on | {:.0} entries/s ({:+.1}%) |",
-        median(on.clone()),
-        (median(on) / median(off) - 1.0) * 100.0
+        witness_bench::median(on.clone()),
+        (witness_bench::median(on) / witness_bench::median(off) - 1.0) * 100.0
     );
     println!(
         "| forwarded while ingesting | {:.0} entries/s |",
-        median(forward)
+        witness_bench::median(forward)
     );
     println!(
         "| catch-up after ingest stops | {:.1} s |",
-        median(catch_up)
+        witness_bench::median(catch_up)
     );
 
     let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
@@ -368,7 +351,7 @@ fn main() -> anyhow::Result<()> {
             f()?;
             times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
-        Ok(median(times))
+        Ok(witness_bench::median(times))
     };
     let since = Some(1_760_000_000_000_000_000i64 + 3_600_000_000_000 * 24 * 7 + 1_234_567);
     for (name, by) in [

@@ -12,7 +12,7 @@
 //!
 //! `cargo run --release -p witness-bench --bin retain-bench -- [--runs N] [--seconds N] [--max-mib N] [--rate N]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,16 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use witness_client::{Client, Cost, Entry};
-
-/// The release `witnessd` beside this binary.
-fn witnessd() -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("witnessd");
-    anyhow::ensure!(
-        path.exists(),
-        "build it first: cargo build --release -p witness-daemon"
-    );
-    Ok(path)
-}
 
 struct Run {
     ingest_per_sec: f64,
@@ -87,7 +77,7 @@ fn ingest(max_bytes: Option<u64>, seconds: u64, rate: Option<u64>) -> anyhow::Re
         );
     }
     std::fs::write(&config, text)?;
-    let mut child = Command::new(witnessd()?)
+    let mut child = Command::new(witness_bench::release_witnessd()?)
         .arg("--socket")
         .arg(&socket)
         .arg("--db")
@@ -95,11 +85,7 @@ fn ingest(max_bytes: Option<u64>, seconds: u64, rate: Option<u64>) -> anyhow::Re
         .arg("--config")
         .arg(&config)
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Client::connect(&socket).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "witnessd did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    witness_bench::wait_until_serving(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -196,11 +182,6 @@ fn ingest(max_bytes: Option<u64>, seconds: u64, rate: Option<u64>) -> anyhow::Re
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let mut runs = 3;
     let mut seconds = 30;
@@ -249,11 +230,11 @@ fn main() -> anyhow::Result<()> {
             on_latency[index].push(retained.latency.value_at_percentile(percentile) as f64);
         }
     }
-    let (off, on) = (median(off), median(on));
+    let (off, on) = (witness_bench::median(off), witness_bench::median(on));
     let show = |latency: Vec<Vec<f64>>| {
         latency
             .into_iter()
-            .map(|values| format!("{:.1}", median(values) / 1000.0))
+            .map(|values| format!("{:.1}", witness_bench::median(values) / 1000.0))
             .collect::<Vec<_>>()
             .join(" / ")
     };
@@ -267,10 +248,10 @@ fn main() -> anyhow::Result<()> {
          ingest, pruning under max_bytes = {max_mib} MiB {on:.0}/s ({:+.1}%), batch p50 / p99 / \
          p99.9 {} ms, daemon CPU {:.2} µs an entry",
         show(off_latency),
-        median(off_cpu),
+        witness_bench::median(off_cpu),
         (on / off - 1.0) * 100.0,
         show(on_latency),
-        median(on_cpu),
+        witness_bench::median(on_cpu),
     );
     Ok(())
 }

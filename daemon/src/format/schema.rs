@@ -317,6 +317,16 @@ pub enum Durability {
     Normal,
 }
 
+impl Durability {
+    /// The value of `PRAGMA synchronous` that gives it.
+    pub fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 impl std::str::FromStr for Durability {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -436,10 +446,7 @@ pub fn open_writer(
             journal,
         });
     }
-    let synchronous = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
+    let synchronous = durability.synchronous();
     connection
         .execute_batch(&format!(
             "PRAGMA synchronous = {synchronous};

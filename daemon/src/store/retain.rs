@@ -227,7 +227,7 @@ impl Worker {
             } else {
                 POLICY_INTERVAL
             };
-            match incoming.recv_timeout(wait.min(Duration::from_millis(250))) {
+            match incoming.recv_timeout(wait.min(POLICY_INTERVAL)) {
                 Ok(request) => {
                     let result = if self.config.archive_dir.is_none() && !request.drop {
                         Err(ErrorReply::new(
@@ -244,7 +244,7 @@ impl Worker {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(wait.min(Duration::from_millis(250)));
+                    std::thread::sleep(wait.min(POLICY_INTERVAL));
                 }
             }
             if policy && Instant::now() >= next_policy {

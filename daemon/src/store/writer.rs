@@ -628,13 +628,7 @@ impl Writer {
         let from = self.start;
         let to = pruning.to.min(from + PRUNE_STEP - 1);
         let last = to == pruning.to;
-        while pruning
-            .costs
-            .front()
-            .is_some_and(|&((first, _), _)| first < from)
-        {
-            pruning.costs.pop_front();
-        }
+        // A step that failed and is tried again sums its range itself: its sums were taken.
         let costs = match pruning.costs.front() {
             Some(&(range, _)) if range == (from, to) => {
                 pruning.costs.pop_front().map(|(_, groups)| groups)
@@ -648,14 +642,10 @@ impl Writer {
         // too, and a torn tail is cut at the first frame that does not check.
         let _ = self.connection.execute_batch("PRAGMA synchronous = OFF");
         let result = delete_range(&mut self.connection, from, to, last, costs);
-        let synchronous = match self.config.durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        if let Err(error) = self
-            .connection
-            .execute_batch(&format!("PRAGMA synchronous = {synchronous}"))
-        {
+        if let Err(error) = self.connection.execute_batch(&format!(
+            "PRAGMA synchronous = {}",
+            self.config.durability.synchronous()
+        )) {
             tracing::error!(%error, "cannot restore PRAGMA synchronous after a pruning step");
         }
         self.stats

@@ -26,11 +26,7 @@ impl Daemon {
             )
             .args(extra)
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while witness_client::Client::connect(&socket).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "witnessd did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        witness_bench::wait_until_serving(&socket)?;
         Ok(Daemon {
             child,
             socket,

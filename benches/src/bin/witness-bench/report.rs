@@ -2,15 +2,7 @@
 
 use super::*;
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
+pub(crate) use witness_bench::median;
 
 /// Per workload, the median of each figure over the runs (ratios are taken within a run,
 /// then their median).
