@@ -296,6 +296,8 @@ pub fn binary(name: &str) -> PathBuf {
                 "--quiet",
                 "-p",
                 "witness-daemon",
+                "--features",
+                "faults",
                 "--bins",
                 "--profile",
                 &profile,

@@ -676,6 +676,46 @@ fn a_kill_9_at_every_step_of_sealing_and_pruning_loses_nothing() {
     }
 }
 
+/// A pruning step runs with `PRAGMA synchronous = OFF`: if it cannot be set back, the writer
+/// must acknowledge nothing more, as for a replaced database file, since every later commit
+/// would skip its fsync and a `Committed` answer would no longer mean durable.
+#[test]
+fn a_writer_that_cannot_restore_its_durability_after_a_pruning_step_acknowledges_nothing_more()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("witnessd.toml");
+    std::fs::write(
+        &config,
+        "min_free_bytes = 0\n[retain]\nsegment_entries = 256\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let daemon = Witnessd::spawn(
+        dir.path(),
+        &args,
+        &[("WITNESS_FAIL_AT", "restore-synchronous".as_ref())],
+    );
+    daemon.wait_until_serving();
+    let mut client = impatient(&daemon.socket);
+    client.log_batch(entries(0, 1000)).unwrap();
+    let pruned = client.maintenance(MaintenanceTask::Prune {
+        before_seq: Some(500),
+        before_time: None,
+        drop: true,
+    });
+    let after = client.log(Entry::new("after", "test"));
+    assert!(
+        after.is_err(),
+        "an entry was acknowledged as durable by a writer that no longer syncs: {after:?} \
+         (prune: {pruned:?})\n{}",
+        daemon.describe()
+    );
+    let log = daemon.log();
+    let status = daemon.wait();
+    assert!(!status.success(), "the daemon must not exit 0: {status:?}\n{log}");
+    assert!(log.contains("PRAGMA synchronous"), "{log}");
+}
+
 #[test]
 fn garbage_retention_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

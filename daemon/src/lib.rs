@@ -7,7 +7,8 @@
 //! The modules form layers, each importing only those below it:
 //!
 //! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification),
-//!    [`stats`]: the counters every part shares, and [`errors`]: errors as people read them.
+//!    [`stats`]: the counters every part shares, [`errors`]: errors as people read them, and
+//!    [`faults`]: the crash tests' fault points (empty without the `faults` feature).
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries; [`fleet`]: the
 //!    forwarder to the fleet's PostgreSQL and the fleet's queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod config;
 pub mod errors;
+pub mod faults;
 pub mod fleet;
 pub mod format;
 pub mod observe;

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,21 +74,6 @@ const LOW_WATER_FLOOR: f64 = 0.25;
 /// What the first prune for size is taken to last until one has been timed: about what
 /// sealing and deleting a segment of typical entries takes on a small machine.
 const FIRST_CYCLE: Duration = Duration::from_millis(500);
-
-/// Kills the daemon with `SIGKILL` at the step of sealing and pruning that the environment
-/// variable `WITNESS_CRASH_AT` names, for the crash tests, which need a `kill -9` at an exact
-/// step rather than wherever a timer lands. Unset, as it is in service, it does nothing.
-pub fn crash_point(step: &str) {
-    static AT: OnceLock<Option<String>> = OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("WITNESS_CRASH_AT").ok());
-    if at.as_deref() == Some(step) {
-        tracing::warn!(step, "WITNESS_CRASH_AT: killing the daemon here");
-        // SAFETY: kill and getpid have no preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-}
 
 /// Up to where an on-demand prune goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,14 +542,14 @@ impl Worker {
         let temporary = archive::temporary_path(&dir, first, last);
         let name = archive::file_name(first, last);
         archive::write(reader, &temporary, first, last, previous, last_hash, sealed)?;
-        crash_point("archive-written");
+        crate::faults::crash_at("archive-written");
         archive::sync_file(&temporary)?;
-        crash_point("archive-synced");
+        crate::faults::crash_at("archive-synced");
         check_sealed(&temporary, first, last, previous, last_hash)?;
         let (sha256, bytes) = archive::sha256_file(&temporary)
             .map_err(|error| format!("reading {}: {error}", temporary.display()))?;
         archive::seal(&temporary, &dir.join(&name))?;
-        crash_point("archive-renamed");
+        crate::faults::crash_at("archive-renamed");
         tracing::info!(first, last, file = %name, bytes, elapsed = ?started.elapsed(), "sealed an archive segment");
         Ok(Segment {
             first_seq: first,

@@ -601,7 +601,7 @@ impl Writer {
             return Err("could not record the prune in the log".into());
         }
         segment.record(&self.connection).map_err(sqlite)?;
-        crate::store::retain::crash_point("segment-recorded");
+        crate::faults::crash_at("segment-recorded");
         match &segment.file {
             Some(file) => tracing::info!(
                 first = segment.first_seq,
@@ -642,11 +642,28 @@ impl Writer {
         // too, and a torn tail is cut at the first frame that does not check.
         let _ = self.connection.execute_batch("PRAGMA synchronous = OFF");
         let result = delete_range(&mut self.connection, from, to, last, costs);
-        if let Err(error) = self.connection.execute_batch(&format!(
-            "PRAGMA synchronous = {}",
-            self.config.durability.synchronous()
-        )) {
-            tracing::error!(%error, "cannot restore PRAGMA synchronous after a pruning step");
+        let restored = if crate::faults::fails_at("restore-synchronous") {
+            Err("a fault injected by the tests".to_owned())
+        } else {
+            self.connection
+                .execute_batch(&format!(
+                    "PRAGMA synchronous = {}",
+                    self.config.durability.synchronous()
+                ))
+                .map_err(|error| error.to_string())
+        };
+        if let Err(error) = restored {
+            // Every later commit would skip its fsync: a `Committed` answer would no longer
+            // mean durable, so the writer acknowledges nothing more, as for a replaced file.
+            let answer = pruning.answer.take();
+            self.fail(format!(
+                "cannot restore PRAGMA synchronous after a pruning step ({error})"
+            ));
+            if let Some(answer) = answer {
+                let _ = answer.send(Err("the writer failed mid-prune".into()));
+            }
+            self.pruning = None;
+            return;
         }
         self.stats
             .prune_nanos
@@ -658,7 +675,7 @@ impl Writer {
                 self.stats
                     .entries_pruned
                     .fetch_add(to + 1 - from, Ordering::Relaxed);
-                crate::store::retain::crash_point("mid-delete");
+                crate::faults::crash_at("mid-delete");
                 if last {
                     tracing::info!(first_seq = self.start, "the live log now starts here");
                     if let Some(answer) = pruning.answer.take() {
@@ -770,11 +787,17 @@ impl Writer {
             return;
         }
         if let Err(reason) = dbfile::check(&self.config.db_path, identity) {
-            tracing::error!("{reason}: acknowledging nothing more, and stopping");
-            *self.stats.failure.lock().expect("never poisoned") = Some(reason.clone());
-            self.failure = Some(reason);
-            self.stats.failed.cancel();
+            self.fail(reason);
         }
+    }
+
+    /// Fails for good: says why, everywhere it can, and from then on refuses every append
+    /// (the server stops the daemon).
+    fn fail(&mut self, reason: String) {
+        tracing::error!("{reason}: acknowledging nothing more, and stopping");
+        *self.stats.failure.lock().expect("never poisoned") = Some(reason.clone());
+        self.failure = Some(reason);
+        self.stats.failed.cancel();
     }
 
     /// Looks at the free space on the database's file system (at most every `DISK_CHECK`,
