@@ -113,3 +113,70 @@ fn sends_survive_kill_dash_nine_and_restart_exactly_once() {
     verify_file(&db);
     drop(restarted);
 }
+
+/// A "daemon" that completes every handshake and then closes the connection at once, as a
+/// crash-looping daemon or a proxy that drops connections does. Serves until the test ends.
+fn handshake_then_hang_up(socket: &std::path::Path) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut prefix = [0u8; 4];
+            if stream.read_exact(&mut prefix).is_err() {
+                continue;
+            }
+            let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+            if stream.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let hello = witness_protocol::ResponseFrame {
+                id: 0,
+                response: Response::Hello(witness_protocol::ServerHello {
+                    version: witness_protocol::PROTOCOL_VERSION,
+                    server: "hangs up".into(),
+                    max_frame_len: 1 << 20,
+                    max_entries_per_append: 1000,
+                    max_in_flight: 64,
+                }),
+            };
+            let mut bytes = Vec::new();
+            witness_protocol::frame::encode(&hello, 1 << 20, &mut bytes).unwrap();
+            let _ = stream.write_all(&bytes);
+        }
+    });
+}
+
+#[test]
+fn a_daemon_that_hangs_up_after_every_handshake_cannot_keep_a_call_past_its_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("witness.sock");
+    handshake_then_hang_up(&socket);
+    let options = Options {
+        reconnect_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        answer_timeout: Some(Duration::from_secs(2)),
+        ..Options::default()
+    };
+    let started = std::time::Instant::now();
+    let mut client = Client::connect_with(&socket, options).unwrap();
+    let logged = client.log(Entry::new("e", "c"));
+    let took = started.elapsed();
+    assert!(logged.is_err(), "{logged:?}");
+    // Each handshake succeeds, so a clock restarted by every reconnect never runs out; the
+    // reconnect timeout counts from the first break that no answer followed. The margin
+    // is for a loaded machine, far below what restarting clocks take (unbounded).
+    assert!(took < Duration::from_secs(8), "log took {took:?}: {logged:?}");
+
+    // Built before the clock starts.
+    crate::harness::binary("witness");
+    let started = std::time::Instant::now();
+    let (code, _, err) = crate::harness::witness(
+        &socket,
+        &["--timeout", "2", "log", "--event", "e", "--component", "c"],
+        None,
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(took < Duration::from_secs(6), "witness --timeout 2 took {took:?}: {err}");
+}

@@ -55,7 +55,10 @@ pub struct Options {
     /// Most requests awaiting an answer; at the limit, calls wait for answers. Capped below
     /// the daemon's own limit.
     pub max_in_flight: usize,
-    /// How long to keep trying to reconnect after the connection breaks.
+    /// How long to keep trying to reconnect after the connection breaks. The clock starts at
+    /// the first break and only an answer from the daemon stops it, so a daemon that accepts
+    /// the handshake and then drops the connection, again and again, cannot keep a call
+    /// reconnecting for ever.
     pub reconnect_timeout: Duration,
     /// How long connecting and the handshake may take, so that a daemon that has stopped
     /// accepting gives an error rather than a hang.
@@ -63,6 +66,11 @@ pub struct Options {
     /// How long to wait for each answer (and for the daemon to take each request); `None`
     /// waits forever. A stream that follows new entries waits for them without this bound.
     pub answer_timeout: Option<Duration>,
+    /// When set, nothing this client does waits past this instant: connecting, reconnecting
+    /// and waiting for answers all end there with `Error::TimedOut` (or `Disconnected`), so
+    /// that a command's time limit covers the whole command, not each wait. Streams that
+    /// follow new entries are not bounded by it.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for Options {
@@ -74,6 +82,7 @@ impl Default for Options {
             reconnect_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             answer_timeout: Some(Duration::from_secs(60)),
+            deadline: None,
         }
     }
 }
@@ -103,6 +112,9 @@ pub struct Client {
     buffered: Vec<Entry>,
     pending: VecDeque<Pending>,
     rejections: Vec<Rejection>,
+    /// When the connection last broke with no answer read since: the reconnect timeout
+    /// counts from here.
+    outage: Option<Instant>,
 }
 
 impl Client {
@@ -123,7 +135,7 @@ impl Client {
         let (stream, server) = socket::handshake(
             &path,
             &options.client_name,
-            options.connect_timeout,
+            within(options.connect_timeout, options.deadline),
             options.answer_timeout,
         )
         .map_err(|source| Error::Connect {
@@ -142,6 +154,7 @@ impl Client {
             buffered: Vec::new(),
             pending: VecDeque::new(),
             rejections: Vec::new(),
+            outage: None,
         })
     }
 
@@ -475,8 +488,13 @@ impl Client {
     fn next_frame(&mut self, patience: Patience) -> Result<Option<ResponseFrame>, Error> {
         loop {
             if let Some(frame) = self.take_buffered_frame()? {
+                self.outage = None;
                 return Ok(Some(frame));
             }
+            if patience == Patience::Answer && self.past_deadline() {
+                return Err(self.timed_out("answer"));
+            }
+            let deadline = self.options.deadline;
             let read = match self.stream.as_mut() {
                 Some(stream) if patience == Patience::Forever => {
                     let bounded = stream.read_timeout().ok().flatten();
@@ -485,7 +503,13 @@ impl Client {
                     let _ = stream.set_read_timeout(bounded);
                     read
                 }
-                Some(stream) => self.reader.read_from(stream),
+                Some(stream) => {
+                    if let Some(deadline) = deadline {
+                        let answer = self.options.answer_timeout.unwrap_or(Duration::MAX);
+                        let _ = stream.set_read_timeout(Some(within(answer, Some(deadline))));
+                    }
+                    self.reader.read_from(stream)
+                }
                 None => Err(io::ErrorKind::NotConnected.into()),
             };
             match read {
@@ -504,6 +528,13 @@ impl Client {
         }
     }
 
+    /// Whether the deadline of `Options`, if any, has passed.
+    fn past_deadline(&self) -> bool {
+        self.options
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     fn timed_out(&self, what: &'static str) -> Error {
         Error::TimedOut {
             path: self.path.clone(),
@@ -517,14 +548,21 @@ impl Client {
     fn reconnect(&mut self) -> Result<(), Error> {
         self.stream = None;
         self.clear_read_buffer();
-        let started = Instant::now();
+        let started = *self.outage.get_or_insert_with(Instant::now);
         let mut delay = Duration::from_millis(5);
-        let mut last_error: io::Error;
+        let mut last_error = io::Error::from(io::ErrorKind::TimedOut);
         loop {
+            if started.elapsed() >= self.options.reconnect_timeout || self.past_deadline() {
+                return Err(Error::Disconnected {
+                    path: self.path.clone(),
+                    waited: started.elapsed(),
+                    source: last_error,
+                });
+            }
             let attempt = socket::handshake(
                 &self.path,
                 &self.options.client_name,
-                self.options.connect_timeout,
+                within(self.options.connect_timeout, self.options.deadline),
                 self.options.answer_timeout,
             );
             match attempt {
@@ -545,14 +583,11 @@ impl Client {
                 Ok(Err(error)) => return Err(error),
                 Err(error) => last_error = error,
             }
-            if started.elapsed() >= self.options.reconnect_timeout {
-                return Err(Error::Disconnected {
-                    path: self.path.clone(),
-                    waited: started.elapsed(),
-                    source: last_error,
-                });
-            }
-            std::thread::sleep(delay);
+            let left = self
+                .options
+                .reconnect_timeout
+                .saturating_sub(started.elapsed());
+            std::thread::sleep(within(delay.min(left), self.options.deadline));
             delay = (delay * 2).min(Duration::from_millis(250));
         }
     }
@@ -568,6 +603,15 @@ impl Drop for Client {
             let _ = self.flush();
         }
     }
+}
+
+/// `wait`, cut short so as to end by `deadline`; never zero, which sockets take for "no
+/// timeout".
+fn within(wait: Duration, deadline: Option<Instant>) -> Duration {
+    let left = deadline.map_or(wait, |deadline| {
+        wait.min(deadline.saturating_duration_since(Instant::now()))
+    });
+    left.max(Duration::from_millis(1))
 }
 
 /// How long a read of an answer may wait.

@@ -52,10 +52,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(paths::client_socket_path);
     let wait = std::time::Duration::from_secs(args.timeout);
+    // A command of one request ends within --timeout in all, however often the connection
+    // breaks and comes back; commands that run as long as their data bound each wait.
+    let streams = matches!(
+        args.command,
+        Command::Tail { .. }
+            | Command::Export { .. }
+            | Command::Import { .. }
+            | Command::Verify { .. }
+            | Command::Archive(_)
+    );
     let options = witness_client::Options {
         reconnect_timeout: wait,
         connect_timeout: wait,
         answer_timeout: Some(wait),
+        deadline: (!streams).then(|| std::time::Instant::now() + wait),
         ..witness_client::Options::default()
     };
     let connect = || Client::connect_with(&socket, options.clone());
