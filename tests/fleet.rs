@@ -397,6 +397,23 @@ fn three_hosts_forward_and_agree_row_for_row() {
     let (code, out, _) = fleet(&postgres, &["hosts"]);
     assert_eq!(code, 0);
     assert_eq!(out.matches(" ok").count(), 3, "{out}");
+    // fleet's own options after its subcommand, as --json and --socket may be.
+    let output = Command::new(binary("witness"))
+        .args(["fleet", "hosts", "--postgres", &postgres.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), out);
+    // Still required, wherever it goes: a usage error that names it.
+    let output = Command::new(binary("witness"))
+        .args(["fleet", "hosts"])
+        .env_remove("WITNESS_POSTGRES")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--postgres"), "{stderr}");
 }
 
 #[test]

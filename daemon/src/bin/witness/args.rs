@@ -41,8 +41,9 @@ pub struct Args {
         value_name = "WHEN"
     )]
     pub color: output::Color,
-    /// Seconds to wait for the daemon: to connect, for each answer, and for it to come
-    /// back after a lost connection. `tail -f` waits for new entries without this bound.
+    /// Seconds a command may wait for the daemon in all, however often the connection breaks
+    /// and comes back. `tail`, `export`, `import`, `verify` and `archive`, which run as long
+    /// as their data, bound each wait instead; `tail -f` waits for new entries without it.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
@@ -244,17 +245,20 @@ pub enum Command {
 /// `witness fleet`: the fleet's PostgreSQL.
 #[derive(Debug, ClapArgs)]
 pub struct FleetArgs {
-    /// The fleet's PostgreSQL: a postgresql:// URL or a libpq key=value string (sslmode and
-    /// sslrootcert as libpq reads them).
+    /// The fleet's PostgreSQL (required): a postgresql:// URL or a libpq key=value string
+    /// (sslmode and sslrootcert as libpq reads them).
+    // Global, so that it may follow the subcommand as --json does; clap's global arguments
+    // cannot be required, so `fleet::run` says when it is missing.
     #[arg(
         long,
+        global = true,
         env = "WITNESS_POSTGRES",
         value_name = "URL",
         hide_env_values = true
     )]
-    pub postgres: String,
+    pub postgres: Option<String>,
     /// A password file in libpq's .pgpass format [default: $PGPASSFILE, else ~/.pgpass].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: FleetCommand,

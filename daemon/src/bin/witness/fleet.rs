@@ -18,8 +18,16 @@ use crate::when::{rfc3339, show};
 
 /// Runs one `witness fleet` command.
 pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(url) = args.postgres else {
+        <crate::args::Args as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "witness fleet needs --postgres URL (or WITNESS_POSTGRES in the environment)",
+            )
+            .exit()
+    };
     let target = Target {
-        url: args.postgres,
+        url,
         password_file: args.password_file,
     };
     let mut client = target.connect()?;
