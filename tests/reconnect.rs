@@ -166,7 +166,10 @@ fn a_daemon_that_hangs_up_after_every_handshake_cannot_keep_a_call_past_its_time
     // Each handshake succeeds, so a clock restarted by every reconnect never runs out; the
     // reconnect timeout counts from the first break that no answer followed. The margin
     // is for a loaded machine, far below what restarting clocks take (unbounded).
-    assert!(took < Duration::from_secs(8), "log took {took:?}: {logged:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "log took {took:?}: {logged:?}"
+    );
 
     // Built before the clock starts.
     crate::harness::binary("witness");
@@ -178,5 +181,8 @@ fn a_daemon_that_hangs_up_after_every_handshake_cannot_keep_a_call_past_its_time
     );
     let took = started.elapsed();
     assert_eq!(code, 1, "{err}");
-    assert!(took < Duration::from_secs(6), "witness --timeout 2 took {took:?}: {err}");
+    assert!(
+        took < Duration::from_secs(6),
+        "witness --timeout 2 took {took:?}: {err}"
+    );
 }

@@ -680,8 +680,7 @@ fn a_kill_9_at_every_step_of_sealing_and_pruning_loses_nothing() {
 /// must acknowledge nothing more, as for a replaced database file, since every later commit
 /// would skip its fsync and a `Committed` answer would no longer mean durable.
 #[test]
-fn a_writer_that_cannot_restore_its_durability_after_a_pruning_step_acknowledges_nothing_more()
-{
+fn a_writer_that_cannot_restore_its_durability_after_a_pruning_step_acknowledges_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("witnessd.toml");
     std::fs::write(
@@ -712,7 +711,10 @@ fn a_writer_that_cannot_restore_its_durability_after_a_pruning_step_acknowledges
     );
     let log = daemon.log();
     let status = daemon.wait();
-    assert!(!status.success(), "the daemon must not exit 0: {status:?}\n{log}");
+    assert!(
+        !status.success(),
+        "the daemon must not exit 0: {status:?}\n{log}"
+    );
     assert!(log.contains("PRAGMA synchronous"), "{log}");
 }
 

@@ -1,5 +1,7 @@
-//! Who may use the daemon, how many connections each user holds, and how fast each user may
-//! append: all decided from the socket's peer credentials, never from what a client says.
+//! Who may use the daemon, how many connections each user holds, and how fast each principal
+//! may append: decided here for every transport, from the socket's peer credentials or from
+//! what an HTTP listener established (its name, the peer's address, a token), never from
+//! what a client says of itself.
 //!
 //! Root and the daemon's own user are the operators: always admitted, never rate-limited, and
 //! given `reserved_connections` beyond the connection limit, so that `witness stats` works on
@@ -69,8 +71,7 @@ impl Peer {
 
     /// Root or the daemon's own user.
     pub fn is_operator(&self) -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let own = unsafe { libc::geteuid() };
+        let own = crate::format::row::own_uid();
         matches!(self.uid, Some(uid) if uid == 0 || uid == own)
     }
 
@@ -86,6 +87,95 @@ impl Peer {
     /// The uid as people read it in messages.
     pub fn uid_text(&self) -> String {
         self.uid.map_or("unknown".to_owned(), |uid| uid.to_string())
+    }
+}
+
+/// Who sends an append or asks for a read: a process on the Unix socket, known by its
+/// credentials, or an HTTP client, known by the listener, its address and the token it
+/// showed. An entry that came over HTTP never carries a uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A peer of the Unix socket.
+    Unix(Peer),
+    /// A client of one of the HTTP listeners.
+    Http(HttpIdentity),
+}
+
+/// Who an HTTP client is, as far as the daemon can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpIdentity {
+    /// The listener's name (`metrics`, and the listeners to come).
+    pub listener: &'static str,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The name of the bearer token or session it showed, once the listener has checked it.
+    pub token: Option<String>,
+}
+
+/// What a request asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The daemon's counters (`Stats`, `/metrics`).
+    Metrics,
+    /// Reading the log back.
+    Read,
+    /// Appending to it.
+    Write,
+}
+
+/// Whether `principal` may do what it `need`s: `Err` says who was refused and which setting
+/// decides it. The one rule for every transport.
+pub fn authorize(access: &Access, principal: &Principal, need: Need) -> Result<(), String> {
+    match (principal, need) {
+        (Principal::Unix(peer), Need::Metrics | Need::Write) => admit(access, peer),
+        (Principal::Unix(peer), Need::Read) => may_read(access, peer),
+        // Metrics listeners are opt-in and serve counters only.
+        (Principal::Http(_), Need::Metrics) => Ok(()),
+        // A token or session was checked by the listener; without one, only a peer on this
+        // host may write, as over the socket.
+        (Principal::Http(identity), Need::Write)
+            if identity.token.is_some() || identity.peer.ip().is_loopback() =>
+        {
+            Ok(())
+        }
+        (Principal::Http(identity), Need::Read) if identity.token.is_some() => Ok(()),
+        (Principal::Http(identity), _) => Err(format!(
+            "{} at {} showed no token: HTTP readers, and writers from other hosts, need one",
+            identity.listener, identity.peer
+        )),
+    }
+}
+
+impl Principal {
+    /// Where rate limits count it: a uid, a token, or an address; `None` for operators,
+    /// who are never limited.
+    fn rate_key(&self) -> Option<RateKey> {
+        match self {
+            Principal::Unix(peer) if peer.is_operator() => None,
+            Principal::Unix(peer) => peer.uid.map(RateKey::Uid),
+            Principal::Http(HttpIdentity {
+                token: Some(token), ..
+            }) => Some(RateKey::Token(token.clone())),
+            Principal::Http(identity) => Some(RateKey::Address(identity.peer.ip())),
+        }
+    }
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum RateKey {
+    Uid(u32),
+    Token(String),
+    Address(std::net::IpAddr),
+}
+
+impl std::fmt::Display for RateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateKey::Uid(uid) => write!(f, "uid {uid}"),
+            RateKey::Token(name) => write!(f, "token {name}"),
+            RateKey::Address(address) => write!(f, "address {address}"),
+        }
     }
 }
 
@@ -205,12 +295,12 @@ impl Drop for Place {
     }
 }
 
-/// Per-user token buckets for entries and bytes, and the count of appends each user had
-/// refused for going past them.
+/// Per-principal token buckets for entries and bytes (a uid, a token or an address), and the
+/// count of appends each had refused for going past them.
 #[derive(Debug, Default)]
 pub struct Rates {
-    buckets: Mutex<HashMap<u32, Bucket>>,
-    limited: Mutex<BTreeMap<u32, u64>>,
+    buckets: Mutex<HashMap<RateKey, Bucket>>,
+    limited: Mutex<BTreeMap<RateKey, u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -221,26 +311,26 @@ struct Bucket {
 }
 
 impl Rates {
-    /// Takes `n_entries` and `n_bytes` from `peer`'s buckets, or refuses with the reason. A
-    /// bucket holds one second's worth and may go into debt by one request larger than that,
-    /// so no request is refused for ever: a user simply waits out its debt.
+    /// Takes `n_entries` and `n_bytes` from `principal`'s buckets, or refuses with the
+    /// reason. A bucket holds one second's worth and may go into debt by one request larger
+    /// than that, so no request is refused for ever: a principal simply waits out its debt.
     pub fn take(
         &self,
         access: &Access,
-        peer: &Peer,
+        principal: &Principal,
         n_entries: usize,
         n_bytes: usize,
     ) -> Result<(), String> {
         let (entry_rate, byte_rate) = (access.uid_entries_per_sec, access.uid_bytes_per_sec);
-        let Some(uid) = peer.uid else {
-            return Ok(());
-        };
-        if (entry_rate == 0 && byte_rate == 0) || peer.is_operator() {
+        if entry_rate == 0 && byte_rate == 0 {
             return Ok(());
         }
+        let Some(key) = principal.rate_key() else {
+            return Ok(());
+        };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("never poisoned");
-        let bucket = buckets.entry(uid).or_insert(Bucket {
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             entries: entry_rate as f64,
             bytes: byte_rate as f64,
             at: now,
@@ -261,16 +351,17 @@ impl Rates {
         };
         if let Some(limit) = refusal {
             drop(buckets);
+            let message = format!(
+                "{key} is over its limit of {limit} (uid_entries_per_sec, \
+                 uid_bytes_per_sec): nothing was recorded; retry later"
+            );
             *self
                 .limited
                 .lock()
                 .expect("never poisoned")
-                .entry(uid)
+                .entry(key)
                 .or_default() += 1;
-            return Err(format!(
-                "uid {uid} is over its limit of {limit} (uid_entries_per_sec, \
-                 uid_bytes_per_sec): nothing was recorded; retry later"
-            ));
+            return Err(message);
         }
         if entry_rate > 0 {
             bucket.entries -= n_entries as f64;
@@ -281,13 +372,17 @@ impl Rates {
         Ok(())
     }
 
-    /// Appends refused for rate, by uid, since start.
+    /// Appends refused for rate, by uid, since start (HTTP principals are counted in their
+    /// listener's refusals).
     pub fn limited(&self) -> Vec<(u32, u64)> {
         self.limited
             .lock()
             .expect("never poisoned")
             .iter()
-            .map(|(&uid, &count)| (uid, count))
+            .filter_map(|(key, &count)| match key {
+                RateKey::Uid(uid) => Some((*uid, count)),
+                _ => None,
+            })
             .collect()
     }
 }

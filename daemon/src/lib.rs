@@ -11,7 +11,8 @@
 //!    [`faults`]: the crash tests' fault points (empty without the `faults` feature).
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries; [`fleet`]: the
 //!    forwarder to the fleet's PostgreSQL and the fleet's queries.
-//! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much.
+//! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much;
+//!    [`intake`]: where every transport's appends are checked and admitted.
 //! 4. [`observe`]: metrics and systemd.
 //! 5. [`serve`]: the socket and its connections.
 
@@ -21,6 +22,7 @@ pub mod errors;
 pub mod faults;
 pub mod fleet;
 pub mod format;
+pub mod intake;
 pub mod observe;
 pub mod read;
 pub mod serve;

@@ -334,8 +334,6 @@ fn cost_windows_split_hours_exactly() {
     let db_path = dir.path().join("witness.db");
     let writer = WriterHandle::start(WriterConfig::new(db_path.clone()), None, None).unwrap();
     let base = 1_800_000_000 * 1_000_000_000 / HOUR_NS * HOUR_NS;
-    let permits = Arc::new(tokio::sync::Semaphore::new(1 << 20));
-    let (reply_to, _replies) = tokio::sync::mpsc::unbounded_channel();
     let mut state: u64 = 7;
     let mut random = move |below: u64| {
         state = state
@@ -344,25 +342,15 @@ fn cost_windows_split_hours_exactly() {
         (state >> 33) % below
     };
     let queue = writer.queue();
-    let admission = witness_daemon::store::admission::Admission::new(1 << 20);
-    let lane = admission.lane();
     for index in 0..1200 {
         let ts = base + random(6 * HOUR_NS as u64) as i64;
-        let job = Job {
-            request_id: index,
-            ack: witness_protocol::Ack::None,
-            producer: None,
-            entries: vec![known_entry(index as usize)],
-            origin: Origin {
+        let job = Job::internal(
+            vec![known_entry(index as usize)],
+            Origin {
                 ts,
                 ..Origin::default()
             },
-            received: std::time::Instant::now(),
-            reply_to: reply_to.clone(),
-            connection_permit: Arc::clone(&permits).try_acquire_owned().unwrap(),
-            admitted: admission.try_now(&lane, 1).unwrap(),
-            alone: false,
-        };
+        );
         queue.push(1, Box::new(job)).unwrap();
     }
     writer.join();

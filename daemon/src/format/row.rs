@@ -201,6 +201,32 @@ pub struct Origin {
     pub gid: Option<i64>,
 }
 
+impl Origin {
+    /// The daemon itself, now: for the entries it writes of its own (a prune, a loss).
+    pub fn daemon() -> Origin {
+        Origin {
+            ts: now_ns(),
+            pid: Some(i64::from(std::process::id())),
+            uid: Some(i64::from(own_uid())),
+            // SAFETY: getegid has no preconditions and cannot fail.
+            gid: Some(i64::from(unsafe { libc::getegid() })),
+        }
+    }
+}
+
+/// Now, in nanoseconds since the epoch: the daemon's one clock for receive times.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
+}
+
+/// The daemon's effective uid: with root, the operators' uid.
+pub fn own_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The hashed columns of an entry received from `origin`, stored at `seq`: `producer` and
 /// `number` say which producer sent it under which number, if it was numbered.
 pub fn values<'a>(

@@ -26,12 +26,8 @@ use crate::config::Limits;
 use crate::observe::metrics::Metrics;
 use crate::read::ReadPool;
 use crate::stats::ServerStats;
-use crate::store::admission::Admission;
-use crate::store::job::{Origin, Outgoing, ReplyTo};
-use crate::store::queue::{JobQueue, LaneId};
-
-/// Lane ids, one per connection since start.
-static NEXT_LANE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+use crate::store::job::{Outgoing, ReplyTo};
+use crate::store::queue::JobQueue;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -42,8 +38,8 @@ pub(crate) struct Shared {
     pub(crate) reads: Arc<ReadPool>,
     /// The last committed `seq`; closes when the writer stops.
     pub(crate) committed: watch::Receiver<u64>,
-    /// Room in the writer's queue.
-    pub(crate) admission: Arc<Admission>,
+    /// Where appends are admitted, for this transport and the others.
+    pub(crate) intake: Arc<crate::intake::Intake>,
     /// The limits a new connection takes; a reload replaces them.
     pub(crate) limits: Arc<RwLock<Limits>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -83,8 +79,7 @@ pub(super) struct Connection {
     /// acknowledged, and the client re-sends it.
     pub(super) abandon: CancellationToken,
     /// This connection's lane in the writer's queue, and its share of the queue's room.
-    pub(super) lane_id: LaneId,
-    pub(super) lane: Arc<Semaphore>,
+    pub(super) lane: crate::intake::Lane,
     /// Tells this connection's streams that the client has gone.
     pub(super) client_gone: CancellationToken,
     /// Streams outlive the reader, like responders, so that a follower hears the last
@@ -95,7 +90,6 @@ pub(super) struct Connection {
     /// The limits as they were when the connection opened.
     pub(super) limits: Limits,
     pub(super) peer: Peer,
-    pub(super) origin: Origin,
     pub(super) greeted: bool,
     /// Streams of this connection still running: a follower is never idle.
     pub(super) streams_open: Arc<AtomicUsize>,
@@ -127,20 +121,13 @@ pub(crate) async fn serve(
     let mut connection = Connection {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         limits,
-        lane_id: NEXT_LANE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        lane: shared.admission.lane(),
+        lane: shared.intake.lane(),
         shared,
         cancel: cancel.clone(),
         abandon: stop.abandon.clone(),
         client_gone: CancellationToken::new(),
         streams: responders.clone(),
         reply_to,
-        origin: Origin {
-            ts: 0,
-            pid: peer.pid,
-            uid: peer.uid.map(i64::from),
-            gid: peer.gid.map(i64::from),
-        },
         peer,
         greeted: false,
         streams_open: Arc::default(),

@@ -23,7 +23,8 @@ use crate::store::retain::{Before, PruneRequest};
 impl Connection {
     /// Refuses a read request to a user the configuration does not let read.
     async fn may_read(&self, id: u64) -> bool {
-        match access::may_read(&self.shared.gate.access(), &self.peer) {
+        let principal = access::Principal::Unix(self.peer.clone());
+        match access::authorize(&self.shared.gate.access(), &principal, access::Need::Read) {
             Ok(()) => true,
             Err(reason) => {
                 self.refuse(id, ErrorReply::new(ErrorCode::Forbidden, reason))
@@ -186,8 +187,7 @@ impl Connection {
     /// (it writes), a backup on a read connection (it only reads, so ingest goes on).
     async fn maintenance(&self, id: u64, task: MaintenanceTask) {
         if !self.peer.is_operator() {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let own_uid = unsafe { libc::geteuid() };
+            let own_uid = crate::format::row::own_uid();
             let reply = ErrorReply::new(
                 ErrorCode::Forbidden,
                 format!(

@@ -136,8 +136,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
 /// entries. Root's folders are fine (the system service's `/run/witness` is made by systemd).
 fn check_socket_folder(folder: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let own = unsafe { libc::geteuid() };
+    let own = crate::format::row::own_uid();
     let metadata = std::fs::metadata(folder).map_err(|source| StartError::Bind {
         path: folder.display().to_string(),
         source,
@@ -320,7 +319,12 @@ impl Server {
                 config.read_connections,
             )),
             committed: writer.committed(),
-            admission,
+            intake: Arc::new(crate::intake::Intake {
+                queue: writer.queue(),
+                admission,
+                gate: Arc::clone(&gate),
+                stats: Arc::clone(&stats),
+            }),
             limits,
             metrics: Arc::clone(&metrics),
             stats: Arc::clone(&stats),

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
-use witness_protocol::{Ack, Entry, ProducerRef, ResponseFrame};
+use witness_protocol::{Ack, Entry, ErrorReply, ProducerRef, Receipt, Response, ResponseFrame};
 
 use crate::format::archive::Segment;
 pub use crate::format::row::Origin;
@@ -27,11 +27,66 @@ pub struct Outgoing {
 /// client; the connection's in-flight permits bound what it can hold.
 pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<Outgoing>;
 
+/// What a committed or refused append comes to, for a caller that waits on it alone: its
+/// receipts (none unless the acknowledgement asked for them), or why nothing was recorded.
+pub type Answer = Result<Vec<Receipt>, ErrorReply>;
+
+/// Where a job's answer goes: the transports differ, the writer does not care which.
+#[derive(Debug)]
+pub enum Reply {
+    /// A socket connection: the answer goes back as a frame with the request's id, and the
+    /// connection's in-flight permit is released once it is written.
+    Frame {
+        /// The request id to answer.
+        request_id: u64,
+        /// The connection's responder.
+        to: ReplyTo,
+        /// The connection's in-flight permit for this request.
+        permit: OwnedSemaphorePermit,
+    },
+    /// One caller waiting on this append alone (an HTTP request): the answer, once.
+    Once(tokio::sync::oneshot::Sender<Answer>),
+    /// Nobody waits: the daemon's own entries, which it checks by the head it reads after.
+    Nobody,
+}
+
+impl Reply {
+    /// Sends the answer for an append acknowledged as `ack`. A `Queued` or fire-and-forget
+    /// append hears only of a refusal; a caller that went away no longer needs its answer.
+    pub fn send(self, ack: Ack, answer: Answer) {
+        match self {
+            Reply::Frame {
+                request_id,
+                to,
+                permit,
+            } => {
+                let response = match (answer, ack) {
+                    (Ok(receipts), Ack::Committed | Ack::Durable) => {
+                        Response::Committed { receipts }
+                    }
+                    (Ok(_), Ack::Queued | Ack::None) => return,
+                    (Err(reply), _) => Response::Error(reply),
+                };
+                let frame = ResponseFrame {
+                    id: request_id,
+                    response,
+                };
+                let _ = to.send(Outgoing {
+                    frame,
+                    permit: Some(permit),
+                });
+            }
+            Reply::Once(sender) => {
+                let _ = sender.send(answer);
+            }
+            Reply::Nobody => {}
+        }
+    }
+}
+
 /// One validated append, on its way to the writer.
 #[derive(Debug)]
 pub struct Job {
-    /// The request id to answer.
-    pub request_id: u64,
     /// The acknowledgement asked for.
     pub ack: Ack,
     /// Producer id and number of the first entry, for exactly-once.
@@ -43,15 +98,30 @@ pub struct Job {
     /// When the append was read, for the acknowledgement time in stats.
     pub received: Instant,
     /// Where the answer goes.
-    pub reply_to: ReplyTo,
-    /// The connection's in-flight permit for this request.
-    pub connection_permit: OwnedSemaphorePermit,
-    /// Room in the queue (the connection's share and the whole queue's), released once the
-    /// batch is committed so that the queue bounds what the writer holds too.
-    pub admitted: Admitted,
-    /// The connection had nothing else in flight when it sent this: its client waits on
-    /// this answer alone (a `log` call), where a pipelining client has others coming.
+    pub reply: Reply,
+    /// Room in the queue (the producer's share and the whole queue's), released once the
+    /// batch is committed so that the queue bounds what the writer holds too; `None` for
+    /// the daemon's own entries, which the writer makes and commits at once.
+    pub admitted: Option<Admitted>,
+    /// The producer had nothing else in flight when it sent this: its client waits on this
+    /// answer alone (a `log` call), where a pipelining client has others coming.
     pub alone: bool,
+}
+
+impl Job {
+    /// A job of the daemon's own entries, which the writer commits itself.
+    pub fn internal(entries: Vec<Entry>, origin: Origin) -> Job {
+        Job {
+            ack: Ack::None,
+            producer: None,
+            entries,
+            origin,
+            received: Instant::now(),
+            reply: Reply::Nobody,
+            admitted: None,
+            alone: false,
+        }
+    }
 }
 
 /// Entries one pruning step deletes: a few milliseconds of the writer's time, so that a

@@ -264,29 +264,23 @@ impl Shares {
 mod tests {
     use super::*;
 
-    use tokio::sync::Semaphore;
-
     use crate::store::admission::Admission;
     use crate::store::job::Origin;
     use witness_protocol::Entry;
 
+    /// A job on lane `lane` (kept in its origin's pid, for `fill` to count by).
     fn job(entries: usize, ack: Ack, alone: bool) -> Box<Job> {
         let admission = Admission::new(1 << 20);
         let lane = admission.lane();
         let admitted = admission.try_now(&lane, entries).expect("room");
-        let (reply_to, _) = tokio::sync::mpsc::unbounded_channel();
-        Box::new(Job {
-            request_id: 1,
-            ack,
-            producer: None,
-            entries: (0..entries).map(|_| Entry::new("e", "c")).collect(),
-            origin: Origin::default(),
-            received: Instant::now(),
-            reply_to,
-            connection_permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-            admitted,
-            alone,
-        })
+        let mut job = Job::internal(
+            (0..entries).map(|_| Entry::new("e", "c")).collect(),
+            Origin::default(),
+        );
+        job.ack = ack;
+        job.admitted = Some(admitted);
+        job.alone = alone;
+        Box::new(job)
     }
 
     /// Fills one batch the way the writer does, and returns how many entries each lane put in.
@@ -298,13 +292,15 @@ mod tests {
                 break;
             };
             n += job.entries.len();
-            *taken.entry(job.request_id).or_default() += job.entries.len();
+            *taken
+                .entry(job.origin.pid.unwrap_or(0) as LaneId)
+                .or_default() += job.entries.len();
         }
         taken
     }
 
     fn push(queue: &JobQueue, lane: LaneId, mut job: Box<Job>) {
-        job.request_id = lane;
+        job.origin.pid = Some(lane as i64);
         queue.push(lane, job).unwrap();
     }
 

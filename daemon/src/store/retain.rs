@@ -328,7 +328,7 @@ impl Worker {
             }
         }
         if let Some(max_age) = self.config.max_age {
-            let cutoff = now_ns().saturating_sub(max_age.as_nanos() as i64);
+            let cutoff = crate::format::row::now_ns().saturating_sub(max_age.as_nanos() as i64);
             let limit = if pressed {
                 target
             } else {
@@ -525,7 +525,7 @@ impl Worker {
             .ok_or_else(|| format!("entry {last} is not in the live log"))?;
         let last_hash = <[u8; 32]>::try_from(last_hash.as_slice())
             .map_err(|_| format!("entry {last} has a hash that is not 32 bytes long"))?;
-        let sealed = now_ns();
+        let sealed = crate::format::row::now_ns();
         let Some(dir) = archive_dir else {
             return Ok(Segment {
                 first_seq: first,
@@ -600,10 +600,4 @@ fn clean_archive_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
 }

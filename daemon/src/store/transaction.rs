@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use witness_protocol::{Ack, ErrorCode, ErrorReply, ProducerRef, Receipt, Response, ResponseFrame};
+use witness_protocol::{Ack, ErrorCode, ErrorReply, ProducerRef, Receipt};
 
 use crate::format::chain::hash_row_and_leaf;
 use crate::format::tree::Tree;
 use crate::format::{row, schema};
-use crate::store::job::{Job, Outgoing};
+use crate::store::job::Job;
 
 /// Runs the writer walks back, at most, to find re-sent numbers: a client re-sends only what
 /// it has not seen acknowledged, which is its last few appends, so this bounds the work one
@@ -190,22 +190,11 @@ pub(super) fn write(
 
 /// Sends the answer a job's outcome calls for, releasing its permits.
 pub(super) fn acknowledge(job: Job, outcome: Outcome) {
-    let response = match (outcome, job.ack) {
-        (Outcome::Written(receipts), Ack::Committed | Ack::Durable) => {
-            Response::Committed { receipts }
-        }
-        (Outcome::Written(_), Ack::Queued | Ack::None) => return,
-        (Outcome::Refused(reply), _) => Response::Error(reply),
+    let answer = match outcome {
+        Outcome::Written(receipts) => Ok(receipts),
+        Outcome::Refused(reply) => Err(reply),
     };
-    let frame = ResponseFrame {
-        id: job.request_id,
-        response,
-    };
-    // A connection that has gone away no longer needs its answer.
-    let _ = job.reply_to.send(Outgoing {
-        frame,
-        permit: Some(job.connection_permit),
-    });
+    job.reply.send(job.ack, answer);
 }
 
 /// A producer as stored, or a new one.

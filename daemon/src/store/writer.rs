@@ -22,7 +22,6 @@ use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
 use crate::stats::WriterStats;
-use crate::store::admission::Admission;
 use crate::store::checkpoint::{Checkpointer, Loss};
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::Origin;
@@ -581,13 +580,7 @@ impl Writer {
                 segment.first_seq, segment.last_seq
             ));
         }
-        let origin = Origin {
-            ts: now_ns(),
-            pid: Some(i64::from(std::process::id())),
-            // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-            uid: Some(i64::from(unsafe { libc::geteuid() })),
-            gid: Some(i64::from(unsafe { libc::getegid() })),
-        };
+        let origin = Origin::daemon();
         let entry = Entry::new("witness.pruned", "witnessd").payload(json!({
             "first_seq": segment.first_seq,
             "last_seq": segment.last_seq,
@@ -596,7 +589,7 @@ impl Writer {
             "sha256": segment.sha256.map(hex::encode),
         }));
         let head = self.head.seq;
-        self.commit(&mut vec![internal_job(vec![entry], origin)]);
+        self.commit(&mut vec![Job::internal(vec![entry], origin)]);
         if self.head.seq != head + 1 {
             return Err("could not record the prune in the log".into());
         }
@@ -700,15 +693,7 @@ impl Writer {
     /// the checkpoint that showed it; then signs the new tree, which replaces the old
     /// checkpoint in the state file.
     fn record_loss(&mut self, loss: Loss) -> Result<(), OpenError> {
-        let origin = Origin {
-            ts: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_nanos() as i64),
-            pid: Some(i64::from(std::process::id())),
-            // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-            uid: Some(i64::from(unsafe { libc::geteuid() })),
-            gid: Some(i64::from(unsafe { libc::getegid() })),
-        };
+        let origin = Origin::daemon();
         let mut entries = Vec::new();
         if let Some((from, to)) = loss.missing {
             entries.extend(
@@ -727,7 +712,7 @@ impl Writer {
         );
         let expected = self.head.seq + entries.len() as i64;
         for chunk in entries.chunks(10_000) {
-            let mut batch = vec![internal_job(chunk.to_vec(), origin)];
+            let mut batch = vec![Job::internal(chunk.to_vec(), origin)];
             self.commit(&mut batch);
         }
         if self.head.seq != expected {
@@ -1052,33 +1037,4 @@ fn delete_range(
         )?;
     }
     transaction.commit()
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
-}
-
-/// A job the daemon makes itself, with no connection waiting on its answer.
-fn internal_job(entries: Vec<Entry>, origin: Origin) -> Job {
-    let n = entries.len();
-    let admission = Admission::new(n);
-    let admitted = admission
-        .try_now(&admission.lane(), n)
-        .expect("a fresh queue has room for its capacity");
-    Job {
-        request_id: 0,
-        ack: Ack::None,
-        producer: None,
-        entries,
-        origin,
-        received: Instant::now(),
-        reply_to: tokio::sync::mpsc::unbounded_channel().0,
-        connection_permit: Arc::new(tokio::sync::Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("a fresh semaphore has a permit"),
-        admitted,
-        alone: false,
-    }
 }
