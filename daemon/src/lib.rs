@@ -14,7 +14,7 @@
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much;
 //!    [`intake`]: where every transport's appends are checked and admitted.
 //! 4. [`observe`]: metrics and systemd.
-//! 5. [`serve`]: the socket and its connections.
+//! 5. [`serve`]: the socket and its connections; [`http`]: the TCP listeners, beside it.
 
 pub mod access;
 pub mod config;
@@ -22,6 +22,7 @@ pub mod errors;
 pub mod faults;
 pub mod fleet;
 pub mod format;
+pub mod http;
 pub mod intake;
 pub mod observe;
 pub mod read;

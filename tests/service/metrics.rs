@@ -110,6 +110,11 @@ fn the_metrics_endpoint_serves_prometheus_text_over_http() {
         matches!(missing, Err(ureq::Error::StatusCode(404))),
         "{missing:?}"
     );
+    let posted = ureq::post(&url).send("x");
+    assert!(
+        matches!(posted, Err(ureq::Error::StatusCode(405))),
+        "{posted:?}"
+    );
     // Garbage on the port harms nothing.
     use std::io::Write;
     let address = url

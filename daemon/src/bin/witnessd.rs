@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sd_notify::NotifyState;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
@@ -254,20 +253,14 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
         ),
         None => None,
     };
-    let server = Server::start(config.clone())?;
-    let metrics = server.metrics();
-    let stopping = CancellationToken::new();
-    if let Some(listener) = metrics_listener {
-        match listener.local_addr() {
-            Ok(address) => tracing::info!(%address, "serving metrics at http://{address}/metrics"),
-            Err(error) => tracing::warn!(%error, "serving metrics at an unknown address"),
-        }
-        runtime.spawn(witness_daemon::observe::http::serve(
-            listener,
-            Arc::clone(&metrics),
-            stopping.clone(),
-        ));
+    let mut server = Server::start(config.clone())?;
+    if let Some(socket) = metrics_listener {
+        server.serve_http(witness_daemon::http::Listener {
+            kind: witness_daemon::http::Kind::Metrics,
+            socket,
+        });
     }
+    let metrics = server.metrics();
     let stop = handle_signals(args, config.clone(), server.reloader(), logging)?;
     service::spawn_notifier(Arc::clone(&metrics), watchdog).context("starting the notifier")?;
     tracing::info!(
@@ -284,7 +277,6 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
     let outcome = runtime.block_on(server.run(listener, async {
         let _ = stop.await;
     }));
-    stopping.cancel();
     outcome?;
     tracing::info!("witnessd stopped");
     Ok(())

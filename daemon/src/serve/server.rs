@@ -174,6 +174,8 @@ pub struct Server {
     gate: Arc<Gate>,
     verifier_key: String,
     forward: Option<Arc<ForwardStats>>,
+    /// HTTP listeners to serve beside the socket.
+    http: Vec<crate::http::Listener>,
 }
 
 impl Server {
@@ -241,7 +243,14 @@ impl Server {
             metrics,
             gate,
             verifier_key,
+            http: Vec::new(),
         })
+    }
+
+    /// Serves `listener` too, from `run` until the same stop: its routes reach the same
+    /// intake, reads and access rules as the socket.
+    pub fn serve_http(&mut self, listener: crate::http::Listener) {
+        self.http.push(listener);
     }
 
     /// The figures `witness stats`, the metrics endpoint and systemd's status line show.
@@ -277,33 +286,9 @@ impl Server {
             gate,
             verifier_key,
             forward,
+            http,
         } = self;
-        let forwarder = match (&config.forward, forward) {
-            (Some(settings), Some(stats)) => {
-                let host_id = settings
-                    .host_id
-                    .clone()
-                    .unwrap_or_else(|| config.checkpoints.origin.clone());
-                let source = Source {
-                    db_path: config.writer.db_path.clone(),
-                    verifier_key: verifier_key.clone(),
-                    committed: writer.committed(),
-                };
-                tracing::info!(
-                    host_id = %host_id,
-                    postgres = %redact(&settings.target.url),
-                    "forwarding to the fleet"
-                );
-                match Forwarder::start(settings.clone(), host_id, source, stats) {
-                    Ok(forwarder) => Some(forwarder),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the forwarder; serving without it");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
+        let forwarder = start_forwarder(&config, forward, &verifier_key, &writer);
         let archiver = Archiver::start(
             config.retain.clone(),
             config.writer.db_path.clone(),
@@ -333,6 +318,11 @@ impl Server {
             archive_dir: config.retain.archive_dir.clone(),
             archiver: archiver.requests(),
         });
+        let context = crate::http::Context {
+            metrics: Arc::clone(&metrics),
+            gate: Arc::clone(&gate),
+        };
+        crate::http::serve_all(http, &context, &readers, &stop.cancel);
         let sampler = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
@@ -430,6 +420,42 @@ impl Server {
             Some(reason) => Err(RunError::WriterFailed(reason)),
             None => Ok(()),
         }
+    }
+}
+
+/// Starts the forwarder to the fleet when one is configured; a forwarder that cannot start
+/// is logged, and the daemon serves without it.
+fn start_forwarder(
+    config: &Config,
+    forward: Option<Arc<ForwardStats>>,
+    verifier_key: &str,
+    writer: &WriterHandle,
+) -> Option<Forwarder> {
+    match (&config.forward, forward) {
+        (Some(settings), Some(stats)) => {
+            let host_id = settings
+                .host_id
+                .clone()
+                .unwrap_or_else(|| config.checkpoints.origin.clone());
+            let source = Source {
+                db_path: config.writer.db_path.clone(),
+                verifier_key: verifier_key.to_owned(),
+                committed: writer.committed(),
+            };
+            tracing::info!(
+                host_id = %host_id,
+                postgres = %redact(&settings.target.url),
+                "forwarding to the fleet"
+            );
+            match Forwarder::start(settings.clone(), host_id, source, stats) {
+                Ok(forwarder) => Some(forwarder),
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the forwarder; serving without it");
+                    None
+                }
+            }
+        }
+        _ => None,
     }
 }
 
