@@ -5,19 +5,37 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The daemon's top-level modules and their layers, as `lib.rs` lists them.
-const LAYERS: [(&str, u32); 10] = [
-    ("format", 1),
-    ("stats", 1),
-    ("errors", 1),
-    ("store", 2),
-    ("read", 2),
-    ("fleet", 2),
-    ("config", 3),
-    ("access", 3),
-    ("observe", 4),
-    ("serve", 5),
-];
+/// The daemon's top-level modules and their layers, read from the numbered list in the
+/// doc comment of `lib.rs` (`//! 2. [`store`]: …`), so that the list people read is the one
+/// checked: each module named in backticks and brackets belongs to the item it is in.
+fn layers() -> BTreeMap<String, u32> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/src/lib.rs");
+    let text = std::fs::read_to_string(lib).unwrap();
+    let mut layers = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines() {
+        let Some(doc) = line.strip_prefix("//!") else {
+            continue;
+        };
+        let doc = doc.trim_start();
+        if let Some((number, _)) = doc.split_once(". ")
+            && let Ok(number) = number.parse::<u32>()
+        {
+            current = Some(number);
+        } else if doc.is_empty() || !line.starts_with("//!    ") {
+            current = None;
+        }
+        let Some(layer) = current else { continue };
+        for (at, _) in doc.match_indices("[`") {
+            let name = &doc[at + 2..];
+            if let Some(end) = name.find("`]") {
+                layers.insert(name[..end].to_owned(), layer);
+            }
+        }
+    }
+    assert!(layers.len() >= 5, "no layers found in lib.rs: {layers:?}");
+    layers
+}
 
 fn source_files(folder: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(folder).unwrap() {
@@ -95,13 +113,12 @@ fn imports(module: &str, text: &str, known: &BTreeSet<String>) -> BTreeSet<Strin
 fn the_daemons_modules_import_only_their_layer_and_those_below_with_no_cycle() {
     let modules = modules();
     let known: BTreeSet<String> = modules.keys().cloned().collect();
+    let layers = layers();
     let layer = |module: &str| {
         let top = module.split("::").next().unwrap();
-        LAYERS
-            .iter()
-            .find(|(name, _)| *name == top)
-            .unwrap_or_else(|| panic!("{top} is in no layer: add it to LAYERS and lib.rs"))
-            .1
+        *layers
+            .get(top)
+            .unwrap_or_else(|| panic!("{top} is in no layer: add it to the list in lib.rs"))
     };
     let mut graph: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (module, text) in &modules {

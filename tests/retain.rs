@@ -359,7 +359,7 @@ fn a_week_under_max_age_of_two_days_keeps_two_days_live_and_archives_the_rest() 
     };
     wait_until(
         "the policy archives five days",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || first_seq(&daemon.db) == expected_kept_from,
     );
     let connection = read_db(&daemon.db);

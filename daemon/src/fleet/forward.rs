@@ -728,7 +728,7 @@ fn copy_rows(
 /// Moves the staged rows into `events` and adds them to `cost_hourly`, giving how many rows
 /// went in. Sums saturate at the largest `bigint`, as a host's roll-up does.
 fn insert_sql() -> String {
-    const MAX: &str = "9223372036854775807";
+    const MAX: i64 = crate::format::cost::SATURATED;
     let hour = schema::hour_sql(schema::EVENT_TIME);
     let sum = |column: &str| format!("least(coalesce(sum({column}), 0), {MAX})::bigint");
     let add = |column: &str| {

@@ -103,7 +103,7 @@ pub fn cost(
             parts.push(rollup(&hours.join(" AND ")));
         }
     }
-    const MAX: &str = "9223372036854775807";
+    const MAX: i64 = crate::format::cost::SATURATED;
     let sql = format!(
         "SELECT key, least(sum(n), {MAX})::bigint, least(sum(tin), {MAX})::bigint, \
          least(sum(tout), {MAX})::bigint, least(sum(cache), {MAX})::bigint, \

@@ -1,6 +1,6 @@
 //! The log's format, and its one owner: the row of `entries` and its columns, the canonical
-//! encoding and the hash chain, the Merkle tree in tiles, the schema and its upgrades, and
-//! verification of a stored log.
+//! encoding and the hash chain, the Merkle tree in tiles, the schema and its upgrades, money
+//! and the cost roll-up, and verification of a stored log.
 //!
 //! Everything that writes, reads or checks a log goes through this module (the writer, the
 //! read side, `witness verify --db`, the benchmarks), so that `docs/FORMAT.md` describes one
@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod chain;
+pub mod cost;
 pub mod row;
 pub mod schema;
 pub mod tree;

@@ -188,6 +188,11 @@ impl rusqlite::ToSql for Value<'_> {
 /// The hashed columns of one row, in [`COLUMNS`] order.
 pub type Values<'a> = [Value<'a>; HASHED];
 
+/// The time an entry is dated by in every read: the client's own `client_ts` where it gave
+/// one, else the receive time `ts`. `entries_by_time` indexes exactly this expression, which
+/// SQLite uses only when a query spells it the same way.
+pub const EVENT_TIME: &str = "coalesce(client_ts, ts)";
+
 /// What the daemon knows of the sender, from the socket, not from the client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Origin {

@@ -20,19 +20,8 @@ use crate::format::{chain, row};
 /// fills what is missing when it opens such a file.
 pub const SCHEMA_VERSION: i64 = 6;
 
-/// The time an entry is dated by in every read: the client's own `client_ts` where it gave
-/// one, else the receive time `ts`. `entries_by_time` indexes exactly this expression, which
-/// SQLite uses only when a query spells it the same way.
-pub const EVENT_TIME: &str = "coalesce(client_ts, ts)";
-
-/// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
-pub const HOUR_NS: i64 = 3_600_000_000_000;
-
-/// The `cost_hourly` bucket of a time: hours since the epoch, floored (so that a time before
-/// 1970 falls in the hour that holds it).
-pub fn hour_of(time: i64) -> i64 {
-    time.div_euclid(HOUR_NS)
-}
+pub use super::cost::{HOUR_NS, hour_of, hour_sql};
+pub use super::row::EVENT_TIME;
 
 /// The `entries` table: the log's rows, and the rows of an archive segment.
 ///
@@ -266,38 +255,6 @@ pub const FIND_PRODUCED: &str = "SELECT seq, producer_id, producer_number, hash 
 pub const ADD_PRODUCER_RUN: &str = "INSERT INTO producer_runs \
     (first_seq, producer_id, first_number, entries, previous) VALUES (?1, ?2, ?3, ?4, ?5)";
 
-/// Fills `cost_hourly` from `entries`, when a file of version 4 or older is upgraded. The
-/// hour is floored, as the writer floors it, for times before 1970 too.
-fn fill_cost_hourly() -> String {
-    format!(
-        "INSERT INTO cost_hourly
-         SELECT {}, component, event, coalesce(model, ''), count(*),
-                ssum(tokens_in), ssum(tokens_out), ssum(cache_read_tokens),
-                ssum(reasoning_tokens), ssum(cost_micro_usd)
-         FROM entries GROUP BY 1, 2, 3, 4;",
-        hour_sql(EVENT_TIME)
-    )
-}
-
-/// The SQL expression of the `cost_hourly` bucket of the time `time`, floored as [`hour_of`]
-/// floors it (SQLite's and PostgreSQL's `/` and `%` both truncate toward zero).
-pub fn hour_sql(time: &str) -> String {
-    format!("(({time}) - ((({time}) % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS}) / {HOUR_NS}")
-}
-
-/// Adds a batch's sums to a `cost_hourly` row. Sums saturate at the largest integer (an
-/// overflowing `+` yields a real, which a STRICT column refuses and which would fail the
-/// batch).
-pub const ADD_COST_HOURLY: &str = "INSERT INTO cost_hourly \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-    ON CONFLICT (hour, component, event, model) DO UPDATE SET \
-    entries = entries + excluded.entries, \
-    tokens_in = min(tokens_in + excluded.tokens_in, 9223372036854775807), \
-    tokens_out = min(tokens_out + excluded.tokens_out, 9223372036854775807), \
-    cache_read_tokens = min(cache_read_tokens + excluded.cache_read_tokens, 9223372036854775807), \
-    reasoning_tokens = min(reasoning_tokens + excluded.reasoning_tokens, 9223372036854775807), \
-    micro_usd = min(micro_usd + excluded.micro_usd, 9223372036854775807)";
-
 /// Bytes the WAL file is cut back to once a checkpoint has emptied it, so that one burst does
 /// not leave a large file behind for good.
 pub const WAL_SIZE_LIMIT: u64 = 64 << 20;
@@ -513,7 +470,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 .map_err(&error)?;
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
             transaction
-                .execute_batch(&fill_cost_hourly())
+                .execute_batch(&super::cost::fill_hourly())
                 .map_err(&error)?;
             if version <= 2 {
                 tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
@@ -624,41 +581,6 @@ fn add_saturating_sum(connection: &Connection) -> rusqlite::Result<()> {
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         SaturatingSum,
     )
-}
-
-/// The sums of a range of entries by hour, component, event and model (`''` for none), in
-/// `cost_hourly`'s terms: what pruning the range takes out of it.
-pub type CostGroups = Vec<(i64, String, String, String, [i64; 6])>;
-
-/// Sums the entries `from..=to` as [`CostGroups`].
-pub fn range_costs(connection: &Connection, from: u64, to: u64) -> rusqlite::Result<CostGroups> {
-    connection
-        .prepare_cached(&format!(
-            "SELECT {}, component, event, coalesce(model, ''), count(*), ssum(tokens_in), \
-             ssum(tokens_out), ssum(cache_read_tokens), ssum(reasoning_tokens), \
-             ssum(cost_micro_usd) FROM entries WHERE seq BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4",
-            hour_sql(EVENT_TIME)
-        ))?
-        .query_map([from as i64, to as i64], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                sums_at(row, 4)?,
-            ))
-        })?
-        .collect()
-}
-
-/// The six sums of a `cost_hourly` row (entries, tokens in and out, cache-read and
-/// reasoning tokens, micro-USD), from the row's columns at `first` on.
-pub fn sums_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[i64; 6]> {
-    let mut sums = [0i64; 6];
-    for (index, sum) in sums.iter_mut().enumerate() {
-        *sum = row.get(first + index)?;
-    }
-    Ok(sums)
 }
 
 /// Begins a read transaction on `connection` unless one is open, so that every statement

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use crate::format::archive::{self, Segment};
 use crate::format::chain::{DOMAIN_TAG, GENESIS, hash_row, leaf_hash};
+use crate::format::cost::{self, CostSums, HourKey};
 use crate::format::row::{self, Values, column};
 use crate::format::schema;
 use crate::format::tree::{TILE_WIDTH, Tiles, Tree};
@@ -270,10 +271,6 @@ fn inconsistent(table: &str, reason: String, checked: u64) -> VerifyReport {
     }
 }
 
-/// Sums of one `cost_hourly` row: entries, tokens in, tokens out, cache-read tokens,
-/// reasoning tokens, micro-USD.
-type Sums = [i64; 6];
-
 /// The state of one pass over the rows: the chain, and (for a whole-log pass) what the
 /// derived tables must hold, recomputed from the entries.
 struct Walk {
@@ -281,7 +278,7 @@ struct Walk {
     count: u64,
     /// Texts seen in `cost_hourly` keys, numbered, so that a key is four integers.
     names: HashMap<String, u32>,
-    costs: HashMap<(i64, u32, u32, u32), Sums>,
+    costs: HashMap<(i64, u32, u32, u32), CostSums>,
     producers: HashMap<i64, i64>,
     /// What `producer_runs` must hold, when the file has it and the whole log is walked.
     runs: Option<Runs>,
@@ -527,19 +524,16 @@ impl Walk {
             self.name(values[column::EVENT].text()),
             self.name(values[column::MODEL].text()),
         );
-        let sums = self.costs.entry(key).or_default();
-        // The writer saturates these sums at the largest integer rather than overflow; the
-        // values are never negative, so the saturated total is the same in any grouping.
-        for (sum, value) in sums.iter_mut().zip([
-            Some(1),
-            integer(column::TOKENS_IN),
-            integer(column::TOKENS_OUT),
-            integer(column::CACHE_READ_TOKENS),
-            integer(column::REASONING_TOKENS),
-            integer(column::COST_MICRO_USD),
-        ]) {
-            *sum = sum.saturating_add(value.unwrap_or(0));
-        }
+        self.costs
+            .entry(key)
+            .or_default()
+            .add(&CostSums::of_columns([
+                integer(column::TOKENS_IN),
+                integer(column::TOKENS_OUT),
+                integer(column::CACHE_READ_TOKENS),
+                integer(column::REASONING_TOKENS),
+                integer(column::COST_MICRO_USD),
+            ]));
         if let (Some(producer), Some(number)) = (
             integer(column::PRODUCER_ID),
             integer(column::PRODUCER_NUMBER),
@@ -555,59 +549,42 @@ impl Walk {
         for (name, &id) in &self.names {
             names[id as usize] = name;
         }
-        let expected: BTreeMap<(i64, &str, &str, &str), Sums> = self
+        let expected: BTreeMap<HourKey, CostSums> = self
             .costs
             .iter()
             .map(|(&(hour, component, event, model), &sums)| {
-                let key = (
+                let key = HourKey {
                     hour,
-                    names[component as usize],
-                    names[event as usize],
-                    names[model as usize],
-                );
+                    component: names[component as usize].to_owned(),
+                    event: names[event as usize].to_owned(),
+                    model: names[model as usize].to_owned(),
+                };
                 (key, sums)
             })
             .collect();
-        let mut statement = connection.prepare(
-            "SELECT hour, component, event, model, entries, tokens_in, tokens_out, \
-             cache_read_tokens, reasoning_tokens, micro_usd FROM cost_hourly",
-        )?;
-        let mut rows = statement.query([])?;
-        let mut stored: BTreeMap<(i64, String, String, String), Sums> = BTreeMap::new();
-        while let Some(row) = rows.next()? {
-            let key = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            let mut sums = Sums::default();
-            for (index, sum) in sums.iter_mut().enumerate() {
-                *sum = row.get(4 + index)?;
-            }
-            stored.insert(key, sums);
-        }
+        let stored = cost::read_hourly(connection)?;
+        let group = |key: &HourKey| {
+            format!(
+                "hour {}, component {:?}, event {:?}, model {:?}",
+                key.hour, key.component, key.event, key.model
+            )
+        };
         for (key, sums) in &expected {
-            let (hour, component, event, model) = *key;
-            let found = stored.get(&(
-                hour,
-                component.to_owned(),
-                event.to_owned(),
-                model.to_owned(),
-            ));
+            let found = stored.get(key);
             if found != Some(sums) {
                 return Ok(Some(format!(
-                    "hour {hour}, component {component:?}, event {event:?}, model {model:?}: \
-                     the entries sum to {} (entries, tokens in, tokens out, cache-read tokens, \
-                     reasoning tokens, micro-USD), the \
-                     table says {}",
-                    show(Some(sums)),
-                    show(found)
+                    "{}: the entries sum to {}, the table says {}",
+                    group(key),
+                    sums.describe(),
+                    found.map_or("nothing".to_owned(), CostSums::describe)
                 )));
             }
         }
-        if let Some(((hour, component, event, model), sums)) = stored.iter().find(|(key, _)| {
-            !expected.contains_key(&(key.0, key.1.as_str(), key.2.as_str(), key.3.as_str()))
-        }) {
+        if let Some((key, sums)) = stored.iter().find(|(key, _)| !expected.contains_key(key)) {
             return Ok(Some(format!(
-                "hour {hour}, component {component:?}, event {event:?}, model {model:?}: the \
-                 table says {}, but no entry is in that group",
-                show(Some(sums))
+                "{}: the table says {}, but no entry is in that group",
+                group(key),
+                sums.describe()
             )));
         }
         Ok(None)
@@ -871,12 +848,6 @@ impl Runs {
         }
         Ok(None)
     }
-}
-
-fn show(sums: Option<&Sums>) -> String {
-    sums.map_or("nothing".to_owned(), |sums| {
-        sums.map(|sum| sum.to_string()).join(", ")
-    })
 }
 
 /// The stored hash of the row before `from`, or the report of why there is none.

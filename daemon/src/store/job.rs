@@ -131,7 +131,7 @@ pub const PRUNE_STEP: u64 = 2048;
 /// The cost sums of each step of a prune, by the step's range (`PRUNE_STEP` entries from the
 /// range's start), summed by the archiver off the writer's thread. The entries below the
 /// head never change, so the sums hold when the writer deletes them.
-pub type StepCosts = Vec<((u64, u64), crate::format::schema::CostGroups)>;
+pub type StepCosts = Vec<((u64, u64), crate::format::cost::CostGroups)>;
 
 /// Requests to the writer other than appends, handled between batches.
 #[derive(Debug)]

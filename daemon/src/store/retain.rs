@@ -119,6 +119,13 @@ impl Archiver {
     /// Starts the archiver of the log at `db_path`, which hands ranges to the writer's
     /// `queue`.
     pub fn start(config: RetainConfig, db_path: PathBuf, queue: Arc<JobQueue>) -> Archiver {
+        // Before anything is served, not on the thread: a client that sees the daemon up
+        // sees no half-written segment of a sealing a crash cut short.
+        if let Some(dir) = &config.archive_dir
+            && let Err(error) = clean_archive_dir(dir)
+        {
+            tracing::error!(%error, dir = %dir.display(), "cannot prepare the archive folder");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (requests, incoming) = mpsc::channel();
         let thread = {
@@ -191,11 +198,6 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self, incoming: &mpsc::Receiver<PruneRequest>) {
-        if let Some(dir) = &self.config.archive_dir
-            && let Err(error) = clean_archive_dir(dir)
-        {
-            tracing::error!(%error, dir = %dir.display(), "cannot prepare the archive folder");
-        }
         let policy = self.config.max_age.is_some() || self.config.max_bytes.is_some();
         if policy && self.config.archive_dir.is_none() {
             tracing::warn!(
@@ -471,8 +473,8 @@ impl Worker {
         let mut from = first;
         while from <= last {
             let to = last.min(from + PRUNE_STEP - 1);
-            let groups =
-                schema::range_costs(reader, from, to).map_err(|error| error.to_string())?;
+            let groups = crate::format::cost::range_costs(reader, from, to)
+                .map_err(|error| error.to_string())?;
             steps.push(((from, to), groups));
             from = to + 1;
         }

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use witness_protocol::{Ack, ErrorCode, ErrorReply, ProducerRef, Receipt};
 
 use crate::format::chain::hash_row_and_leaf;
+use crate::format::cost::{self, CostSums};
 use crate::format::tree::Tree;
 use crate::format::{row, schema};
 use crate::store::job::Job;
@@ -76,7 +77,7 @@ pub(super) fn write(
     let mut n_written = 0u64;
     // Summed per batch so that `cost_hourly` takes a few upserts per commit, not one per
     // entry.
-    let mut costs: HashMap<(i64, &str, &str, &str), [i64; 6]> = HashMap::new();
+    let mut costs: HashMap<(i64, &str, &str, &str), CostSums> = HashMap::new();
     {
         let mut insert = transaction.prepare_cached(row::insert_sql())?;
         let mut add_run = transaction.prepare_cached(schema::ADD_PRODUCER_RUN)?;
@@ -146,17 +147,7 @@ pub(super) fn write(
                     entry.event.as_str(),
                     model,
                 );
-                let sums = costs.entry(key).or_default();
-                sums[0] += 1;
-                if let Some(cost) = cost {
-                    // Saturating: absurd figures from one client must not fail the batch
-                    // of everyone else.
-                    sums[1] = sums[1].saturating_add(cost.tokens_in as i64);
-                    sums[2] = sums[2].saturating_add(cost.tokens_out as i64);
-                    sums[3] = sums[3].saturating_add(cost.cache_read_tokens.unwrap_or(0) as i64);
-                    sums[4] = sums[4].saturating_add(cost.reasoning_tokens.unwrap_or(0) as i64);
-                    sums[5] = sums[5].saturating_add(cost.micro_usd as i64);
-                }
+                costs.entry(key).or_default().add(&CostSums::of_entry(cost));
                 if job.ack == Ack::Committed {
                     receipts.push(Receipt {
                         seq: head.seq as u64,
@@ -171,12 +162,7 @@ pub(super) fn write(
             save.execute((id, producer.last_number, producer.last_run))?;
         }
         tree.save(&transaction)?;
-        let mut add_cost = transaction.prepare_cached(schema::ADD_COST_HOURLY)?;
-        for ((hour, component, event, model), sums) in costs {
-            add_cost.execute((
-                hour, component, event, model, sums[0], sums[1], sums[2], sums[3], sums[4], sums[5],
-            ))?;
-        }
+        cost::add_to_hourly(&transaction, costs)?;
     }
     transaction.commit()?;
     Ok(Written {

@@ -19,6 +19,7 @@ use witness_protocol::{Ack, Entry, ErrorCode, ErrorReply};
 
 use crate::format::archive::Segment;
 use crate::format::chain::GENESIS;
+use crate::format::cost;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
 use crate::stats::WriterStats;
@@ -273,7 +274,7 @@ struct Pruning {
     failure: Option<String>,
     /// The cost sums of the steps to come, by their ranges, as the archiver found them; a
     /// step with none (a prune resumed at start) sums its range itself.
-    costs: std::collections::VecDeque<((u64, u64), schema::CostGroups)>,
+    costs: std::collections::VecDeque<((u64, u64), cost::CostGroups)>,
 }
 
 impl Writer {
@@ -957,7 +958,7 @@ fn delete_range(
     from: u64,
     to: u64,
     last: bool,
-    costs: Option<schema::CostGroups>,
+    costs: Option<cost::CostGroups>,
 ) -> rusqlite::Result<()> {
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -968,60 +969,13 @@ fn delete_range(
     )?;
     let groups = match costs {
         Some(groups) => groups,
-        None => schema::range_costs(&transaction, from, to)?,
+        None => cost::range_costs(&transaction, from, to)?,
     };
     transaction.execute(
         "DELETE FROM entries WHERE seq BETWEEN ?1 AND ?2",
         [from as i64, to as i64],
     )?;
-    for (hour, component, event, model, sums) in groups {
-        let key = (hour, &component, &event, &model);
-        let stored: Option<[i64; 6]> = transaction
-            .prepare_cached(
-                "SELECT entries, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, \
-                 micro_usd FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3 \
-                 AND model = ?4",
-            )?
-            .query_row(key, |row| schema::sums_at(row, 0))
-            .optional()?;
-        let Some(stored) = stored else {
-            continue;
-        };
-        // A saturated sum cannot be taken from: the group is summed again from what is left.
-        let left = if stored.contains(&i64::MAX) || sums.contains(&i64::MAX) {
-            transaction
-                .prepare_cached(&format!(
-                    "SELECT count(*), ssum(tokens_in), ssum(tokens_out), \
-                     ssum(cache_read_tokens), ssum(reasoning_tokens), ssum(cost_micro_usd) \
-                     FROM entries WHERE {time} BETWEEN ?1 * {hour} AND ?1 * {hour} + {hour} - 1 \
-                     AND component = ?2 AND event = ?3 AND coalesce(model, '') = ?4",
-                    time = schema::EVENT_TIME,
-                    hour = schema::HOUR_NS
-                ))?
-                .query_row(key, |row| schema::sums_at(row, 0))?
-        } else {
-            std::array::from_fn(|index| stored[index] - sums[index])
-        };
-        if left[0] <= 0 {
-            transaction
-                .prepare_cached(
-                    "DELETE FROM cost_hourly WHERE hour = ?1 AND component = ?2 AND event = ?3 \
-                     AND model = ?4",
-                )?
-                .execute(key)?;
-        } else {
-            transaction
-                .prepare_cached(
-                    "UPDATE cost_hourly SET entries = ?5, tokens_in = ?6, tokens_out = ?7, \
-                     cache_read_tokens = ?8, reasoning_tokens = ?9, micro_usd = ?10 \
-                     WHERE hour = ?1 AND component = ?2 AND event = ?3 AND model = ?4",
-                )?
-                .execute(rusqlite::params![
-                    hour, component, event, model, left[0], left[1], left[2], left[3], left[4],
-                    left[5]
-                ])?;
-        }
-    }
+    cost::subtract_from_hourly(&transaction, groups)?;
     transaction.execute(
         "DELETE FROM producer_runs WHERE first_seq <= ?1 AND first_seq + entries - 1 <= ?1",
         [to as i64],
