@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sha2::Digest;
 use witness_protocol::merkle::Hash;
 
+use crate::format::cost;
 use crate::format::schema;
 use crate::format::tree::PrunedTiles;
 
@@ -399,6 +400,50 @@ impl PrunedTiles for Archives {
     fn leaf_tile(&mut self, idx: u64) -> Result<Vec<Hash>, String> {
         self.tile(idx)
     }
+}
+
+/// Deletes the entries `from..=to` (the first the live log holds) in one transaction: their
+/// sums (`costs`, when the archiver summed them already) leave `cost_hourly`, runs wholly
+/// among them leave `producer_runs`, the log's start moves past them, and with `last` the
+/// level-0 tiles up to `to` go.
+pub fn delete_pruned(
+    connection: &mut Connection,
+    from: u64,
+    to: u64,
+    last: bool,
+    costs: Option<cost::CostGroups>,
+) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let hash: Vec<u8> = transaction.query_row(
+        "SELECT hash FROM entries WHERE seq = ?1",
+        [to as i64],
+        |row| row.get(0),
+    )?;
+    let groups = match costs {
+        Some(groups) => groups,
+        None => cost::range_costs(&transaction, from, to)?,
+    };
+    transaction.execute(
+        "DELETE FROM entries WHERE seq BETWEEN ?1 AND ?2",
+        [from as i64, to as i64],
+    )?;
+    cost::subtract_from_hourly(&transaction, groups)?;
+    transaction.execute(
+        "DELETE FROM producer_runs WHERE first_seq <= ?1 AND first_seq + entries - 1 <= ?1",
+        [to as i64],
+    )?;
+    transaction.execute(
+        "INSERT OR REPLACE INTO log_start (one, first_seq, previous) VALUES (1, ?1, ?2)",
+        (to as i64 + 1, hash),
+    )?;
+    if last {
+        transaction.execute(
+            "DELETE FROM tiles WHERE level = 0 AND idx < ?1",
+            [(to / crate::format::tree::TILE_WIDTH as u64) as i64],
+        )?;
+    }
+    transaction.commit()
 }
 
 #[cfg(test)]

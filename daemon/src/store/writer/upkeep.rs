@@ -1,0 +1,134 @@
+//! The writer's upkeep between batches: signing checkpoints, `PRAGMA optimize`, WAL
+//! checkpoints, and the checks that the file is still the log and that the disk has room.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Checkpoint, DISK_CHECK, DISK_CHECK_LOW, Writer};
+use crate::store::dbfile;
+
+impl Writer {
+    /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
+    /// interval, at stop). A failure is the checkpointer's to log and retry: the entries stay
+    /// committed, but the state file no longer vouches for them.
+    pub(super) fn sign_checkpoint(&mut self, now: bool) {
+        let size = self.head.seq as u64;
+        let Some(checkpointer) = &mut self.checkpointer else {
+            return;
+        };
+        if !checkpointer.due(size, now) {
+            return;
+        }
+        // Logged there, once per failure.
+        let _ = checkpointer.sign(&self.connection, size, self.tree.root());
+    }
+
+    /// Runs `PRAGMA optimize` when its interval has passed. `analysis_limit` bounds it to
+    /// milliseconds, so it runs between batches like a checkpoint.
+    pub(super) fn maybe_optimize(&mut self) {
+        let Some(interval) = self.config.optimize_interval else {
+            return;
+        };
+        if self.last_optimize.elapsed() < interval {
+            return;
+        }
+        let started = Instant::now();
+        match self.connection.execute_batch("PRAGMA optimize") {
+            Ok(()) => tracing::debug!(elapsed = ?started.elapsed(), "PRAGMA optimize"),
+            Err(error) => tracing::warn!(%error, "PRAGMA optimize failed"),
+        }
+        self.last_optimize = Instant::now();
+    }
+
+    /// Checks that the database path still names the file this writer writes; on the first
+    /// mismatch the writer fails for good: it says why, everywhere it can, and from then on
+    /// refuses every append (the server stops the daemon).
+    pub(super) fn check_file(&mut self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(reason) = dbfile::check(&self.config.db_path, identity) {
+            self.fail(reason);
+        }
+    }
+
+    /// Fails for good: says why, everywhere it can, and from then on refuses every append
+    /// (the server stops the daemon).
+    pub(super) fn fail(&mut self, reason: String) {
+        tracing::error!("{reason}: acknowledging nothing more, and stopping");
+        *self.stats.failure.lock().expect("never poisoned") = Some(reason.clone());
+        self.failure = Some(reason);
+        self.stats.failed.cancel();
+    }
+
+    /// Looks at the free space on the database's file system (at most every `DISK_CHECK`,
+    /// unless `now`), publishes it, and starts or stops refusing entries when it crosses
+    /// `min_free_bytes`, saying so once each way.
+    pub(super) fn check_disk(&mut self, now: bool) {
+        let every = if self.disk_low.is_some() {
+            DISK_CHECK_LOW
+        } else {
+            DISK_CHECK
+        };
+        if !now && self.disk_checked.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        self.disk_checked = Some(Instant::now());
+        let free = match dbfile::free_bytes(&self.config.db_path) {
+            Ok(free) => free,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the free space");
+                return;
+            }
+        };
+        self.stats.disk_free_bytes.store(free, Ordering::Relaxed);
+        let minimum = self.config.min_free_bytes;
+        match (&self.disk_low, free < minimum) {
+            (None, true) => {
+                let reason = format!(
+                    "the disk holding the log has {free} bytes free, less than min_free_bytes \
+                     ({minimum}): refusing new entries until space returns"
+                );
+                tracing::error!("{reason}");
+                *self.stats.disk_low.lock().expect("never poisoned") = Some(reason.clone());
+                self.disk_low = Some(reason);
+            }
+            (Some(_), false) => {
+                tracing::warn!(free, "disk space is back: accepting entries again");
+                *self.stats.disk_low.lock().expect("never poisoned") = None;
+                self.disk_low = None;
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn checkpoint(&mut self, mode: Checkpoint) {
+        let started = Instant::now();
+        let name = match mode {
+            Checkpoint::Truncate => "TRUNCATE",
+            Checkpoint::Passive => "PASSIVE",
+        };
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.connection
+                .query_row(&format!("PRAGMA wal_checkpoint({name})"), [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                });
+        match result {
+            Ok((busy, log, done)) => {
+                tracing::debug!(mode = name, busy, log, done, elapsed = ?started.elapsed(), "checkpoint");
+                if mode == Checkpoint::Truncate && busy == 0 {
+                    self.dirty_since_truncate = false;
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+                if busy == 0 && log == done {
+                    // The next commit restarts the WAL from its start.
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
+        }
+    }
+}
