@@ -25,6 +25,10 @@ use crate::format::{schema, verify};
 use crate::store::job::{Control, PRUNE_STEP, StepCosts};
 use crate::store::queue::JobQueue;
 
+mod seal;
+
+use seal::clean_archive_dir;
+
 /// Leaves in a level-0 tile: ranges are pruned in whole tiles.
 const TILE: u64 = crate::format::tree::TILE_WIDTH as u64;
 
@@ -506,100 +510,4 @@ impl Worker {
         }
         Ok(true)
     }
-
-    /// Seals the entries `first..=last` into a segment file (or, with no archive folder,
-    /// describes the range to drop).
-    fn seal(&mut self, first: u64, last: u64) -> Result<Segment, String> {
-        let archive_dir = self.config.archive_dir.clone();
-        let reader = self.reader()?;
-        let (start, previous) = schema::log_start(reader).map_err(|error| error.to_string())?;
-        if start != first {
-            return Err(format!("the live log starts at {start}, not {first}"));
-        }
-        let last_hash: Vec<u8> = reader
-            .query_row(
-                "SELECT hash FROM entries WHERE seq = ?1",
-                [last as i64],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("entry {last} is not in the live log"))?;
-        let last_hash = <[u8; 32]>::try_from(last_hash.as_slice())
-            .map_err(|_| format!("entry {last} has a hash that is not 32 bytes long"))?;
-        let sealed = crate::format::row::now_ns();
-        let Some(dir) = archive_dir else {
-            return Ok(Segment {
-                first_seq: first,
-                last_seq: last,
-                previous,
-                last_hash,
-                file: None,
-                sha256: None,
-                bytes: None,
-                sealed,
-            });
-        };
-        let started = Instant::now();
-        let temporary = archive::temporary_path(&dir, first, last);
-        let name = archive::file_name(first, last);
-        archive::write(reader, &temporary, first, last, previous, last_hash, sealed)?;
-        crate::faults::crash_at("archive-written");
-        archive::sync_file(&temporary)?;
-        crate::faults::crash_at("archive-synced");
-        check_sealed(&temporary, first, last, previous, last_hash)?;
-        let (sha256, bytes) = archive::sha256_file(&temporary)
-            .map_err(|error| format!("reading {}: {error}", temporary.display()))?;
-        archive::seal(&temporary, &dir.join(&name))?;
-        crate::faults::crash_at("archive-renamed");
-        tracing::info!(first, last, file = %name, bytes, elapsed = ?started.elapsed(), "sealed an archive segment");
-        Ok(Segment {
-            first_seq: first,
-            last_seq: last,
-            previous,
-            last_hash,
-            file: Some(name),
-            sha256: Some(sha256),
-            bytes: Some(bytes),
-            sealed,
-        })
-    }
-}
-
-/// Reads a segment back from disk and holds it to what the live log says it must be.
-fn check_sealed(
-    path: &Path,
-    first: u64,
-    last: u64,
-    previous: [u8; 32],
-    last_hash: [u8; 32],
-) -> Result<(), String> {
-    let connection = archive::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    let check = verify::verify_segment(&connection)
-        .map_err(|error| format!("{}: {error}", path.display()))?
-        .map_err(|reason| format!("the segment just written does not verify: {reason}"))?;
-    if (
-        check.first_seq,
-        check.last_seq,
-        check.previous,
-        check.last_hash,
-    ) != (first, last, previous, last_hash)
-    {
-        return Err("the segment just written does not hold the range asked".into());
-    }
-    Ok(())
-}
-
-/// Creates the archive folder if need be and removes the temporary files of a sealing that a
-/// crash cut short.
-fn clean_archive_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for item in std::fs::read_dir(dir)? {
-        let item = item?;
-        if archive::is_temporary(&item.file_name().to_string_lossy()) {
-            tracing::warn!(file = %item.path().display(), "removing a segment left half written");
-            std::fs::remove_file(item.path())?;
-        }
-    }
-    Ok(())
 }
