@@ -12,8 +12,9 @@ use witness_daemon::format::archive::{self, Segment};
 use witness_daemon::format::verify::{self, SegmentState};
 use witness_daemon::format::{row, schema};
 
+use crate::line::ExportLine;
 use crate::output::{self, print_json};
-use crate::read::{ExportLine, table};
+use crate::present::table;
 
 /// Exits 2 with `message`: a file that cannot be read is not a verdict.
 fn unusable(message: String) -> anyhow::Result<ExitCode> {

@@ -10,10 +10,9 @@ use witness_daemon::fleet::query::{self, CostBy};
 use witness_daemon::fleet::{Target, check_schema};
 
 use crate::args::{FleetArgs, FleetBy, FleetCommand};
+use crate::line::ExportLine;
 use crate::money::format_usd;
-use crate::read::{
-    ExportLine, cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out,
-};
+use crate::present::{cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out};
 use crate::when::{rfc3339, show};
 
 /// Runs one `witness fleet` command.

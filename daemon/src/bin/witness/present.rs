@@ -1,0 +1,226 @@
+//! The command line's presentation: tables fitted to their columns, every value from an
+//! entry escaped before it reaches a terminal (an entry can move no cursor and retitle no
+//! window), token counts and the cost table that `cost` and `fleet cost` share.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+use witness_client::Cost;
+use witness_client::query::{CostRow, StoredEntry};
+
+use crate::money::format_usd;
+use crate::output::bold;
+
+/// Text from the log as it may be shown on a terminal: control characters (which could move
+/// the cursor, recolour or retitle the operator's terminal) and the invisible marks that
+/// reorder or hide text are written as `\u{…}` escapes; everything else as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            shown += &format!("\\u{{{:x}}}", c as u32);
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
+/// The date of a stored entry: the client's own time where it gave one, else the receive
+/// time, as the daemon dates it in every read.
+pub fn date(stored: &StoredEntry) -> i64 {
+    stored.entry.client_ts.unwrap_or(stored.ts)
+}
+
+/// Input tokens for a table, with the cached ones: `1200 (800 cached)`.
+pub fn tokens_in(cost: &Cost) -> String {
+    match cost.cache_read_tokens {
+        Some(cached) if cached > 0 => format!("{} ({cached} cached)", cost.tokens_in),
+        _ => cost.tokens_in.to_string(),
+    }
+}
+
+/// Output tokens for a table, with the reasoning ones: `300 (120 reasoning)`.
+pub fn tokens_out(cost: &Cost) -> String {
+    match cost.reasoning_tokens {
+        Some(reasoning) if reasoning > 0 => format!("{} ({reasoning} reasoning)", cost.tokens_out),
+        _ => cost.tokens_out.to_string(),
+    }
+}
+
+/// A table printed under a header, each column as wide as its widest cell so far. Rows can
+/// be printed as they come (`tail -f`), in which case a column widens when a wider cell
+/// arrives; or all at once, aligned to the widest of them.
+pub struct Columns<'a> {
+    headers: &'a [&'a str],
+    right: &'a [bool],
+    widths: Vec<usize>,
+    header_shown: bool,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(headers: &'a [&'a str], right: &'a [bool]) -> Self {
+        Columns {
+            headers,
+            right,
+            widths: headers
+                .iter()
+                .map(|header| header.chars().count())
+                .collect(),
+            header_shown: false,
+        }
+    }
+
+    /// Prints `rows`, aligned with each other and with the rows printed before; the header
+    /// first, once. `bold_last` sets the last row off (a total).
+    pub fn print(
+        &mut self,
+        out: &mut impl Write,
+        rows: &[Vec<String>],
+        bold_last: bool,
+    ) -> std::io::Result<()> {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|cell| printable(cell).into_owned())
+                    .collect()
+            })
+            .collect();
+        for row in &rows {
+            for (width, cell) in self.widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        if !self.header_shown {
+            self.header_shown = true;
+            let header = self.line(self.headers.iter().copied());
+            writeln!(out, "{}", bold(&header))?;
+        }
+        for (index, row) in rows.iter().enumerate() {
+            let line = self.line(row.iter().map(String::as_str));
+            if bold_last && index + 1 == rows.len() {
+                writeln!(out, "{}", bold(&line))?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn line<'c>(&self, cells: impl ExactSizeIterator<Item = &'c str>) -> String {
+        let n = cells.len();
+        let mut text = String::new();
+        for (index, cell) in cells.enumerate() {
+            let pad = self.widths[index].saturating_sub(cell.chars().count());
+            let last = index + 1 == n;
+            if self.right[index] {
+                text += &" ".repeat(pad);
+                text += cell;
+            } else {
+                text += cell;
+                if !last {
+                    text += &" ".repeat(pad);
+                }
+            }
+            if !last {
+                text += "  ";
+            }
+        }
+        text
+    }
+}
+
+/// Prints rows under headers, each column as wide as its widest cell; `right` marks the
+/// numeric columns.
+pub fn table(
+    out: &mut impl Write,
+    headers: &[&str],
+    right: &[bool],
+    rows: &[Vec<String>],
+    bold_last: bool,
+) -> std::io::Result<()> {
+    Columns::new(headers, right).print(out, rows, bold_last)
+}
+
+/// A cost table: one row a group under `name` (`(none)` for a group without a value), then
+/// the total in bold. `witness cost` and `witness fleet cost` print it.
+pub fn cost_table(
+    out: &mut impl Write,
+    name: &str,
+    rows: &[CostRow],
+    total: &CostRow,
+) -> std::io::Result<()> {
+    let cells = |key: String, row: &CostRow| {
+        vec![
+            key,
+            row.entries.to_string(),
+            row.tokens_in.to_string(),
+            row.cache_read_tokens.to_string(),
+            row.tokens_out.to_string(),
+            row.reasoning_tokens.to_string(),
+            format_usd(row.micro_usd),
+        ]
+    };
+    let mut lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| cells(row.key.clone().unwrap_or_else(|| "(none)".into()), row))
+        .collect();
+    lines.push(cells("TOTAL".into(), total));
+    table(
+        out,
+        &[
+            name,
+            "ENTRIES",
+            "TOKENS IN",
+            "CACHED",
+            "TOKENS OUT",
+            "REASONING",
+            "COST",
+        ],
+        &[false, true, true, true, true, true, true],
+        &lines,
+        true,
+    )
+}
+
+/// One group of a cost report as JSON, as `cost --json` and `fleet cost --json` write it.
+pub fn cost_row_json(row: &CostRow) -> Value {
+    json!({
+        "key": row.key,
+        "entries": row.entries,
+        "tokens_in": row.tokens_in,
+        "tokens_out": row.tokens_out,
+        "cache_read_tokens": row.cache_read_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "cost_micro_usd": row.micro_usd,
+        "cost_usd": format_usd(row.micro_usd).trim_start_matches('$'),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    fn check(text: &str, shown: &str) {
+        assert_eq!(printable(text), shown, "{text:?}");
+    }
+
+    #[test]
+    fn control_and_reordering_characters_are_escaped() {
+        check("plain text, é ü 日本", "plain text, é ü 日本");
+        check("a\u{1b}[2Jb", "a\\u{1b}[2Jb");
+        check("title\u{1b}]0;pwned\u{7}", "title\\u{1b}]0;pwned\\u{7}");
+        check("tab\there\r\n", "tab\\u{9}here\\u{d}\\u{a}");
+        check("\u{202e}gnp.exe", "\\u{202e}gnp.exe");
+        check("zero\u{200b}width", "zero\\u{200b}width");
+        check("del\u{7f} c1\u{9b}", "del\\u{7f} c1\\u{9b}");
+    }
+}
