@@ -366,6 +366,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint a signed note carries, once the note's signature by `key` verifies:
+    /// parse the note, check the signature, read the checkpoint, in one step, as every
+    /// verifier must.
+    pub fn verified(note: &str, key: &VerifierKey) -> Result<Checkpoint, NoteError> {
+        Checkpoint::parse(Note::parse(note)?.verify(key)?)
+    }
+
     /// Reads a checkpoint from a note's text.
     pub fn parse(text: &str) -> Result<Checkpoint, NoteError> {
         let bad = |why: &str| NoteError::Checkpoint(why.to_owned());

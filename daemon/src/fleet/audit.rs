@@ -5,7 +5,7 @@
 //! forwarder computed, so a host that lied to the centre, or a row changed at the centre,
 //! is named here.
 
-use witness_protocol::note::{Checkpoint, Note, VerifierKey};
+use witness_protocol::note::{Checkpoint, VerifierKey};
 
 use super::{FleetError, event_columns, pg_values};
 use crate::format::chain;
@@ -153,9 +153,7 @@ fn audit_host(
             tree.take_full();
             audit.entries += 1;
             while let Some((size, note)) = pending.next_if(|(size, _)| *size <= seq) {
-                let checked = Note::parse(note)
-                    .and_then(|parsed| parsed.verify(&key).map(str::to_owned))
-                    .and_then(|text| Checkpoint::parse(&text));
+                let checked = Checkpoint::verified(note, &key);
                 match checked {
                     Ok(checkpoint)
                         if checkpoint.size == *size as u64 && checkpoint.root == tree.root() => {}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use witness_protocol::merkle::Hash;
-use witness_protocol::note::{Checkpoint, Note, SignerKey, VerifierKey};
+use witness_protocol::note::{Checkpoint, SignerKey, VerifierKey};
 
 use crate::format::tree::Tiles;
 
@@ -195,20 +195,17 @@ pub fn check_against_state(
             ));
         }
     };
-    let signed = Note::parse(&note)
-        .and_then(|parsed| parsed.verify(verifier).map(str::to_owned))
-        .and_then(|text| Checkpoint::parse(&text))
-        .map_err(|e| {
-            loss(
-                &note,
-                format!(
-                    "the last signed checkpoint {} does not verify with this log's key ({e}): \
+    let signed = Checkpoint::verified(&note, verifier).map_err(|e| {
+        loss(
+            &note,
+            format!(
+                "the last signed checkpoint {} does not verify with this log's key ({e}): \
                      the key or the state file was replaced",
-                    state.display()
-                ),
-                None,
-            )
-        })?;
+                state.display()
+            ),
+            None,
+        )
+    })?;
     let described = format!(
         "the checkpoint in {} (size {}, root {})",
         state.display(),

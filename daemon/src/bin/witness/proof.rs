@@ -13,7 +13,7 @@ use witness_client::Client;
 use witness_daemon::format::chain::{Decoded, decode_row};
 use witness_daemon::format::row::{COLUMNS, column, column_of};
 use witness_protocol::merkle;
-use witness_protocol::note::{Checkpoint, Note, VerifierKey};
+use witness_protocol::note::{Checkpoint, VerifierKey};
 use witness_protocol::proof::ProofBundle;
 
 use crate::output::{self, print_json};
@@ -144,10 +144,7 @@ pub fn consistency(
         None => VerifierKey::parse(&client.checkpoint()?.verifier_key)?,
     };
     let signed = |note: &str| -> Result<Checkpoint, String> {
-        Note::parse(note)
-            .and_then(|note| note.verify(&key).map(str::to_owned))
-            .and_then(|text| Checkpoint::parse(&text))
-            .map_err(|error| error.to_string())
+        Checkpoint::verified(note, &key).map_err(|error| error.to_string())
     };
     let kept = match kept {
         Some(path) => {

@@ -104,12 +104,9 @@ impl Worker {
             previous = hash;
             while let Some((size, note)) = pending.next_if(|(size, _)| *size as u64 <= tree.size())
             {
-                let checkpoint = Note::parse(note)
-                    .and_then(|parsed| parsed.verify(&self.key).map(str::to_owned))
-                    .and_then(|text| Checkpoint::parse(&text))
-                    .map_err(|error| {
-                        format!("its checkpoint at size {size} does not verify: {error}")
-                    })?;
+                let checkpoint = Checkpoint::verified(note, &self.key).map_err(|error| {
+                    format!("its checkpoint at size {size} does not verify: {error}")
+                })?;
                 if checkpoint.size != *size as u64 || checkpoint.root != tree.root() {
                     return Err(format!(
                         "its checkpoint at size {size} signs another tree than its entries \

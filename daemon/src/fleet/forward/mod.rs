@@ -23,7 +23,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use rusqlite::OptionalExtension;
 use tokio::sync::watch;
-use witness_protocol::note::{Checkpoint, Note, VerifierKey};
+use witness_protocol::note::{Checkpoint, VerifierKey};
 
 use super::{FleetError, ForwardConfig, Target, ensure_schema, event_columns};
 use crate::format::chain::{self, Decoded};

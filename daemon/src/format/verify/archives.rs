@@ -16,14 +16,11 @@ pub fn verify_checkpoint(
     key: &VerifierKey,
     before: Option<Tree>,
 ) -> Result<u64, Result<String, VerifyError>> {
-    let checkpoint = Note::parse(note)
-        .and_then(|note| note.verify(key).map(str::to_owned))
-        .and_then(|text| Checkpoint::parse(&text))
-        .map_err(|error| {
-            Ok(format!(
-                "the checkpoint does not verify with the key: {error}"
-            ))
-        })?;
+    let checkpoint = Checkpoint::verified(note, key).map_err(|error| {
+        Ok(format!(
+            "the checkpoint does not verify with the key: {error}"
+        ))
+    })?;
     let _snapshot = schema::snapshot(connection).map_err(|error| Err(error.into()))?;
     let (start, _) = schema::log_start(connection).map_err(|error| Err(error.into()))?;
     let mut tree = match before {

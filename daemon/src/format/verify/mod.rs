@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::{VerifyRange, VerifyReport};
 
-use witness_protocol::note::{Checkpoint, Note, VerifierKey};
+use witness_protocol::note::{Checkpoint, VerifierKey};
 
 use std::path::Path;
 
