@@ -247,3 +247,31 @@ fn completions_and_a_manual_page_need_no_daemon() {
     assert_eq!(code, 2);
     assert!(err.contains("cmd.exe"), "{err}");
 }
+
+/// `witness completions bash | head`: a reader that goes away ends the command quietly, as
+/// for every other command, never with a panic (exit 101).
+#[test]
+fn completions_and_the_manual_end_quietly_when_their_reader_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.sock");
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+    ] {
+        let mut child = std::process::Command::new(crate::harness::binary("witness"))
+            .arg("--socket")
+            .arg(&absent)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader leaves before a byte is read: every write meets a closed pipe.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -20,6 +20,7 @@ mod record;
 mod verify;
 mod when;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -184,7 +185,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Key => admin::key(&mut connect()?, json),
         Command::Completions { shell } => {
             let mut command = <Args as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "witness", &mut output::stdout());
+            // clap_complete panics on a failed write: the script goes to a buffer, and the
+            // buffer to stdout, whose closing by its reader ends the command quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "witness", &mut script);
+            output::stdout().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
