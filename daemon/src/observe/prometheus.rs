@@ -4,7 +4,7 @@
 //! Written here rather than through the `prometheus-client` crate: that crate has no summary
 //! type (its `MetricType` lists Summary as not yet supported) and writes only OpenMetrics, so
 //! the latency series, which are summaries over the writer's window, could not keep their
-//! names and types. What is hand-written is the exposition's syntax alone, in [`Families`].
+//! names and types. What is hand-written is the exposition's syntax alone, in `Families`.
 
 use std::fmt::Write as _;
 

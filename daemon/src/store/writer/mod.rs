@@ -174,7 +174,7 @@ impl WriterHandle {
         })
     }
 
-    /// The writer's queue, where connections put jobs and [`Control`] requests.
+    /// The writer's queue, where connections put jobs and [`Control`](crate::store::job::Control) requests.
     pub fn queue(&self) -> Arc<JobQueue> {
         Arc::clone(&self.queue)
     }
