@@ -27,6 +27,12 @@ fn sigterm_with_a_full_queue_commits_everything_queued_and_exits_zero() {
                 let mut raw = Raw::connect(&socket);
                 raw.hello();
                 let mut reader = Raw::from_stream(raw.stream.try_clone().unwrap());
+                // A full queue of 200,000 entries drains at the disk's pace, and on a slow
+                // or loaded machine the next answer can take longer than the harness's 10 s.
+                reader
+                    .stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
                 let acks = std::thread::spawn(move || {
                     let mut queued = Vec::new();
                     while let Some(frame) = reader.recv() {
