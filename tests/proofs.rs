@@ -157,6 +157,17 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
     let (code, _, err) = offline(&["verify-proof", "/no/such/bundle", "--key", key_arg]);
     assert_eq!(code, 2);
     assert!(err.contains("/no/such/bundle"), "{err}");
+    // A key file that is not there is said to be missing, not a badly written key.
+    let missing = dir.path().join("absent.key.pub");
+    let (code, _, err) = offline(&[
+        "verify-proof",
+        bundle_arg,
+        "--key",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no such file"), "{err}");
+    assert!(err.contains("absent.key.pub"), "{err}");
 }
 
 /// `witness consistency --checkpoint KEPT --key KEY` against the daemon at `socket`.

@@ -47,7 +47,14 @@ pub fn read_key(key: &str) -> Result<VerifierKey, String> {
     } else {
         key.to_owned()
     };
-    VerifierKey::parse(text.trim()).map_err(|error| error.to_string())
+    VerifierKey::parse(text.trim()).map_err(|error| {
+        // A verifier key always holds a '+'; without one, a path was meant.
+        if key.contains('+') {
+            error.to_string()
+        } else {
+            format!("{key}: no such file, and not a verifier key (<name>+<key id>+<key>) either")
+        }
+    })
 }
 
 /// Checks the bundle in `file` with `key`: 0 proved, 1 not proved, 2 unreadable.
