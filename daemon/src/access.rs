@@ -112,6 +112,88 @@ pub struct HttpIdentity {
     pub token: Option<String>,
 }
 
+/// Why a principal may not do what it asked, naming who was refused and the setting that
+/// decides it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The uid is in neither `allow_uids` nor `allow_gids`.
+    #[error(
+        "uid {uid} is not admitted to this witnessd (see allow_uids and allow_gids in its \
+         configuration)"
+    )]
+    NotAdmitted {
+        /// The peer's uid, or `unknown`.
+        uid: String,
+    },
+    /// The uid may write but is in neither `read_uids` nor `read_gids`.
+    #[error(
+        "uid {uid} may write to this witnessd but not read from it (see read_uids and \
+         read_gids in its configuration)"
+    )]
+    NoRead {
+        /// The peer's uid, or `unknown`.
+        uid: String,
+    },
+    /// An HTTP client showed no token where one is needed.
+    #[error(
+        "{listener} at {peer} showed no token: HTTP readers, and writers from other hosts, need one"
+    )]
+    NoToken {
+        /// The listener's name.
+        listener: &'static str,
+        /// The client's address.
+        peer: std::net::SocketAddr,
+    },
+    /// Every connection is in use.
+    #[error(
+        "all {max} connections are in use: retry later (root and the daemon's user have \
+         {reserved} more)"
+    )]
+    Full {
+        /// `max_connections`.
+        max: usize,
+        /// `reserved_connections`.
+        reserved: usize,
+    },
+    /// The uid holds as many connections as it may.
+    #[error(
+        "uid {uid} already holds {held} connections, its limit (max_connections_per_uid): \
+         close some, or share one"
+    )]
+    PerUid {
+        /// The uid.
+        uid: u32,
+        /// Connections it holds.
+        held: usize,
+    },
+    /// The principal is over its rate.
+    #[error(
+        "{key} is over its limit of {limit} (uid_entries_per_sec, uid_bytes_per_sec): \
+         nothing was recorded; retry later"
+    )]
+    Rate {
+        /// Who: a uid, a token or an address.
+        key: String,
+        /// The limit it went past, with its unit.
+        limit: String,
+    },
+}
+
+impl From<Denied> for witness_protocol::ErrorReply {
+    /// Refusals of who a principal is are `Forbidden`; refusals of how much it asks are
+    /// `Busy`, which a client retries.
+    fn from(denied: Denied) -> Self {
+        use witness_protocol::ErrorCode;
+        let code = match denied {
+            Denied::NotAdmitted { .. } | Denied::NoRead { .. } | Denied::NoToken { .. } => {
+                ErrorCode::Forbidden
+            }
+            Denied::Full { .. } | Denied::PerUid { .. } | Denied::Rate { .. } => ErrorCode::Busy,
+        };
+        witness_protocol::ErrorReply::new(code, denied.to_string())
+    }
+}
+
 /// What a request asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -125,7 +207,7 @@ pub enum Need {
 
 /// Whether `principal` may do what it `need`s: `Err` says who was refused and which setting
 /// decides it. The one rule for every transport.
-pub fn authorize(access: &Access, principal: &Principal, need: Need) -> Result<(), String> {
+pub fn authorize(access: &Access, principal: &Principal, need: Need) -> Result<(), Denied> {
     match (principal, need) {
         (Principal::Unix(peer), Need::Metrics | Need::Write) => admit(access, peer),
         (Principal::Unix(peer), Need::Read) => may_read(access, peer),
@@ -139,10 +221,10 @@ pub fn authorize(access: &Access, principal: &Principal, need: Need) -> Result<(
             Ok(())
         }
         (Principal::Http(identity), Need::Read) if identity.token.is_some() => Ok(()),
-        (Principal::Http(identity), _) => Err(format!(
-            "{} at {} showed no token: HTTP readers, and writers from other hosts, need one",
-            identity.listener, identity.peer
-        )),
+        (Principal::Http(identity), _) => Err(Denied::NoToken {
+            listener: identity.listener,
+            peer: identity.peer,
+        }),
     }
 }
 
@@ -202,27 +284,23 @@ fn peer_groups(stream: &tokio::net::UnixStream) -> Vec<u32> {
 }
 
 /// Whether a peer may connect at all: `Err` names the uid and the keys that refuse it.
-pub fn admit(access: &Access, peer: &Peer) -> Result<(), String> {
+pub fn admit(access: &Access, peer: &Peer) -> Result<(), Denied> {
     if peer.is_operator() || peer.in_lists(&access.allow_uids, &access.allow_gids) {
         return Ok(());
     }
-    Err(format!(
-        "uid {} is not admitted to this witnessd (see allow_uids and allow_gids in its \
-         configuration)",
-        peer.uid_text()
-    ))
+    Err(Denied::NotAdmitted {
+        uid: peer.uid_text(),
+    })
 }
 
 /// Whether a peer may read the log back: `Err` names the uid and the keys that refuse it.
-pub fn may_read(access: &Access, peer: &Peer) -> Result<(), String> {
+pub fn may_read(access: &Access, peer: &Peer) -> Result<(), Denied> {
     if peer.is_operator() || peer.in_lists(&access.read_uids, &access.read_gids) {
         return Ok(());
     }
-    Err(format!(
-        "uid {} may write to this witnessd but not read from it (see read_uids and read_gids \
-         in its configuration)",
-        peer.uid_text()
-    ))
+    Err(Denied::NoRead {
+        uid: peer.uid_text(),
+    })
 }
 
 /// Connections open, in all and per user, for the limits checked at accept.
@@ -245,7 +323,7 @@ impl Connections {
         peer: &Peer,
         max_connections: usize,
         access: &Access,
-    ) -> Result<Place, String> {
+    ) -> Result<Place, Denied> {
         let mut open = self.open.lock().expect("never poisoned");
         let (total, per_uid) = &mut *open;
         let operator = peer.is_operator();
@@ -255,19 +333,15 @@ impl Connections {
             max_connections
         };
         if *total >= limit {
-            return Err(format!(
-                "all {max_connections} connections are in use: retry later (root and the \
-                 daemon's user have {} more)",
-                access.reserved_connections
-            ));
+            return Err(Denied::Full {
+                max: max_connections,
+                reserved: access.reserved_connections,
+            });
         }
         if let Some(uid) = peer.uid {
             let mine = per_uid.entry(uid).or_default();
             if !operator && *mine >= access.max_connections_per_uid {
-                return Err(format!(
-                    "uid {uid} already holds {mine} connections, its limit \
-                     (max_connections_per_uid): close some, or share one"
-                ));
+                return Err(Denied::PerUid { uid, held: *mine });
             }
             *mine += 1;
         }
@@ -320,7 +394,7 @@ impl Rates {
         principal: &Principal,
         n_entries: usize,
         n_bytes: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), Denied> {
         let (entry_rate, byte_rate) = (access.uid_entries_per_sec, access.uid_bytes_per_sec);
         if entry_rate == 0 && byte_rate == 0 {
             return Ok(());
@@ -351,10 +425,10 @@ impl Rates {
         };
         if let Some(limit) = refusal {
             drop(buckets);
-            let message = format!(
-                "{key} is over its limit of {limit} (uid_entries_per_sec, \
-                 uid_bytes_per_sec): nothing was recorded; retry later"
-            );
+            let message = Denied::Rate {
+                key: key.to_string(),
+                limit,
+            };
             *self
                 .limited
                 .lock()

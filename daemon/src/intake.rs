@@ -117,7 +117,7 @@ impl Intake {
         let n_entries = submission.append.entries.len();
         gate.rates
             .take(&gate.access(), principal, n_entries, submission.n_bytes)
-            .map_err(|reason| ErrorReply::new(ErrorCode::Busy, reason))
+            .map_err(ErrorReply::from)
     }
 
     /// Takes room for a checked submission in `lane` (waiting, or refusing at once, as the

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use witness_protocol::limits::MAX_FRAME_LEN;
 
-use super::{Config, ConfigError, LogFormat, parse_mode};
+use super::{BadValue, Config, ConfigError, LogFormat, parse_mode};
 use crate::fleet::{DEFAULT_BATCH, ForwardConfig, Target, check_host_id, redact};
 use crate::format::schema::Durability;
 use crate::store::retain::RetainConfig;
@@ -83,7 +83,7 @@ macro_rules! keys {
             pub(super) fn apply_to(&self, config: &mut Config) -> Result<(), ConfigError> {
                 $(
                     if let Some(value) = &self.$key {
-                        let read: fn(&$ty) -> Result<_, String> = $read;
+                        let read: fn(&$ty) -> Result<_, BadValue> = $read;
                         config.$($field).+ =
                             read(value).map_err(|message| ConfigError::key(stringify!($key), message))?;
                     }
@@ -143,7 +143,7 @@ keys! {
         read |create| Ok(*create), show |create: &bool| Some(*create);
     /// `full` or `normal`.
     sync: String = Some("full".into()) => writer.durability, Restart,
-        read |text| text.parse::<Durability>(), show |durability: &Durability| Some(durability.to_string());
+        read |text| text.parse::<Durability>().map_err(|reason| meaning(text, reason)), show |durability: &Durability| Some(durability.to_string());
     /// Socket permission bits in octal, as a string such as `"660"`.
     socket_mode: String = Some("660".into()) => socket_mode, Restart,
         read |text| parse_mode(text), show |mode: &u32| Some(format!("{mode:o}"));
@@ -226,7 +226,7 @@ keys! {
         read |level| log_filter(level), show |level: &Option<String>| level.clone();
     /// `text` or `json`.
     log_format: String = Some("text".into()) => log_format, Restart,
-        read |format| format.parse::<LogFormat>(),
+        read |format| format.parse::<LogFormat>().map_err(|reason| meaning(format, reason)),
         show |format: &LogFormat| Some(format!("{format:?}").to_lowercase());
     /// The log's signing key (Ed25519, made at first start, readable by the daemon's user
     /// only; its verifier key is written beside it with `.pub` added); unset: beside the
@@ -290,18 +290,20 @@ pub enum ByteSize {
 }
 
 impl ByteSize {
-    fn bytes(&self) -> Result<u64, String> {
+    fn bytes(&self) -> Result<u64, BadValue> {
         let text = match self {
             ByteSize::Bytes(bytes) => return Ok(*bytes),
             ByteSize::Text(text) => text.trim(),
+        };
+        let form = || BadValue::Form {
+            text: text.to_owned(),
+            form: "a size such as 512MiB, 2GB or 1000000",
         };
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size such as 512MiB, 2GB or 1000000"))?;
+        let number: u64 = number.parse().map_err(|_| form())?;
         let scale: u64 = match unit.trim() {
             "" | "B" => 1,
             "K" | "KiB" => 1 << 10,
@@ -313,25 +315,32 @@ impl ByteSize {
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
             other => {
-                return Err(format!(
-                    "{text:?}: unknown unit {other:?}; use B, K, M, G, T (or KiB…TiB) or KB…TB"
-                ));
+                return Err(BadValue::Meaning {
+                    text: text.to_owned(),
+                    reason: format!(
+                        "unknown unit {other:?}; use B, K, M, G, T (or KiB…TiB) or KB…TB"
+                    ),
+                });
             }
         };
-        number
-            .checked_mul(scale)
-            .ok_or_else(|| format!("{text:?} is too large"))
+        number.checked_mul(scale).ok_or_else(|| BadValue::Meaning {
+            text: text.to_owned(),
+            reason: "too large".into(),
+        })
     }
 }
 
 /// A duration written as a number and a unit: `s`, `m`, `h`, `d` or `w`.
-pub fn parse_age(text: &str) -> Result<Duration, String> {
+pub fn parse_age(text: &str) -> Result<Duration, BadValue> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let wrong = || format!("{text:?} is not an age such as 90d, 36h or 2w");
+    let wrong = || BadValue::Form {
+        text: text.to_owned(),
+        form: "an age such as 90d, 36h or 2w",
+    };
     let number: u64 = number.parse().map_err(|_| wrong())?;
     let seconds: u64 = match unit {
         "s" => 1,
@@ -343,7 +352,10 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
     };
     let total = number.checked_mul(seconds).ok_or_else(wrong)?;
     if total == 0 || total > 100 * 365 * 86_400 {
-        return Err(format!("{text:?} is not between 1s and 100 years"));
+        return Err(BadValue::Meaning {
+            text: text.to_owned(),
+            reason: "not between 1s and 100 years".into(),
+        });
     }
     Ok(Duration::from_secs(total))
 }
@@ -360,31 +372,43 @@ fn show_age(age: Duration) -> String {
 }
 
 impl RetainSettings {
-    fn read(&self) -> Result<RetainConfig, String> {
+    fn read(&self) -> Result<RetainConfig, BadValue> {
+        let within = |key| {
+            move |bad| BadValue::Within {
+                key,
+                bad: Box::new(bad),
+            }
+        };
         let max_bytes = self
             .max_bytes
             .as_ref()
             .map(ByteSize::bytes)
             .transpose()
-            .map_err(|error| format!("max_bytes: {error}"))?;
+            .map_err(within("max_bytes"))?;
         if let Some(bytes) = max_bytes
             && bytes < 1 << 20
         {
-            return Err(format!("max_bytes {bytes} is less than 1 MiB"));
+            return Err(BadValue::Rule {
+                key: "max_bytes",
+                value: bytes,
+                rule: "less than 1 MiB",
+            });
         }
         let max_age = self
             .max_age
             .as_deref()
             .map(parse_age)
             .transpose()
-            .map_err(|error| format!("max_age: {error}"))?;
+            .map_err(within("max_age"))?;
         let segment_entries = self
             .segment_entries
             .unwrap_or(crate::store::retain::DEFAULT_SEGMENT_ENTRIES);
         if !segment_entries.is_multiple_of(256) || !(256..=1 << 24).contains(&segment_entries) {
-            return Err(format!(
-                "segment_entries {segment_entries} is not a multiple of 256 between 256 and 16777216"
-            ));
+            return Err(BadValue::Rule {
+                key: "segment_entries",
+                value: segment_entries,
+                rule: "not a multiple of 256 between 256 and 16777216",
+            });
         }
         Ok(RetainConfig {
             max_age,
@@ -419,15 +443,19 @@ pub struct ForwardSettings {
 }
 
 impl ForwardSettings {
-    fn read(&self) -> Result<Option<ForwardConfig>, String> {
+    fn read(&self) -> Result<Option<ForwardConfig>, BadValue> {
         let Some(url) = &self.postgres else {
-            return Err("the forward table needs postgres, the central database's URL".into());
+            return Err(BadValue::Missing {
+                table: "forward",
+                key: "postgres",
+                what: "the central database's URL",
+            });
         };
         let target = Target {
             url: url.clone(),
             password_file: self.password_file.clone(),
         };
-        target.check().map_err(|error| error.to_string())?;
+        target.check()?;
         if let Some(host_id) = &self.host_id {
             check_host_id(host_id)?;
         }
@@ -448,51 +476,63 @@ impl ForwardSettings {
     }
 }
 
-fn in_range(value: u64, low: u64, high: u64) -> Result<u64, String> {
+fn in_range(value: u64, low: u64, high: u64) -> Result<u64, BadValue> {
     if (low..=high).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{value} is not between {low} and {high}"))
+        Err(BadValue::Range { value, low, high })
     }
 }
 
-fn count(value: u64, low: u64, high: u64) -> Result<usize, String> {
+fn count(value: u64, low: u64, high: u64) -> Result<usize, BadValue> {
     in_range(value, low, high).map(|value| value as usize)
 }
 
-fn seconds(value: u64, low: u64, high: u64) -> Result<Duration, String> {
+fn seconds(value: u64, low: u64, high: u64) -> Result<Duration, BadValue> {
     in_range(value, low, high).map(Duration::from_secs)
 }
 
 /// Seconds up to `high`, where 0 means never.
-fn seconds_or_never(value: u64, high: u64) -> Result<Option<Duration>, String> {
+fn seconds_or_never(value: u64, high: u64) -> Result<Option<Duration>, BadValue> {
     in_range(value, 0, high).map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
 }
 
-fn ids(list: &[u64]) -> Result<Vec<u32>, String> {
+fn ids(list: &[u64]) -> Result<Vec<u32>, BadValue> {
     list.iter()
         .map(|&id| in_range(id, 0, u64::from(u32::MAX)).map(|id| id as u32))
         .collect()
 }
 
-fn log_filter(level: &str) -> Result<Option<String>, String> {
-    tracing_subscriber::EnvFilter::try_new(level)
-        .map(|_| Some(level.to_owned()))
-        .map_err(|error| format!("{level:?}: {error}"))
+fn meaning(text: &str, reason: String) -> BadValue {
+    BadValue::Meaning {
+        text: text.to_owned(),
+        reason,
+    }
 }
 
-fn origin_line(origin: &str) -> Result<String, String> {
+fn log_filter(level: &str) -> Result<Option<String>, BadValue> {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| Some(level.to_owned()))
+        .map_err(|error| BadValue::Meaning {
+            text: level.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
+fn origin_line(origin: &str) -> Result<String, BadValue> {
     if origin.is_empty() || origin.contains(|c: char| c.is_whitespace() || c == '+') {
-        return Err(format!(
-            "{origin:?} cannot name a log: use no spaces and no '+', such as host.example/witness"
-        ));
+        return Err(BadValue::Meaning {
+            text: origin.to_owned(),
+            reason: "cannot name a log: use no spaces and no '+', such as host.example/witness"
+                .into(),
+        });
     }
     Ok(origin.to_owned())
 }
 
-fn listen_address(listen: &str) -> Result<Option<SocketAddr>, String> {
-    listen
-        .parse()
-        .map(Some)
-        .map_err(|error| format!("{listen:?} is not an address such as 127.0.0.1:9464: {error}"))
+fn listen_address(listen: &str) -> Result<Option<SocketAddr>, BadValue> {
+    listen.parse().map(Some).map_err(|_| BadValue::Form {
+        text: listen.to_owned(),
+        form: "an address such as 127.0.0.1:9464",
+    })
 }

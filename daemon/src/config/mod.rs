@@ -204,15 +204,15 @@ impl Settings {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Settings::from_toml(&text).map_err(|message| ConfigError::File {
+        Settings::from_toml(&text).map_err(|error| ConfigError::File {
             path: path.display().to_string(),
-            message,
+            message: error.to_string().trim_end().to_owned(),
         })
     }
 
     /// Parses TOML text; the error names the line and the key.
-    pub fn from_toml(text: &str) -> Result<Settings, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    pub fn from_toml(text: &str) -> Result<Settings, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// TOML text of these settings.
@@ -243,20 +243,88 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: &'static str, message: impl Into<String>) -> Self {
+    fn key(key: &'static str, bad: BadValue) -> Self {
         ConfigError::Key {
             key,
-            message: message.into(),
+            message: bad.to_string(),
         }
     }
 }
 
+/// Why a value cannot be used for its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadValue {
+    /// A number out of its range.
+    #[error("{value} is not between {low} and {high}")]
+    Range {
+        /// The value given.
+        value: u64,
+        /// The least allowed.
+        low: u64,
+        /// The most allowed.
+        high: u64,
+    },
+    /// A text not of the form the key takes.
+    #[error("{text:?} is not {form}")]
+    Form {
+        /// The text given.
+        text: String,
+        /// The form, with examples.
+        form: &'static str,
+    },
+    /// A text of the right form that says something the key cannot take.
+    #[error("{text:?}: {reason}")]
+    Meaning {
+        /// The text given.
+        text: String,
+        /// Why it cannot be taken.
+        reason: String,
+    },
+    /// A number that breaks a rule of its key beyond a range.
+    #[error("{key} {value} is {rule}")]
+    Rule {
+        /// The key within its table.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// The rule, as a sentence's end.
+        rule: &'static str,
+    },
+    /// A key of a table is missing.
+    #[error("the {table} table needs {key}, {what}")]
+    Missing {
+        /// The table.
+        table: &'static str,
+        /// The key it needs.
+        key: &'static str,
+        /// What that key is.
+        what: &'static str,
+    },
+    /// A key within a table is bad.
+    #[error("{key}: {bad}")]
+    Within {
+        /// The key within its table.
+        key: &'static str,
+        /// What is wrong with it.
+        bad: Box<BadValue>,
+    },
+    /// The connection string of the forward table cannot be used.
+    #[error(transparent)]
+    Target(#[from] crate::fleet::FleetError),
+    /// The host id of the forward table cannot be used.
+    #[error(transparent)]
+    HostId(#[from] crate::fleet::BadHostId),
+}
+
 /// Parses permission bits written in octal, such as `660`.
-pub fn parse_mode(text: &str) -> Result<u32, String> {
+pub fn parse_mode(text: &str) -> Result<u32, BadValue> {
     u32::from_str_radix(text, 8)
         .ok()
         .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("{text:?} is not an octal permission such as 660"))
+        .ok_or_else(|| BadValue::Form {
+            text: text.to_owned(),
+            form: "an octal permission such as 660",
+        })
 }
 
 #[cfg(test)]
@@ -264,7 +332,7 @@ mod tests {
     use super::*;
 
     fn build(text: &str) -> Result<Config, String> {
-        let settings = Settings::from_toml(text)?;
+        let settings = Settings::from_toml(text).map_err(|e| e.to_string())?;
         Config::from_settings(&settings, || "s".into(), || "d".into()).map_err(|e| e.to_string())
     }
 

@@ -5,11 +5,11 @@
 //! forwarder computed, so a host that lied to the centre, or a row changed at the centre,
 //! is named here.
 
-use witness_protocol::note::{Checkpoint, VerifierKey};
+use witness_protocol::note::VerifierKey;
 
 use super::{FleetError, event_columns, pg_values};
 use crate::format::chain;
-use crate::format::row;
+use crate::format::cursor::{Break, Cursor, Unheld};
 use crate::format::tree::Tree;
 
 /// Rows fetched at a time from the centre.
@@ -119,9 +119,7 @@ fn audit_host(
         event_columns()
     ))?;
     let portal = transaction.bind(&statement, &[&host_id])?;
-    let mut tree = Tree::default();
-    let mut previous = chain::GENESIS;
-    let mut scratch = Vec::with_capacity(1024);
+    let mut cursor = Cursor::new(1, chain::GENESIS, Some(Tree::default()));
     'rows: loop {
         let rows = transaction.query_portal(&portal, FETCH)?;
         if rows.is_empty() {
@@ -129,48 +127,40 @@ fn audit_host(
         }
         for stored in &rows {
             let (values, hash) = pg_values(stored)?;
-            let seq = audit.entries as i64 + 1;
-            if values[row::column::SEQ] != row::Value::Integer(seq) {
+            let seq = cursor.next_seq();
+            if let Err(problem) = cursor.step(&values, hash) {
                 broken(
                     &mut audit,
-                    format!(
-                        "entry {seq} is missing (the next is {:?})",
-                        values[row::column::SEQ]
-                    ),
+                    match problem {
+                        Break::Gap { found, .. } => format!(
+                            "entry {seq} is missing (the next is {})",
+                            found.map_or("a row with no seq".into(), |seq| seq.to_string())
+                        ),
+                        Break::Altered { .. } => {
+                            format!("entry {seq} does not hash to its stored hash: it was altered")
+                        }
+                    },
                 );
                 break 'rows;
             }
-            let (computed, leaf) = chain::hash_row_and_leaf(&previous, &values, &mut scratch);
-            if computed != hash {
-                broken(
-                    &mut audit,
-                    format!("entry {seq} does not hash to its stored hash: it was altered"),
-                );
-                break 'rows;
+            if let Some(tree) = cursor.tree() {
+                tree.take_full();
             }
-            previous = computed;
-            tree.push(leaf);
-            tree.take_full();
             audit.entries += 1;
-            while let Some((size, note)) = pending.next_if(|(size, _)| *size <= seq) {
-                let checked = Checkpoint::verified(note, &key);
-                match checked {
-                    Ok(checkpoint)
-                        if checkpoint.size == *size as u64 && checkpoint.root == tree.root() => {}
-                    Ok(_) => {
-                        broken(
-                            &mut audit,
-                            format!("its checkpoint at size {size} signs another tree"),
-                        );
-                        break 'rows;
-                    }
-                    Err(error) => {
-                        broken(
-                            &mut audit,
-                            format!("its checkpoint at size {size} does not verify: {error}"),
-                        );
-                        break 'rows;
-                    }
+            while let Some((size, note)) = pending.next_if(|(size, _)| *size as u64 <= seq) {
+                if let Err(problem) = cursor.check_checkpoint(*size as u64, note, &key) {
+                    broken(
+                        &mut audit,
+                        match problem {
+                            Unheld::Unsigned { reason, .. } => {
+                                format!("its checkpoint at size {size} does not verify: {reason}")
+                            }
+                            Unheld::OtherTree { .. } => {
+                                format!("its checkpoint at size {size} signs another tree")
+                            }
+                        },
+                    );
+                    break 'rows;
                 }
                 audit.checkpoints += 1;
             }
@@ -185,7 +175,7 @@ fn audit_host(
                 &mut audit,
                 format!("the centre holds {entries} entries, but its watermark says {last_seq}"),
             );
-        } else if previous.as_slice() != last_hash {
+        } else if cursor.previous().as_slice() != last_hash {
             broken(
                 &mut audit,
                 "its last entry's hash is not the watermark's".to_owned(),

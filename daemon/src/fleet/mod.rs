@@ -22,8 +22,8 @@ mod target;
 mod tls;
 
 pub use schema::{
-    FLEET_SCHEMA_VERSION, check_host_id, check_schema, ensure_schema, event_columns, pg_values,
-    schema_sql,
+    BadHostId, FLEET_SCHEMA_VERSION, check_host_id, check_schema, ensure_schema, event_columns,
+    pg_values, schema_sql,
 };
 pub use target::{Target, redact};
 
@@ -45,7 +45,7 @@ pub struct ForwardConfig {
 }
 
 /// Why the centre could not be reached or used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FleetError {
     /// The connection string cannot be used.
     #[error("bad PostgreSQL connection string: {0}")]

@@ -6,16 +6,24 @@ use super::*;
 /// The version of the central schema this build creates and reads.
 pub const FLEET_SCHEMA_VERSION: i32 = 1;
 
+/// Why a text cannot be a host id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadHostId {
+    /// Empty or too long.
+    #[error("a host id is 1 to {MAX_HOST_ID_LEN} bytes, not {0}")]
+    Length(usize),
+    /// It holds a control character, which no table or terminal shows plainly.
+    #[error("host id {0:?} holds a control character")]
+    Control(String),
+}
+
 /// Checks a host id: what names a host at the centre.
-pub fn check_host_id(host_id: &str) -> Result<(), String> {
+pub fn check_host_id(host_id: &str) -> Result<(), BadHostId> {
     if host_id.is_empty() || host_id.len() > MAX_HOST_ID_LEN {
-        return Err(format!(
-            "a host id is 1 to {MAX_HOST_ID_LEN} bytes, not {}",
-            host_id.len()
-        ));
+        return Err(BadHostId::Length(host_id.len()));
     }
     if host_id.chars().any(char::is_control) {
-        return Err(format!("host id {host_id:?} holds a control character"));
+        return Err(BadHostId::Control(host_id.to_owned()));
     }
     Ok(())
 }

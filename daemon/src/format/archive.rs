@@ -24,6 +24,76 @@ use crate::format::tree::PrunedTiles;
 /// Leaves in a level-0 tile.
 const TILE_WIDTH: u64 = crate::format::tree::TILE_WIDTH as u64;
 
+/// Why a segment could not be written and sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The segment file, or the live log it copies from, could not be read or written.
+    #[error("writing {}: {source}", .path.display())]
+    Sqlite {
+        /// The segment file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A file operation failed.
+    #[error("{action} {}: {source}", .path.display())]
+    File {
+        /// What was being done: removing, syncing, renaming.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The live log no longer holds every entry of the range.
+    #[error("the live log holds {copied} of the entries {first} to {last}")]
+    Short {
+        /// Entries copied.
+        copied: u64,
+        /// The range's first entry.
+        first: u64,
+        /// The range's last entry.
+        last: u64,
+    },
+}
+
+/// Why an archived entry or tile could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// No segment the log recorded covers the entry.
+    #[error("entry {seq} is in no archive segment")]
+    Uncovered {
+        /// The entry.
+        seq: u64,
+    },
+    /// The entry was pruned with `archive = false`: its range was dropped.
+    #[error("entry {seq} was pruned without an archive (entries {first} to {last} were dropped)")]
+    Dropped {
+        /// The entry.
+        seq: u64,
+        /// The dropped range's first entry.
+        first: u64,
+        /// The dropped range's last entry.
+        last: u64,
+    },
+    /// The segment file the log recorded is not in the folder.
+    #[error("entry {seq} is archived in {}, which is missing", .path.display())]
+    Missing {
+        /// The entry.
+        seq: u64,
+        /// Where the segment should be.
+        path: PathBuf,
+    },
+    /// The segment file could not be read.
+    #[error("{}: {source}", .path.display())]
+    Sqlite {
+        /// The segment file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
 /// The `segment` table of an archive segment: one row.
 pub const SEGMENT: &str = "
 CREATE TABLE segment (
@@ -170,11 +240,18 @@ pub fn write(
     previous: Hash,
     last_hash: Hash,
     sealed: i64,
-) -> Result<(), String> {
-    let sqlite = |error: rusqlite::Error| format!("writing {}: {error}", path.display());
+) -> Result<(), WriteError> {
+    let sqlite = |source: rusqlite::Error| WriteError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
     match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("removing {}: {error}", path.display()));
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(WriteError::File {
+                action: "removing",
+                path: path.to_owned(),
+                source,
+            });
         }
         _ => {}
     }
@@ -224,9 +301,11 @@ pub fn write(
             from = to + 1;
         }
         if copied != last + 1 - first {
-            return Err(format!(
-                "the live log holds {copied} of the entries {first} to {last}"
-            ));
+            return Err(WriteError::Short {
+                copied,
+                first,
+                last,
+            });
         }
         let width = TILE_WIDTH;
         let mut tiles = live
@@ -287,25 +366,24 @@ pub fn write(
 }
 
 /// Forces a written file to disk.
-pub fn sync_file(path: &Path) -> Result<(), String> {
+pub fn sync_file(path: &Path) -> Result<(), WriteError> {
     std::fs::File::open(path)
         .and_then(|file| file.sync_all())
-        .map_err(|error| format!("syncing {}: {error}", path.display()))
+        .map_err(|source| WriteError::File {
+            action: "syncing",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Gives a written, synced and verified segment its name, and makes the name durable.
-pub fn seal(temporary: &Path, sealed: &Path) -> Result<(), String> {
-    std::fs::rename(temporary, sealed).map_err(|error| {
-        format!(
-            "renaming {} to {}: {error}",
-            temporary.display(),
-            sealed.display()
-        )
+pub fn seal(temporary: &Path, sealed: &Path) -> Result<(), WriteError> {
+    std::fs::rename(temporary, sealed).map_err(|source| WriteError::File {
+        action: "renaming to its sealed name",
+        path: temporary.to_owned(),
+        source,
     })?;
-    let dir = sealed.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|error| format!("syncing {}: {error}", dir.display()))
+    sync_file(sealed.parent().unwrap_or(Path::new(".")))
 }
 
 /// Opens a segment file for reading.
@@ -323,7 +401,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 pub struct Archives {
     dir: PathBuf,
     segments: Vec<Segment>,
-    open: HashMap<u64, Connection>,
+    open: HashMap<u64, (PathBuf, Connection)>,
 }
 
 impl Archives {
@@ -337,48 +415,48 @@ impl Archives {
     }
 
     /// The segment that holds `seq`, opened.
-    fn holding(&mut self, seq: u64) -> Result<&Connection, String> {
+    fn holding(&mut self, seq: u64) -> Result<&(PathBuf, Connection), ArchiveError> {
         let Some(segment) = self
             .segments
             .iter()
             .find(|segment| (segment.first_seq..=segment.last_seq).contains(&seq))
         else {
-            return Err(format!("entry {seq} is in no archive segment"));
+            return Err(ArchiveError::Uncovered { seq });
         };
         let Some(file) = &segment.file else {
-            return Err(format!(
-                "entry {seq} was pruned without an archive (entries {} to {} were dropped)",
-                segment.first_seq, segment.last_seq
-            ));
+            return Err(ArchiveError::Dropped {
+                seq,
+                first: segment.first_seq,
+                last: segment.last_seq,
+            });
         };
         let first = segment.first_seq;
         if !self.open.contains_key(&first) {
             let path = self.dir.join(file);
             if !path.exists() {
-                return Err(format!(
-                    "entry {seq} is archived in {}, which is missing",
-                    path.display()
-                ));
+                return Err(ArchiveError::Missing { seq, path });
             }
-            let connection = open(&path).map_err(|error| format!("{}: {error}", path.display()))?;
-            self.open.insert(first, connection);
+            let connection = open(&path).map_err(|source| ArchiveError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+            self.open.insert(first, (path, connection));
         }
         Ok(&self.open[&first])
     }
 
     /// The level-0 tile `idx` (the leaf hashes of entries `256 × idx + 1` on), from the
     /// segment that holds it.
-    pub fn tile(&mut self, idx: u64) -> Result<Vec<Hash>, String> {
-        let width = TILE_WIDTH;
-        let connection = self.holding(idx * width + 1)?;
-        let blob: Option<Vec<u8>> = connection
-            .query_row(
-                "SELECT hashes FROM tiles WHERE level = 0 AND idx = ?1",
-                [idx as i64],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|error| error.to_string())?;
+    pub fn tile(&mut self, idx: u64) -> Result<Vec<Hash>, ArchiveError> {
+        let blob: Option<Vec<u8>> = self.with_entry(idx * TILE_WIDTH + 1, |connection| {
+            connection
+                .query_row(
+                    "SELECT hashes FROM tiles WHERE level = 0 AND idx = ?1",
+                    [idx as i64],
+                    |row| row.get(0),
+                )
+                .optional()
+        })?;
         Ok(blob
             .unwrap_or_default()
             .chunks_exact(32)
@@ -391,14 +469,18 @@ impl Archives {
         &mut self,
         seq: u64,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, String> {
-        read(self.holding(seq)?).map_err(|error| error.to_string())
+    ) -> Result<T, ArchiveError> {
+        let (path, connection) = self.holding(seq)?;
+        read(connection).map_err(|source| ArchiveError::Sqlite {
+            path: path.clone(),
+            source,
+        })
     }
 }
 
 impl PrunedTiles for Archives {
-    fn leaf_tile(&mut self, idx: u64) -> Result<Vec<Hash>, String> {
-        self.tile(idx)
+    fn leaf_tile(&mut self, idx: u64) -> Option<Vec<Hash>> {
+        self.tile(idx).ok()
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod chain;
 pub mod cost;
+pub mod cursor;
 pub mod row;
 pub mod schema;
 pub mod tree;

@@ -308,7 +308,7 @@ pub fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
         rusqlite::Error::FromSqlConversionFailure(
             column::SEQ,
             rusqlite::types::Type::Null,
-            message.into(),
+            Box::new(message),
         )
     })?;
     Ok(entry_of(&values, stored_hash(row)?))
@@ -352,27 +352,44 @@ pub fn entry_of(values: &Values<'_>, hash: &[u8]) -> StoredEntry {
     }
 }
 
+/// Why a stored row cannot be read as the format's values.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRow {
+    /// SQLite could not give a column.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A text column holds bytes that are not UTF-8.
+    #[error("column {0} is not valid UTF-8")]
+    Utf8(&'static str),
+    /// A column holds a storage class the format has no place for.
+    #[error("column {column} holds a {class:?} value, which the format does not allow")]
+    Class {
+        /// The column.
+        column: &'static str,
+        /// The storage class it holds.
+        class: rusqlite::types::Type,
+    },
+}
+
 /// The hashed values of a row read with [`select_columns`], refusing a value of a storage
 /// class the column cannot hold (which `STRICT` prevents, but a hand-edited file may still
 /// contain).
-pub fn read_values<'row>(row: &'row Row<'_>) -> Result<Values<'row>, String> {
+pub fn read_values<'row>(row: &'row Row<'_>) -> Result<Values<'row>, BadRow> {
     let mut values = [Value::Null; HASHED];
     for (position, value) in values.iter_mut().enumerate() {
         let index = column_of(position);
-        let raw = row.get_ref(index).map_err(|error| error.to_string())?;
+        let raw = row.get_ref(index)?;
         *value = match raw {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(integer) => Value::Integer(integer),
-            ValueRef::Text(bytes) => Value::Text(
-                std::str::from_utf8(bytes)
-                    .map_err(|_| format!("column {} is not valid UTF-8", COLUMNS[index]))?,
-            ),
+            ValueRef::Text(bytes) => {
+                Value::Text(std::str::from_utf8(bytes).map_err(|_| BadRow::Utf8(COLUMNS[index]))?)
+            }
             ValueRef::Real(_) | ValueRef::Blob(_) => {
-                return Err(format!(
-                    "column {} holds a {:?} value, which the format does not allow",
-                    COLUMNS[index],
-                    raw.data_type()
-                ));
+                return Err(BadRow::Class {
+                    column: COLUMNS[index],
+                    class: raw.data_type(),
+                });
             }
         };
     }

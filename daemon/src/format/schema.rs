@@ -191,24 +191,22 @@ pub const LATEST_CHECKPOINT: &str = "SELECT note FROM checkpoints ORDER BY size 
 
 /// Fills `tiles` from `entries`, in `seq` order, when a file written before they existed is
 /// upgraded.
-fn fill_tiles(connection: &Connection) -> Result<(), String> {
-    let mut rows = connection
-        .prepare(&format!(
-            "SELECT {} FROM entries ORDER BY seq",
-            row::select_columns()
-        ))
-        .map_err(|error| error.to_string())?;
-    let mut rows = rows.query([]).map_err(|error| error.to_string())?;
+fn fill_tiles(connection: &Connection) -> Result<(), row::BadRow> {
+    let mut rows = connection.prepare(&format!(
+        "SELECT {} FROM entries ORDER BY seq",
+        row::select_columns()
+    ))?;
+    let mut rows = rows.query([])?;
     let mut tree = Tree::default();
     let mut scratch = Vec::with_capacity(1024);
-    while let Some(stored) = rows.next().map_err(|error| error.to_string())? {
+    while let Some(stored) = rows.next()? {
         let values = row::read_values(stored)?;
         tree.push(chain::leaf_hash(&values, &mut scratch));
         if tree.size() % (1 << 16) == 0 {
-            tree.save(connection).map_err(|error| error.to_string())?;
+            tree.save(connection)?;
         }
     }
-    tree.save(connection).map_err(|error| error.to_string())
+    Ok(tree.save(connection)?)
 }
 
 /// Fills `producer_runs` and `producers.last_run` from `entries`, when a file written before
@@ -361,7 +359,7 @@ pub enum OpenError {
         /// The database file.
         path: String,
         /// What does not match.
-        reason: String,
+        reason: crate::format::tree::TreeError,
     },
     /// The file is not a witness database.
     #[error("database {path} is not a witness database (it has tables but no witness schema)")]
@@ -492,7 +490,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
                 transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
                 fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
                     path: path.display().to_string(),
-                    reason,
+                    reason: reason.to_string(),
                 })?;
             }
             transaction.execute_batch(LOG_START).map_err(&error)?;

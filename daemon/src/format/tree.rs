@@ -24,6 +24,36 @@ const SAVE_TILE: &str = "INSERT OR REPLACE INTO tiles (level, idx, hashes) VALUE
 /// Reads one tile.
 const READ_TILE: &str = "SELECT hashes FROM tiles WHERE level = ?1 AND idx = ?2";
 
+/// Why a tree or one of its nodes could not be had from its stored tiles.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// Bytes given as a right edge do not have the length of a tree of that size's edge.
+    #[error("the edge of a tree of {size} leaves is {} than the {given} bytes given", if *.given > *.expected { "shorter" } else { "longer" })]
+    Edge {
+        /// The tree's size.
+        size: u64,
+        /// Bytes given.
+        given: usize,
+        /// Bytes the edge of such a tree has.
+        expected: usize,
+    },
+    /// A stored tile holds fewer (or, for an exact load, other) hashes than the tree needs.
+    #[error("tile {level}/{idx} holds {held} hashes; {needed}")]
+    Tile {
+        /// The tile's level.
+        level: u32,
+        /// The tile's index.
+        idx: u64,
+        /// Hashes it holds.
+        held: usize,
+        /// What needed it, and how many hashes that takes.
+        needed: String,
+    },
+    /// The database could not be read.
+    #[error("reading tiles: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
 /// The tree's right edge: for each level, the hashes of the tile that is not yet full. With
 /// the size, it is enough to extend the tree and to compute its root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,7 +165,22 @@ impl Tree {
 
     /// The tree of `size` leaves whose right edge [`Tree::edge_bytes`] gave; refuses bytes
     /// of another length than such a tree's edge.
-    pub fn from_edge(size: u64, mut bytes: &[u8]) -> Result<Tree, String> {
+    pub fn from_edge(size: u64, bytes: &[u8]) -> Result<Tree, TreeError> {
+        let given = bytes.len();
+        let mut bytes = bytes;
+        let mut expected = 0;
+        let mut level = 0u32;
+        while level < 64 / TILE_HEIGHT && size >> (TILE_HEIGHT * level) > 0 {
+            expected += ((size >> (TILE_HEIGHT * level)) % TILE_WIDTH as u64) as usize * 32;
+            level += 1;
+        }
+        if given != expected {
+            return Err(TreeError::Edge {
+                size,
+                given,
+                expected,
+            });
+        }
         let mut tree = Tree {
             size,
             ..Tree::default()
@@ -143,9 +188,6 @@ impl Tree {
         let mut level = 0u32;
         while level < 64 / TILE_HEIGHT && size >> (TILE_HEIGHT * level) > 0 {
             let width = ((size >> (TILE_HEIGHT * level)) % TILE_WIDTH as u64) as usize;
-            if bytes.len() < width * 32 {
-                return Err(format!("the edge of a tree of {size} leaves is longer"));
-            }
             let (head, rest) = bytes.split_at(width * 32);
             tree.edge.push(
                 head.chunks_exact(32)
@@ -156,24 +198,21 @@ impl Tree {
             bytes = rest;
             level += 1;
         }
-        if !bytes.is_empty() {
-            return Err(format!("the edge of a tree of {size} leaves is shorter"));
-        }
         Ok(tree)
     }
 
     /// The tree stored in the database, as big as its tiles say (`size` leaves).
-    pub fn load(connection: &Connection, size: u64) -> Result<Tree, String> {
+    pub fn load(connection: &Connection, size: u64) -> Result<Tree, TreeError> {
         Tree::load_prefix(connection, size, false)
     }
 
     /// The tree of the first `size` leaves of the tree stored in the database, which may be
     /// bigger: where a pruned log's walk starts.
-    pub fn load_start(connection: &Connection, size: u64) -> Result<Tree, String> {
+    pub fn load_start(connection: &Connection, size: u64) -> Result<Tree, TreeError> {
         Tree::load_prefix(connection, size, true)
     }
 
-    fn load_prefix(connection: &Connection, size: u64, bigger: bool) -> Result<Tree, String> {
+    fn load_prefix(connection: &Connection, size: u64, bigger: bool) -> Result<Tree, TreeError> {
         let mut tree = Tree {
             size,
             ..Tree::default()
@@ -187,18 +226,19 @@ impl Tree {
                 Vec::new()
             } else {
                 let idx = nodes / TILE_WIDTH as u64;
-                let tile = tiles.tile(level, idx).map_err(|error| error.to_string())?;
+                let tile = tiles.tile(level, idx)?;
                 let tile = if bigger && tile.len() > width {
                     &tile[..width]
                 } else {
                     tile
                 };
                 if tile.len() != width {
-                    return Err(format!(
-                        "tile {level}/{idx} holds {} hashes; a tree of {size} leaves has {width} \
-                         there",
-                        tile.len()
-                    ));
+                    return Err(TreeError::Tile {
+                        level,
+                        idx,
+                        held: tile.len(),
+                        needed: format!("a tree of {size} leaves has {width} there"),
+                    });
                 }
                 tile.to_vec()
             };
@@ -226,8 +266,9 @@ fn fold(subtrees: Vec<Hash>) -> Hash {
 /// Where the level-0 tiles of pruned entries are found: the archive segments
 /// (`archive::Archives`).
 pub trait PrunedTiles {
-    /// The leaf hashes of level-0 tile `idx`, or why they cannot be had.
-    fn leaf_tile(&mut self, idx: u64) -> Result<Vec<Hash>, String>;
+    /// The leaf hashes of level-0 tile `idx`; none when they cannot be had, and the question
+    /// that needed them then says which tile that was.
+    fn leaf_tile(&mut self, idx: u64) -> Option<Vec<Hash>>;
 }
 
 /// Stored tiles, read on demand and kept for the next question.
@@ -277,8 +318,6 @@ impl<'c> Tiles<'c> {
                 && level == 0
                 && let Some(archives) = &mut self.archives
             {
-                // A tile the archives cannot give stays empty, and the question that needed
-                // it says which tile that was.
                 hashes = archives.leaf_tile(idx).unwrap_or_default();
             }
             self.cache.insert((level, idx), hashes);
@@ -288,27 +327,28 @@ impl<'c> Tiles<'c> {
 
     /// The hash of the complete subtree of height `height` whose leftmost leaf is
     /// `index << height`.
-    pub fn node(&mut self, height: u32, index: u64) -> Result<Hash, String> {
+    pub fn node(&mut self, height: u32, index: u64) -> Result<Hash, TreeError> {
         let level = height / TILE_HEIGHT;
         let below = height % TILE_HEIGHT;
         let first = index << below;
         let count = 1usize << below;
         let idx = first / TILE_WIDTH as u64;
         let at = (first % TILE_WIDTH as u64) as usize;
-        let tile = self.tile(level, idx).map_err(|error| error.to_string())?;
+        let tile = self.tile(level, idx)?;
         let Some(hashes) = tile.get(at..at + count) else {
-            return Err(format!(
-                "tile {level}/{idx} holds {} hashes, too few for the node at height {height}, \
-                 index {index}",
-                tile.len()
-            ));
+            return Err(TreeError::Tile {
+                level,
+                idx,
+                held: tile.len(),
+                needed: format!("too few for the node at height {height}, index {index}"),
+            });
         };
         Ok(merkle::root(hashes))
     }
 
     /// The tree hash of the leaves `start..end`, for a range that RFC 9162's recursion
     /// visits: the aligned subtrees it is made of, folded.
-    pub fn range(&mut self, mut start: u64, end: u64) -> Result<Hash, String> {
+    pub fn range(&mut self, mut start: u64, end: u64) -> Result<Hash, TreeError> {
         let mut subtrees = Vec::new();
         while start < end {
             let mut height = if start == 0 {
@@ -326,7 +366,7 @@ impl<'c> Tiles<'c> {
     }
 
     /// The root of the tree of the first `size` leaves.
-    pub fn root(&mut self, size: u64) -> Result<Hash, String> {
+    pub fn root(&mut self, size: u64) -> Result<Hash, TreeError> {
         self.range(0, size)
     }
 }

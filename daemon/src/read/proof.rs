@@ -18,7 +18,7 @@ use crate::format::{chain, row, schema};
 fn read_leaf(
     connection: &Connection,
     seq: u64,
-) -> rusqlite::Result<Option<Result<Vec<u8>, String>>> {
+) -> rusqlite::Result<Option<Result<Vec<u8>, row::BadRow>>> {
     connection
         .prepare_cached(&format!(
             "SELECT {} FROM entries WHERE seq = ?1",
@@ -34,6 +34,14 @@ fn read_leaf(
         .optional()
 }
 
+/// A proof that cannot be given, and why, as the answer to the request.
+fn refuse(message: String) -> rusqlite::Result<Response> {
+    Ok(Response::Error(ErrorReply::new(
+        ErrorCode::BadRequest,
+        message,
+    )))
+}
+
 /// The archives of the log at `connection`, when it has an archive folder.
 fn archives(connection: &Connection, dir: Option<&Path>) -> rusqlite::Result<Option<Archives>> {
     dir.map(|dir| Archives::load(connection, dir)).transpose()
@@ -46,12 +54,6 @@ pub fn prove(
     seq: u64,
     archive_dir: Option<&Path>,
 ) -> rusqlite::Result<Response> {
-    let refuse = |message: String| {
-        Ok(Response::Error(ErrorReply::new(
-            ErrorCode::BadRequest,
-            message,
-        )))
-    };
     // The checkpoint, the log's start, the archives and the tiles, all of one state: a prune
     // committed between them would leave an entry in neither the live log nor a segment.
     let _snapshot = schema::snapshot(connection)?;
@@ -128,12 +130,6 @@ pub fn consistency(
     new: Option<u64>,
     archive_dir: Option<&Path>,
 ) -> rusqlite::Result<Response> {
-    let refuse = |message: String| {
-        Ok(Response::Error(ErrorReply::new(
-            ErrorCode::BadRequest,
-            message,
-        )))
-    };
     let _snapshot = schema::snapshot(connection)?;
     let note_at = |size: Option<u64>| -> rusqlite::Result<Option<String>> {
         match size {

@@ -17,7 +17,7 @@ use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
 
 use witness_protocol::limits::MAX_FRAME_LEN;
-use witness_protocol::{ErrorCode, ErrorReply, Response, ResponseFrame, frame};
+use witness_protocol::{ErrorReply, Response, ResponseFrame, frame};
 
 use super::connection::{self, Shared, Stop};
 use crate::access::{self, Gate, Peer};
@@ -351,11 +351,7 @@ impl Server {
             let peer = Peer::of(&stream);
             let access = gate.access();
             if let Err(reason) = access::admit(&access, &peer) {
-                refuse_connection(
-                    stream,
-                    &stats,
-                    ErrorReply::new(ErrorCode::Forbidden, reason),
-                );
+                refuse_connection(stream, &stats, ErrorReply::from(reason));
                 continue;
             }
             let place = match gate
@@ -364,7 +360,7 @@ impl Server {
             {
                 Ok(place) => place,
                 Err(reason) => {
-                    refuse_connection(stream, &stats, ErrorReply::new(ErrorCode::Busy, reason));
+                    refuse_connection(stream, &stats, ErrorReply::from(reason));
                     continue;
                 }
             };

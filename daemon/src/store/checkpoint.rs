@@ -333,7 +333,7 @@ impl Checkpointer {
         connection: &Connection,
         size: u64,
         root: Hash,
-    ) -> Result<String, String> {
+    ) -> Result<String, SignError> {
         match self.try_sign(connection, size, root) {
             Ok(note) => {
                 if let Some(previous) = self.failure.take() {
@@ -343,14 +343,15 @@ impl Checkpointer {
             }
             Err(error) => {
                 self.signed_at = Instant::now();
-                if self.failure.as_ref() != Some(&error) {
+                let said = error.to_string();
+                if self.failure.as_ref() != Some(&said) {
                     tracing::error!(
                         %error,
                         size,
                         "cannot sign a checkpoint; entries are still committed, but nothing \
                          outside the database vouches for them until this is fixed"
                     );
-                    self.failure = Some(error.clone());
+                    self.failure = Some(said);
                 }
                 Err(error)
             }
@@ -362,7 +363,7 @@ impl Checkpointer {
         connection: &Connection,
         size: u64,
         root: Hash,
-    ) -> Result<String, String> {
+    ) -> Result<String, SignError> {
         let text = Checkpoint {
             origin: self.config.origin.clone(),
             size,
@@ -370,17 +371,15 @@ impl Checkpointer {
             extensions: Vec::new(),
         }
         .to_text();
-        let note = self.signer.sign(&text).map_err(|e| e.to_string())?;
-        write_durably(&self.config.state_file, &note).map_err(|e| {
-            format!(
-                "cannot write the checkpoint state {}: {e}",
-                self.config.state_file.display()
-            )
+        let note = self.signer.sign(&text)?;
+        write_durably(&self.config.state_file, &note).map_err(|source| SignError::State {
+            path: self.config.state_file.clone(),
+            source,
         })?;
         connection
             .prepare_cached(SAVE_CHECKPOINT)
             .and_then(|mut save| save.execute((size as i64, &note)))
-            .map_err(|e| format!("cannot store the checkpoint: {e}"))?;
+            .map_err(SignError::Store)?;
         self.signed_size = Some(size);
         self.signed_at = Instant::now();
         if self
@@ -392,4 +391,23 @@ impl Checkpointer {
         }
         Ok(note)
     }
+}
+
+/// Why a checkpoint could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The key could not sign the note.
+    #[error("cannot sign: {0}")]
+    Sign(#[from] witness_protocol::note::NoteError),
+    /// The state file could not be written durably.
+    #[error("cannot write the checkpoint state {}: {source}", .path.display())]
+    State {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The `checkpoints` table could not be written.
+    #[error("cannot store the checkpoint: {0}")]
+    Store(rusqlite::Error),
 }

@@ -144,17 +144,55 @@ pub enum Control {
         max_batch_delay: Duration,
     },
     /// Run a bounded `ANALYZE` and answer with how long it took, or why it failed.
-    Analyze(tokio::sync::oneshot::Sender<Result<Duration, String>>),
+    Analyze(tokio::sync::oneshot::Sender<rusqlite::Result<Duration>>),
     /// Prune a range from the start of the live log: record it (archived, or dropped), then
     /// delete its entries in bounded steps between batches. Answered once the last is
     /// deleted, or with why the range was not taken.
     Prune(
         Box<Segment>,
         StepCosts,
-        tokio::sync::oneshot::Sender<Result<(), String>>,
+        tokio::sync::oneshot::Sender<Result<(), PruneRefused>>,
     ),
     /// Sign a checkpoint of the committed tree now, whatever the interval, and answer once
     /// done (or failed, which the writer logs): a prune asked for on demand then covers what
     /// was just written instead of waiting for the next interval.
     Sign(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Why the writer did not take a prune, or did not finish it.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneRefused {
+    /// The writer has failed for good and takes nothing more.
+    #[error("the writer has failed: {0}")]
+    Failed(String),
+    /// Another prune is being carried out.
+    #[error("a prune is already under way")]
+    Busy,
+    /// The range does not start where the live log does.
+    #[error("the live log starts at seq {start}, not at {first}")]
+    NotAtStart {
+        /// Where the live log starts.
+        start: u64,
+        /// Where the range starts.
+        first: u64,
+    },
+    /// The range reaches the log's last entry, which the writer continues from.
+    #[error("the log's last entry, {0}, is never pruned")]
+    Head(i64),
+    /// The sealed range's chain hashes are not the live log's.
+    #[error(
+        "the segment of entries {first} to {last} does not hold the chain hashes of the live log"
+    )]
+    OtherChain {
+        /// The range's first entry.
+        first: u64,
+        /// The range's last entry.
+        last: u64,
+    },
+    /// The `witness.pruned` entry that records the prune could not be committed.
+    #[error("could not record the prune in the log")]
+    NotRecorded,
+    /// The database could not be read or written.
+    #[error("the database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }

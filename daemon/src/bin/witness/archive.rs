@@ -143,7 +143,9 @@ pub fn verify_alone(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let verdict = archive::open(path)
             .map_err(|error| error.to_string())
             .and_then(|connection| {
-                verify::verify_segment(&connection).map_err(|error| error.to_string())?
+                verify::verify_segment(&connection)
+                    .map_err(|error| error.to_string())?
+                    .into_result()
             });
         match verdict {
             Ok(check) => {
@@ -212,9 +214,8 @@ pub fn verify_with(
         };
         held = Some(
             match verify::verify_checkpoint(&live, &note, &key, report.tree.clone()) {
-                Ok(size) => Ok(size),
-                Err(Ok(reason)) => Err(reason),
-                Err(Err(error)) => return unusable(format!("verifying {}: {error}", db.display())),
+                Ok(verdict) => verdict.into_result(),
+                Err(error) => return unusable(format!("verifying {}: {error}", db.display())),
             },
         );
     }

@@ -39,9 +39,8 @@ pub fn against_checkpoint(
         Err(error) => return unusable(witness_daemon::errors::one_line(&error)),
     };
     let held = match verify::verify_checkpoint(&connection, &note, &key, None) {
-        Ok(size) => Ok(size),
-        Err(Ok(reason)) => Err(reason),
-        Err(Err(error)) => return unusable(format!("verifying {}: {error}", db.display())),
+        Ok(verdict) => verdict.into_result(),
+        Err(error) => return unusable(format!("verifying {}: {error}", db.display())),
     };
     let report = match verify::verify(&connection, VerifyRange::default()) {
         Ok(report) => report,

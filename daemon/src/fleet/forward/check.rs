@@ -55,20 +55,28 @@ impl Worker {
         tree: &mut Tree,
         checkpoints: &[(i64, String)],
     ) -> Result<([u8; 32], Option<SignedAt>), String> {
-        let mut previous = watermark_hash;
-        let mut scratch = Vec::with_capacity(1024);
+        let mut cursor = Cursor::new(
+            watermark as u64 + 1,
+            watermark_hash,
+            Some(std::mem::take(tree)),
+        );
+        let result = self.walk_batch(&mut cursor, rows, checkpoints);
+        *tree = cursor.tree().map(std::mem::take).unwrap_or_default();
+        tree.take_full();
+        result.map(|newest| (cursor.previous(), newest))
+    }
+
+    fn walk_batch(
+        &self,
+        cursor: &mut Cursor,
+        rows: &[Stored],
+        checkpoints: &[(i64, String)],
+    ) -> Result<Option<SignedAt>, String> {
         let mut pending = checkpoints.iter().peekable();
         let mut newest = None;
-        for (offset, stored) in rows.iter().enumerate() {
-            let seq = watermark + 1 + offset as i64;
+        for stored in rows {
+            let seq = cursor.next_seq();
             let values = stored.values();
-            if values[row::column::SEQ] != Value::Integer(seq) {
-                return Err(format!(
-                    "its log skips from seq {} to {:?}",
-                    seq - 1,
-                    values[row::column::SEQ]
-                ));
-            }
             for (position, value) in values.iter().enumerate() {
                 let column = row::column_of(position);
                 let kind = row::KINDS[column].0;
@@ -94,29 +102,33 @@ impl Worker {
                     ));
                 }
             }
-            let (hash, leaf) = chain::hash_row_and_leaf(&previous, &values, &mut scratch);
-            if stored.hash != hash {
-                return Err(format!(
-                    "its entry {seq} does not hash to its stored hash: its log was altered"
-                ));
-            }
-            tree.push(leaf);
-            previous = hash;
-            while let Some((size, note)) = pending.next_if(|(size, _)| *size as u64 <= tree.size())
-            {
-                let checkpoint = Checkpoint::verified(note, &self.key).map_err(|error| {
-                    format!("its checkpoint at size {size} does not verify: {error}")
+            cursor
+                .step(&values, &stored.hash)
+                .map_err(|broken| match broken {
+                    Break::Gap { found, .. } => format!(
+                        "its log skips from seq {} to {}",
+                        seq - 1,
+                        found.map_or("a row with no seq".into(), |seq| seq.to_string())
+                    ),
+                    Break::Altered { .. } => format!(
+                        "its entry {seq} does not hash to its stored hash: its log was altered"
+                    ),
                 })?;
-                if checkpoint.size != *size as u64 || checkpoint.root != tree.root() {
-                    return Err(format!(
-                        "its checkpoint at size {size} signs another tree than its entries \
-                         make: its log was rewritten"
-                    ));
-                }
+            while let Some((size, note)) = pending.next_if(|(size, _)| *size as u64 <= seq) {
+                cursor
+                    .check_checkpoint(*size as u64, note, &self.key)
+                    .map_err(|broken| match broken {
+                        Unheld::Unsigned { reason, .. } => {
+                            format!("its checkpoint at size {size} does not verify: {reason}")
+                        }
+                        Unheld::OtherTree { .. } => format!(
+                            "its checkpoint at size {size} signs another tree than its \
+                             entries make: its log was rewritten"
+                        ),
+                    })?;
                 newest = Some((*size, note.clone()));
             }
         }
-        tree.take_full();
-        Ok((previous, newest))
+        Ok(newest)
     }
 }

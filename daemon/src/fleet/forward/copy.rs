@@ -41,7 +41,7 @@ pub(super) fn read_rows(
     let mut rows = statement.query((watermark, limit as i64))?;
     let mut batch = Vec::with_capacity(limit.min(16_384));
     while let Some(stored) = rows.next()? {
-        let values = row::read_values(stored).map_err(Trouble::Local)?;
+        let values = row::read_values(stored).map_err(|bad| Trouble::Local(bad.to_string()))?;
         let values = values
             .iter()
             .map(|value| match *value {

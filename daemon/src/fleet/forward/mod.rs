@@ -23,10 +23,11 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use rusqlite::OptionalExtension;
 use tokio::sync::watch;
-use witness_protocol::note::{Checkpoint, VerifierKey};
+use witness_protocol::note::VerifierKey;
 
 use super::{FleetError, ForwardConfig, Target, ensure_schema, event_columns};
 use crate::format::chain::{self, Decoded};
+use crate::format::cursor::{Break, Cursor, Unheld};
 use crate::format::row::{self, Kind, Value};
 use crate::format::schema;
 use crate::format::tree::Tree;

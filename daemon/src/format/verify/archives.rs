@@ -6,58 +6,61 @@ use super::*;
 /// Holds a database to a signed checkpoint: the note must verify with `key`, and the first
 /// `size` entries it signed must be, recomputed from the stored rows (not from the tiles),
 /// the tree whose root it signed. With the chain intact over the whole log, this proves the
-/// log is the one signed, grown since by appends only. `Ok` carries the checkpoint's size;
-/// `Err(Ok(reason))` says how the log differs; `Err(Err(_))` that the database could not
-/// be read. For a pruned log, the tree of the entries before its start is `before` (rebuilt
-/// from the archives), else the one the tree hashes it kept for them give.
+/// log is the one signed, grown since by appends only. It holds with the checkpoint's size.
+/// For a pruned log, the tree of the entries before its start is `before` (rebuilt from the
+/// archives), else the one the tree hashes it kept for them give.
 pub fn verify_checkpoint(
     connection: &Connection,
     note: &str,
     key: &VerifierKey,
     before: Option<Tree>,
-) -> Result<u64, Result<String, VerifyError>> {
-    let checkpoint = Checkpoint::verified(note, key).map_err(|error| {
-        Ok(format!(
-            "the checkpoint does not verify with the key: {error}"
-        ))
-    })?;
-    let _snapshot = schema::snapshot(connection).map_err(|error| Err(error.into()))?;
-    let (start, _) = schema::log_start(connection).map_err(|error| Err(error.into()))?;
-    let mut tree = match before {
-        Some(tree) => tree,
-        None => Tree::load_start(connection, start - 1)
-            .map_err(|reason| Ok(format!("the tree hashes kept for pruned entries: {reason}")))?,
+) -> Result<Verdict<u64>, VerifyError> {
+    let checkpoint = match Checkpoint::verified(note, key) {
+        Ok(checkpoint) => checkpoint,
+        Err(error) => {
+            return Ok(Verdict::Fails(format!(
+                "the checkpoint does not verify with the key: {error}"
+            )));
+        }
+    };
+    let _snapshot = schema::snapshot(connection)?;
+    let (start, _) = schema::log_start(connection)?;
+    let mut tree = match before.map_or_else(|| Tree::load_start(connection, start - 1), Ok) {
+        Ok(tree) => tree,
+        Err(reason) => {
+            return Ok(Verdict::Fails(format!(
+                "the tree hashes kept for pruned entries: {reason}"
+            )));
+        }
     };
     if checkpoint.size < tree.size() {
-        return Err(Ok(format!(
+        return Ok(Verdict::Fails(format!(
             "the checkpoint signs {} entries, all pruned from the log (which starts at seq \
              {start}): check it with the archives",
             checkpoint.size
         )));
     }
-    let mut statement = connection
-        .prepare(&format!(
-            "SELECT {} FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
-            row::select_columns()
-        ))
-        .map_err(|error| Err(error.into()))?;
-    let mut rows = statement
-        .query([tree.size() as i64 + 1, checkpoint.size as i64])
-        .map_err(|error| Err(error.into()))?;
+    let mut statement = connection.prepare(&format!(
+        "SELECT {} FROM entries WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        row::select_columns()
+    ))?;
+    let mut rows = statement.query([tree.size() as i64 + 1, checkpoint.size as i64])?;
     let mut scratch = Vec::with_capacity(1024);
-    while let Some(stored) = rows.next().map_err(|error| Err(error.into()))? {
-        let seq: i64 = stored.get(column::SEQ).map_err(|error| Err(error.into()))?;
+    while let Some(stored) = rows.next()? {
+        let seq: i64 = stored.get(column::SEQ)?;
         if seq as u64 != tree.size() + 1 {
             break;
         }
-        let values =
-            row::read_values(stored).map_err(|reason| Ok(format!("entry {seq}: {reason}")))?;
+        let values = match row::read_values(stored) {
+            Ok(values) => values,
+            Err(reason) => return Ok(Verdict::Fails(format!("entry {seq}: {reason}"))),
+        };
         tree.push(leaf_hash(&values, &mut scratch));
         // Only the leaf hashes are kept, not the tiles a database would store.
         let _ = tree.take_full();
     }
     if tree.size() < checkpoint.size {
-        return Err(Ok(format!(
+        return Ok(Verdict::Fails(format!(
             "the checkpoint signs {} entries, but entries {} to {} are missing",
             checkpoint.size,
             tree.size() + 1,
@@ -65,13 +68,13 @@ pub fn verify_checkpoint(
         )));
     }
     if tree.root() != checkpoint.root {
-        return Err(Ok(format!(
+        return Ok(Verdict::Fails(format!(
             "the first {} entries are not those the checkpoint signed: their tree has another \
              root (the log was rewritten, or this is another log)",
             checkpoint.size
         )));
     }
-    Ok(checkpoint.size)
+    Ok(Verdict::Holds(checkpoint.size))
 }
 
 /// What became of one pruned range, as [`verify_archives`] found it.
@@ -218,8 +221,8 @@ fn check_archived(
         Err(error) => return altered(report, error.to_string()),
     };
     let check = match verify_segment(&connection)? {
-        Ok(check) => check,
-        Err(reason) => return altered(report, reason),
+        Verdict::Holds(check) => check,
+        Verdict::Fails(reason) => return altered(report, reason),
     };
     if (
         check.first_seq,

@@ -17,8 +17,9 @@ use witness_protocol::note::{Checkpoint, VerifierKey};
 use std::path::Path;
 
 use crate::format::archive::{self, Segment};
-use crate::format::chain::{DOMAIN_TAG, GENESIS, hash_row, leaf_hash};
+use crate::format::chain::{GENESIS, leaf_hash};
 use crate::format::cost::{self, CostSums, HourKey};
+use crate::format::cursor::{Break, Cursor};
 use crate::format::row::{self, Values, column};
 use crate::format::schema;
 use crate::format::tree::{TILE_WIDTH, Tiles, Tree};
@@ -32,6 +33,29 @@ pub use archives::{ArchivesReport, SegmentState, verify_archives, verify_checkpo
 use runs::Runs;
 pub use segment::{SegmentCheck, verify_segment};
 use walk::Walk;
+
+/// What a check of stored data found, when it could run: the data holds (with what the
+/// check learned on the way), or it does not, said in a sentence. Every check here answers
+/// `Result<Verdict<T>, VerifyError>`, the error meaning that it could not run at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict<T> {
+    /// The data holds.
+    Holds(T),
+    /// The data does not hold: where and how, for a person.
+    Fails(String),
+}
+
+impl<T> Verdict<T> {
+    /// The verdict as a `Result`, for `?` and `match` in the callers that turn a failure
+    /// into their own report.
+    pub fn into_result(self) -> Result<T, String> {
+        match self {
+            Verdict::Holds(value) => Ok(value),
+            Verdict::Fails(reason) => Err(reason),
+        }
+    }
+}
 
 /// Why a verification could not run.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +143,7 @@ pub fn verify_from(
         (true, Some(tree)) => Some(tree),
         (true, None) => match Tree::load_start(connection, start - 1) {
             Ok(tree) => Some(tree),
-            Err(reason) => return Ok(inconsistent("tiles", reason, 0)),
+            Err(reason) => return Ok(inconsistent("tiles", reason.to_string(), 0)),
         },
     };
     let mut walk = Walk::new(whole, whole && version >= 3, tree);
@@ -135,19 +159,19 @@ pub fn verify_from(
     let checked = walk.count;
     // Before version 5, `cost_hourly` had other columns and hours of the receive time.
     if version >= 5
-        && let Some(reason) = walk.check_costs(connection)?
+        && let Verdict::Fails(reason) = walk.check_costs(connection)?
     {
         return Ok(inconsistent("cost_hourly", reason, checked));
     }
     if let Some(runs) = &walk.runs
-        && let Some(reason) = runs.finish(connection)?
+        && let Verdict::Fails(reason) = runs.finish(connection)?
     {
         return Ok(inconsistent("producer_runs", reason, checked));
     }
-    if let Some(reason) = walk.check_producers(connection)? {
+    if let Verdict::Fails(reason) = walk.check_producers(connection)? {
         return Ok(inconsistent("producers", reason, checked));
     }
-    if let Some(reason) = walk.check_tiles(connection)? {
+    if let Verdict::Fails(reason) = walk.check_tiles(connection)? {
         return Ok(inconsistent("tiles", reason, checked));
     }
     Ok(report)
@@ -173,13 +197,10 @@ fn show_seq(seq: Option<i64>) -> String {
     seq.map_or("nothing".to_owned(), |seq| seq.to_string())
 }
 
-/// The stored hash of the row before `from`, or the report of why there is none.
-fn anchor(
-    connection: &Connection,
-    from: u64,
-) -> Result<Result<[u8; 32], VerifyReport>, VerifyError> {
+/// The stored hash of the row before `from` (entry `from - 1`), or why there is none.
+fn anchor(connection: &Connection, from: u64) -> Result<Verdict<[u8; 32]>, VerifyError> {
     if from == 1 {
-        return Ok(Ok(GENESIS));
+        return Ok(Verdict::Holds(GENESIS));
     }
     let stored: Option<Vec<u8>> = connection
         .query_row(
@@ -189,12 +210,8 @@ fn anchor(
         )
         .optional()?;
     Ok(match stored.map(<[u8; 32]>::try_from) {
-        Some(Ok(hash)) => Ok(hash),
-        Some(Err(_)) => Err(broken(from - 1, "its hash is not 32 bytes long".into(), 0)),
-        None => Err(broken(
-            from - 1,
-            "it is missing, so the range has no anchor".into(),
-            0,
-        )),
+        Some(Ok(hash)) => Verdict::Holds(hash),
+        Some(Err(_)) => Verdict::Fails("its hash is not 32 bytes long".into()),
+        None => Verdict::Fails("it is missing, so the range has no anchor".into()),
     })
 }

@@ -108,14 +108,14 @@ impl Runs {
     }
 
     /// The first disagreement, once every entry has been walked.
-    pub(super) fn finish(&self, connection: &Connection) -> Result<Option<String>, VerifyError> {
+    pub(super) fn finish(&self, connection: &Connection) -> Result<Verdict<()>, VerifyError> {
         if let Some(problem) = &self.problem {
-            return Ok(Some(problem.clone()));
+            return Ok(Verdict::Fails(problem.clone()));
         }
         if let Some((start, _, _, left)) = self.open
             && left > 0
         {
-            return Ok(Some(format!(
+            return Ok(Verdict::Fails(format!(
                 "the run at seq {start} counts {left} entries more than the log holds"
             )));
         }
@@ -125,11 +125,11 @@ impl Runs {
         while let Some(row) = rows.next()? {
             let first_seq: i64 = row.get(0)?;
             if starts.next() != Some(&first_seq) {
-                return Ok(Some(format!(
+                return Ok(Verdict::Fails(format!(
                     "the table has a run at seq {first_seq}, where no run of the entries starts"
                 )));
             }
         }
-        Ok(None)
+        Ok(Verdict::Holds(()))
     }
 }

@@ -20,11 +20,8 @@ pub struct SegmentCheck {
 
 /// Verifies an archive segment on its own: its entries make an unbroken chain from the hash
 /// it records before them to the one it records for the last, every `seq` of its range is
-/// there, and its level-0 tiles are its entries' leaf hashes. `Err` says what is wrong, in a
-/// sentence.
-pub fn verify_segment(
-    connection: &Connection,
-) -> Result<Result<SegmentCheck, String>, VerifyError> {
+/// there, and its level-0 tiles are its entries' leaf hashes.
+pub fn verify_segment(connection: &Connection) -> Result<Verdict<SegmentCheck>, VerifyError> {
     let segment: Option<(i64, i64, Vec<u8>, Vec<u8>)> = connection
         .query_row(
             "SELECT first_seq, last_seq, previous, last_hash FROM segment",
@@ -41,20 +38,22 @@ pub fn verify_segment(
             error => Err(error),
         })?;
     let Some((first, last, previous, last_hash)) = segment else {
-        return Ok(Err(
-            "it is not an archive segment: it has no segment row".into()
+        return Ok(Verdict::Fails(
+            "it is not an archive segment: it has no segment row".into(),
         ));
     };
     let (Ok(previous), Ok(last_hash)) = (
         <[u8; 32]>::try_from(previous.as_slice()),
         <[u8; 32]>::try_from(last_hash.as_slice()),
     ) else {
-        return Ok(Err(
+        return Ok(Verdict::Fails(
             "its segment row holds a hash that is not 32 bytes long".into(),
         ));
     };
     if first < 1 || last < first {
-        return Ok(Err(format!("its segment row says seq {first} to {last}")));
+        return Ok(Verdict::Fails(format!(
+            "its segment row says seq {first} to {last}"
+        )));
     }
     let (first, last) = (first as u64, last as u64);
     let (lowest, highest): (Option<i64>, Option<i64>) =
@@ -64,7 +63,7 @@ pub fn verify_segment(
     if lowest.is_some_and(|lowest| lowest < first as i64)
         || highest.is_some_and(|highest| highest > last as i64)
     {
-        return Ok(Err(format!(
+        return Ok(Verdict::Fails(format!(
             "it holds entries outside its range, seq {first} to {last}"
         )));
     }
@@ -73,7 +72,7 @@ pub fn verify_segment(
     match walk.chain(connection, first, last, Some(previous))? {
         VerifyReport::Intact { head_hash, .. } => {
             if head_hash != Some(last_hash) {
-                return Ok(Err(format!(
+                return Ok(Verdict::Fails(format!(
                     "its last entry, {last}, hashes to {}, not to the {} its segment row records",
                     head_hash.map_or("nothing".into(), hex::encode),
                     hex::encode(last_hash)
@@ -81,24 +80,24 @@ pub fn verify_segment(
             }
         }
         VerifyReport::Broken { seq, reason, .. } => {
-            return Ok(Err(format!("BROKEN at seq {seq}: {reason}")));
+            return Ok(Verdict::Fails(format!("BROKEN at seq {seq}: {reason}")));
         }
         VerifyReport::Inconsistent { table, reason, .. } => {
-            return Ok(Err(format!("INCONSISTENT {table}: {reason}")));
+            return Ok(Verdict::Fails(format!("INCONSISTENT {table}: {reason}")));
         }
     }
     let leaves = walk.leaves.take().unwrap_or_default();
     let mut tiles = Tiles::new(connection);
     let width = crate::format::tree::TILE_WIDTH as u64;
     if (first - 1) % width != 0 || last % width != 0 {
-        return Ok(Err(format!(
+        return Ok(Verdict::Fails(format!(
             "its range, seq {first} to {last}, does not start and end on tile edges"
         )));
     }
     for (n, chunk) in leaves.chunks(width as usize).enumerate() {
         let idx = (first - 1) / width + n as u64;
         if tiles.tile(0, idx)? != chunk {
-            return Ok(Err(format!(
+            return Ok(Verdict::Fails(format!(
                 "tile 0/{idx} (the leaves of entries {} to {}) is missing or differs from \
                  the entries' leaf hashes",
                 idx * width + 1,
@@ -106,7 +105,7 @@ pub fn verify_segment(
             )));
         }
     }
-    Ok(Ok(SegmentCheck {
+    Ok(Verdict::Holds(SegmentCheck {
         first_seq: first,
         last_seq: last,
         previous,

@@ -145,11 +145,11 @@ impl Walk {
         to: u64,
         anchor_hash: Option<[u8; 32]>,
     ) -> Result<VerifyReport, VerifyError> {
-        let mut previous = match anchor_hash {
+        let previous = match anchor_hash {
             Some(hash) => hash,
             None => match anchor(connection, from)? {
-                Ok(hash) => hash,
-                Err(report) => return Ok(report),
+                Verdict::Holds(hash) => hash,
+                Verdict::Fails(reason) => return Ok(broken(from - 1, reason, 0)),
             },
         };
         let sql = format!(
@@ -165,42 +165,44 @@ impl Walk {
             )?),
             None => None,
         };
-        let mut scratch = Vec::with_capacity(1024);
-        let mut expected_seq = from as i64;
+        let mut cursor = Cursor::new(from, previous, None);
         let mut first_seq = None;
         let mut last_seq = None;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            if seq != expected_seq {
-                return Ok(broken(
-                    expected_seq as u64,
-                    format!("it is missing: the next stored entry is {seq}"),
-                    self.count,
-                ));
-            }
             let values = match row::read_values(row) {
                 Ok(values) => values,
-                Err(reason) => return Ok(broken(seq as u64, reason, self.count)),
+                Err(reason) => return Ok(broken(seq as u64, reason.to_string(), self.count)),
             };
-            let stored = row::stored_hash(row)?;
-            let computed = hash_row(&previous, &values, &mut scratch);
-            if stored != computed {
-                return Ok(broken(
-                    seq as u64,
-                    format!(
-                        "stored hash {} does not match {} computed from its fields and {}",
-                        hex::encode(stored),
-                        hex::encode(computed),
-                        if seq == 1 {
-                            "the genesis hash".to_owned()
-                        } else if seq as u64 == from && anchor_hash.is_some() {
-                            format!("the hash recorded for entry {} before the start", seq - 1)
-                        } else {
-                            format!("entry {}", seq - 1)
-                        }
-                    ),
-                    self.count,
-                ));
+            match cursor.step(&values, row::stored_hash(row)?) {
+                Ok(_) => {}
+                Err(Break::Gap { expected, .. }) => {
+                    return Ok(broken(
+                        expected,
+                        format!("it is missing: the next stored entry is {seq}"),
+                        self.count,
+                    ));
+                }
+                Err(Break::Altered {
+                    stored, computed, ..
+                }) => {
+                    return Ok(broken(
+                        seq as u64,
+                        format!(
+                            "stored hash {} does not match {} computed from its fields and {}",
+                            hex::encode(stored),
+                            hex::encode(computed),
+                            if seq == 1 {
+                                "the genesis hash".to_owned()
+                            } else if seq as u64 == from && anchor_hash.is_some() {
+                                format!("the hash recorded for entry {} before the start", seq - 1)
+                            } else {
+                                format!("entry {}", seq - 1)
+                            }
+                        ),
+                        self.count,
+                    ));
+                }
             }
             if self.derive {
                 self.derive_from(&values);
@@ -209,28 +211,25 @@ impl Walk {
                 runs.add(find_run, seq, &values)?;
             }
             if let Some(leaves) = &mut self.leaves {
-                leaves.push(witness_protocol::merkle::leaf_hash(
-                    &scratch[DOMAIN_TAG.len() + 32..],
-                ));
+                leaves.push(witness_protocol::merkle::leaf_hash(cursor.encoding()));
             }
             if let Some(tree) = &mut self.tree {
-                // `hash_row` left the encoding after the tag and the previous hash.
-                tree.push(&scratch[DOMAIN_TAG.len() + 32..]);
+                tree.push(cursor.encoding());
                 for (level, idx, hashes) in tree.completed() {
                     if self.tile_problem.is_none() {
-                        self.tile_problem = compare_tile(connection, level, idx, &hashes)?;
+                        self.tile_problem = compare_tile(connection, level, idx, &hashes)?
+                            .into_result()
+                            .err();
                     }
                 }
             }
-            previous = computed;
             first_seq.get_or_insert(seq as u64);
             last_seq = Some(seq as u64);
             self.count += 1;
-            expected_seq += 1;
         }
-        if expected_seq <= to as i64 {
+        if cursor.next_seq() <= to {
             return Ok(broken(
-                expected_seq as u64,
+                cursor.next_seq(),
                 "it is missing: the log ends before it".into(),
                 self.count,
             ));
@@ -239,7 +238,7 @@ impl Walk {
             count: self.count,
             first_seq,
             last_seq,
-            head_hash: last_seq.map(|_| previous),
+            head_hash: last_seq.map(|_| cursor.previous()),
         })
     }
 
@@ -277,10 +276,7 @@ impl Walk {
     }
 
     /// Compares `cost_hourly` with the sums of the entries; the first difference, if any.
-    pub(super) fn check_costs(
-        &self,
-        connection: &Connection,
-    ) -> Result<Option<String>, VerifyError> {
+    pub(super) fn check_costs(&self, connection: &Connection) -> Result<Verdict<()>, VerifyError> {
         let mut names: Vec<&str> = vec![""; self.names.len()];
         for (name, &id) in &self.names {
             names[id as usize] = name;
@@ -308,7 +304,7 @@ impl Walk {
         for (key, sums) in &expected {
             let found = stored.get(key);
             if found != Some(sums) {
-                return Ok(Some(format!(
+                return Ok(Verdict::Fails(format!(
                     "{}: the entries sum to {}, the table says {}",
                     group(key),
                     sums.describe(),
@@ -317,13 +313,13 @@ impl Walk {
             }
         }
         if let Some((key, sums)) = stored.iter().find(|(key, _)| !expected.contains_key(key)) {
-            return Ok(Some(format!(
+            return Ok(Verdict::Fails(format!(
                 "{}: the table says {}, but no entry is in that group",
                 group(key),
                 sums.describe()
             )));
         }
-        Ok(None)
+        Ok(Verdict::Holds(()))
     }
 
     /// Compares `producers` with the highest number stored for each producer, and (with
@@ -331,7 +327,7 @@ impl Walk {
     pub(super) fn check_producers(
         &self,
         connection: &Connection,
-    ) -> Result<Option<String>, VerifyError> {
+    ) -> Result<Verdict<()>, VerifyError> {
         if let Some(runs) = &self.runs {
             let mut statement = connection
                 .prepare("SELECT producer_id, last_run FROM producers ORDER BY producer_id")?;
@@ -343,7 +339,7 @@ impl Walk {
                 let pruned =
                     expected.is_none() && last_run.is_some_and(|run| run < self.start as i64);
                 if last_run != expected && !pruned {
-                    return Ok(Some(format!(
+                    return Ok(Verdict::Fails(format!(
                         "producer {producer}: its last run starts at seq {}, the table says {} \
                          (a wrong run makes the daemon refuse its re-sent entries)",
                         show_seq(expected),
@@ -362,7 +358,7 @@ impl Walk {
             match stored.get(producer) {
                 Some(found) if found == last => {}
                 found => {
-                    return Ok(Some(format!(
+                    return Ok(Verdict::Fails(format!(
                         "producer {producer}: its highest stored number is {last}, the table \
                          says {} (a wrong number makes the daemon skip or refuse its entries)",
                         found.map_or("nothing".to_owned(), i64::to_string)
@@ -378,11 +374,11 @@ impl Walk {
             .collect();
         extra.sort();
         if let Some((producer, last)) = extra.first() {
-            return Ok(Some(format!(
+            return Ok(Verdict::Fails(format!(
                 "producer {producer}: the table says {last}, but no entry of it is stored"
             )));
         }
-        Ok(None)
+        Ok(Verdict::Holds(()))
     }
 }
 
@@ -392,22 +388,24 @@ impl Walk {
     pub(super) fn check_tiles(
         &mut self,
         connection: &Connection,
-    ) -> Result<Option<String>, VerifyError> {
+    ) -> Result<Verdict<()>, VerifyError> {
         let Some(worker) = &mut self.tree else {
-            return Ok(None);
+            return Ok(Verdict::Holds(()));
         };
         let (tree, last) = worker.finish();
         for (level, idx, hashes) in last {
             if self.tile_problem.is_none() {
-                self.tile_problem = compare_tile(connection, level, idx, &hashes)?;
+                self.tile_problem = compare_tile(connection, level, idx, &hashes)?
+                    .into_result()
+                    .err();
             }
         }
         if let Some(problem) = &self.tile_problem {
-            return Ok(Some(problem.clone()));
+            return Ok(Verdict::Fails(problem.clone()));
         }
         for (level, idx, hashes) in tree.partial_tiles() {
-            if let Some(problem) = compare_tile(connection, level, idx, hashes)? {
-                return Ok(Some(problem));
+            if let Verdict::Fails(problem) = compare_tile(connection, level, idx, hashes)? {
+                return Ok(Verdict::Fails(problem));
             }
         }
         let stored: i64 =
@@ -415,7 +413,7 @@ impl Walk {
         // The level-0 tiles of pruned entries went with them.
         let expected = tree.tile_count() - (self.start - 1) / TILE_WIDTH as u64;
         if stored as u64 != expected {
-            return Ok(Some(format!(
+            return Ok(Verdict::Fails(format!(
                 "the table holds {stored} tiles; the tree of the {} entries has {expected}{}",
                 tree.size(),
                 if self.start > 1 {
@@ -425,7 +423,7 @@ impl Walk {
                 }
             )));
         }
-        Ok(None)
+        Ok(Verdict::Holds(()))
     }
 }
 
@@ -435,14 +433,14 @@ pub(super) fn compare_tile(
     level: u32,
     idx: u64,
     expected: &[[u8; 32]],
-) -> Result<Option<String>, VerifyError> {
+) -> Result<Verdict<()>, VerifyError> {
     let mut tiles = Tiles::new(connection);
     let stored = tiles.tile(level, idx)?;
     if stored == expected {
-        return Ok(None);
+        return Ok(Verdict::Holds(()));
     }
     let first = (level == 0).then(|| idx * 256 + 1);
-    Ok(Some(match (stored.len(), first) {
+    Ok(Verdict::Fails(match (stored.len(), first) {
         (0, _) => format!("tile {level}/{idx} is missing"),
         (n, _) if n != expected.len() => format!(
             "tile {level}/{idx} holds {n} hashes; the entries make {}",

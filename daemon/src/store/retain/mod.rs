@@ -22,12 +22,51 @@ use witness_protocol::{ErrorCode, ErrorReply};
 
 use crate::format::archive::{self, Segment};
 use crate::format::{schema, verify};
-use crate::store::job::{Control, PRUNE_STEP, StepCosts};
+use crate::store::job::{Control, PRUNE_STEP, PruneRefused, StepCosts};
 use crate::store::queue::JobQueue;
 
 mod seal;
 
 use seal::clean_archive_dir;
+
+/// Why the archiver could not prune.
+#[derive(Debug, thiserror::Error)]
+pub enum RetainError {
+    /// Its read connection could not be opened.
+    #[error("opening a reader: {0}")]
+    Open(#[from] schema::OpenError),
+    /// The live log could not be read.
+    #[error("reading the log: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The live log is not what the archiver expected of it.
+    #[error("{0} (entry {1})")]
+    Unexpected(&'static str, u64),
+    /// The segment could not be written, synced or given its name.
+    #[error(transparent)]
+    Write(#[from] archive::WriteError),
+    /// The segment just written was read back and does not hold.
+    #[error("the segment just written ({}) does not verify: {reason}", .path.display())]
+    Unsealed {
+        /// The temporary file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The segment could not be read back.
+    #[error("reading back {}: {source}", .path.display())]
+    ReadBack {
+        /// The temporary file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The writer took no prune, or did not finish one.
+    #[error(transparent)]
+    Refused(#[from] PruneRefused),
+    /// The writer stopped.
+    #[error("the writer has stopped")]
+    Stopped,
+}
 
 /// Leaves in a level-0 tile: ranges are pruned in whole tiles.
 const TILE: u64 = crate::format::tree::TILE_WIDTH as u64;
@@ -228,7 +267,10 @@ impl Worker {
                         ))
                     } else {
                         self.on_demand(request.before).map_err(|reason| {
-                            ErrorReply::new(ErrorCode::Storage, format!("pruning failed: {reason}"))
+                            ErrorReply::new(
+                                ErrorCode::Storage,
+                                format!("pruning failed: {}", crate::errors::one_line(&reason)),
+                            )
                         })
                     };
                     let _ = request.answer.send(result);
@@ -248,6 +290,7 @@ impl Worker {
                     // Stopping cuts a prune short; the writer finishes it at the next start.
                     Err(_) if self.stop.load(Ordering::Relaxed) => {}
                     Err(reason) => {
+                        let reason = crate::errors::one_line(&reason);
                         if self.failure.as_ref() != Some(&reason) {
                             tracing::error!(%reason, "retention failed; trying again");
                             self.failure = Some(reason);
@@ -262,26 +305,24 @@ impl Worker {
         }
     }
 
-    fn reader(&mut self) -> Result<&Connection, String> {
+    fn reader(&mut self) -> Result<&Connection, RetainError> {
         if self.reader.is_none() {
-            let connection = schema::open_reader(&self.db_path)
-                .map_err(|error| crate::errors::one_line(&error))?;
+            let connection = schema::open_reader(&self.db_path)?;
             self.reader = Some(connection);
         }
         Ok(self.reader.as_ref().expect("opened"))
     }
 
     /// Where the live log starts and ends: `(first seq, head)`.
-    fn bounds(&mut self) -> Result<(u64, u64), String> {
+    fn bounds(&mut self) -> Result<(u64, u64), RetainError> {
         let reader = self.reader()?;
-        let (start, _) = schema::log_start(reader).map_err(|error| error.to_string())?;
-        let head: Option<i64> = reader
-            .query_row("SELECT max(seq) FROM entries", [], |row| row.get(0))
-            .map_err(|error| error.to_string())?;
+        let (start, _) = schema::log_start(reader)?;
+        let head: Option<i64> =
+            reader.query_row("SELECT max(seq) FROM entries", [], |row| row.get(0))?;
         Ok((start, head.unwrap_or(0) as u64))
     }
 
-    fn on_demand(&mut self, before: Before) -> Result<Pruned, String> {
+    fn on_demand(&mut self, before: Before) -> Result<Pruned, RetainError> {
         let target = match before {
             Before::Seq(seq) => seq.saturating_sub(1),
             Before::Time(time) => self.last_before(time, u64::MAX, 0)?,
@@ -296,7 +337,7 @@ impl Worker {
 
     /// The policy's verdict, carried out: what is older than `max_age`, and what takes the
     /// database over `max_bytes`. True when it pruned for size.
-    fn apply_policy(&mut self) -> Result<bool, String> {
+    fn apply_policy(&mut self) -> Result<bool, RetainError> {
         let (start, head) = self.bounds()?;
         if head <= TILE {
             return Ok(false);
@@ -361,12 +402,10 @@ impl Worker {
 
     /// Bytes of the database in use (pages not on the free list), of the WAL, and the
     /// average in use per live entry.
-    fn used_bytes(&mut self, start: u64, head: u64) -> Result<(u64, u64, f64), String> {
+    fn used_bytes(&mut self, start: u64, head: u64) -> Result<(u64, u64, f64), RetainError> {
         let reader = self.reader()?;
-        let pragma = |name: &str| -> Result<i64, String> {
-            reader
-                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
-                .map_err(|error| error.to_string())
+        let pragma = |name: &str| -> Result<i64, RetainError> {
+            Ok(reader.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))?)
         };
         let pages = pragma("page_count")? - pragma("freelist_count")?;
         let data = pages.max(0) as u64 * pragma("page_size")? as u64;
@@ -380,23 +419,20 @@ impl Worker {
     /// The last `seq`, on a tile edge and at most `limit`, such that every entry from the
     /// log's start to it is dated or was received before `time`; entries up to `known` are
     /// known to be.
-    fn last_before(&mut self, time: i64, limit: u64, known: u64) -> Result<u64, String> {
+    fn last_before(&mut self, time: i64, limit: u64, known: u64) -> Result<u64, RetainError> {
         let (start, head) = self.bounds()?;
         let known = known.max(start - 1).min(limit);
         let reader = self.reader()?;
-        let mut statement = reader
-            .prepare_cached(
-                "SELECT count(*), max(min(coalesce(client_ts, ts), ts)) FROM entries \
+        let mut statement = reader.prepare_cached(
+            "SELECT count(*), max(min(coalesce(client_ts, ts), ts)) FROM entries \
                  WHERE seq BETWEEN ?1 AND ?2",
-            )
-            .map_err(|error| error.to_string())?;
+        )?;
         let mut last = known;
         while last + TILE < head && last + TILE <= limit {
             let (count, newest): (i64, Option<i64>) = statement
                 .query_row([last as i64 + 1, (last + TILE) as i64], |row| {
                     Ok((row.get(0)?, row.get(1)?))
-                })
-                .map_err(|error| error.to_string())?;
+                })?;
             if count as u64 != TILE || newest.is_none_or(|newest| newest >= time) {
                 break;
             }
@@ -407,7 +443,7 @@ impl Worker {
 
     /// `last_before` for the policy's own cutoff, which only moves forward, so that what was
     /// found aged once is not read again.
-    fn aged_before(&mut self, cutoff: i64, limit: u64) -> Result<u64, String> {
+    fn aged_before(&mut self, cutoff: i64, limit: u64) -> Result<u64, RetainError> {
         let aged = self.last_before(cutoff, limit, self.aged)?;
         self.aged = self.aged.max(aged);
         Ok(aged)
@@ -415,7 +451,7 @@ impl Worker {
 
     /// Prunes from the log's start through `target` (rounded down to a tile edge, and short
     /// of the head), at most `max_segments` segments of `segment_entries`.
-    fn prune_to(&mut self, target: u64, max_segments: usize) -> Result<Pruned, String> {
+    fn prune_to(&mut self, target: u64, max_segments: usize) -> Result<Pruned, RetainError> {
         let mut pruned = Pruned::default();
         // Pruning stops at the latest signed checkpoint: have one signed over what was just
         // written rather than prune less than asked (at a high rate, a second of entries
@@ -455,12 +491,12 @@ impl Worker {
                 .control(Control::Prune(Box::new(segment), costs, answer))
                 .is_err()
             {
-                return Err("the writer has stopped".into());
+                return Err(RetainError::Stopped);
             }
             match answered.blocking_recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(reason)) => return Err(reason),
-                Err(_) => return Err("the writer stopped before it finished the prune".into()),
+                Ok(Err(reason)) => return Err(reason.into()),
+                Err(_) => return Err(RetainError::Stopped),
             }
             pruned.entries += last + 1 - start;
             pruned.segments += 1;
@@ -471,14 +507,13 @@ impl Worker {
 
     /// The cost sums of each step the writer will take through `first..=last`: summing them
     /// here, off the writer's thread, takes a third of each step's time from ingest.
-    fn step_costs(&mut self, first: u64, last: u64) -> Result<StepCosts, String> {
+    fn step_costs(&mut self, first: u64, last: u64) -> Result<StepCosts, RetainError> {
         let reader = self.reader()?;
         let mut steps = Vec::new();
         let mut from = first;
         while from <= last {
             let to = last.min(from + PRUNE_STEP - 1);
-            let groups = crate::format::cost::range_costs(reader, from, to)
-                .map_err(|error| error.to_string())?;
+            let groups = crate::format::cost::range_costs(reader, from, to)?;
             steps.push(((from, to), groups));
             from = to + 1;
         }
@@ -487,23 +522,21 @@ impl Worker {
 
     /// The size of the latest signed checkpoint; `None` when the log has none (it signs
     /// none, or not yet).
-    fn signed_size(&mut self) -> Result<Option<u64>, String> {
-        let size: Option<i64> = self
-            .reader()?
-            .query_row("SELECT max(size) FROM checkpoints", [], |row| row.get(0))
-            .map_err(|error| error.to_string())?;
+    fn signed_size(&mut self) -> Result<Option<u64>, RetainError> {
+        let size: Option<i64> =
+            self.reader()?
+                .query_row("SELECT max(size) FROM checkpoints", [], |row| row.get(0))?;
         Ok(size.map(|size| size as u64))
     }
 
     /// Whether the writer has finished every prune recorded (one resumed at start may still be
     /// deleting); if not, waits a moment and says no, so that nothing is sealed from a range
     /// being deleted.
-    fn writer_caught_up(&mut self) -> Result<bool, String> {
+    fn writer_caught_up(&mut self) -> Result<bool, RetainError> {
         let (start, _) = self.bounds()?;
-        let recorded: Option<i64> = self
-            .reader()?
-            .query_row("SELECT max(last_seq) FROM segments", [], |row| row.get(0))
-            .map_err(|error| error.to_string())?;
+        let recorded: Option<i64> =
+            self.reader()?
+                .query_row("SELECT max(last_seq) FROM segments", [], |row| row.get(0))?;
         if recorded.is_some_and(|last| last as u64 >= start) {
             std::thread::sleep(Duration::from_millis(20));
             return Ok(false);

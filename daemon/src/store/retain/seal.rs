@@ -7,12 +7,15 @@ use super::*;
 impl Worker {
     /// Seals the entries `first..=last` into a segment file (or, with no archive folder,
     /// describes the range to drop).
-    pub(super) fn seal(&mut self, first: u64, last: u64) -> Result<Segment, String> {
+    pub(super) fn seal(&mut self, first: u64, last: u64) -> Result<Segment, RetainError> {
         let archive_dir = self.config.archive_dir.clone();
         let reader = self.reader()?;
-        let (start, previous) = schema::log_start(reader).map_err(|error| error.to_string())?;
+        let (start, previous) = schema::log_start(reader)?;
         if start != first {
-            return Err(format!("the live log starts at {start}, not {first}"));
+            return Err(RetainError::Refused(PruneRefused::NotAtStart {
+                start,
+                first,
+            }));
         }
         let last_hash: Vec<u8> = reader
             .query_row(
@@ -20,11 +23,17 @@ impl Worker {
                 [last as i64],
                 |row| row.get(0),
             )
-            .optional()
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("entry {last} is not in the live log"))?;
-        let last_hash = <[u8; 32]>::try_from(last_hash.as_slice())
-            .map_err(|_| format!("entry {last} has a hash that is not 32 bytes long"))?;
+            .optional()?
+            .ok_or(RetainError::Unexpected(
+                "an entry to seal is not in the live log",
+                last,
+            ))?;
+        let last_hash = <[u8; 32]>::try_from(last_hash.as_slice()).map_err(|_| {
+            RetainError::Unexpected(
+                "an entry to seal has a hash that is not 32 bytes long",
+                last,
+            )
+        })?;
         let sealed = crate::format::row::now_ns();
         let Some(dir) = archive_dir else {
             return Ok(Segment {
@@ -46,8 +55,11 @@ impl Worker {
         archive::sync_file(&temporary)?;
         crate::faults::crash_at("archive-synced");
         check_sealed(&temporary, first, last, previous, last_hash)?;
-        let (sha256, bytes) = archive::sha256_file(&temporary)
-            .map_err(|error| format!("reading {}: {error}", temporary.display()))?;
+        let (sha256, bytes) =
+            archive::sha256_file(&temporary).map_err(|source| RetainError::ReadBack {
+                path: temporary.clone(),
+                source,
+            })?;
         archive::seal(&temporary, &dir.join(&name))?;
         crate::faults::crash_at("archive-renamed");
         tracing::info!(first, last, file = %name, bytes, elapsed = ?started.elapsed(), "sealed an archive segment");
@@ -71,11 +83,16 @@ fn check_sealed(
     last: u64,
     previous: [u8; 32],
     last_hash: [u8; 32],
-) -> Result<(), String> {
-    let connection = archive::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
+) -> Result<(), RetainError> {
+    let unsealed = |reason: String| RetainError::Unsealed {
+        path: path.to_owned(),
+        reason,
+    };
+    let connection = archive::open(path).map_err(|error| unsealed(error.to_string()))?;
     let check = verify::verify_segment(&connection)
-        .map_err(|error| format!("{}: {error}", path.display()))?
-        .map_err(|reason| format!("the segment just written does not verify: {reason}"))?;
+        .map_err(|error| unsealed(error.to_string()))?
+        .into_result()
+        .map_err(unsealed)?;
     if (
         check.first_seq,
         check.last_seq,
@@ -83,7 +100,7 @@ fn check_sealed(
         check.last_hash,
     ) != (first, last, previous, last_hash)
     {
-        return Err("the segment just written does not hold the range asked".into());
+        return Err(unsealed("it does not hold the range asked".into()));
     }
     Ok(())
 }

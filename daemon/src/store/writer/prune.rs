@@ -13,14 +13,14 @@ use super::Writer;
 use crate::format::archive::{self, Segment};
 use crate::format::cost;
 use crate::format::schema;
-use crate::store::job::{Job, Origin, PRUNE_STEP};
+use crate::store::job::{Job, Origin, PRUNE_STEP, PruneRefused};
 
 /// A prune the writer is carrying out between batches.
 pub(super) struct Pruning {
     /// The last `seq` to delete.
     pub(super) to: u64,
     /// Answered once the last is deleted; none for a prune resumed at start.
-    pub(super) answer: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    pub(super) answer: Option<tokio::sync::oneshot::Sender<Result<(), PruneRefused>>>,
     /// The last failure said, so that a step failing again is not logged again.
     pub(super) failure: Option<String>,
     /// The cost sums of the steps to come, by their ranges, as the archiver found them; a
@@ -32,40 +32,33 @@ impl Writer {
     /// Checks that `segment` is the next range to prune and records it: an entry
     /// `witness.pruned` in the log (so the chain itself says what left it), then the row of
     /// `segments`, before anything is deleted.
-    pub(super) fn begin_prune(&mut self, segment: &Segment) -> Result<(), String> {
+    pub(super) fn begin_prune(&mut self, segment: &Segment) -> Result<(), PruneRefused> {
         if let Some(reason) = &self.failure {
-            return Err(reason.clone());
+            return Err(PruneRefused::Failed(reason.clone()));
         }
         if self.pruning.is_some() {
-            return Err("a prune is already under way".into());
+            return Err(PruneRefused::Busy);
         }
         if segment.first_seq != self.start {
-            return Err(format!(
-                "the live log starts at seq {}, not at {}",
-                self.start, segment.first_seq
-            ));
+            return Err(PruneRefused::NotAtStart {
+                start: self.start,
+                first: segment.first_seq,
+            });
         }
         if segment.last_seq >= self.head.seq as u64 {
-            return Err(format!(
-                "the log's last entry, {}, is never pruned",
-                self.head.seq
-            ));
+            return Err(PruneRefused::Head(self.head.seq));
         }
-        let sqlite = |error: rusqlite::Error| format!("the database: {error}");
-        let (_, previous) = schema::log_start(&self.connection).map_err(sqlite)?;
-        let last_hash: Vec<u8> = self
-            .connection
-            .query_row(
-                "SELECT hash FROM entries WHERE seq = ?1",
-                [segment.last_seq as i64],
-                |row| row.get(0),
-            )
-            .map_err(sqlite)?;
+        let (_, previous) = schema::log_start(&self.connection)?;
+        let last_hash: Vec<u8> = self.connection.query_row(
+            "SELECT hash FROM entries WHERE seq = ?1",
+            [segment.last_seq as i64],
+            |row| row.get(0),
+        )?;
         if previous != segment.previous || last_hash != segment.last_hash {
-            return Err(format!(
-                "the segment of entries {} to {} does not hold the chain hashes of the live log",
-                segment.first_seq, segment.last_seq
-            ));
+            return Err(PruneRefused::OtherChain {
+                first: segment.first_seq,
+                last: segment.last_seq,
+            });
         }
         let origin = Origin::daemon();
         let entry = Entry::new("witness.pruned", "witnessd").payload(json!({
@@ -78,9 +71,9 @@ impl Writer {
         let head = self.head.seq;
         self.commit(&mut vec![Job::internal(vec![entry], origin)]);
         if self.head.seq != head + 1 {
-            return Err("could not record the prune in the log".into());
+            return Err(PruneRefused::NotRecorded);
         }
-        segment.record(&self.connection).map_err(sqlite)?;
+        segment.record(&self.connection)?;
         crate::faults::crash_at("segment-recorded");
         match &segment.file {
             Some(file) => tracing::info!(
@@ -140,7 +133,9 @@ impl Writer {
                 "cannot restore PRAGMA synchronous after a pruning step ({error})"
             ));
             if let Some(answer) = answer {
-                let _ = answer.send(Err("the writer failed mid-prune".into()));
+                let _ = answer.send(Err(PruneRefused::Failed(
+                    "it could not restore its durability mid-prune".into(),
+                )));
             }
             self.pruning = None;
             return;
