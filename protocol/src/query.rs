@@ -184,6 +184,49 @@ pub enum GroupBy {
     Hour,
 }
 
+impl GroupBy {
+    /// Every grouping, in the order a list of them is shown.
+    pub const ALL: [GroupBy; 6] = [
+        GroupBy::Component,
+        GroupBy::Model,
+        GroupBy::Event,
+        GroupBy::Trace,
+        GroupBy::Day,
+        GroupBy::Hour,
+    ];
+
+    /// The grouping's name, as a command line or a URL writes it: `component`, `model`,
+    /// `event`, `trace`, `day`, `hour`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::Component => "component",
+            GroupBy::Model => "model",
+            GroupBy::Event => "event",
+            GroupBy::Trace => "trace",
+            GroupBy::Day => "day",
+            GroupBy::Hour => "hour",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+
+    /// The grouping [`GroupBy::name`] names.
+    fn from_str(text: &str) -> Result<GroupBy, String> {
+        GroupBy::ALL
+            .into_iter()
+            .find(|by| by.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = GroupBy::ALL.iter().map(|by| by.name()).collect();
+                format!(
+                    "{text:?} is not a grouping; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// Asks what was spent, per group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CostQuery {

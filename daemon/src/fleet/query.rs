@@ -9,16 +9,16 @@ use super::{FleetError, event_columns, pg_values};
 use crate::format::row;
 use crate::format::schema::{EVENT_TIME, HOUR_NS, hour_of};
 
-/// What a fleet cost report groups by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a fleet cost report groups by (`witness fleet cost --by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CostBy {
-    /// The host id.
+    /// By host id.
     Host,
-    /// The component.
+    /// By component.
     Component,
-    /// The model (`""` for entries without one).
+    /// By model (`""` for entries without one).
     Model,
-    /// The event.
+    /// By event.
     Event,
 }
 

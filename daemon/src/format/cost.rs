@@ -167,22 +167,15 @@ impl CostSums {
         ]
     }
 
+    /// The inverse of [`CostSums::values`], in its order.
     fn from_values(values: [i64; 6]) -> CostSums {
-        let [
-            entries,
-            tokens_in,
-            tokens_out,
-            cache_read_tokens,
-            reasoning_tokens,
-            micro_usd,
-        ] = values;
         CostSums {
-            entries,
-            tokens_in,
-            tokens_out,
-            cache_read_tokens,
-            reasoning_tokens,
-            micro_usd,
+            entries: values[0],
+            tokens_in: values[1],
+            tokens_out: values[2],
+            cache_read_tokens: values[3],
+            reasoning_tokens: values[4],
+            micro_usd: values[5],
         }
     }
 }

@@ -8,6 +8,10 @@ use witness_protocol::query::{CostQuery, CostReport, CostRow, GroupBy};
 
 use super::filter::clamp;
 use crate::format::schema::{EVENT_TIME, HOUR_NS};
+use witness_protocol::ErrorReply;
+use witness_protocol::limits::MAX_COMPONENT_LEN;
+
+use super::validation::{check_limit, check_text, check_window};
 
 /// Entries, tokens and money per group. Whole hours come from `cost_hourly`, the partial
 /// hours at either end of the window from `entries` through the time index; grouping by
@@ -145,4 +149,11 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
         parts.push(raw(&mut param, query.since, query.until));
     }
     (parts.join(" UNION ALL "), params)
+}
+
+/// Checks a request for a cost report.
+pub fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
+    check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
+    check_window(query.since, query.until)?;
+    check_limit(query.limit)
 }

@@ -6,6 +6,10 @@ use witness_protocol::query::{Filter, StoredEntry};
 use super::PAGE_BYTES;
 use super::filter::filter_conditions;
 use crate::format::row;
+use witness_protocol::ErrorReply;
+use witness_protocol::query::EntriesQuery;
+
+use super::validation::{bad, check_filter};
 
 /// The next page of entries matching `filter` in `seq` order, at most `limit` rows and about
 /// `PAGE_BYTES` (at least one row). The flag says the page was cut short by its size, so
@@ -76,4 +80,13 @@ fn entry_bytes(entry: &StoredEntry) -> usize {
         + inner.component.len()
         + inner.payload.len()
         + inner.trace_id.as_ref().map_or(0, String::len)
+}
+
+/// Checks a request for a stream of entries.
+pub fn check_entries(query: &EntriesQuery) -> Result<(), ErrorReply> {
+    check_filter(&query.filter)?;
+    if query.limit == Some(0) {
+        return Err(bad("limit is 0; leave it out for no limit".into()));
+    }
+    Ok(())
 }

@@ -6,8 +6,11 @@
 //! they never stall the connection tasks either. Every query is paged and every page is
 //! bounded in bytes as well as in rows, so no answer outgrows a frame.
 //!
-//! Each query has its file: `entries` (tail, export), `traces`, `cost`, `backup`, `proof`; `filter`
-//! turns a filter into SQL conditions for all of them.
+//! Each command has its file, in the spirit of mini-redis's `cmd/`: `entries` (tail, export,
+//! follow), `traces` (trace, traces), `cost`, `verify`, `proof` (prove, consistency),
+//! `checkpoint`, `backup`; each checks its request and runs it. `command` gathers those
+//! answered in one response, for the socket and HTTP alike; `validation` holds the checks
+//! they are made of, and `filter` turns a filter into SQL conditions for all of them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,17 +21,23 @@ use tokio::sync::Semaphore;
 use crate::format::schema::{self, OpenError};
 
 mod backup;
+mod checkpoint;
+mod command;
 mod cost;
 mod entries;
 mod filter;
 mod proof;
 mod traces;
+mod validation;
+mod verify;
 
 pub use backup::backup;
-pub use cost::cost;
-pub use entries::{entries_page, last_seq, newest_cursor};
+pub use command::{Command, Context};
+pub use cost::{check_cost, cost};
+pub use entries::{check_entries, entries_page, last_seq, newest_cursor};
 pub use proof::{consistency, prove};
-pub use traces::{trace, trace_summary, traces};
+pub use traces::{check_trace, check_traces, trace, trace_summary, traces};
+pub use validation::check_backup_path;
 
 /// A page stops growing once its entries hold this many bytes, whatever its row limit, so
 /// that a page of large payloads still fits in a frame.

@@ -11,6 +11,10 @@ use witness_protocol::query::{
 use super::entries::entries_page;
 use super::filter::{clamp, filter_conditions};
 use crate::format::schema::EVENT_TIME;
+use witness_protocol::ErrorReply;
+use witness_protocol::limits::{MAX_COMPONENT_LEN, MAX_TRACE_ID_LEN};
+
+use super::validation::{bad, check_limit, check_text, check_window};
 
 /// A trace's summary and a page of its entries.
 pub fn trace(connection: &Connection, query: &TraceQuery) -> rusqlite::Result<TraceReport> {
@@ -167,4 +171,20 @@ fn matches_from(
         .query_row(params_from_iter(params.iter()), |_| Ok(()))
         .optional()
         .map(|found| found.is_some())
+}
+
+/// Checks a request for one trace.
+pub fn check_trace(query: &TraceQuery) -> Result<(), ErrorReply> {
+    if query.trace_id.is_empty() {
+        return Err(bad("trace id is empty".into()));
+    }
+    check_text("trace id", Some(&query.trace_id), MAX_TRACE_ID_LEN)?;
+    check_limit(query.limit)
+}
+
+/// Checks a request for the list of traces.
+pub fn check_traces(query: &TracesQuery) -> Result<(), ErrorReply> {
+    check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
+    check_window(query.since, None)?;
+    check_limit(query.limit)
 }

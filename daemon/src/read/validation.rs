@@ -1,15 +1,16 @@
-//! Checks of read requests before they reach the database: a bad filter gets a clear
-//! `BadRequest` that names the field, never a query that scans for nothing.
+//! The checks every read request is made of, before it reaches the database: a bad filter
+//! gets a clear `BadRequest` that names the field, never a query that scans for nothing.
+//! Each command's own check is in its file and is made of these.
 
 use witness_protocol::limits::{MAX_COMPONENT_LEN, MAX_EVENT_LEN, MAX_TRACE_ID_LEN};
-use witness_protocol::query::{CostQuery, EntriesQuery, Filter, MAX_PAGE, TraceQuery, TracesQuery};
+use witness_protocol::query::{Filter, MAX_PAGE};
 use witness_protocol::{ErrorCode, ErrorReply};
 
-fn bad(message: String) -> ErrorReply {
+pub(super) fn bad(message: String) -> ErrorReply {
     ErrorReply::new(ErrorCode::BadRequest, message)
 }
 
-fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ErrorReply> {
+pub(super) fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ErrorReply> {
     match value {
         Some("") => Err(bad(format!("{field} filter is empty"))),
         Some(text) if text.len() > max => Err(bad(format!(
@@ -20,7 +21,7 @@ fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ErrorR
     }
 }
 
-fn check_window(since: Option<i64>, until: Option<i64>) -> Result<(), ErrorReply> {
+pub(super) fn check_window(since: Option<i64>, until: Option<i64>) -> Result<(), ErrorReply> {
     for (name, time) in [("since", since), ("until", until)] {
         if time.is_some_and(|time| time < 0) {
             return Err(bad(format!(
@@ -36,7 +37,7 @@ fn check_window(since: Option<i64>, until: Option<i64>) -> Result<(), ErrorReply
     Ok(())
 }
 
-fn check_limit(limit: u32) -> Result<(), ErrorReply> {
+pub(super) fn check_limit(limit: u32) -> Result<(), ErrorReply> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(bad(format!(
             "limit is {limit}; it must be between 1 and {MAX_PAGE}: page with the cursor"
@@ -45,7 +46,7 @@ fn check_limit(limit: u32) -> Result<(), ErrorReply> {
     Ok(())
 }
 
-fn check_filter(filter: &Filter) -> Result<(), ErrorReply> {
+pub(super) fn check_filter(filter: &Filter) -> Result<(), ErrorReply> {
     check_text("component", filter.component.as_deref(), MAX_COMPONENT_LEN)?;
     check_text("event", filter.event.as_deref(), MAX_EVENT_LEN)?;
     check_text("trace id", filter.trace_id.as_deref(), MAX_TRACE_ID_LEN)?;
@@ -60,42 +61,10 @@ fn check_filter(filter: &Filter) -> Result<(), ErrorReply> {
     Ok(())
 }
 
-/// Checks a request for a stream of entries.
-pub(crate) fn check_entries(query: &EntriesQuery) -> Result<(), ErrorReply> {
-    check_filter(&query.filter)?;
-    if query.limit == Some(0) {
-        return Err(bad("limit is 0; leave it out for no limit".into()));
-    }
-    Ok(())
-}
-
-/// Checks a request for one trace.
-pub(crate) fn check_trace(query: &TraceQuery) -> Result<(), ErrorReply> {
-    if query.trace_id.is_empty() {
-        return Err(bad("trace id is empty".into()));
-    }
-    check_text("trace id", Some(&query.trace_id), MAX_TRACE_ID_LEN)?;
-    check_limit(query.limit)
-}
-
-/// Checks a request for the list of traces.
-pub(crate) fn check_traces(query: &TracesQuery) -> Result<(), ErrorReply> {
-    check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
-    check_window(query.since, None)?;
-    check_limit(query.limit)
-}
-
-/// Checks a request for a cost report.
-pub(crate) fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
-    check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
-    check_window(query.since, query.until)?;
-    check_limit(query.limit)
-}
-
 /// Checks where a backup goes: an absolute path to a file that does not exist yet, in a
 /// folder that does and that the daemon may write. `VACUUM INTO` would refuse these too, but
 /// this says why.
-pub(crate) fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
+pub fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
     let target = std::path::Path::new(path);
     if path.is_empty() || path.contains('\0') || !target.is_absolute() {
         return Err(bad(format!(

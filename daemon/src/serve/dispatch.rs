@@ -5,18 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::OptionalExtension;
-use witness_protocol::admin::{CheckpointReport, MaintenanceReport, MaintenanceTask};
+use witness_protocol::admin::{MaintenanceReport, MaintenanceTask};
 use witness_protocol::{
     ErrorCode, ErrorReply, Request, RequestFrame, Response, ResponseFrame, frame,
 };
 
 use super::connection::{Connection, Next};
-use super::{stream, validation};
+use super::stream;
 use crate::access;
-use crate::format::schema;
-use crate::format::verify::{self, VerifyError};
-use crate::read;
+use crate::read::{self, Command};
 use crate::store::job::{Control, Outgoing};
 use crate::store::retain::{Before, PruneRequest};
 
@@ -27,8 +24,7 @@ impl Connection {
         match access::authorize(&self.shared.gate.access(), &principal, access::Need::Read) {
             Ok(()) => true,
             Err(reason) => {
-                self.refuse(id, ErrorReply::new(ErrorCode::Forbidden, reason))
-                    .await;
+                self.refuse(id, ErrorReply::from(reason)).await;
                 false
             }
         }
@@ -64,58 +60,18 @@ impl Connection {
                 self.answer(id, Response::Pong).await;
                 Next::Continue
             }
-            Request::Verify(_)
-            | Request::Prove(_)
-            | Request::Trace(_)
-            | Request::Traces(_)
-            | Request::Cost(_)
-            | Request::Entries(_)
-                if !self.may_read(id).await =>
-            {
-                Next::Continue
+            Request::Verify(range) => self.read(id, Command::Verify(range)).await,
+            Request::Trace(query) => self.read(id, Command::Trace(query)).await,
+            Request::Traces(query) => self.read(id, Command::Traces(query)).await,
+            Request::Cost(query) => self.read(id, Command::Cost(query)).await,
+            Request::Consistency { old, new } => {
+                self.read(id, Command::Consistency { old, new }).await
             }
-            Request::Verify(range) => {
-                let checked = verify::check_range(range)
-                    .map_err(|reason| ErrorReply::new(ErrorCode::BadRequest, reason));
-                self.query(id, checked, move |connection| {
-                    match verify::verify(connection, range) {
-                        Ok(report) => Ok(Response::Verified(report)),
-                        Err(VerifyError::Range(reason)) => Ok(Response::Error(ErrorReply::new(
-                            ErrorCode::BadRequest,
-                            reason,
-                        ))),
-                        Err(VerifyError::Sqlite(error)) => Err(error),
-                    }
-                })
-                .await;
-                Next::Continue
-            }
-            Request::Trace(query) => {
-                let checked = validation::check_trace(&query);
-                self.query(id, checked, move |connection| {
-                    read::trace(connection, &query).map(Response::Trace)
-                })
-                .await;
-                Next::Continue
-            }
-            Request::Traces(query) => {
-                let checked = validation::check_traces(&query);
-                self.query(id, checked, move |connection| {
-                    read::traces(connection, &query).map(Response::Traces)
-                })
-                .await;
-                Next::Continue
-            }
-            Request::Cost(query) => {
-                let checked = validation::check_cost(&query);
-                self.query(id, checked, move |connection| {
-                    read::cost(connection, &query).map(Response::Cost)
-                })
-                .await;
-                Next::Continue
-            }
+            Request::Prove(seq) => self.read(id, Command::Prove(seq)).await,
+            Request::Checkpoint => self.read(id, Command::Checkpoint).await,
+            Request::Entries(_) if !self.may_read(id).await => Next::Continue,
             Request::Entries(query) => {
-                match validation::check_entries(&query) {
+                match read::check_entries(&query) {
                     Ok(()) => {
                         let context = stream::Context {
                             reads: Arc::clone(&self.shared.reads),
@@ -139,36 +95,6 @@ impl Connection {
             }
             Request::Append(append) => {
                 self.append(id, append, body.len()).await;
-                Next::Continue
-            }
-            Request::Consistency { old, new } => {
-                let archives = self.shared.archive_dir.clone();
-                self.query(id, Ok(()), move |connection| {
-                    read::consistency(connection, old, new, archives.as_deref())
-                })
-                .await;
-                Next::Continue
-            }
-            Request::Prove(seq) => {
-                let archives = self.shared.archive_dir.clone();
-                self.query(id, Ok(()), move |connection| {
-                    read::prove(connection, seq, archives.as_deref())
-                })
-                .await;
-                Next::Continue
-            }
-            Request::Checkpoint => {
-                let verifier_key = self.shared.verifier_key.clone();
-                self.query(id, Ok(()), move |connection| {
-                    let note = connection
-                        .query_row(schema::LATEST_CHECKPOINT, [], |row| row.get(0))
-                        .optional()?;
-                    Ok(Response::Checkpoint(CheckpointReport {
-                        note,
-                        verifier_key,
-                    }))
-                })
-                .await;
                 Next::Continue
             }
             Request::Stats => {
@@ -225,9 +151,12 @@ impl Connection {
                             bytes: None,
                             last_seq: None,
                         }),
-                        Ok(Err(message)) => {
+                        Ok(Err(error)) => {
                             stats.reject(ErrorCode::Storage);
-                            Response::Error(ErrorReply::new(ErrorCode::Storage, message))
+                            Response::Error(ErrorReply::new(
+                                ErrorCode::Storage,
+                                format!("ANALYZE failed: {error}"),
+                            ))
                         }
                         Err(_) => {
                             stats.reject(ErrorCode::ShuttingDown);
@@ -244,7 +173,7 @@ impl Connection {
                 });
             }
             MaintenanceTask::Backup { path } => {
-                let checked = validation::check_backup_path(&path);
+                let checked = read::check_backup_path(&path);
                 self.query(id, checked, move |connection| {
                     read::backup(connection, &path, started)
                 })
@@ -317,8 +246,29 @@ impl Connection {
         }
     }
 
-    /// Answers a request with a query run on the read pool, or with the refusal `checked`
-    /// carries; the request holds an in-flight permit until its answer is written.
+    /// Answers a read command: who may read, the command's own check, then the query on
+    /// the read pool, on a task of its own so that the connection reads on meanwhile.
+    async fn read(&self, id: u64, command: Command) -> Next {
+        if command.reads_entries() && !self.may_read(id).await {
+            return Next::Continue;
+        }
+        if let Err(reply) = command.check() {
+            self.refuse(id, reply).await;
+            return Next::Continue;
+        }
+        let context = read::Context {
+            archive_dir: self.shared.archive_dir.clone(),
+            verifier_key: self.shared.verifier_key.clone(),
+        };
+        self.query(id, Ok(()), move |connection| {
+            command.run(connection, &context)
+        })
+        .await;
+        Next::Continue
+    }
+
+    /// Runs `query` on the read pool, once `checked` passes, on a task of its own so that
+    /// the connection reads on meanwhile; the answer goes out with the request's permit.
     async fn query<F>(&self, id: u64, checked: Result<(), ErrorReply>, query: F)
     where
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Response> + Send + 'static,

@@ -1,6 +1,7 @@
-//! The socket side: binding and accepting (`server`), one task per connection that reads frames and dispatches requests
-//! (`connection`, `append`, `respond`), followers and exports (`stream`), and the checks a
-//! query passes before it reaches the database (`validation`).
+//! The socket side: binding and accepting (`server`), one task per connection that reads
+//! frames and dispatches requests (`connection`, `dispatch`, `append`, `respond`), and
+//! followers and exports (`stream`). Reads are the read side's commands (`read::Command`),
+//! which check their own requests.
 
 mod append;
 mod connection;
@@ -8,4 +9,3 @@ mod dispatch;
 mod respond;
 pub mod server;
 mod stream;
-mod validation;

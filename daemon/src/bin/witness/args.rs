@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use witness_client::query::Filter;
+use witness_client::query::{CostQuery, Filter, GroupBy};
+use witness_daemon::fleet::query::CostBy;
 
 use crate::{money, output, when};
 
@@ -100,12 +101,8 @@ pub enum Command {
     },
     /// Traces (sessions), the most recently active first.
     Traces {
-        /// Only traces with an entry dated since this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-        since: Option<i64>,
-        /// Only traces with an entry dated before this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-        until: Option<i64>,
+        #[command(flatten)]
+        window: WindowArgs,
         /// Only traces in which this component took part.
         #[arg(long)]
         component: Option<String>,
@@ -131,32 +128,7 @@ pub enum Command {
         after: Option<u64>,
     },
     /// Entries, tokens and money per group, with a total.
-    Cost {
-        /// What to group by.
-        #[arg(long, value_enum, default_value = "component")]
-        by: By,
-        /// Only entries dated since this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-        since: Option<i64>,
-        /// Only entries dated before this time.
-        #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-        until: Option<i64>,
-        /// Only entries of this component.
-        #[arg(long)]
-        component: Option<String>,
-        /// Only entries of this event.
-        #[arg(long)]
-        event: Option<String>,
-        /// Only entries of this model.
-        #[arg(long)]
-        model: Option<String>,
-        /// How many groups, the most expensive first.
-        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        limit: u32,
-        /// Groups to skip, to see the next page.
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-    },
+    Cost(CostArgs),
     /// The latest checkpoint the daemon signed: a C2SP signed note of the log's size and
     /// Merkle root.
     Checkpoint,
@@ -271,7 +243,7 @@ pub enum FleetCommand {
     Cost {
         /// What to group by.
         #[arg(long, value_enum, default_value = "host")]
-        by: FleetBy,
+        by: CostBy,
         /// Only entries dated since this time.
         #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
         since: Option<i64>,
@@ -297,19 +269,6 @@ pub enum FleetCommand {
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
     },
-}
-
-/// What `fleet cost` groups by.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum FleetBy {
-    /// By host.
-    Host,
-    /// By component.
-    Component,
-    /// By model.
-    Model,
-    /// By event.
-    Event,
 }
 
 /// `witness archive` commands.
@@ -364,6 +323,59 @@ pub enum Maintenance {
     },
 }
 
+/// A window of dates, for the commands that take one.
+#[derive(Debug, ClapArgs)]
+pub struct WindowArgs {
+    /// Only what is dated since this time.
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+    pub since: Option<i64>,
+    /// Only what is dated before this time.
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
+    pub until: Option<i64>,
+}
+
+/// What `witness cost` reports.
+#[derive(Debug, ClapArgs)]
+pub struct CostArgs {
+    /// What to group by: component, model, event, trace, or the UTC day or hour of each
+    /// entry's date (those two in time order).
+    #[arg(long, default_value = "component", value_parser = group_by())]
+    by: GroupBy,
+    #[command(flatten)]
+    window: WindowArgs,
+    /// Only entries of this component.
+    #[arg(long)]
+    component: Option<String>,
+    /// Only entries of this event.
+    #[arg(long)]
+    event: Option<String>,
+    /// Only entries of this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// How many groups, the most expensive first.
+    #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
+    /// Groups to skip, to see the next page.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+}
+
+impl CostArgs {
+    /// The request these flags make.
+    pub fn into_query(self) -> CostQuery {
+        CostQuery {
+            by: self.by,
+            since: self.window.since,
+            until: self.window.until,
+            component: self.component,
+            event: self.event,
+            model: self.model,
+            offset: self.offset,
+            limit: self.limit,
+        }
+    }
+}
+
 /// Narrows `tail` and `export`.
 #[derive(Debug, ClapArgs)]
 pub struct FilterArgs {
@@ -376,12 +388,8 @@ pub struct FilterArgs {
     /// Only entries of this trace.
     #[arg(long, value_name = "ID")]
     pub trace: Option<String>,
-    /// Only entries dated since this time.
-    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-    pub since: Option<i64>,
-    /// Only entries dated before this time.
-    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true)]
-    pub until: Option<i64>,
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 impl FilterArgs {
@@ -391,28 +399,19 @@ impl FilterArgs {
             component: self.component,
             event: self.event,
             trace_id: self.trace,
-            since: self.since,
-            until: self.until,
+            since: self.window.since,
+            until: self.window.until,
             ..Filter::default()
         }
     }
 }
 
-/// What `cost` groups by.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum By {
-    /// By component.
-    Component,
-    /// By model.
-    Model,
-    /// By event.
-    Event,
-    /// By trace.
-    Trace,
-    /// By the UTC day of each entry's date, in time order.
-    Day,
-    /// By the UTC hour of each entry's date, in time order.
-    Hour,
+/// The value parser of `--by`: the names `GroupBy` gives, listed in `--help` and
+/// completions.
+fn group_by() -> impl clap::builder::TypedValueParser<Value = GroupBy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(GroupBy::ALL.map(GroupBy::name))
+        .map(|name| name.parse::<GroupBy>().expect("a name GroupBy gave"))
 }
 
 /// The entry `witness log` records.

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use witness_daemon::fleet::audit::{self, Problem};
-use witness_daemon::fleet::query::{self, CostBy};
+use witness_daemon::fleet::query;
 use witness_daemon::fleet::{Target, check_schema};
 
-use crate::args::{FleetArgs, FleetBy, FleetCommand};
+use crate::args::{FleetArgs, FleetCommand};
 use crate::line::ExportLine;
 use crate::money::format_usd;
 use crate::present::{cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out};
@@ -34,12 +34,6 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = crate::output::stdout();
     match args.command {
         FleetCommand::Cost { by, since, until } => {
-            let by = match by {
-                FleetBy::Host => CostBy::Host,
-                FleetBy::Component => CostBy::Component,
-                FleetBy::Model => CostBy::Model,
-                FleetBy::Event => CostBy::Event,
-            };
             let (rows, total) = query::cost(&mut client, by, since, until)?;
             if json {
                 let document = json!({

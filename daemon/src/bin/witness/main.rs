@@ -25,10 +25,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use witness_client::query::{CostQuery, EntriesQuery, GroupBy, TracesQuery};
+use witness_client::query::{EntriesQuery, TracesQuery};
 use witness_client::{Client, VerifyRange, paths};
 
-use crate::args::{Archive, Args, By, Command, Maintenance};
+use crate::args::{Archive, Args, Command, Maintenance};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -110,15 +110,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         Command::Trace { trace_id } => Ok(exit(read::trace(&mut connect()?, trace_id, json)?)),
         Command::Traces {
-            since,
-            until,
+            window,
             component,
             limit,
             before,
         } => {
             let query = TracesQuery {
-                since,
-                until,
+                since: window.since,
+                until: window.until,
                 component,
                 before_seq: before,
                 limit,
@@ -144,35 +143,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(exit(read::stream(&mut connect()?, query, json)?))
         }
-        Command::Cost {
-            by,
-            since,
-            until,
-            component,
-            event,
-            model,
-            limit,
-            offset,
-        } => {
-            let by = match by {
-                By::Component => GroupBy::Component,
-                By::Model => GroupBy::Model,
-                By::Event => GroupBy::Event,
-                By::Trace => GroupBy::Trace,
-                By::Day => GroupBy::Day,
-                By::Hour => GroupBy::Hour,
-            };
-            let query = CostQuery {
-                by,
-                since,
-                until,
-                component,
-                event,
-                model,
-                offset,
-                limit,
-            };
-            read::cost(&mut connect()?, query, json)?;
+        Command::Cost(cost) => {
+            read::cost(&mut connect()?, cost.into_query(), json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fleet(fleet) => fleet::run(fleet, json),

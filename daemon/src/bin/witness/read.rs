@@ -216,15 +216,11 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
         writeln!(out, "{}", cost_json(&report))?;
         return Ok(());
     }
-    let name = match report.by {
-        GroupBy::Component => "COMPONENT",
-        GroupBy::Model => "MODEL",
-        GroupBy::Event => "EVENT",
-        GroupBy::Trace => "TRACE",
-        GroupBy::Day => "DAY (UTC)",
-        GroupBy::Hour => "HOUR (UTC)",
-    };
-    cost_table(&mut out, name, &report.rows, &report.total)?;
+    let mut name = report.by.name().to_uppercase();
+    if matches!(report.by, GroupBy::Day | GroupBy::Hour) {
+        name.push_str(" (UTC)");
+    }
+    cost_table(&mut out, &name, &report.rows, &report.total)?;
     let shown = report.rows.len() as u64;
     if shown < report.groups {
         writeln!(
