@@ -150,8 +150,9 @@ impl Drop for TestDaemon {
 }
 
 /// SQL that takes a file of the current format (never pruned) back to the shape of version 5:
-/// no `log_start` and `segments`.
+/// no `log_start`, `segments` and `received_keys`.
 pub const BACK_TO_VERSION_5: &str = "
+    DROP TABLE received_keys;
     DROP TABLE log_start;
     DROP TABLE segments;
     PRAGMA user_version = 5;
@@ -161,6 +162,7 @@ pub const BACK_TO_VERSION_5: &str = "
 /// upgrades from it and from older versions: no `entries.imported`, the receive time
 /// indexed, and `cost_hourly` without cache-read and reasoning tokens, by receive hour.
 pub const BACK_TO_VERSION_4: &str = "
+    DROP TABLE received_keys;
     DROP TABLE log_start;
     DROP TABLE segments;
     ALTER TABLE entries DROP COLUMN imported;

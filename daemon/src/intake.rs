@@ -75,6 +75,9 @@ pub struct Submission {
     pub received: Instant,
     /// The producer had nothing else in flight.
     pub alone: bool,
+    /// One key an entry, for items stored once whatever the re-sends (`Job::keys`); empty
+    /// for the socket's appends, whose producer numbers do that.
+    pub keys: Vec<[u8; 32]>,
 }
 
 impl Submission {
@@ -86,6 +89,7 @@ impl Submission {
             ts: crate::format::row::now_ns(),
             received: Instant::now(),
             alone: false,
+            keys: Vec::new(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl Intake {
             reply,
             admitted: Some(admitted),
             alone: submission.alone,
+            keys: submission.keys,
         });
         if let Err(job) = self.queue.push(lane.id, job) {
             // A closed queue means the writer is gone, and the producer must hear that

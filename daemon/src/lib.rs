@@ -12,7 +12,8 @@
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries; [`fleet`]: the
 //!    forwarder to the fleet's PostgreSQL and the fleet's queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much;
-//!    [`intake`]: where every transport's appends are checked and admitted.
+//!    [`intake`]: where every transport's appends are checked and admitted; [`otlp`]:
+//!    OpenTelemetry's requests decoded and mapped to entries.
 //! 4. [`observe`]: metrics and systemd.
 //! 5. [`serve`]: the socket and its connections; [`http`]: the TCP listeners, beside it.
 
@@ -25,6 +26,7 @@ pub mod format;
 pub mod http;
 pub mod intake;
 pub mod observe;
+pub mod otlp;
 pub mod read;
 pub mod serve;
 pub mod stats;

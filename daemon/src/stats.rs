@@ -231,3 +231,16 @@ impl Timings {
         self.rotated = Instant::now();
     }
 }
+
+/// The OTLP receiver's counters, since start.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Export requests received.
+    pub requests: AtomicU64,
+    /// Spans and log records in the requests that decoded.
+    pub items: AtomicU64,
+    /// Items refused one by one (`partial_success`).
+    pub rejected: AtomicU64,
+    /// Requests answered with anything but a 200.
+    pub refused: AtomicU64,
+}

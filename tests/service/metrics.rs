@@ -143,7 +143,7 @@ fn a_metrics_address_in_use_stops_the_start_with_its_reason() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains(&format!("binding the metrics endpoint {address}")),
+        stderr.contains(&format!("binding the metrics listener {address}")),
         "{stderr}"
     );
     // It stopped before opening the database.

@@ -89,6 +89,9 @@ struct Overrides {
     /// Serve Prometheus metrics over HTTP at this address, such as 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Receive OpenTelemetry (OTLP/HTTP) at this address, such as 127.0.0.1:4318.
+    #[arg(long, value_name = "ADDR")]
+    otlp_listen: Option<String>,
 }
 
 impl Overrides {
@@ -245,20 +248,22 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
         }
         None => server::bind(&config.socket_path, config.socket_mode)?,
     };
-    let metrics_listener = match config.metrics_listen {
-        Some(address) => Some(
-            runtime
+    // Bound before the database is opened, so that a taken port stops the start.
+    let mut listeners = Vec::new();
+    for (kind, address) in [
+        (witness_daemon::http::Kind::Metrics, config.metrics_listen),
+        (witness_daemon::http::Kind::Otlp, config.otlp.listen),
+    ] {
+        if let Some(address) = address {
+            let socket = runtime
                 .block_on(tokio::net::TcpListener::bind(address))
-                .with_context(|| format!("binding the metrics endpoint {address}"))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("binding the {} listener {address}", kind.name()))?;
+            listeners.push(witness_daemon::http::Listener { kind, socket });
+        }
+    }
     let mut server = Server::start(config.clone())?;
-    if let Some(socket) = metrics_listener {
-        server.serve_http(witness_daemon::http::Listener {
-            kind: witness_daemon::http::Kind::Metrics,
-            socket,
-        });
+    for listener in listeners {
+        server.serve_http(listener);
     }
     let metrics = server.metrics();
     let stop = handle_signals(args, config.clone(), server.reloader(), logging)?;
@@ -405,18 +410,20 @@ mod tests {
             "--log-level=debug",
             "--log-format=json",
             "--metrics-listen=127.0.0.1:1",
+            "--otlp-listen=127.0.0.1:2",
         ])
         .unwrap();
         let settings = args.overrides();
         assert_eq!(settings.batch_max, Some(7));
         assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(settings.otlp_listen.as_deref(), Some("127.0.0.1:2"));
         assert_eq!(
             serde_json::to_value(&args.overrides)
                 .unwrap()
                 .as_object()
                 .unwrap()
                 .len(),
-            11,
+            12,
             "a flag was added here without a line above"
         );
         let config = Config::from_settings(&settings, || "x".into(), || "y".into()).unwrap();

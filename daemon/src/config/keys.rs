@@ -248,6 +248,17 @@ keys! {
     /// Address for the Prometheus endpoint; unset: no HTTP at all.
     metrics_listen: String = None => metrics_listen, Restart,
         read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
+    /// Address for the OTLP/HTTP receiver (`docs/OTLP.md`), such as 127.0.0.1:4318; unset:
+    /// none. Serves `POST /v1/traces` and `/v1/logs`.
+    otlp_listen: String = None => otlp.listen, Restart,
+        read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
+    /// The OTLP receiver's bearer tokens, `name token` a line, private to the daemon's user;
+    /// unset: only loopback peers are served, without a token.
+    otlp_tokens_file: PathBuf = None => otlp.tokens_file, Restart,
+        read |path| Ok(Some(path.clone())), show |path: &Option<PathBuf>| path.clone();
+    /// The largest OTLP request body in bytes, counted after decompression.
+    otlp_max_body_bytes: u64 = Some(crate::otlp::DEFAULT_MAX_BODY as u64) => otlp.max_body, Restart,
+        read |bytes| count(*bytes, 1024, 1 << 30), show |bytes: &usize| Some(*bytes as u64);
     /// Forwarding to the fleet's PostgreSQL (`docs/FLEET.md`); unset: none. A table:
     /// `postgres` (a `postgresql://` URL or libpq `key=value` string; `sslmode` and
     /// `sslrootcert` as libpq reads them), `password_file` (libpq's `.pgpass` format; unset:

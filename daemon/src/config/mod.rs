@@ -63,6 +63,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The OTLP/HTTP receiver (`docs/OTLP.md`).
+    pub otlp: OtlpConfig,
     /// Who may connect, write and read, and how much each user may send.
     pub access: Access,
     /// Whether a missing database may be created as a new, empty log. Off where a log must
@@ -105,6 +107,17 @@ impl std::str::FromStr for LogFormat {
             )),
         }
     }
+}
+
+/// The OTLP/HTTP receiver's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OtlpConfig {
+    /// Where to serve it; none: not at all.
+    pub listen: Option<SocketAddr>,
+    /// The bearer tokens' file; none: only loopback peers are served.
+    pub tokens_file: Option<PathBuf>,
+    /// The largest request body, counted after decompression.
+    pub max_body: usize,
 }
 
 /// The limits a connection takes when it opens; a reload changes them for connections

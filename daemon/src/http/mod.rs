@@ -1,10 +1,12 @@
-//! The HTTP layer: every TCP listener of the daemon (today the Prometheus endpoint), each an
+//! The HTTP layer: every TCP listener of the daemon (the Prometheus endpoint, the OTLP
+//! receiver), each an
 //! axum router of small handlers, served beside the Unix socket and stopped by the same
 //! signal. Who may do what is decided by `access::authorize`, as for the socket, from the
 //! principal the listener establishes ([`Caller`]): its name, the peer's address and, for
 //! listeners that take them, a token.
 
 pub mod metrics;
+pub mod otlp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::observe::metrics::Metrics;
 pub enum Kind {
     /// `GET /metrics` in the Prometheus text format (`metrics_listen`).
     Metrics,
+    /// `POST /v1/traces` and `/v1/logs`, OTLP/HTTP (`otlp_listen`).
+    Otlp,
 }
 
 impl Kind {
@@ -33,6 +37,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Metrics => "metrics",
+            Kind::Otlp => "otlp",
         }
     }
 
@@ -40,6 +45,7 @@ impl Kind {
     fn path(self) -> &'static str {
         match self {
             Kind::Metrics => "/metrics",
+            Kind::Otlp => "/v1/traces",
         }
     }
 }
@@ -60,6 +66,21 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Who may do what.
     pub gate: Arc<Gate>,
+    /// Where appends are admitted.
+    pub intake: Arc<crate::intake::Intake>,
+    /// The OTLP receiver's settings, tokens and counters.
+    pub otlp: Arc<OtlpContext>,
+}
+
+/// What the OTLP receiver's handlers need besides the intake.
+#[derive(Debug, Default)]
+pub struct OtlpContext {
+    /// The largest body, counted after decompression.
+    pub max_body: usize,
+    /// The bearer tokens; empty: only loopback peers, without one.
+    pub tokens: Arc<crate::otlp::tokens::Tokens>,
+    /// Requests, items and refusals.
+    pub stats: crate::stats::OtlpStats,
 }
 
 /// The state of one listener's router: the shared context and the listener's kind.
@@ -92,6 +113,7 @@ pub fn serve_all(
         };
         let router: Router = match kind {
             Kind::Metrics => metrics::routes(),
+            Kind::Otlp => otlp::routes(),
         }
         .with_state(state);
         let shutdown = shutdown.clone();
@@ -144,11 +166,21 @@ impl<const NEED: u8> FromRequestParts<State> for Caller<NEED> {
             .ok_or_else(|| {
                 (StatusCode::INTERNAL_SERVER_ERROR, "no peer address").into_response()
             })?;
-        let principal = Principal::Http(HttpIdentity {
-            listener: state.kind.name(),
-            peer,
-            token: None,
-        });
+        let identity = match state.kind {
+            Kind::Otlp => otlp::identify(
+                state.kind.name(),
+                peer,
+                &parts.headers,
+                &state.context.otlp.tokens,
+            )
+            .map_err(IntoResponse::into_response)?,
+            Kind::Metrics => HttpIdentity {
+                listener: state.kind.name(),
+                peer,
+                token: None,
+            },
+        };
+        let principal = Principal::Http(identity);
         match access::authorize(&state.context.gate.access(), &principal, need(NEED)) {
             Ok(()) => Ok(Caller { principal }),
             Err(reason) => Err((StatusCode::FORBIDDEN, format!("{reason}\n")).into_response()),

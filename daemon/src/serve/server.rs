@@ -59,6 +59,9 @@ pub enum StartError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The OTLP receiver's tokens file cannot be used.
+    #[error(transparent)]
+    Tokens(#[from] crate::otlp::tokens::TokensError),
     /// Another daemon answers on the socket.
     #[error("another witnessd is already serving {0}: stop it first, or pick another --socket")]
     SocketInUse(String),
@@ -176,12 +179,23 @@ pub struct Server {
     forward: Option<Arc<ForwardStats>>,
     /// HTTP listeners to serve beside the socket.
     http: Vec<crate::http::Listener>,
+    /// The OTLP receiver's settings, tokens and counters.
+    otlp: Arc<crate::http::OtlpContext>,
 }
 
 impl Server {
     /// Takes the database file (its lock, by identity), opens it and starts the writer. A
     /// missing log is created, and said to be, only when `config.create` allows.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        let tokens = match &config.otlp.tokens_file {
+            Some(path) => crate::otlp::tokens::Tokens::load(path)?,
+            None => crate::otlp::tokens::Tokens::default(),
+        };
+        let otlp = Arc::new(crate::http::OtlpContext {
+            max_body: config.otlp.max_body,
+            tokens: Arc::new(tokens),
+            stats: Default::default(),
+        });
         let db_path = &config.writer.db_path;
         if config.create
             && let Some(parent) = db_path
@@ -244,6 +258,7 @@ impl Server {
             gate,
             verifier_key,
             http: Vec::new(),
+            otlp,
         })
     }
 
@@ -287,6 +302,7 @@ impl Server {
             verifier_key,
             forward,
             http,
+            otlp,
         } = self;
         let forwarder = start_forwarder(&config, forward, &verifier_key, &writer);
         let archiver = Archiver::start(
@@ -321,6 +337,8 @@ impl Server {
         let context = crate::http::Context {
             metrics: Arc::clone(&metrics),
             gate: Arc::clone(&gate),
+            intake: Arc::clone(&shared.intake),
+            otlp,
         };
         crate::http::serve_all(http, &context, &readers, &stop.cancel);
         let sampler = tokio::spawn(async move {

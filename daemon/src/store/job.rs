@@ -106,6 +106,10 @@ pub struct Job {
     /// The producer had nothing else in flight when it sent this: its client waits on this
     /// answer alone (a `log` call), where a pipelining client has others coming.
     pub alone: bool,
+    /// One key an entry, for items that say themselves what makes them the same item (OTLP
+    /// spans and log records): an entry whose key was received before is not stored again,
+    /// and its receipt is the first one's. Empty for appends over the socket.
+    pub keys: Vec<[u8; 32]>,
 }
 
 impl Job {
@@ -120,6 +124,7 @@ impl Job {
             reply: Reply::Nobody,
             admitted: None,
             alone: false,
+            keys: Vec::new(),
         }
     }
 }

@@ -81,6 +81,7 @@ pub(super) fn write(
     {
         let mut insert = transaction.prepare_cached(row::insert_sql())?;
         let mut add_run = transaction.prepare_cached(schema::ADD_PRODUCER_RUN)?;
+        let mut keys = Keys::default();
         for job in batch {
             let (first_new, mut receipts) = match job.producer {
                 None => (0, Vec::new()),
@@ -131,6 +132,15 @@ pub(super) fn write(
                 receipts.reserve(job.entries.len() - first_new);
             }
             for (index, entry) in job.entries.iter().enumerate().skip(first_new) {
+                if let Some(key) = job.keys.get(index) {
+                    if let Some(first) = keys.seen(&transaction, key)? {
+                        if job.ack == Ack::Committed {
+                            receipts.push(first);
+                        }
+                        continue;
+                    }
+                    keys.add(&transaction, key, head.seq + 1, job.origin.ts)?;
+                }
                 head.seq += 1;
                 let number = job.producer.map(|p| p.first_number as i64 + index as i64);
                 let values = row::values(head.seq, entry, &job.origin, job.producer, number);
@@ -172,6 +182,55 @@ pub(super) fn write(
         producers: touched,
         n_written,
     })
+}
+
+/// The statements on `received_keys`, prepared once a batch and only for batches with keys.
+#[derive(Default)]
+struct Keys<'t> {
+    find: Option<rusqlite::CachedStatement<'t>>,
+    add: Option<rusqlite::CachedStatement<'t>>,
+}
+
+impl<'t> Keys<'t> {
+    /// The receipt of the entry a key was received with before, if it was.
+    fn seen(
+        &mut self,
+        transaction: &'t rusqlite::Transaction<'_>,
+        key: &[u8; 32],
+    ) -> rusqlite::Result<Option<Receipt>> {
+        let find = match &mut self.find {
+            Some(find) => find,
+            None => self
+                .find
+                .insert(transaction.prepare_cached(schema::FIND_RECEIVED_KEY)?),
+        };
+        find.query_row([&key[..]], |row| {
+            let hash: Vec<u8> = row.get(1)?;
+            Ok(Receipt {
+                seq: row.get::<_, i64>(0)? as u64,
+                hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0; 32]),
+            })
+        })
+        .optional()
+    }
+
+    /// Records that `key` became entry `seq`, received at `received`.
+    fn add(
+        &mut self,
+        transaction: &'t rusqlite::Transaction<'_>,
+        key: &[u8; 32],
+        seq: i64,
+        received: i64,
+    ) -> rusqlite::Result<()> {
+        let add = match &mut self.add {
+            Some(add) => add,
+            None => self
+                .add
+                .insert(transaction.prepare_cached(schema::ADD_RECEIVED_KEY)?),
+        };
+        add.execute((&key[..], seq, received))?;
+        Ok(())
+    }
 }
 
 /// Sends the answer a job's outcome calls for, releasing its permits.

@@ -257,6 +257,8 @@ struct Writer {
     last_commit: Duration,
     last_job: Instant,
     last_optimize: Instant,
+    /// When received keys past their window were last forgotten.
+    last_forget: Instant,
     /// When the free space was last looked at, and why entries are refused, while they are.
     disk_checked: Option<Instant>,
     disk_low: Option<String>,
@@ -349,6 +351,7 @@ impl Writer {
             last_commit: Duration::ZERO,
             last_job: Instant::now(),
             last_optimize: Instant::now(),
+            last_forget: Instant::now(),
             disk_checked: None,
             disk_low: None,
             start,

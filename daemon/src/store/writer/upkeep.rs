@@ -23,9 +23,26 @@ impl Writer {
         let _ = checkpointer.sign(&self.connection, size, self.tree.root());
     }
 
+    /// Once a minute, forgets the OTLP keys received longer ago than their window, ten
+    /// thousand at most each time, so that the step stays a few milliseconds.
+    fn maybe_forget_keys(&mut self) {
+        if self.last_forget.elapsed() < std::time::Duration::from_secs(60) {
+            return;
+        }
+        self.last_forget = Instant::now();
+        let before = crate::format::row::now_ns() - crate::format::schema::RECEIVED_KEYS_WINDOW_NS;
+        if let Err(error) = self
+            .connection
+            .execute(crate::format::schema::FORGET_RECEIVED_KEYS, [before])
+        {
+            tracing::warn!(%error, "forgetting old OTLP keys failed; trying again in a minute");
+        }
+    }
+
     /// Runs `PRAGMA optimize` when its interval has passed. `analysis_limit` bounds it to
     /// milliseconds, so it runs between batches like a checkpoint.
     pub(super) fn maybe_optimize(&mut self) {
+        self.maybe_forget_keys();
         let Some(interval) = self.config.optimize_interval else {
             return;
         };

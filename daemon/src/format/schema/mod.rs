@@ -12,13 +12,16 @@ use rusqlite::{Connection, OpenFlags};
 use crate::format::tree::Tree;
 use crate::format::{chain, row};
 
+mod migrate;
+use migrate::migrate;
+
 /// `PRAGMA user_version` of the schema this build writes. Version 1 lacked `cost_hourly`,
 /// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; version 4 had no
 /// `entries.imported`, indexed the receive time rather than the event's time, and kept no
 /// cache-read or reasoning tokens in `cost_hourly`, which it bucketed by receive time;
 /// version 5 had no `log_start` and `segments`, and could not be pruned. The writer adds and
 /// fills what is missing when it opens such a file.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 pub use super::cost::{HOUR_NS, hour_of, hour_sql};
 pub use super::row::EVENT_TIME;
@@ -186,48 +189,37 @@ pub fn log_start(connection: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
     })
 }
 
+/// The keys of items received over OTLP (`docs/OTLP.md`), each with the entry it became,
+/// so that an export sent again stores nothing twice. Not part of the log: a key is kept
+/// for `RECEIVED_KEYS_WINDOW` after it arrived, and losing the table only narrows what a
+/// re-send is recognised by.
+pub const RECEIVED_KEYS: &str = "
+CREATE TABLE received_keys (
+    key      BLOB PRIMARY KEY,
+    seq      INTEGER NOT NULL,
+    received INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX received_keys_by_time ON received_keys (received);
+";
+
+/// The entry a received key became, with its hash, if the key was received before (and its
+/// entry is still in the live log).
+pub const FIND_RECEIVED_KEY: &str = "SELECT k.seq, e.hash FROM received_keys k \
+     JOIN entries e ON e.seq = k.seq WHERE k.key = ?1";
+
+/// Records a received key.
+pub const ADD_RECEIVED_KEY: &str =
+    "INSERT OR REPLACE INTO received_keys (key, seq, received) VALUES (?1, ?2, ?3)";
+
+/// Forgets keys received before `?1`, a bounded number at a time.
+pub const FORGET_RECEIVED_KEYS: &str = "DELETE FROM received_keys WHERE key IN \
+     (SELECT key FROM received_keys WHERE received < ?1 ORDER BY received LIMIT 10000)";
+
+/// How long a received key is remembered: a day, far past any exporter's retries.
+pub const RECEIVED_KEYS_WINDOW_NS: i64 = 24 * 3_600 * 1_000_000_000;
+
 /// The latest checkpoint in the history.
 pub const LATEST_CHECKPOINT: &str = "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1";
-
-/// Fills `tiles` from `entries`, in `seq` order, when a file written before they existed is
-/// upgraded.
-fn fill_tiles(connection: &Connection) -> Result<(), row::BadRow> {
-    let mut rows = connection.prepare(&format!(
-        "SELECT {} FROM entries ORDER BY seq",
-        row::select_columns()
-    ))?;
-    let mut rows = rows.query([])?;
-    let mut tree = Tree::default();
-    let mut scratch = Vec::with_capacity(1024);
-    while let Some(stored) = rows.next()? {
-        let values = row::read_values(stored)?;
-        tree.push(chain::leaf_hash(&values, &mut scratch));
-        if tree.size() % (1 << 16) == 0 {
-            tree.save(connection)?;
-        }
-    }
-    Ok(tree.save(connection)?)
-}
-
-/// Fills `producer_runs` and `producers.last_run` from `entries`, when a file written before
-/// they existed is upgraded: each maximal stretch of a producer's rows whose `seq` and numbers
-/// both go up by one is a run.
-const FILL_PRODUCER_RUNS: &str = "
-INSERT INTO producer_runs (first_seq, producer_id, first_number, entries, previous)
-SELECT first_seq, producer_id, first_number, entries,
-       lag(first_seq) OVER (PARTITION BY producer_id ORDER BY first_seq)
-FROM (SELECT producer_id, min(seq) AS first_seq, min(producer_number) AS first_number,
-             count(*) AS entries
-      FROM (SELECT seq, producer_id, producer_number,
-                   seq - row_number() OVER w AS seq_stretch,
-                   producer_number - row_number() OVER w AS number_stretch
-            FROM entries WHERE producer_id IS NOT NULL
-            WINDOW w AS (PARTITION BY producer_id ORDER BY seq))
-      GROUP BY producer_id, seq_stretch, number_stretch);
-UPDATE producers SET last_run = runs.last
-FROM (SELECT producer_id, max(first_seq) AS last FROM producer_runs GROUP BY producer_id) AS runs
-WHERE runs.producer_id = producers.producer_id;
-";
 
 /// The head of the chain: the last row's `seq` and hash.
 pub const HEAD: &str = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1";
@@ -369,7 +361,7 @@ pub enum OpenError {
     },
 }
 
-fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
+pub(super) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
     move |source| OpenError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -415,104 +407,6 @@ pub fn open_writer(
     add_saturating_sum(&connection).map_err(&error)?;
     migrate(&mut connection, path)?;
     Ok(connection)
-}
-
-fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
-    let error = sqlite_error(path);
-    let transaction = connection
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(&error)?;
-    let version: i64 = transaction
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(&error)?;
-    let started = std::time::Instant::now();
-    match version {
-        0 => {
-            let tables: i64 = transaction
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-                .map_err(&error)?;
-            if tables != 0 {
-                return Err(OpenError::Foreign {
-                    path: path.display().to_string(),
-                });
-            }
-            for table in [
-                ENTRIES,
-                ENTRY_INDEXES,
-                PRODUCERS,
-                COST_HOURLY,
-                PRODUCER_RUNS,
-                TILES,
-                CHECKPOINTS,
-                LOG_START,
-                SEGMENTS,
-            ] {
-                transaction.execute_batch(table).map_err(&error)?;
-            }
-        }
-        5 => {
-            tracing::info!(path = %path.display(), "adding log_start and segments (schema version 6)");
-            transaction.execute_batch(LOG_START).map_err(&error)?;
-            transaction.execute_batch(SEGMENTS).map_err(&error)?;
-        }
-        1..=4 => {
-            tracing::info!(path = %path.display(),
-                "dating entries by their own time, adding entries.imported (schema version 5)");
-            transaction
-                .execute_batch(
-                    "ALTER TABLE entries ADD COLUMN imported TEXT;
-                     DROP INDEX IF EXISTS entries_by_ts;
-                     CREATE INDEX entries_by_time ON entries (coalesce(client_ts, ts));
-                     DROP TABLE IF EXISTS cost_hourly;",
-                )
-                .map_err(&error)?;
-            transaction.execute_batch(COST_HOURLY).map_err(&error)?;
-            transaction
-                .execute_batch(&super::cost::fill_hourly())
-                .map_err(&error)?;
-            if version <= 2 {
-                tracing::info!(path = %path.display(), "adding producer_runs (schema version 3)");
-                // Builds between versions 2 and 3 indexed `entries` by producer instead.
-                transaction
-                    .execute_batch(
-                        "DROP INDEX IF EXISTS entries_by_producer;
-                         ALTER TABLE producers ADD COLUMN last_run INTEGER;",
-                    )
-                    .map_err(&error)?;
-                transaction.execute_batch(PRODUCER_RUNS).map_err(&error)?;
-                transaction
-                    .execute_batch(FILL_PRODUCER_RUNS)
-                    .map_err(&error)?;
-            }
-            if version <= 3 {
-                tracing::info!(path = %path.display(), "adding the Merkle tree (schema version 4)");
-                transaction.execute_batch(TILES).map_err(&error)?;
-                transaction.execute_batch(CHECKPOINTS).map_err(&error)?;
-                fill_tiles(&transaction).map_err(|reason| OpenError::Upgrade {
-                    path: path.display().to_string(),
-                    reason: reason.to_string(),
-                })?;
-            }
-            transaction.execute_batch(LOG_START).map_err(&error)?;
-            transaction.execute_batch(SEGMENTS).map_err(&error)?;
-        }
-        SCHEMA_VERSION => return Ok(()),
-        found => {
-            return Err(OpenError::NewerSchema {
-                path: path.display().to_string(),
-                found,
-            });
-        }
-    }
-    transaction
-        .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-        .map_err(&error)?;
-    transaction.commit().map_err(&error)?;
-    if version != 0 {
-        tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION,
-            elapsed = ?started.elapsed(), "upgraded the database");
-    }
-    Ok(())
 }
 
 /// Opens a read-only connection, for queries and verification. It never creates the file and
