@@ -531,3 +531,23 @@ def test_a_tokens_file_others_can_read_or_badly_written_stops_the_start(
         )
         assert done.returncode != 0
         assert said in done.stderr, done.stderr
+
+
+def test_the_metrics_count_requests_items_and_refusals(tmp_path: pathlib.Path) -> None:
+    metrics_port = free_port()
+    receiver = Receiver(tmp_path, ["--metrics-listen", f"127.0.0.1:{metrics_port}"])
+    try:
+        body = spans_request("svc", [(b"\x07" * 16, b"\x08" * 8, "counted")]).SerializeToString()
+        assert receiver.post("/v1/traces", body)[0] == 200
+        assert receiver.post("/v1/traces", b"\xff", "application/x-protobuf")[0] == 400
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as got:
+            text = got.read().decode()
+        values = dict(
+            line.split(" ", 1) for line in text.splitlines() if line.startswith("witness_otlp_")
+        )
+        assert values["witness_otlp_requests_total"] == "2"
+        assert values["witness_otlp_items_total"] == "1"
+        assert values["witness_otlp_requests_refused_total"] == "1"
+        assert values["witness_otlp_items_rejected_total"] == "0"
+    finally:
+        receiver.daemon.stop()

@@ -24,10 +24,11 @@ pub fn routes() -> Router<State> {
 }
 
 async fn metrics(_: Caller<METRICS>, Extract(state): Extract<State>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-        prometheus(&state.context.metrics.report()),
-    )
+    let mut text = prometheus(&state.context.metrics.report());
+    if state.context.otlp.listening {
+        text.push_str(&crate::observe::prometheus::otlp(&state.context.otlp.stats));
+    }
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }
 
 async fn index(_: Caller<METRICS>) -> impl IntoResponse {

@@ -75,6 +75,8 @@ pub struct Context {
 /// What the OTLP receiver's handlers need besides the intake.
 #[derive(Debug, Default)]
 pub struct OtlpContext {
+    /// Whether the daemon serves an OTLP listener (and the metrics show its counters).
+    pub listening: bool,
     /// The largest body, counted after decompression.
     pub max_body: usize,
     /// The bearer tokens; empty: only loopback peers, without one.
@@ -183,6 +185,7 @@ impl<const NEED: u8> FromRequestParts<State> for Caller<NEED> {
         let principal = Principal::Http(identity);
         match access::authorize(&state.context.gate.access(), &principal, need(NEED)) {
             Ok(()) => Ok(Caller { principal }),
+            Err(reason) if state.kind == Kind::Otlp => Err(otlp::forbidden(&reason)),
             Err(reason) => Err((StatusCode::FORBIDDEN, format!("{reason}\n")).into_response()),
         }
     }

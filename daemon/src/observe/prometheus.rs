@@ -199,6 +199,35 @@ pub fn prometheus(report: &StatsReport) -> String {
     out.text
 }
 
+/// The OTLP receiver's families, for a daemon with an OTLP listener: requests, the items
+/// they held, the items refused one by one, and the requests answered with anything but a
+/// 200.
+pub fn otlp(stats: &crate::stats::OtlpStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = Families::default();
+    out.counter(
+        "otlp_requests_total",
+        "OTLP export requests received since start.",
+        stats.requests.load(Relaxed),
+    );
+    out.counter(
+        "otlp_items_total",
+        "Spans and log records in the OTLP requests that decoded, since start.",
+        stats.items.load(Relaxed),
+    );
+    out.counter(
+        "otlp_items_rejected_total",
+        "Spans and log records refused one by one (partial_success) since start.",
+        stats.rejected.load(Relaxed),
+    );
+    out.counter(
+        "otlp_requests_refused_total",
+        "OTLP requests answered with a status other than 200 since start.",
+        stats.refused.load(Relaxed),
+    );
+    out.text
+}
+
 /// The exposition being written: metric families, each a HELP and a TYPE line and then its
 /// samples, every name under the `witness_` prefix.
 #[derive(Default)]

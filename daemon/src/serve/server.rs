@@ -192,6 +192,7 @@ impl Server {
             None => crate::otlp::tokens::Tokens::default(),
         };
         let otlp = Arc::new(crate::http::OtlpContext {
+            listening: config.otlp.listen.is_some(),
             max_body: config.otlp.max_body,
             tokens: Arc::new(tokens),
             stats: Default::default(),
