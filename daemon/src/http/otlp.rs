@@ -477,8 +477,12 @@ async fn not_found() -> Response {
 
 /// A peer that may not send: a 403 with its `google.rpc.Status`.
 pub fn forbidden(reason: &crate::access::Denied) -> Response {
-    Failure::new(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, reason.to_string())
-        .into_response(Encoding::Json)
+    Failure::new(
+        StatusCode::FORBIDDEN,
+        code::PERMISSION_DENIED,
+        reason.to_string(),
+    )
+    .into_response(Encoding::Json)
 }
 
 /// A request refused for its token: a 401, saying what is missing.
