@@ -676,6 +676,61 @@ fn a_kill_9_at_every_step_of_sealing_and_pruning_loses_nothing() {
     }
 }
 
+/// Between two steps of a prune the live log still holds the end of the range its last
+/// segment archives: an intact log, which a verification may find while the daemon runs (or
+/// after a crash between steps) and must not call broken.
+#[test]
+fn a_log_between_two_steps_of_a_prune_verifies_with_its_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = dir.path().join("witnessd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "min_free_bytes = 0\n[retain]\narchive_dir = {:?}\nsegment_entries = 4096\n",
+            archive
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let daemon = Witnessd::spawn(
+        dir.path(),
+        &args,
+        &[("WITNESS_CRASH_AT", "mid-delete".as_ref())],
+    );
+    daemon.wait_until_serving();
+    let mut client = impatient(&daemon.socket);
+    for chunk in 0..6 {
+        client.log_batch(entries(chunk * 1000, 1000)).unwrap();
+    }
+    let answer = client.maintenance(MaintenanceTask::Prune {
+        before_seq: Some(5000),
+        before_time: None,
+        drop: false,
+    });
+    assert!(
+        answer.is_err(),
+        "the daemon was to die, yet answered {answer:?}"
+    );
+    let (socket, db) = (daemon.socket.clone(), daemon.db.clone());
+    assert_eq!(daemon.wait().code(), None, "killed by a signal");
+    // The first step of 2048 is deleted; the segment holds all 4096.
+    assert_eq!(first_seq(&db), 2049);
+    let (code, out, err) = verify_with_archives(&socket, &db, &archive);
+    assert_eq!(code, 0, "mid-prune: {out}{err}");
+    let (code, out, err) = witness(&socket, &["verify", "--db", db.to_str().unwrap()], None);
+    assert_eq!(code, 0, "mid-prune, the live log alone: {out}{err}");
+    // The next start finishes the prune, and the log still verifies.
+    let daemon = Witnessd::start(dir.path(), &args);
+    wait_until("the prune is finished", Duration::from_secs(60), || {
+        first_seq(&daemon.db) == 4097
+    });
+    let (code, out, err) = verify_with_archives(&daemon.socket, &daemon.db, &archive);
+    assert_eq!(code, 0, "{out}{err}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+}
+
 /// A pruning step runs with `PRAGMA synchronous = OFF`: if it cannot be set back, the writer
 /// must acknowledge nothing more, as for a replaced database file, since every later commit
 /// would skip its fsync and a `Committed` answer would no longer mean durable.

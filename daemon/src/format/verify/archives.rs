@@ -139,6 +139,9 @@ pub fn verify_archives(live: &Connection, dir: &Path) -> Result<ArchivesReport, 
         ));
     }
     let mut next = (1u64, GENESIS);
+    // The chain hash before the live log's start, as the last segment has it, when a prune
+    // is under way and the live log still holds the end of the last range.
+    let mut overlap_anchor = None;
     let mut stored = Tiles::new(live);
     for segment in segments {
         let range = format!("entries {} to {}", segment.first_seq, segment.last_seq);
@@ -157,7 +160,12 @@ pub fn verify_archives(live: &Connection, dir: &Path) -> Result<ArchivesReport, 
                 report.tree = None;
                 SegmentState::Dropped
             }
-            Some(name) => check_archived(&segment, &dir.join(name), &mut report, &mut stored)?,
+            Some(name) => {
+                let (state, anchor) =
+                    check_archived(&segment, &dir.join(name), &mut report, &mut stored, start)?;
+                overlap_anchor = anchor;
+                state
+            }
         };
         if state != SegmentState::Intact {
             let name = segment.file.as_deref().unwrap_or("");
@@ -177,7 +185,12 @@ pub fn verify_archives(live: &Connection, dir: &Path) -> Result<ArchivesReport, 
         report.segments.push((segment, state));
     }
     if !report.segments.is_empty() {
-        if start < next.0 {
+        let last = report.segments.last().map(|(segment, _)| segment);
+        let under_way = last.is_some_and(|last| (last.first_seq..=last.last_seq).contains(&start));
+        if start < next.0 && under_way && overlap_anchor == Some(start_hash) {
+            // The writer deletes a sealed range in steps: between two of them the live log
+            // still holds the range's end, which the segment holds too, and the two agree.
+        } else if start < next.0 {
             report.problems.push(format!(
                 "a prune is unfinished: the live log starts at seq {start}, inside the last \
                  pruned range; start the daemon to finish it"
@@ -202,14 +215,15 @@ fn check_archived(
     path: &Path,
     report: &mut ArchivesReport,
     stored: &mut Tiles<'_>,
-) -> Result<SegmentState, VerifyError> {
+    live_start: u64,
+) -> Result<(SegmentState, Option<[u8; 32]>), VerifyError> {
     if !path.exists() {
         report.tree = None;
-        return Ok(SegmentState::Missing);
+        return Ok((SegmentState::Missing, None));
     }
     let altered = |report: &mut ArchivesReport, reason: String| {
         report.tree = None;
-        Ok(SegmentState::Altered(reason))
+        Ok((SegmentState::Altered(reason), None))
     };
     match archive::sha256_file(path) {
         Ok((sha256, _)) if Some(sha256) == segment.sha256 => {}
@@ -240,8 +254,13 @@ fn check_archived(
             "it holds another range or other chain hashes than the log recorded".into(),
         );
     }
+    // While a prune is under way the live log still holds this range's end: the tree
+    // before the live log's start takes only the entries before it.
+    let kept = live_start
+        .saturating_sub(check.first_seq)
+        .min(check.leaves.len() as u64) as usize;
     if let Some(tree) = &mut report.tree {
-        for leaf in &check.leaves {
+        for leaf in &check.leaves[..kept] {
             tree.push(*leaf);
         }
         for (level, idx, hashes) in tree.take_full() {
@@ -255,5 +274,19 @@ fn check_archived(
             }
         }
     }
-    Ok(SegmentState::Intact)
+    let anchor = if live_start <= check.first_seq {
+        Some(check.previous)
+    } else if live_start <= check.last_seq {
+        connection
+            .query_row(
+                "SELECT hash FROM entries WHERE seq = ?1",
+                [live_start as i64 - 1],
+                |row| row.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+            .and_then(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok())
+    } else {
+        None
+    };
+    Ok((SegmentState::Intact, anchor))
 }
