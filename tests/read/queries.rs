@@ -431,6 +431,82 @@ fn cost_windows_split_hours_exactly() {
 }
 
 #[test]
+fn every_field_of_traces_and_cost_is_checked_as_the_protocol_says() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 5);
+    let traces = |since, until| {
+        Request::Traces(TracesQuery {
+            since,
+            until,
+            component: None,
+            before_seq: None,
+            limit: 5,
+        })
+    };
+    let cost = |event: Option<String>, model: Option<String>| {
+        Request::Cost(CostQuery {
+            model,
+            event,
+            by: GroupBy::Model,
+            since: None,
+            until: None,
+            component: None,
+            offset: 0,
+            limit: 20,
+        })
+    };
+    let long = "m".repeat(300);
+    let requests = [
+        (traces(None, Some(-1)), "until is before 1970"),
+        (traces(Some(5), Some(5)), "since must be before until"),
+        (traces(Some(9), Some(5)), "since must be before until"),
+        (cost(Some(String::new()), None), "event filter is empty"),
+        (cost(Some(long.clone()), None), "no stored event is longer"),
+        (cost(None, Some(String::new())), "model filter is empty"),
+        (cost(None, Some(long)), "no stored model is longer"),
+    ];
+    let mut raw = daemon.raw();
+    for (id, (request, expected)) in requests.into_iter().enumerate() {
+        raw.send(id as u64 + 1, request);
+        match raw.recv().unwrap().response {
+            Response::Error(reply) => {
+                assert_eq!(reply.code, ErrorCode::BadRequest, "{expected}");
+                assert!(reply.message.contains(expected), "{}", reply.message);
+            }
+            other => panic!("{expected}: answered {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refused_proofs_are_counted_among_the_rejections() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 3);
+    let mut raw = daemon.raw();
+    raw.send(1, Request::Prove(999_999));
+    raw.send(
+        2,
+        Request::Consistency {
+            old: 50,
+            new: Some(7),
+        },
+    );
+    for _ in 0..2 {
+        match raw.recv().unwrap().response {
+            Response::Error(reply) => assert_eq!(reply.code, ErrorCode::BadRequest),
+            other => panic!("answered {other:?}"),
+        }
+    }
+    let stats = daemon.client().stats().unwrap();
+    let bad = stats
+        .rejections
+        .iter()
+        .find(|(code, _)| code == "BadRequest")
+        .map_or(0, |(_, count)| *count);
+    assert_eq!(bad, 2, "{:?}", stats.rejections);
+}
+
+#[test]
 fn bad_filters_and_times_get_clear_errors() {
     let daemon = TestDaemon::start();
     feed(&daemon, 20);

@@ -3,6 +3,32 @@
 use super::*;
 
 #[test]
+fn a_follower_with_a_limit_ends_after_that_many_entries() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 2);
+    let mut follower = daemon.client();
+    let mut stream = follower
+        .entries(EntriesQuery {
+            newest: Some(0),
+            limit: Some(3),
+            follow: true,
+            ..EntriesQuery::default()
+        })
+        .unwrap();
+    let mut client = daemon.client();
+    for index in 0..5 {
+        client
+            .log(Entry::new("live", "c").payload(json!({ "index": index })))
+            .unwrap();
+    }
+    let seqs: Vec<u64> = stream.by_ref().map(|entry| entry.unwrap().seq).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let end = stream.end().expect("the stream ended");
+    assert_eq!(end.reason, witness_protocol::query::EndReason::Limit);
+    assert_eq!(end.next_after, Some(5));
+}
+
+#[test]
 fn a_follower_receives_every_entry_committed_after_it_subscribed() {
     let daemon = TestDaemon::start();
     feed(&daemon, 50);

@@ -9,7 +9,7 @@ use witness_protocol::query::{CostQuery, CostReport, CostRow, GroupBy};
 use super::filter::clamp;
 use crate::format::schema::{EVENT_TIME, HOUR_NS};
 use witness_protocol::ErrorReply;
-use witness_protocol::limits::MAX_COMPONENT_LEN;
+use witness_protocol::limits::{MAX_COMPONENT_LEN, MAX_EVENT_LEN, MAX_MODEL_LEN};
 
 use super::validation::{check_limit, check_text, check_window};
 
@@ -154,6 +154,10 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
 /// Checks a request for a cost report.
 pub fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
     check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
+    // An empty model would select the entries that have none (the roll-up's own `''`):
+    // refused, as every empty filter is.
+    check_text("event", query.event.as_deref(), MAX_EVENT_LEN)?;
+    check_text("model", query.model.as_deref(), MAX_MODEL_LEN)?;
     check_window(query.since, query.until)?;
     check_limit(query.limit)
 }

@@ -185,6 +185,6 @@ pub fn check_trace(query: &TraceQuery) -> Result<(), ErrorReply> {
 /// Checks a request for the list of traces.
 pub fn check_traces(query: &TracesQuery) -> Result<(), ErrorReply> {
     check_text("component", query.component.as_deref(), MAX_COMPONENT_LEN)?;
-    check_window(query.since, None)?;
+    check_window(query.since, query.until)?;
     check_limit(query.limit)
 }

@@ -284,7 +284,14 @@ impl Connection {
         let stats = Arc::clone(&self.shared.stats);
         tokio::spawn(async move {
             let response = match reads.run(query).await {
-                Ok(response) => response,
+                Ok(response) => {
+                    // A refusal found by the query itself (a proof of an entry that is not
+                    // there) is counted as one found before it.
+                    if let Response::Error(reply) = &response {
+                        stats.reject(reply.code);
+                    }
+                    response
+                }
                 Err(message) => {
                     stats.reject(ErrorCode::Storage);
                     Response::Error(ErrorReply::new(ErrorCode::Storage, message))

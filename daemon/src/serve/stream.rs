@@ -49,7 +49,7 @@ pub(crate) async fn serve(id: u64, mut query: EntriesQuery, context: Context, re
     };
     let mut committed = stream.context.committed.clone();
     if query.follow {
-        query.limit = None;
+        // A follower ends at its `limit`, if it has one, and never at a bound of the log.
         query.filter.to_seq = None;
         query.filter.until = None;
     } else {
