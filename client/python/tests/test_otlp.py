@@ -551,3 +551,27 @@ def test_the_metrics_count_requests_items_and_refusals(tmp_path: pathlib.Path) -
         assert values["witness_otlp_items_rejected_total"] == "0"
     finally:
         receiver.daemon.stop()
+
+
+def test_a_peer_over_its_rate_is_told_to_retry_and_nothing_of_the_export_is_stored(
+    tmp_path: pathlib.Path,
+) -> None:
+    config = tmp_path / "witnessd.toml"
+    config.write_text("uid_entries_per_sec = 10\n")
+    receiver = Receiver(tmp_path, ["--config", str(config)])
+    try:
+
+        def export(first: int) -> Tuple[int, Dict[str, str], bytes]:
+            spans = [(b"\x09" * 16, (first + i).to_bytes(8, "big"), "rated") for i in range(50)]
+            return receiver.post("/v1/traces", spans_request("svc", spans).SerializeToString())
+
+        # A bucket holds a second's worth and may go into debt by one export: the first
+        # passes, the next is refused until the debt is paid.
+        assert export(1)[0] == 200
+        status, headers, answer = export(100)
+        assert status == 429, answer
+        assert headers["retry-after"] == "1"
+        assert b"over its limit" in answer
+        assert len(receiver.entries("event = 'rated'")) == 50
+    finally:
+        receiver.daemon.stop()
