@@ -313,14 +313,12 @@ fn log_entries(socket: &Path, host: &str, n: usize) {
                 let mut entry = Entry::new(if i % 3 == 0 { "llm.call" } else { "step" }, host)
                     .payload(json!({"i": i, "host": host}));
                 if i % 3 == 0 {
-                    entry = entry.cost(Cost {
-                        tokens_in: 100,
-                        tokens_out: 10,
-                        cache_read_tokens: Some(5),
-                        reasoning_tokens: None,
-                        micro_usd: 7,
-                        model: Some("m-1".into()),
-                    });
+                    entry = entry.cost(
+                        Cost::new(100, 10, 7)
+                            .cache_read_tokens(5)
+                            .cache_write_tokens(3)
+                            .model("m-1"),
+                    );
                 }
                 if i % 1000 == 0 {
                     entry = entry.trace("shared-trace");
@@ -658,11 +656,10 @@ fn hostile_values_survive_byte_for_byte() {
                 .payload(json!({"text": text, "nested": [text, {"k": text}]}))
                 .cost(Cost {
                     tokens_in: u64::MAX >> 1,
-                    tokens_out: 0,
-                    cache_read_tokens: None,
                     reasoning_tokens: Some(1),
-                    micro_usd: 1,
+                    micro_usd: Some(1),
                     model: Some((*text).into()),
+                    ..Cost::default()
                 })
         })
         .collect();

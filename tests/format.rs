@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::json;
 use witness_client::{Cost, Entry};
 
-use crate::harness::TestDaemon;
+use crate::harness::{TestDaemon, read_db};
 
 const FORMAT: &str = include_str!("../docs/FORMAT.md");
 
@@ -33,6 +33,8 @@ fn the_documented_vectors_hash_as_documented() {
     check_vector(&encoding, &block_after("vector:hash"));
     let copy = encoding.trim().to_owned() + block_after("vector:imported-suffix").trim();
     check_vector(&copy, &block_after("vector:imported-hash"));
+    let priced = encoding.trim().to_owned() + block_after("vector:priced-suffix").trim();
+    check_vector(&priced, &block_after("vector:priced-hash"));
 }
 
 fn check_vector(encoding: &str, hash: &str) {
@@ -105,6 +107,20 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
                 imported: Some(r#"{"seq":7,"hash":"ab"}"#.into()),
                 ..Entry::new("copy", "c")
             },
+            // Priced by the daemon: `priced_by`, the last later column, is set.
+            Entry::new("priced", "c").cost(
+                Cost::tokens(1200, 300)
+                    .model("gpt-4o-mini")
+                    .cache_read_tokens(200),
+            ),
+            // Cache writes and no price: the encoding stops after the counts.
+            Entry::new("unpriced", "c").cost(
+                Cost::tokens(50, 5)
+                    .model("my-finetune")
+                    .cache_write_tokens(20)
+                    .cache_write_1h_tokens(5),
+            ),
+            Entry::new("written", "c").cost(Cost::new(50, 5, 9).cache_write_tokens(20)),
         ])
         .unwrap();
     for i in 0..20 {
@@ -117,7 +133,18 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
     let db = dir.path().join("witness.db");
     let (ok, out) = run_script(&db);
     assert!(ok, "{out}");
-    assert_eq!(out.trim(), "intact: 24 entries");
+    assert_eq!(out.trim(), "intact: 27 entries");
+    let priced: Option<String> = read_db(&db)
+        .query_row(
+            "SELECT priced_by FROM entries WHERE event = 'priced'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        priced.as_deref(),
+        Some("genai-prices-47df840a5ab1:openai/gpt-4o-mini")
+    );
 
     let status = Command::new("sqlite3")
         .arg(&db)
@@ -146,13 +173,19 @@ fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
         ("call", None, 12),
         ("note", None, 0),
     ] {
-        let mut cost = Cost::new(tokens, tokens / 2, tokens);
+        let mut cost = Cost::new(tokens, tokens / 2, tokens).cache_write_tokens(tokens / 3);
         if let Some(model) = model {
             cost = cost.model(model);
         }
         client.log(Entry::new(event, "agent").cost(cost)).unwrap();
     }
     client.log(Entry::new("bare", "agent")).unwrap();
+    // Unpriced: a model the table does not know, twice.
+    for _ in 0..2 {
+        client
+            .log(Entry::new("call", "agent").cost(Cost::tokens(5, 1).model("my-finetune")))
+            .unwrap();
+    }
     let dir = daemon.stop();
     let db = dir.path().join("witness.db");
     let connection = rusqlite::Connection::open(&db).unwrap();
@@ -160,17 +193,19 @@ fn the_documented_rebuild_of_cost_hourly_gives_what_the_daemon_keeps() {
         let mut statement = connection
             .prepare(
                 "SELECT hour, entries, tokens_in, tokens_out, cache_read_tokens, \
-                 reasoning_tokens, micro_usd FROM cost_hourly ORDER BY component, event, model",
+                 reasoning_tokens, micro_usd, cache_write_tokens, unpriced FROM cost_hourly \
+                 ORDER BY component, event, model",
             )
             .unwrap();
         statement
-            .query_map([], |row| (0..7).map(|i| row.get(i)).collect())
+            .query_map([], |row| (0..9).map(|i| row.get(i)).collect())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     };
     let kept = rows(&connection);
     assert!(kept.iter().any(|row| row[2] == i64::MAX), "{kept:?}");
+    assert!(kept.iter().any(|row| row[8] == 2), "{kept:?}");
     connection
         .execute_batch(&block_after("sql:rebuild-cost-hourly"))
         .unwrap();

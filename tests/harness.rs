@@ -149,9 +149,26 @@ impl Drop for TestDaemon {
     }
 }
 
+/// SQL that takes a file of the current format back to the shape of version 7: no cache-write
+/// tokens and no `priced_by` in `entries`, no cache writes or unpriced count in `cost_hourly`.
+/// (Its rows must carry none of them, as no version 7 daemon could write them.)
+pub const BACK_TO_VERSION_7: &str = "
+    ALTER TABLE entries DROP COLUMN priced_by;
+    ALTER TABLE entries DROP COLUMN cache_write_1h_tokens;
+    ALTER TABLE entries DROP COLUMN cache_write_tokens;
+    ALTER TABLE cost_hourly DROP COLUMN unpriced;
+    ALTER TABLE cost_hourly DROP COLUMN cache_write_tokens;
+    PRAGMA user_version = 7;
+";
+
 /// SQL that takes a file of the current format (never pruned) back to the shape of version 5:
 /// no `log_start`, `segments` and `received_keys`.
 pub const BACK_TO_VERSION_5: &str = "
+    ALTER TABLE entries DROP COLUMN priced_by;
+    ALTER TABLE entries DROP COLUMN cache_write_1h_tokens;
+    ALTER TABLE entries DROP COLUMN cache_write_tokens;
+    ALTER TABLE cost_hourly DROP COLUMN unpriced;
+    ALTER TABLE cost_hourly DROP COLUMN cache_write_tokens;
     DROP TABLE received_keys;
     DROP TABLE log_start;
     DROP TABLE segments;
@@ -162,6 +179,9 @@ pub const BACK_TO_VERSION_5: &str = "
 /// upgrades from it and from older versions: no `entries.imported`, the receive time
 /// indexed, and `cost_hourly` without cache-read and reasoning tokens, by receive hour.
 pub const BACK_TO_VERSION_4: &str = "
+    ALTER TABLE entries DROP COLUMN priced_by;
+    ALTER TABLE entries DROP COLUMN cache_write_1h_tokens;
+    ALTER TABLE entries DROP COLUMN cache_write_tokens;
     DROP TABLE received_keys;
     DROP TABLE log_start;
     DROP TABLE segments;

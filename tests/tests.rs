@@ -16,6 +16,7 @@ mod format;
 mod ingest;
 mod layers;
 mod notes;
+mod prices;
 mod proofs;
 mod protocol_abuse;
 mod read;

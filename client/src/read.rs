@@ -45,6 +45,19 @@ impl Client {
         }
     }
 
+    /// The price the daemon would give a call of `query.model`: what matched, its rates and
+    /// the date they hold from; `quote` is `None` when the model has no price.
+    pub fn price(
+        &mut self,
+        query: witness_protocol::query::PriceQuery,
+    ) -> Result<witness_protocol::query::PriceAnswer, Error> {
+        match self.call(Request::Price(query))? {
+            Response::Price(answer) => Ok(answer),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The daemon's health and load.
     pub fn stats(&mut self) -> Result<StatsReport, Error> {
         match self.call(Request::Stats)? {

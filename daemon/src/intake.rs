@@ -13,6 +13,7 @@ use witness_protocol::limits::{MAX_ENTRIES_PER_APPEND, MAX_INTEGER};
 use witness_protocol::{Append, ErrorCode, ErrorReply, OnFull};
 
 use crate::access::{Gate, Principal};
+use crate::prices::Prices;
 use crate::stats::ServerStats;
 use crate::store::admission::{Admission, Admitted};
 use crate::store::job::{Job, Origin, Reply};
@@ -60,6 +61,8 @@ pub struct Intake {
     pub gate: Arc<Gate>,
     /// Refusals are counted here.
     pub stats: Arc<ServerStats>,
+    /// The prices entries without money are priced by; a reload replaces them.
+    pub prices: Arc<Prices>,
 }
 
 /// An append on its way in, with what the transport knows of it.
@@ -78,6 +81,9 @@ pub struct Submission {
     /// One key an entry, for items stored once whatever the re-sends (`Job::keys`); empty
     /// for the socket's appends, whose producer numbers do that.
     pub keys: Vec<[u8; 32]>,
+    /// The provider of each entry's model call, where the transport knows it (OTLP's
+    /// `gen_ai.provider.name`); empty when none is known, as on the socket.
+    pub providers: Vec<Option<String>>,
 }
 
 impl Submission {
@@ -90,6 +96,7 @@ impl Submission {
             received: Instant::now(),
             alone: false,
             keys: Vec::new(),
+            providers: Vec::new(),
         }
     }
 }
@@ -158,7 +165,8 @@ impl Intake {
                 }
             },
         };
-        let append = submission.append;
+        let mut append = submission.append;
+        self.price(&mut append.entries, &submission.providers, submission.ts);
         let job = Box::new(Job {
             ack: append.ack,
             producer: append.producer,
@@ -181,6 +189,32 @@ impl Intake {
             job.reply.send(job.ack, Err(reply));
         }
         Ok(())
+    }
+
+    /// Prices the entries that carry a model and tokens and no money, each by its own date
+    /// (the client's time, else the receive time `ts`), before the writer hashes them.
+    fn price(
+        &self,
+        entries: &mut [witness_protocol::Entry],
+        providers: &[Option<String>],
+        ts: i64,
+    ) {
+        if !entries.iter().any(|entry| {
+            entry
+                .cost
+                .as_ref()
+                .is_some_and(|cost| cost.micro_usd.is_none())
+        }) {
+            return;
+        }
+        let book = self.prices.current();
+        for (index, entry) in entries.iter_mut().enumerate() {
+            let date = entry.client_ts.unwrap_or(ts);
+            if let Some(cost) = &mut entry.cost {
+                let provider = providers.get(index).and_then(Option::as_deref);
+                book.price(cost, provider, date);
+            }
+        }
     }
 
     /// Counts a refusal and gives it back.
@@ -241,6 +275,36 @@ pub fn check_append(append: &Append) -> Result<(), ErrorReply> {
             // An object, so that readers can rely on looking fields up in it.
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(imported)
                 .map_err(|error| invalid(format!("imported is not a JSON object: {error}")))?;
+        }
+        if let Some(cost) = &entry.cost {
+            // `priced_by` says the daemon priced the call: a client's word for it only
+            // holds on a copy, whose original the daemon that priced it wrote.
+            if cost.priced_by.is_some() && entry.imported.is_none() {
+                return Err(invalid(
+                    "priced_by is set by the daemon when it prices an entry; send the cost \
+                     without it (an imported copy may keep its original's)"
+                        .into(),
+                ));
+            }
+            if cost.priced_by.is_some() && cost.micro_usd.is_none() {
+                return Err(invalid(
+                    "priced_by names the price of micro_usd, which is missing".into(),
+                ));
+            }
+            if let (Some(write), Some(hour)) = (cost.cache_write_tokens, cost.cache_write_1h_tokens)
+                && hour > write
+            {
+                return Err(invalid(format!(
+                    "cache_write_1h_tokens ({hour}) is a part of cache_write_tokens ({write}) \
+                     and cannot exceed it"
+                )));
+            }
+            if cost.cache_write_1h_tokens.is_some() && cost.cache_write_tokens.is_none() {
+                return Err(invalid(
+                    "cache_write_1h_tokens is a part of cache_write_tokens, which is missing"
+                        .into(),
+                ));
+            }
         }
     }
     Ok(())

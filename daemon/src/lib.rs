@@ -8,7 +8,8 @@
 //!
 //! 1. [`format`](mod@format): the log's format (row, hash chain, schema, verification),
 //!    [`stats`]: the counters every part shares, [`errors`]: errors as people read them, and
-//!    [`faults`]: the crash tests' fault points (empty without the `faults` feature).
+//!    [`faults`]: the crash tests' fault points (empty without the `faults` feature), and
+//!    [`prices`]: the price table that turns tokens into dollars.
 //! 2. [`store`]: the writer and its queue; [`read`]: the read-only queries; [`fleet`]: the
 //!    forwarder to the fleet's PostgreSQL and the fleet's queries.
 //! 3. [`config`]: the settings; [`access`]: who may connect, write and read, and how much;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod intake;
 pub mod observe;
 pub mod otlp;
+pub mod prices;
 pub mod read;
 pub mod serve;
 pub mod stats;

@@ -17,4 +17,4 @@ pub use frame::FrameError;
 pub use message::*;
 
 /// The protocol version this crate speaks; a `Hello` with any other version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

@@ -18,6 +18,8 @@ pub const MAX_COMPONENT_LEN: usize = 256;
 pub const MAX_TRACE_ID_LEN: usize = 128;
 /// Longest model name, in bytes.
 pub const MAX_MODEL_LEN: usize = 128;
+/// Longest `priced_by` (a price table's name, a provider and a model id), in bytes.
+pub const MAX_PRICED_BY_LEN: usize = 256;
 /// Longest JSON payload, in bytes.
 pub const MAX_PAYLOAD_LEN: usize = 64 << 10;
 /// Longest `imported` object, in bytes.
@@ -127,15 +129,22 @@ impl Cost {
     pub fn check_limits(&self) -> Result<(), LimitError> {
         check_integer("tokens_in", self.tokens_in)?;
         check_integer("tokens_out", self.tokens_out)?;
-        check_integer("cost_micro_usd", self.micro_usd)?;
-        if let Some(tokens) = self.cache_read_tokens {
-            check_integer("cache_read_tokens", tokens)?;
-        }
-        if let Some(tokens) = self.reasoning_tokens {
-            check_integer("reasoning_tokens", tokens)?;
+        for (field, value) in [
+            ("cost_micro_usd", self.micro_usd),
+            ("cache_read_tokens", self.cache_read_tokens),
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("cache_write_1h_tokens", self.cache_write_1h_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
+        ] {
+            if let Some(value) = value {
+                check_integer(field, value)?;
+            }
         }
         if let Some(model) = &self.model {
             check_required("model", model, MAX_MODEL_LEN)?;
+        }
+        if let Some(priced_by) = &self.priced_by {
+            check_required("priced_by", priced_by, MAX_PRICED_BY_LEN)?;
         }
         Ok(())
     }

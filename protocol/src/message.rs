@@ -59,6 +59,8 @@ pub enum Request {
         /// The size of a signed checkpoint; the latest when `None`.
         new: Option<u64>,
     },
+    /// The price the daemon would give a call of a model, answered with `Price`.
+    Price(crate::query::PriceQuery),
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -146,21 +148,33 @@ pub struct Entry {
 }
 
 /// Tokens and money spent by a model call. Money is an integer in micro-USD so that sums are
-/// exact and hashes are stable.
+/// exact and hashes are stable; `None` is unpriced, which is not free.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cost {
-    /// Input tokens (OpenTelemetry `gen_ai.usage.input_tokens`).
+    /// Input tokens (OpenTelemetry `gen_ai.usage.input_tokens`), cache reads and cache
+    /// writes included.
     pub tokens_in: u64,
-    /// Output tokens (OpenTelemetry `gen_ai.usage.output_tokens`).
+    /// Output tokens (OpenTelemetry `gen_ai.usage.output_tokens`), reasoning included.
     pub tokens_out: u64,
     /// Input tokens served from a prompt cache, if the provider reports them.
     pub cache_read_tokens: Option<u64>,
+    /// Input tokens written to a prompt cache (Anthropic's `cache_creation_input_tokens`),
+    /// whatever their lifetime, if the provider reports them.
+    pub cache_write_tokens: Option<u64>,
+    /// Of `cache_write_tokens`, those written for an hour rather than five minutes, which
+    /// cost more.
+    pub cache_write_1h_tokens: Option<u64>,
     /// Output tokens spent on reasoning, if the provider reports them.
     pub reasoning_tokens: Option<u64>,
-    /// Money spent, in millionths of a US dollar.
-    pub micro_usd: u64,
+    /// Money spent, in millionths of a US dollar; `None` asks the daemon to price the call
+    /// from its table, and stays `None` (unpriced) when it has no price for the model.
+    pub micro_usd: Option<u64>,
     /// The model that answered (OpenTelemetry `gen_ai.response.model`).
     pub model: Option<String>,
+    /// The price the daemon used, when it priced the call: `TABLE:PROVIDER/MODEL`, with
+    /// `@DATE` when the price has a start date. Set by the daemon; a client may send it only
+    /// on an imported entry, whose original says it.
+    pub priced_by: Option<String>,
 }
 
 /// A range of sequence numbers to verify; `None` means the start or the end of the log.
@@ -223,6 +237,8 @@ pub enum Response {
     Proof(String),
     /// Answer to `Consistency`.
     Consistency(crate::admin::ConsistencyReport),
+    /// Answer to `Price`.
+    Price(crate::query::PriceAnswer),
 }
 
 /// The daemon's side of the handshake.
@@ -379,7 +395,16 @@ impl Cost {
         Cost {
             tokens_in,
             tokens_out,
-            micro_usd,
+            micro_usd: Some(micro_usd),
+            ..Cost::default()
+        }
+    }
+
+    /// A cost of the given tokens with no money: the daemon prices it from the model.
+    pub fn tokens(tokens_in: u64, tokens_out: u64) -> Self {
+        Cost {
+            tokens_in,
+            tokens_out,
             ..Cost::default()
         }
     }
@@ -393,6 +418,18 @@ impl Cost {
     /// Sets the cache-read input tokens.
     pub fn cache_read_tokens(mut self, tokens: u64) -> Self {
         self.cache_read_tokens = Some(tokens);
+        self
+    }
+
+    /// Sets the cache-write input tokens.
+    pub fn cache_write_tokens(mut self, tokens: u64) -> Self {
+        self.cache_write_tokens = Some(tokens);
+        self
+    }
+
+    /// Sets how many of the cache-write tokens were written for an hour.
+    pub fn cache_write_1h_tokens(mut self, tokens: u64) -> Self {
+        self.cache_write_1h_tokens = Some(tokens);
         self
     }
 

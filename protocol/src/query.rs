@@ -128,8 +128,10 @@ pub struct TraceSummary {
     pub tokens_in: u64,
     /// Output tokens, summed.
     pub tokens_out: u64,
-    /// Money, summed, in micro-USD.
+    /// Money, summed, in micro-USD, over the priced entries.
     pub micro_usd: u64,
+    /// Entries with tokens and no price: their money is not in `micro_usd`.
+    pub unpriced: u64,
 }
 
 /// Answers `TraceQuery`.
@@ -261,10 +263,15 @@ pub struct CostRow {
     pub tokens_out: u64,
     /// Input tokens read from a prompt cache, summed.
     pub cache_read_tokens: u64,
+    /// Input tokens written to a prompt cache, summed.
+    pub cache_write_tokens: u64,
     /// Output tokens spent reasoning, summed.
     pub reasoning_tokens: u64,
-    /// Money, summed exactly, in micro-USD.
+    /// Money, summed exactly, in micro-USD, over the priced entries.
     pub micro_usd: u64,
+    /// Entries with tokens and no price: their money is not in `micro_usd`, which is
+    /// therefore a floor while this is above zero.
+    pub unpriced: u64,
 }
 
 /// Answers `CostQuery`: groups by money spent, most first (then by key).
@@ -278,4 +285,55 @@ pub struct CostReport {
     pub groups: u64,
     /// The sum over every matching entry.
     pub total: CostRow,
+}
+
+/// Asks which price the daemon would give a call of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceQuery {
+    /// The model's name, as an entry would carry it.
+    pub model: String,
+    /// The provider, when known (OpenTelemetry's `gen_ai.provider.name`).
+    pub provider: Option<String>,
+    /// The call's date, in nanoseconds since the Unix epoch; now when not given.
+    pub at: Option<i64>,
+}
+
+/// Answers `PriceQuery`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceAnswer {
+    /// The name of the table in force (`priced_by`'s first part).
+    pub table: String,
+    /// The price that applies; `None` when the model has none: its calls are unpriced.
+    pub quote: Option<PriceQuote>,
+}
+
+/// A price that applies to a model's calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceQuote {
+    /// What entries priced by it record.
+    pub priced_by: String,
+    /// The table it is from.
+    pub table: String,
+    /// The provider's id in the table (empty for a configured price without one).
+    pub provider: String,
+    /// The model's id in the table.
+    pub model: String,
+    /// The date (`YYYY-MM-DD`) or times of day (`HH:MM-HH:MM`) it holds from, when the model
+    /// has several prices.
+    pub since: Option<String>,
+    /// Its rates.
+    pub rates: Vec<PriceRate>,
+}
+
+/// One rate of a price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceRate {
+    /// `input`, `output`, `cache_read`, `cache_write`, `cache_write_5m`, `cache_write_1h` or
+    /// `reasoning`.
+    pub kind: String,
+    /// USD per million tokens.
+    pub usd_per_mtok: f64,
+    /// `(start, usd_per_mtok)`: past `start` input tokens in the call, every token of this
+    /// kind costs the tier's rate.
+    pub tiers: Vec<(u64, f64)>,
 }

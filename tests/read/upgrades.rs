@@ -157,3 +157,48 @@ fn a_version_3_database_gains_its_merkle_tree_on_open() {
     let dir = daemon.stop();
     crate::harness::verify_file(&dir.path().join("witness.db"));
 }
+
+#[test]
+fn a_version_7_database_reads_as_it_is_and_gains_cache_writes_and_prices_on_open() {
+    let daemon = TestDaemon::start();
+    feed(&daemon, 300);
+    let dir = daemon.stop();
+    let db_path = dir.path().join("witness.db");
+    rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .execute_batch(crate::harness::BACK_TO_VERSION_7)
+        .unwrap();
+    // Read as it is, offline: the later columns are NULL, the roll-up's new sums zero.
+    let (code, out, err) = crate::harness::witness(
+        &dir.path().join("none.sock"),
+        &["verify", "--db", db_path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let daemon = TestDaemon::start_in(dir, |_| {});
+    let db = read_db(&daemon.db);
+    assert_eq!(sql_i64(&db, "PRAGMA user_version", []), 8);
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT count(*) FROM entries WHERE priced_by IS NOT NULL",
+            []
+        ),
+        0
+    );
+    assert_eq!(sql_i64(&db, "SELECT sum(unpriced) FROM cost_hourly", []), 0);
+    // New entries after the upgrade carry the new columns, and the whole log verifies.
+    daemon
+        .client()
+        .log(
+            Entry::new("llm.call", "agent").cost(
+                witness_client::Cost::tokens(1200, 300)
+                    .model("gpt-4o-mini")
+                    .cache_read_tokens(200)
+                    .cache_write_tokens(10),
+            ),
+        )
+        .unwrap();
+    let dir = daemon.stop();
+    crate::harness::verify_file(&dir.path().join("witness.db"));
+}

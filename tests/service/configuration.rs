@@ -155,6 +155,7 @@ fn the_readmes_example_configuration_checks_out_as_written() {
             .find(|line| {
                 line.split([' ', '=']).next() == Some(key.name)
                     || line.starts_with(&format!("[{}]", key.name))
+                    || line.starts_with(&format!("[[{}]]", key.name))
             })
             .unwrap_or_else(|| panic!("the example lacks {}", key.name));
         let comment = line.split_once(" #").map_or("", |(_, comment)| comment);

@@ -175,14 +175,11 @@ fn ingest(url: Option<&str>, host: &str, seconds: u64, threads: usize) -> anyhow
                                 .trace(format!("t-{}", i / 50))
                                 .payload_text(format!("{{\"i\":{i},\"k\":{k},\"note\":\"a typical payload of some length\"}}"));
                             if k % 4 == 0 {
-                                entry.cost(Cost {
-                                    tokens_in: 1200,
-                                    tokens_out: 300,
-                                    cache_read_tokens: Some(800),
-                                    reasoning_tokens: None,
-                                    micro_usd: 4200,
-                                    model: Some("model-a".into()),
-                                })
+                                entry.cost(
+                                    Cost::new(1200, 300, 4200)
+                                        .cache_read_tokens(800)
+                                        .model("model-a"),
+                                )
                             } else {
                                 entry
                             }

@@ -361,6 +361,18 @@ def test_money_and_usage_are_read_as_opentelemetry_counts() -> None:
 
     cost = witness.Cost.from_anthropic(Usage(), model="claude-x")
     assert (cost.tokens_in, cost.tokens_out, cost.cache_read_tokens) == (480, 20, 400)
+    assert (cost.cache_write_tokens, cost.cache_write_1h_tokens, cost.micro_usd) == (30, None, None)
+    hour = {
+        "input_tokens": 5,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 300,
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+    }
+    cost = witness.Cost.from_anthropic(hour, model="claude-x")
+    assert (cost.tokens_in, cost.cache_write_tokens, cost.cache_write_1h_tokens) == (305, 300, 200)
+    assert not cost.priced and cost.usd is None
+    with pytest.raises(witness.InvalidArgument, match="cache_write_1h_tokens"):
+        witness.Cost(10, 1, cache_write_tokens=2, cache_write_1h_tokens=3)
     responses = type("U", (), {"input_tokens": 9, "output_tokens": 4, "input_tokens_details": None})
     cost = witness.Cost.from_openai(responses())
     assert (cost.tokens_in, cost.tokens_out, cost.cache_read_tokens) == (9, 4, None)
@@ -373,3 +385,34 @@ def test_payloads_go_as_json_text(daemon: Daemon, client: witness.Client) -> Non
     rows = [p for (p,) in daemon.rows("SELECT payload FROM entries ORDER BY seq")]
     assert rows == ['{"kept": [1, 2]}', '"a string"', "{}"]
     assert json.loads(rows[0]) == {"kept": [1, 2]}
+
+
+def test_the_daemon_prices_tokens_and_keeps_unknown_models_unpriced(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    usage = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 200},
+    }
+    priced = client.log(
+        "llm.call", "agent", cost=witness.Cost.from_openai(usage, model="gpt-4o-mini")
+    )
+    unknown = client.log("llm.call", "agent", cost=witness.Cost(100, 10, model="my-finetune"))
+    given = client.log(
+        "llm.call", "agent", cost=witness.Cost(100, 10, model="gpt-4o-mini", micro_usd=7)
+    )
+    rows = dict(
+        (seq, (usd, by))
+        for seq, usd, by in daemon.rows("SELECT seq, cost_micro_usd, priced_by FROM entries")
+    )
+    assert rows[priced.seq] == (345, "genai-prices-47df840a5ab1:openai/gpt-4o-mini")
+    assert rows[unknown.seq] == (None, None)
+    assert rows[given.seq] == (7, None)
+    stored = {entry.seq: entry for entry in client.tail(3)}
+    assert stored[priced.seq].cost is not None and stored[priced.seq].cost.usd == Decimal(
+        "0.000345"
+    )
+    assert stored[unknown.seq].cost is not None and stored[unknown.seq].cost.usd is None
+    report = client.cost("model")
+    assert report.total.unpriced == 1 and report.total.micro_usd == 352

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -160,7 +161,17 @@ def test_spans_from_the_sdk_land_with_model_tokens_and_trace(receiver: Receiver)
     assert [row[0] for row in rows] == ["chat", "old names", "session"]
     chat, old, session = rows
     assert chat[1] == "agent" and chat[2] == trace_id
-    assert chat[3:9] == (120, 30, 100, 8, 0, "gpt-4o-mini-2024-07-18")
+    # Priced by the daemon at gpt-4o-mini's prices (USD per million tokens: 0.15 uncached
+    # input, 0.075 cached, 0.6 output), rounded half up once: 28.5 micro-dollars is 29.
+    micro = Decimal(20) * Decimal("0.15") + Decimal(100) * Decimal("0.075") + 30 * Decimal("0.6")
+    assert chat[3:9] == (
+        120,
+        30,
+        100,
+        8,
+        int(micro.quantize(Decimal(1), rounding=ROUND_HALF_UP)),
+        "gpt-4o-mini-2024-07-18",
+    )
     assert old[3:5] == (5, 6) and old[8] == "gpt-3.5-turbo"
     assert session[3] is None, "a span with no GenAI attributes has no cost"
     payload = json.loads(chat[9])

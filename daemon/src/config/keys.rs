@@ -273,6 +273,17 @@ keys! {
     /// and `segment_entries` (most entries a segment, a multiple of 256, default 65536).
     retain: RetainSettings = None => retain, Restart,
         read |retain| retain.read(), show |retain: &RetainConfig| RetainSettings::of(retain);
+    /// A price table in genai-prices v2 JSON that replaces the built-in one (`docs/PRICES.md`);
+    /// read again on every reload.
+    prices_file: PathBuf = None => prices.file, Live,
+        read |path| Ok(Some(path.clone())), show |path: &Option<PathBuf>| path.clone();
+    /// Prices of the configuration, tried before the table: `[[price]]` tables of `model`
+    /// (or `match`, a clause as the table writes them, with an `id`), optional `provider` and
+    /// `since` (a UTC date), and USD per million tokens: `input`, `output`, `cache_read`,
+    /// `cache_write`, `cache_write_1h`, `reasoning`, and `tiers` (`[{ start, input, … }]`).
+    price: Vec<crate::prices::PriceSettings> = None => prices.overrides, Live,
+        read |prices| crate::prices::check_overrides(prices).map(|()| prices.clone()).map_err(BadValue::from),
+        show |prices: &Vec<crate::prices::PriceSettings>| (!prices.is_empty()).then(|| prices.clone());
 }
 
 /// The `retain` table of the configuration.

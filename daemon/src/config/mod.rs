@@ -83,6 +83,8 @@ pub struct Config {
     pub forward: Option<ForwardConfig>,
     /// What the live log keeps, and where pruned entries go.
     pub retain: RetainConfig,
+    /// The price table and the configuration's own prices.
+    pub prices: crate::prices::PricesConfig,
 }
 
 /// How log lines are written to standard error.
@@ -267,6 +269,9 @@ impl ConfigError {
 /// Why a value cannot be used for its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadValue {
+    /// A `[[price]]` that cannot price anything, with the place in it named.
+    #[error("{0}")]
+    Price(#[from] crate::prices::BadPrice),
     /// A number out of its range.
     #[error("{value} is not between {low} and {high}")]
     Range {

@@ -49,14 +49,17 @@ pub fn cost(
         format!(
             "SELECT {key} AS key, 1 AS n, coalesce(tokens_in, 0) AS tin, \
              coalesce(tokens_out, 0) AS tout, coalesce(cache_read_tokens, 0) AS cache, \
-             coalesce(reasoning_tokens, 0) AS reason, coalesce(cost_micro_usd, 0) AS usd \
+             coalesce(cache_write_tokens, 0) AS write, coalesce(reasoning_tokens, 0) AS reason, \
+             coalesce(cost_micro_usd, 0) AS usd, \
+             (tokens_in IS NOT NULL AND cost_micro_usd IS NULL)::int AS unpriced \
              FROM events WHERE {window}"
         )
     };
     let rollup = |window: &str| {
         format!(
             "SELECT {} AS key, entries AS n, tokens_in AS tin, tokens_out AS tout, \
-             cache_read_tokens AS cache, reasoning_tokens AS reason, micro_usd AS usd \
+             cache_read_tokens AS cache, cache_write_tokens AS write, \
+             reasoning_tokens AS reason, micro_usd AS usd, unpriced \
              FROM cost_hourly WHERE {window}",
             if by == CostBy::Model { "model" } else { key }
         )
@@ -107,7 +110,8 @@ pub fn cost(
     let sql = format!(
         "SELECT key, least(sum(n), {MAX})::bigint, least(sum(tin), {MAX})::bigint, \
          least(sum(tout), {MAX})::bigint, least(sum(cache), {MAX})::bigint, \
-         least(sum(reason), {MAX})::bigint, least(sum(usd), {MAX})::bigint AS usd \
+         least(sum(write), {MAX})::bigint, least(sum(reason), {MAX})::bigint, \
+         least(sum(usd), {MAX})::bigint AS usd, least(sum(unpriced), {MAX})::bigint \
          FROM ({}) AS source GROUP BY key ORDER BY usd DESC, key",
         parts.join(" UNION ALL ")
     );
@@ -122,8 +126,10 @@ pub fn cost(
             tokens_in: sum(row, 2),
             tokens_out: sum(row, 3),
             cache_read_tokens: sum(row, 4),
-            reasoning_tokens: sum(row, 5),
-            micro_usd: sum(row, 6),
+            cache_write_tokens: sum(row, 5),
+            reasoning_tokens: sum(row, 6),
+            micro_usd: sum(row, 7),
+            unpriced: sum(row, 8),
         })
         .collect();
     let total = rows.iter().fold(CostRow::default(), |total, row| CostRow {
@@ -134,8 +140,12 @@ pub fn cost(
         cache_read_tokens: total
             .cache_read_tokens
             .saturating_add(row.cache_read_tokens),
+        cache_write_tokens: total
+            .cache_write_tokens
+            .saturating_add(row.cache_write_tokens),
         reasoning_tokens: total.reasoning_tokens.saturating_add(row.reasoning_tokens),
         micro_usd: total.micro_usd.saturating_add(row.micro_usd),
+        unpriced: total.unpriced.saturating_add(row.unpriced),
     });
     Ok((rows, total))
 }

@@ -3,8 +3,10 @@
 
 use super::*;
 
-/// The version of the central schema this build creates and reads.
-pub const FLEET_SCHEMA_VERSION: i32 = 1;
+/// The version of the central schema this build creates and reads. Version 1 had no
+/// cache-write tokens and no `priced_by` in `events`, and counted no unpriced entries in
+/// `cost_hourly`; the first host of a newer build to connect adds them.
+pub const FLEET_SCHEMA_VERSION: i32 = 2;
 
 /// Why a text cannot be a host id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +120,8 @@ CREATE TABLE IF NOT EXISTS cost_hourly (
     cache_read_tokens bigint NOT NULL,
     reasoning_tokens  bigint NOT NULL,
     micro_usd         bigint NOT NULL,
+    cache_write_tokens bigint NOT NULL DEFAULT 0,
+    unpriced          bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (host_id, hour, component, event, model)
 );
 ",
@@ -144,6 +148,19 @@ pub fn ensure_schema(client: &mut postgres::Client) -> Result<(), FleetError> {
             )?;
         }
         Some(FLEET_SCHEMA_VERSION) => {}
+        Some(1) => {
+            // Columns at the end, as the host's own upgrade adds them; NULL or zero in every
+            // row there already, which is what those rows held.
+            transaction.batch_execute(&format!(
+                "ALTER TABLE events ADD COLUMN IF NOT EXISTS cache_write_tokens bigint,
+                     ADD COLUMN IF NOT EXISTS cache_write_1h_tokens bigint,
+                     ADD COLUMN IF NOT EXISTS priced_by text;
+                 ALTER TABLE cost_hourly
+                     ADD COLUMN IF NOT EXISTS cache_write_tokens bigint NOT NULL DEFAULT 0,
+                     ADD COLUMN IF NOT EXISTS unpriced bigint NOT NULL DEFAULT 0;
+                 UPDATE witness_fleet SET version = {FLEET_SCHEMA_VERSION};"
+            ))?;
+        }
         Some(found) => return Err(FleetError::Version { found }),
     }
     transaction.commit()?;

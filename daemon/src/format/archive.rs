@@ -386,13 +386,25 @@ pub fn seal(temporary: &Path, sealed: &Path) -> Result<(), WriteError> {
     sync_file(sealed.parent().unwrap_or(Path::new(".")))
 }
 
-/// Opens a segment file for reading.
+/// Opens a segment file for reading. A segment sealed before version 8 has no cache-write or
+/// price columns; a temporary view shows its rows with them NULL, as they were.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let current: bool = connection.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('entries') WHERE name = 'priced_by'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !current {
+        connection.execute_batch(
+            "CREATE TEMP VIEW entries AS SELECT *, NULL AS cache_write_tokens,
+                 NULL AS cache_write_1h_tokens, NULL AS priced_by FROM main.entries",
+        )?;
+    }
     Ok(connection)
 }
 

@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::row::{HASHED, IMPORTED_VALUE, Value, Values};
+use crate::format::row::{self, HASHED, IMPORTED_VALUE, Value, Values};
 
 /// Prepended to every hashed message so that a witness row hash can never be mistaken for
 /// the hash of anything else.
@@ -16,13 +16,14 @@ pub const DOMAIN_TAG: &[u8; 16] = b"witness.entry.v1";
 /// The "previous hash" of the first row.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Appends the canonical encoding of `values` to `out`. `imported`, the last value, is left
-/// out when it is NULL: rows written before version 5 added it keep the hashes they had.
+/// Appends the canonical encoding of `values` to `out`. The columns added after the first
+/// format (`imported` on) are encoded up to the last that is not NULL, and not at all when
+/// all are: rows written before each was added keep the hashes they had.
 pub fn encode_row(values: &Values<'_>, out: &mut Vec<u8>) {
-    let present = match values[IMPORTED_VALUE] {
-        Value::Null => IMPORTED_VALUE,
-        _ => HASHED,
-    };
+    let present = values[IMPORTED_VALUE..]
+        .iter()
+        .rposition(|value| *value != Value::Null)
+        .map_or(IMPORTED_VALUE, |last| IMPORTED_VALUE + last + 1);
     for value in &values[..present] {
         match *value {
             Value::Null => out.push(0),
@@ -62,8 +63,8 @@ pub enum Decoded {
 }
 
 /// The hashed columns of a row from its canonical encoding (a proof bundle's leaf, say),
-/// in the order of [`Values`], `imported` last (NULL when the encoding ends before it);
-/// refuses anything that is not exactly one row's canonical encoding.
+/// in the order of [`Values`], the columns the encoding ends before as NULL; refuses anything
+/// that is not exactly one row's canonical encoding.
 pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
     let mut values = Vec::with_capacity(HASHED);
     let take = |n: usize, bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
@@ -75,13 +76,29 @@ pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
         Ok(head.to_vec())
     };
     while values.len() < HASHED {
-        if values.len() == IMPORTED_VALUE && bytes.is_empty() {
-            values.push(Decoded::Null);
+        if values.len() >= IMPORTED_VALUE && bytes.is_empty() {
+            if values.last() == Some(&Decoded::Null) && values.len() > IMPORTED_VALUE {
+                return Err("a trailing NULL is left out of the encoding, not written".into());
+            }
+            values.resize(HASHED, Decoded::Null);
             break;
         }
+        let position = values.len();
         let tag = take(1, &mut bytes)?[0];
-        if values.len() == IMPORTED_VALUE && tag != 2 {
-            return Err("imported, when present, must be text".into());
+        let expected = if position >= IMPORTED_VALUE {
+            Some(LATER_TAGS[position - IMPORTED_VALUE])
+        } else {
+            None
+        };
+        if let Some(expected) = expected
+            && tag != 0
+            && tag != expected
+        {
+            return Err(format!(
+                "{} must be {} or NULL",
+                row::COLUMNS[row::column_of(position)],
+                if expected == 1 { "an integer" } else { "text" }
+            ));
         }
         values.push(match tag {
             0 => Decoded::Null,
@@ -103,6 +120,10 @@ pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
     }
     Ok(values)
 }
+
+/// The value tag each column added after the first format takes when it is not NULL:
+/// `imported` text, the cache writes integers, `priced_by` text.
+const LATER_TAGS: [u8; HASHED - IMPORTED_VALUE] = [2, 1, 1, 2];
 
 /// [`hash_row`], and the row's leaf hash in the Merkle tree, `SHA-256(0x00 ‖ encoding)`, from
 /// one encoding.
@@ -126,7 +147,7 @@ pub fn leaf_hash(values: &Values<'_>, scratch: &mut Vec<u8>) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::row::{HASHED, column};
+    use crate::format::row::{self, HASHED, column};
 
     /// The test vector of `docs/FORMAT.md`.
     fn vector_row() -> Values<'static> {
@@ -150,8 +171,65 @@ mod tests {
             Value::Null,
             Value::Null,
             Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
         ]
     }
+
+    /// The third vector of `docs/FORMAT.md`: the first, with cache writes and the price the
+    /// daemon used, and no `imported`.
+    fn priced_vector_row() -> Values<'static> {
+        let mut row = vector_row();
+        row[row::CACHE_WRITE_VALUE] = Value::Integer(4);
+        row[row::PRICED_BY_VALUE] = Value::Text("t:p/gpt-x");
+        row
+    }
+
+    #[test]
+    fn the_later_columns_are_encoded_up_to_the_last_that_is_set() {
+        let mut plain = Vec::new();
+        encode_row(&vector_row(), &mut plain);
+        let mut encoding = Vec::new();
+        encode_row(&priced_vector_row(), &mut encoding);
+        assert_eq!(&encoding[..plain.len()], &plain[..]);
+        assert_eq!(
+            hex::encode(&encoding[plain.len()..]),
+            concat!(
+                "00",
+                "010000000000000004",
+                "00",
+                "0200000009743a702f6770742d78"
+            )
+        );
+        let hash = hash_row(&GENESIS, &priced_vector_row(), &mut Vec::new());
+        assert_eq!(hex::encode(hash), FORMAT_PRICED_VECTOR_HASH);
+        let decoded = decode_row(&encoding).unwrap();
+        assert_eq!(decoded[row::CACHE_WRITE_VALUE], Decoded::Integer(4));
+        assert_eq!(decoded[row::CACHE_WRITE_1H_VALUE], Decoded::Null);
+        assert_eq!(
+            decoded[row::PRICED_BY_VALUE],
+            Decoded::Text("t:p/gpt-x".into())
+        );
+        // Only the cache writes set: the encoding stops after them.
+        let mut row = vector_row();
+        row[row::CACHE_WRITE_VALUE] = Value::Integer(4);
+        let mut short = Vec::new();
+        encode_row(&row, &mut short);
+        assert_eq!(short.len(), plain.len() + 1 + 9);
+        assert_eq!(
+            decode_row(&short).unwrap()[row::PRICED_BY_VALUE],
+            Decoded::Null
+        );
+        // Text where an integer goes, and a NULL written out at the end, are refused.
+        let text_for_count = [plain.clone(), vec![0, 2, 0, 0, 0, 1, b'x']].concat();
+        assert!(decode_row(&text_for_count).is_err());
+        assert!(decode_row(&[short.clone(), vec![0]].concat()).is_err());
+    }
+
+    /// Written in `docs/FORMAT.md` beside the first vector.
+    const FORMAT_PRICED_VECTOR_HASH: &str =
+        "e3fbb7d38f2206d130c6a1cfcb8b04f9c22ac4638aed311e8def98471d703d4b";
 
     /// The second vector of `docs/FORMAT.md`: the first, as a copy imported from another log.
     fn imported_vector_row() -> Values<'static> {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use witness_protocol::Cost;
 
-use super::row::EVENT_TIME;
+use super::row::{CACHE_WRITE_VALUE, EVENT_TIME, Values, column};
 
 /// Nanoseconds in an hour: the width of a `cost_hourly` bucket.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -67,19 +67,28 @@ pub struct CostSums {
     pub tokens_out: i64,
     /// Input tokens read from a cache.
     pub cache_read_tokens: i64,
+    /// Input tokens written to a cache.
+    pub cache_write_tokens: i64,
     /// Output tokens spent reasoning.
     pub reasoning_tokens: i64,
     /// Money, in micro-USD; entries without a price add nothing.
     pub micro_usd: i64,
+    /// Entries with tokens and no price.
+    pub unpriced: i64,
 }
 
-/// `cost_hourly`'s sum columns, in [`CostSums`]'s order.
-pub const HOURLY_SUMS: &str =
-    "entries, tokens_in, tokens_out, cache_read_tokens, reasoning_tokens, micro_usd";
+/// How many sums a [`CostSums`] holds.
+const SUMS: usize = 8;
 
-/// The same sums over rows of `entries`, in the same order.
+/// `cost_hourly`'s sum columns, in [`CostSums`]'s order.
+pub const HOURLY_SUMS: &str = "entries, tokens_in, tokens_out, cache_read_tokens, \
+    cache_write_tokens, reasoning_tokens, micro_usd, unpriced";
+
+/// The same sums over rows of `entries`, in the same order. An entry is unpriced when it has
+/// tokens (`tokens_in` is set) and no money.
 pub const ENTRY_SUMS: &str = "count(*), ssum(tokens_in), ssum(tokens_out), \
-    ssum(cache_read_tokens), ssum(reasoning_tokens), ssum(cost_micro_usd)";
+    ssum(cache_read_tokens), ssum(cache_write_tokens), ssum(reasoning_tokens), \
+    ssum(cost_micro_usd), ssum(tokens_in IS NOT NULL AND cost_micro_usd IS NULL)";
 
 impl CostSums {
     /// One entry's contribution.
@@ -92,23 +101,29 @@ impl CostSums {
             sums.tokens_in = clamp(cost.tokens_in);
             sums.tokens_out = clamp(cost.tokens_out);
             sums.cache_read_tokens = clamp(cost.cache_read_tokens.unwrap_or(0));
+            sums.cache_write_tokens = clamp(cost.cache_write_tokens.unwrap_or(0));
             sums.reasoning_tokens = clamp(cost.reasoning_tokens.unwrap_or(0));
-            sums.micro_usd = clamp(cost.micro_usd);
+            sums.micro_usd = clamp(cost.micro_usd.unwrap_or(0));
+            sums.unpriced = i64::from(cost.micro_usd.is_none());
         }
         sums
     }
 
-    /// One stored row's contribution, from its columns (NULL counts as nothing).
-    pub fn of_columns(columns: [Option<i64>; 5]) -> CostSums {
-        let [tokens_in, tokens_out, cache_read, reasoning, micro_usd] =
-            columns.map(|value| value.unwrap_or(0));
+    /// One stored row's contribution, from its hashed values (NULL counts as nothing).
+    pub fn of_values(values: &Values<'_>) -> CostSums {
+        let integer = |index: usize| values[index].integer();
+        let count = |index: usize| integer(index).unwrap_or(0);
         CostSums {
             entries: 1,
-            tokens_in,
-            tokens_out,
-            cache_read_tokens: cache_read,
-            reasoning_tokens: reasoning,
-            micro_usd,
+            tokens_in: count(column::TOKENS_IN),
+            tokens_out: count(column::TOKENS_OUT),
+            cache_read_tokens: count(column::CACHE_READ_TOKENS),
+            cache_write_tokens: count(CACHE_WRITE_VALUE),
+            reasoning_tokens: count(column::REASONING_TOKENS),
+            micro_usd: count(column::COST_MICRO_USD),
+            unpriced: i64::from(
+                integer(column::TOKENS_IN).is_some() && integer(column::COST_MICRO_USD).is_none(),
+            ),
         }
     }
 
@@ -133,9 +148,9 @@ impl CostSums {
         })))
     }
 
-    /// The sums from a row's six columns at `first` on ([`HOURLY_SUMS`] or [`ENTRY_SUMS`]).
+    /// The sums from a row's columns at `first` on ([`HOURLY_SUMS`] or [`ENTRY_SUMS`]).
     pub fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<CostSums> {
-        let mut values = [0i64; 6];
+        let mut values = [0i64; SUMS];
         for (index, value) in values.iter_mut().enumerate() {
             *value = row.get(first + index)?;
         }
@@ -145,37 +160,54 @@ impl CostSums {
     /// The sums as people read them in a message: names and numbers.
     pub fn describe(&self) -> String {
         format!(
-            "{} entries, {} tokens in, {} tokens out, {} cache-read tokens, {} reasoning \
-             tokens, {} micro-USD",
+            "{} entries, {} tokens in, {} tokens out, {} cache-read tokens, {} cache-write \
+             tokens, {} reasoning tokens, {} micro-USD, {} unpriced",
             self.entries,
             self.tokens_in,
             self.tokens_out,
             self.cache_read_tokens,
+            self.cache_write_tokens,
             self.reasoning_tokens,
-            self.micro_usd
+            self.micro_usd,
+            self.unpriced
         )
     }
 
-    fn values(&self) -> [i64; 6] {
+    /// The sums in [`HOURLY_SUMS`] order.
+    pub fn values(&self) -> [i64; SUMS] {
         [
             self.entries,
             self.tokens_in,
             self.tokens_out,
             self.cache_read_tokens,
+            self.cache_write_tokens,
             self.reasoning_tokens,
             self.micro_usd,
+            self.unpriced,
         ]
     }
 
     /// The inverse of [`CostSums::values`], in its order.
-    fn from_values(values: [i64; 6]) -> CostSums {
+    fn from_values(values: [i64; SUMS]) -> CostSums {
+        let [
+            entries,
+            tokens_in,
+            tokens_out,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            micro_usd,
+            unpriced,
+        ] = values;
         CostSums {
-            entries: values[0],
-            tokens_in: values[1],
-            tokens_out: values[2],
-            cache_read_tokens: values[3],
-            reasoning_tokens: values[4],
-            micro_usd: values[5],
+            entries,
+            tokens_in,
+            tokens_out,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            micro_usd,
+            unpriced,
         }
     }
 }
@@ -207,7 +239,7 @@ pub type CostGroups = Vec<(HourKey, CostSums)>;
 /// hour is floored, as the writer floors it, for times before 1970 too.
 pub fn fill_hourly() -> String {
     format!(
-        "INSERT INTO cost_hourly \
+        "INSERT INTO cost_hourly (hour, component, event, model, {HOURLY_SUMS}) \
          SELECT {}, component, event, coalesce(model, ''), {ENTRY_SUMS} \
          FROM entries GROUP BY 1, 2, 3, 4;",
         hour_sql(EVENT_TIME)
@@ -217,16 +249,17 @@ pub fn fill_hourly() -> String {
 /// Adds a batch's sums to a `cost_hourly` row, saturating (an overflowing `+` yields a real,
 /// which a STRICT column refuses and which would fail the batch).
 fn add_hourly_sql() -> String {
-    let add = |column: &str| format!("{column} = min({column} + excluded.{column}, {SATURATED})");
+    let sums: Vec<&str> = HOURLY_SUMS.split(", ").map(str::trim).collect();
+    let parameters: Vec<String> = (1..=4 + SUMS).map(|n| format!("?{n}")).collect();
+    let updates: Vec<String> = sums
+        .iter()
+        .map(|column| format!("{column} = min({column} + excluded.{column}, {SATURATED})"))
+        .collect();
     format!(
-        "INSERT INTO cost_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (hour, component, event, model) DO UPDATE SET \
-         entries = entries + excluded.entries, {}, {}, {}, {}, {}",
-        add("tokens_in"),
-        add("tokens_out"),
-        add("cache_read_tokens"),
-        add("reasoning_tokens"),
-        add("micro_usd")
+        "INSERT INTO cost_hourly (hour, component, event, model, {HOURLY_SUMS}) VALUES ({}) \
+         ON CONFLICT (hour, component, event, model) DO UPDATE SET {}",
+        parameters.join(", "),
+        updates.join(", ")
     )
 }
 
@@ -238,17 +271,9 @@ pub fn add_to_hourly<'a>(
     static ADD: std::sync::LazyLock<String> = std::sync::LazyLock::new(add_hourly_sql);
     let mut add = transaction.prepare_cached(&ADD)?;
     for ((hour, component, event, model), sums) in groups {
+        let [a, b, c, d, e, f, g, h] = sums.values();
         add.execute(rusqlite::params![
-            hour,
-            component,
-            event,
-            model,
-            sums.entries,
-            sums.tokens_in,
-            sums.tokens_out,
-            sums.cache_read_tokens,
-            sums.reasoning_tokens,
-            sums.micro_usd
+            hour, component, event, model, a, b, c, d, e, f, g, h
         ])?;
     }
     Ok(())
@@ -311,23 +336,35 @@ pub fn subtract_from_hourly(
                 )?
                 .execute(params)?;
         } else {
+            static SET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                let sets: Vec<String> = HOURLY_SUMS
+                    .split(", ")
+                    .map(str::trim)
+                    .enumerate()
+                    .map(|(index, column)| format!("{column} = ?{}", index + 5))
+                    .collect();
+                format!(
+                    "UPDATE cost_hourly SET {} WHERE hour = ?1 AND component = ?2 AND event = ?3 \
+                     AND model = ?4",
+                    sets.join(", ")
+                )
+            });
+            let [a, b, c, d, e, f, g, h] = left.values();
             transaction
-                .prepare_cached(
-                    "UPDATE cost_hourly SET entries = ?5, tokens_in = ?6, tokens_out = ?7, \
-                     cache_read_tokens = ?8, reasoning_tokens = ?9, micro_usd = ?10 \
-                     WHERE hour = ?1 AND component = ?2 AND event = ?3 AND model = ?4",
-                )?
+                .prepare_cached(&SET)?
                 .execute(rusqlite::params![
                     key.hour,
                     key.component,
                     key.event,
                     key.model,
-                    left.entries,
-                    left.tokens_in,
-                    left.tokens_out,
-                    left.cache_read_tokens,
-                    left.reasoning_tokens,
-                    left.micro_usd
+                    a,
+                    b,
+                    c,
+                    d,
+                    e,
+                    f,
+                    g,
+                    h
                 ])?;
         }
     }

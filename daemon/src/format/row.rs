@@ -14,9 +14,10 @@ use witness_protocol::{Cost, Entry, ProducerRef};
 
 /// Every column of `entries`, in the order of the table and of every row this module reads or
 /// writes: the hashed columns of the first format, then `hash`, then `imported`, which
-/// version 5 added at the end of the table (where `ALTER TABLE` puts it). The hash encoding
-/// takes the hashed columns in this order, `hash` left out.
-pub const COLUMNS: [&str; 20] = [
+/// version 5 added at the end of the table (where `ALTER TABLE` puts it), then the cache
+/// writes and the price, which version 8 added. The hash encoding takes the hashed columns
+/// in this order, `hash` left out.
+pub const COLUMNS: [&str; 23] = [
     "seq",
     "ts",
     "client_ts",
@@ -37,10 +38,13 @@ pub const COLUMNS: [&str; 20] = [
     "producer_number",
     "hash",
     "imported",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "priced_by",
 ];
 
 /// How many columns the hash covers: all but `hash` itself.
-pub const HASHED: usize = 19;
+pub const HASHED: usize = 22;
 
 /// Where the hashed value at `position` (of [`Values`]) sits among [`COLUMNS`]: the same
 /// place, but for `imported`, which comes after `hash`.
@@ -53,8 +57,8 @@ pub const fn column_of(position: usize) -> usize {
 }
 
 /// The position of each column in [`COLUMNS`] and in a row read with [`select_columns`]; up
-/// to `PRODUCER_NUMBER`, also its position in the hashed values, where `imported` is last
-/// ([`IMPORTED_VALUE`]).
+/// to `PRODUCER_NUMBER`, also its position in the hashed values, where the columns after
+/// `hash` come one place earlier ([`IMPORTED_VALUE`] and after).
 #[allow(missing_docs)]
 pub mod column {
     pub const SEQ: usize = 0;
@@ -77,10 +81,20 @@ pub mod column {
     pub const PRODUCER_NUMBER: usize = 17;
     pub const HASH: usize = 18;
     pub const IMPORTED: usize = 19;
+    pub const CACHE_WRITE_TOKENS: usize = 20;
+    pub const CACHE_WRITE_1H_TOKENS: usize = 21;
+    pub const PRICED_BY: usize = 22;
 }
 
-/// The position of `imported` in the hashed values.
-pub const IMPORTED_VALUE: usize = HASHED - 1;
+/// The position of `imported` in the hashed values: the first of the columns added after the
+/// first format, which the hash encoding leaves out when they and all after them are NULL.
+pub const IMPORTED_VALUE: usize = 18;
+/// The position of `cache_write_tokens` in the hashed values.
+pub const CACHE_WRITE_VALUE: usize = 19;
+/// The position of `cache_write_1h_tokens` in the hashed values.
+pub const CACHE_WRITE_1H_VALUE: usize = 20;
+/// The position of `priced_by` in the hashed values.
+pub const PRICED_BY_VALUE: usize = 21;
 
 /// What a column holds, as other stores (the fleet's PostgreSQL) declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +109,7 @@ pub enum Kind {
 
 /// Each column of [`COLUMNS`]: what it holds, and whether it may be NULL, as the schema
 /// declares it.
-pub const KINDS: [(Kind, bool); 20] = {
+pub const KINDS: [(Kind, bool); 23] = {
     use Kind::*;
     [
         (Integer, false),
@@ -117,6 +131,9 @@ pub const KINDS: [(Kind, bool); 20] = {
         (Integer, true),
         (Integer, true),
         (Blob, false),
+        (Text, true),
+        (Integer, true),
+        (Integer, true),
         (Text, true),
     ]
 };
@@ -255,7 +272,7 @@ pub fn values<'a>(
         integer(cost.map(|cost| cost.tokens_out)),
         integer(cost.and_then(|cost| cost.cache_read_tokens)),
         integer(cost.and_then(|cost| cost.reasoning_tokens)),
-        integer(cost.map(|cost| cost.micro_usd)),
+        integer(cost.and_then(|cost| cost.micro_usd)),
         Value::from(cost.and_then(|cost| cost.model.as_deref())),
         Value::from(origin.pid),
         Value::from(origin.uid),
@@ -263,6 +280,9 @@ pub fn values<'a>(
         Value::from(producer.map(|producer| producer.producer_id as i64)),
         Value::from(number),
         Value::from(entry.imported.as_deref()),
+        integer(cost.and_then(|cost| cost.cache_write_tokens)),
+        integer(cost.and_then(|cost| cost.cache_write_1h_tokens)),
+        Value::from(cost.and_then(|cost| cost.priced_by.as_deref())),
     ]
 }
 
@@ -327,9 +347,12 @@ pub fn entry_of(values: &Values<'_>, hash: &[u8]) -> StoredEntry {
         tokens_in,
         tokens_out: unsigned(TOKENS_OUT).unwrap_or(0),
         cache_read_tokens: unsigned(CACHE_READ_TOKENS),
+        cache_write_tokens: unsigned(CACHE_WRITE_VALUE),
+        cache_write_1h_tokens: unsigned(CACHE_WRITE_1H_VALUE),
         reasoning_tokens: unsigned(REASONING_TOKENS),
-        micro_usd: unsigned(COST_MICRO_USD).unwrap_or(0),
+        micro_usd: unsigned(COST_MICRO_USD),
         model: text(MODEL),
+        priced_by: text(PRICED_BY_VALUE),
     });
     StoredEntry {
         seq: unsigned(SEQ).unwrap_or(0),

@@ -287,6 +287,7 @@ fn screen(items: Vec<Mapped>) -> (Vec<Mapped>, usize, Option<String>) {
             Ok(()) => accepted.push(Mapped {
                 entry: alone.entries.into_iter().next().expect("one entry"),
                 key: item.key,
+                provider: item.provider,
             }),
             Err(reply) => {
                 rejected += 1;
@@ -327,11 +328,18 @@ async fn store(
     while items.peek().is_some() {
         let chunk: Vec<Mapped> = items.by_ref().take(MAX_ENTRIES_PER_APPEND).collect();
         let share = n_bytes * chunk.len() / n_items;
-        let (entries, keys): (Vec<_>, Vec<_>) =
-            chunk.into_iter().map(|item| (item.entry, item.key)).unzip();
+        let mut entries = Vec::with_capacity(chunk.len());
+        let mut keys = Vec::with_capacity(chunk.len());
+        let mut providers = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            entries.push(item.entry);
+            keys.push(item.key);
+            providers.push(item.provider);
+        }
         let append = append_of(entries);
         let mut submission = Submission::now(append, share);
         submission.keys = keys;
+        submission.providers = providers;
         intake
             .check(principal, &submission)
             .map_err(|reply| failure_of(&reply))?;

@@ -56,6 +56,18 @@ pub struct Mapped {
     /// What makes a re-sent item the same item: SHA-256 of `witness.otlp.span` and the
     /// trace and span ids, or of `witness.otlp.log` and the record's encoding.
     pub key: [u8; 32],
+    /// The model's provider, which chooses among prices: `gen_ai.provider.name`, else the
+    /// older `gen_ai.system`; `anthropic` for Claude Code's records.
+    pub provider: Option<String>,
+}
+
+/// The provider a GenAI item names.
+fn provider_of(attributes: &Attributes<'_>) -> Option<String> {
+    attributes
+        .text("gen_ai.provider.name")
+        .or_else(|| attributes.text("gen_ai.system"))
+        .filter(|name| !name.is_empty())
+        .map(|name| clip(name, witness_protocol::limits::MAX_PRICED_BY_LEN).to_owned())
 }
 
 /// The spans of a request as entries, in order.
@@ -197,6 +209,7 @@ fn span_entry(
             genai_cost(&attributes),
         ),
         key: hasher.finalize().into(),
+        provider: provider_of(&attributes),
     }
 }
 
@@ -278,6 +291,11 @@ fn log_entry(
             cost,
         ),
         key: hasher.finalize().into(),
+        provider: if claude {
+            Some("anthropic".to_owned())
+        } else {
+            provider_of(&attributes)
+        },
     }
 }
 
@@ -495,6 +513,11 @@ fn genai_cost(attributes: &Attributes<'_>) -> Option<Cost> {
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
     ]);
+    let cache_write_tokens = attributes.first_count(&[
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    ]);
     let reasoning_tokens = attributes.first_count(&[
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.usage.reasoning_tokens",
@@ -506,9 +529,12 @@ fn genai_cost(attributes: &Attributes<'_>) -> Option<Cost> {
         tokens_in: tokens_in.unwrap_or(0),
         tokens_out: tokens_out.unwrap_or(0),
         cache_read_tokens,
+        cache_write_tokens,
+        cache_write_1h_tokens: None,
         reasoning_tokens,
-        micro_usd: attributes.dollars("gen_ai.usage.cost").map_or(0, micro_usd),
+        micro_usd: attributes.dollars("gen_ai.usage.cost").map(micro_usd),
         model: model.map(|model| clip(model, MAX_MODEL_LEN).to_owned()),
+        priced_by: None,
     })
 }
 
@@ -533,9 +559,12 @@ fn claude_cost(attributes: &Attributes<'_>) -> Option<Cost> {
         tokens_in,
         tokens_out: output.unwrap_or(0),
         cache_read_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        cache_write_1h_tokens: None,
         reasoning_tokens: None,
-        micro_usd: dollars.map_or(0, micro_usd),
+        micro_usd: dollars.map(micro_usd),
         model: model.map(|model| clip(model, MAX_MODEL_LEN).to_owned()),
+        priced_by: None,
     })
 }
 
@@ -618,7 +647,7 @@ mod tests {
         assert_eq!(cost.tokens_in, 314);
         assert_eq!(cost.tokens_out, 20);
         assert_eq!(cost.cache_read_tokens, Some(300));
-        assert_eq!(cost.micro_usd, 12_346);
+        assert_eq!(cost.micro_usd, Some(12_346));
         assert_eq!(cost.model.as_deref(), Some("claude-sonnet-4-5"));
     }
 

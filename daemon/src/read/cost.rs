@@ -20,12 +20,13 @@ pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<Cost
     let (source, params) = cost_source(query);
     let grouped = format!(
         "SELECT key, ssum(n) AS n, ssum(tin) AS tin, ssum(tout) AS tout, ssum(cache) AS cache, \
-         ssum(reason) AS reason, ssum(usd) AS usd FROM ({source}) GROUP BY key"
+         ssum(write) AS write, ssum(reason) AS reason, ssum(usd) AS usd, \
+         ssum(unpriced) AS unpriced FROM ({source}) GROUP BY key"
     );
     let (groups, total) = connection
         .prepare_cached(&format!(
-            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(cache), ssum(reason), \
-             ssum(usd) FROM ({grouped})"
+            "SELECT count(*), ssum(n), ssum(tin), ssum(tout), ssum(cache), ssum(write), \
+             ssum(reason), ssum(usd), ssum(unpriced) FROM ({grouped})"
         ))?
         .query_row(params_from_iter(params.iter()), |row| {
             Ok((row.get::<_, i64>(0)? as u64, cost_row(None, row, 1)?))
@@ -37,7 +38,7 @@ pub fn cost(connection: &Connection, query: &CostQuery) -> rusqlite::Result<Cost
     };
     let rows = connection
         .prepare_cached(&format!(
-            "SELECT key, n, tin, tout, cache, reason, usd FROM ({grouped}) \
+            "SELECT key, n, tin, tout, cache, write, reason, usd, unpriced FROM ({grouped}) \
              ORDER BY {order} LIMIT {} OFFSET {}",
             query.limit,
             clamp(query.offset)
@@ -61,13 +62,15 @@ fn cost_row(key: Option<String>, row: &Row<'_>, first: usize) -> rusqlite::Resul
         tokens_in: row.get::<_, i64>(first + 1)? as u64,
         tokens_out: row.get::<_, i64>(first + 2)? as u64,
         cache_read_tokens: row.get::<_, i64>(first + 3)? as u64,
-        reasoning_tokens: row.get::<_, i64>(first + 4)? as u64,
-        micro_usd: row.get::<_, i64>(first + 5)? as u64,
+        cache_write_tokens: row.get::<_, i64>(first + 4)? as u64,
+        reasoning_tokens: row.get::<_, i64>(first + 5)? as u64,
+        micro_usd: row.get::<_, i64>(first + 6)? as u64,
+        unpriced: row.get::<_, i64>(first + 7)? as u64,
     })
 }
 
-/// The rows a cost report sums, as `key, n, tin, tout, cache, reason, usd`, and their
-/// parameters.
+/// The rows a cost report sums, as `key, n, tin, tout, cache, write, reason, usd, unpriced`,
+/// and their parameters.
 fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
     let mut params: Vec<SqlValue> = Vec::new();
     let mut param = |value: SqlValue| {
@@ -108,7 +111,9 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
         format!(
             "SELECT {raw_key} AS key, 1 AS n, coalesce(tokens_in, 0) AS tin, \
              coalesce(tokens_out, 0) AS tout, coalesce(cache_read_tokens, 0) AS cache, \
-             coalesce(reasoning_tokens, 0) AS reason, coalesce(cost_micro_usd, 0) AS usd \
+             coalesce(cache_write_tokens, 0) AS write, coalesce(reasoning_tokens, 0) AS reason, \
+             coalesce(cost_micro_usd, 0) AS usd, \
+             (tokens_in IS NOT NULL AND cost_micro_usd IS NULL) AS unpriced \
              FROM entries WHERE 1{window}{component}"
         )
     };
@@ -134,7 +139,8 @@ fn cost_source(query: &CostQuery) -> (String, Vec<SqlValue>) {
     if first_hour < end_hour {
         parts.push(format!(
             "SELECT {hourly_key} AS key, entries AS n, tokens_in AS tin, tokens_out AS tout, \
-             cache_read_tokens AS cache, reasoning_tokens AS reason, micro_usd AS usd \
+             cache_read_tokens AS cache, cache_write_tokens AS write, \
+             reasoning_tokens AS reason, micro_usd AS usd, unpriced \
              FROM cost_hourly WHERE hour >= {} AND hour < {}{component}",
             param(first_hour.into()),
             param(end_hour.into()),

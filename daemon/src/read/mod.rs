@@ -37,7 +37,7 @@ pub use cost::{check_cost, cost};
 pub use entries::{check_entries, entries_page, last_seq, newest_cursor};
 pub use proof::{consistency, prove};
 pub use traces::{check_trace, check_traces, trace, trace_summary, traces};
-pub use validation::check_backup_path;
+pub use validation::{check_backup_path, check_price};
 
 /// A page stops growing once its entries hold this many bytes, whatever its row limit, so
 /// that a page of large payloads still fits in a frame.

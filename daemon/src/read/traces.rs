@@ -50,7 +50,8 @@ pub fn trace_summary(
     let sums = connection
         .prepare_cached(&format!(
             "SELECT count(*), min(seq), max(seq), min({EVENT_TIME}), max({EVENT_TIME}), \
-             ssum(tokens_in), ssum(tokens_out), ssum(cost_micro_usd) \
+             ssum(tokens_in), ssum(tokens_out), ssum(cost_micro_usd), \
+             ssum(tokens_in IS NOT NULL AND cost_micro_usd IS NULL) \
              FROM entries WHERE trace_id = ?1"
         ))?
         .query_row([trace_id], |row| {
@@ -63,10 +64,20 @@ pub fn trace_summary(
                 row.get::<_, i64>(5)?,
                 row.get::<_, i64>(6)?,
                 row.get::<_, i64>(7)?,
+                row.get::<_, i64>(8)?,
             ))
         })?;
-    let (count, Some(first_seq), Some(last_seq), Some(first_ts), Some(last_ts), tin, tout, usd) =
-        sums
+    let (
+        count,
+        Some(first_seq),
+        Some(last_seq),
+        Some(first_ts),
+        Some(last_ts),
+        tin,
+        tout,
+        usd,
+        unpriced,
+    ) = sums
     else {
         return Ok(None);
     };
@@ -87,6 +98,7 @@ pub fn trace_summary(
         tokens_in: tin as u64,
         tokens_out: tout as u64,
         micro_usd: usd as u64,
+        unpriced: unpriced as u64,
     }))
 }
 

@@ -101,3 +101,11 @@ pub fn check_backup_path(path: &str) -> Result<(), ErrorReply> {
         ))),
     }
 }
+
+/// Checks a request for a model's price: a model name, and a provider if any, of the
+/// lengths entries allow.
+pub fn check_price(query: &witness_protocol::query::PriceQuery) -> Result<(), ErrorReply> {
+    use witness_protocol::limits::{MAX_MODEL_LEN, MAX_PRICED_BY_LEN};
+    check_text("model", Some(&query.model), MAX_MODEL_LEN)?;
+    check_text("provider", query.provider.as_deref(), MAX_PRICED_BY_LEN)
+}

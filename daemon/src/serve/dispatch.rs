@@ -97,6 +97,10 @@ impl Connection {
                 self.append(id, append, body.len()).await;
                 Next::Continue
             }
+            Request::Price(query) => {
+                self.price(id, query).await;
+                Next::Continue
+            }
             Request::Stats => {
                 let report = self.shared.metrics.report();
                 self.answer(id, Response::Stats(Box::new(report))).await;
@@ -107,6 +111,22 @@ impl Connection {
                 Next::Continue
             }
         }
+    }
+
+    /// Answers which price a model's calls get. Prices are the configuration's, not the
+    /// log's: anyone connected may ask.
+    async fn price(&self, id: u64, query: witness_protocol::query::PriceQuery) {
+        if let Err(reply) = read::check_price(&query) {
+            self.shared.stats.reject(reply.code);
+            return self.refuse(id, reply).await;
+        }
+        let book = self.shared.intake.prices.current();
+        let at = query.at.unwrap_or_else(crate::format::row::now_ns);
+        let answer = witness_protocol::query::PriceAnswer {
+            table: book.name().to_owned(),
+            quote: book.quote(query.provider.as_deref(), &query.model, at),
+        };
+        self.answer(id, Response::Price(answer)).await;
     }
 
     /// Runs a maintenance task for the daemon's own user or root: `ANALYZE` on the writer

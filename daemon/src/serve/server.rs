@@ -26,6 +26,7 @@ use crate::fleet::forward::{Forwarder, Source};
 use crate::fleet::redact;
 use crate::format::schema::OpenError;
 use crate::observe::metrics::Metrics;
+use crate::prices::{Book, Prices};
 use crate::read::ReadPool;
 use crate::stats::{ForwardStats, ServerStats};
 use crate::store::admission::Admission;
@@ -62,6 +63,9 @@ pub enum StartError {
     /// The OTLP receiver's tokens file cannot be used.
     #[error(transparent)]
     Tokens(#[from] crate::otlp::tokens::TokensError),
+    /// The prices file or a configured price cannot be used.
+    #[error(transparent)]
+    Prices(#[from] crate::prices::LoadError),
     /// Another daemon answers on the socket.
     #[error("another witnessd is already serving {0}: stop it first, or pick another --socket")]
     SocketInUse(String),
@@ -181,12 +185,18 @@ pub struct Server {
     http: Vec<crate::http::Listener>,
     /// The OTLP receiver's settings, tokens and counters.
     otlp: Arc<crate::http::OtlpContext>,
+    /// The prices in force.
+    prices: Arc<Prices>,
 }
 
 impl Server {
     /// Takes the database file (its lock, by identity), opens it and starts the writer. A
     /// missing log is created, and said to be, only when `config.create` allows.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        let book = Book::load(&config.prices)?;
+        let (models, configured) = book.sizes();
+        let prices_loaded = book.name().to_owned();
+        let prices = Arc::new(Prices::new(book));
         let tokens = match &config.otlp.tokens_file {
             Some(path) => crate::otlp::tokens::Tokens::load(path)?,
             None => crate::otlp::tokens::Tokens::default(),
@@ -235,6 +245,7 @@ impl Server {
         if file.created() {
             tracing::warn!("created a new log at {}", file.path().display());
         }
+        tracing::info!(table = prices_loaded, models, configured, "prices loaded");
         let stats = Arc::<ServerStats>::default();
         let admission = Arc::new(Admission::new(config.queue_capacity));
         let gate = Arc::new(Gate::new(config.access.clone()));
@@ -260,6 +271,7 @@ impl Server {
             verifier_key,
             http: Vec::new(),
             otlp,
+            prices,
         })
     }
 
@@ -280,6 +292,7 @@ impl Server {
             limits: Arc::clone(&self.limits),
             writer: self.writer.queue(),
             gate: Arc::clone(&self.gate),
+            prices: Arc::clone(&self.prices),
         }
     }
 
@@ -304,6 +317,7 @@ impl Server {
             forward,
             http,
             otlp,
+            prices,
         } = self;
         let forwarder = start_forwarder(&config, forward, &verifier_key, &writer);
         let archiver = Archiver::start(
@@ -326,6 +340,7 @@ impl Server {
                 admission,
                 gate: Arc::clone(&gate),
                 stats: Arc::clone(&stats),
+                prices,
             }),
             limits,
             metrics: Arc::clone(&metrics),
@@ -505,6 +520,7 @@ pub struct Reloader {
     limits: Arc<RwLock<Limits>>,
     writer: Arc<JobQueue>,
     gate: Arc<Gate>,
+    prices: Arc<Prices>,
 }
 
 impl Reloader {
@@ -517,5 +533,17 @@ impl Reloader {
             max_batch_entries: config.writer.max_batch_entries,
             max_batch_delay: config.writer.max_batch_delay,
         });
+        // Read again whether or not the configuration changed: a reload is how a newer
+        // prices file is taken in. One that does not load leaves the prices as they were.
+        match Book::load(&config.prices) {
+            Ok(book) => {
+                let (models, configured) = book.sizes();
+                tracing::info!(table = book.name(), models, configured, "prices reloaded");
+                self.prices.replace(book);
+            }
+            Err(error) => {
+                tracing::error!(%error, "prices not reloaded; the prices in force stay");
+            }
+        }
     }
 }

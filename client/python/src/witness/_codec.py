@@ -23,7 +23,7 @@ from ._types import (
 )
 
 #: The protocol version this package speaks.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: Largest frame body either side may send.
 MAX_FRAME_LEN = 4 * 1024 * 1024
 
@@ -189,9 +189,12 @@ def encode_cost(writer: Writer, cost: Cost) -> None:
     writer.u64(cost.tokens_in)
     writer.u64(cost.tokens_out)
     writer.option(cost.cache_read_tokens, writer.u64)
+    writer.option(cost.cache_write_tokens, writer.u64)
+    writer.option(cost.cache_write_1h_tokens, writer.u64)
     writer.option(cost.reasoning_tokens, writer.u64)
-    writer.u64(cost.micro_usd)
+    writer.option(cost.micro_usd, writer.u64)
     writer.option(cost.model, writer.string)
+    writer.option(cost.priced_by, writer.string)
 
 
 def encode_entry(
@@ -235,16 +238,22 @@ def read_cost(reader: Reader) -> Cost:
     tokens_in = reader.u64()
     tokens_out = reader.u64()
     cache_read = reader.option(reader.u64)
+    cache_write = reader.option(reader.u64)
+    cache_write_1h = reader.option(reader.u64)
     reasoning = reader.option(reader.u64)
-    micro_usd = reader.u64()
+    micro_usd = reader.option(reader.u64)
     model = reader.option(reader.string)
+    priced_by = reader.option(reader.string)
     return Cost(
         tokens_in,
         tokens_out,
         micro_usd=micro_usd,
         model=model,
         cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=cache_write_1h,
         reasoning_tokens=reasoning,
+        priced_by=priced_by,
     )
 
 
@@ -295,6 +304,7 @@ def read_summary(reader: Reader) -> TraceSummary:
         tokens_in=reader.u64(),
         tokens_out=reader.u64(),
         micro_usd=reader.u64(),
+        unpriced=reader.u64(),
     )
 
 
@@ -305,8 +315,10 @@ def read_cost_row(reader: Reader) -> CostRow:
         tokens_in=reader.u64(),
         tokens_out=reader.u64(),
         cache_read_tokens=reader.u64(),
+        cache_write_tokens=reader.u64(),
         reasoning_tokens=reader.u64(),
         micro_usd=reader.u64(),
+        unpriced=reader.u64(),
     )
 
 

@@ -86,10 +86,14 @@ def _field(source: Any, name: str) -> Any:
 @dataclass(frozen=True)
 class Cost:
     """What an LLM call cost: tokens in and out (as OpenTelemetry's `gen_ai.usage.*` count
-    them), optional cached and reasoning tokens, money in micro-dollars, and the model.
+    them: input includes cache reads and writes, output includes reasoning), optional
+    cached, cache-write and reasoning tokens, money in micro-dollars, and the model.
 
     Give money as `cost_usd` (a `Decimal`, float, int or numeric string of dollars, rounded to
-    the micro-dollar) or as `micro_usd` (an integer), not both.
+    the micro-dollar) or as `micro_usd` (an integer), not both; or give neither, and the
+    daemon prices the call from the model and the tokens with its price table. A model the
+    table does not know is recorded unpriced (`micro_usd` is `None`), never as free.
+    `priced_by` is the daemon's: on an entry read back, the price it used.
     """
 
     tokens_in: int = 0
@@ -98,27 +102,50 @@ class Cost:
     model: Optional[str] = None
     cache_read_tokens: Optional[int] = None
     reasoning_tokens: Optional[int] = None
-    micro_usd: int = -1
+    micro_usd: Optional[int] = None
+    cache_write_tokens: Optional[int] = None
+    cache_write_1h_tokens: Optional[int] = None
+    priced_by: Optional[str] = None
 
     def __post_init__(self) -> None:
         _count("tokens_in", self.tokens_in)
         _count("tokens_out", self.tokens_out)
-        for name in ("cache_read_tokens", "reasoning_tokens"):
+        for name in (
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+        ):
             value = getattr(self, name)
             if value is not None:
                 _count(name, value)
-        if self.cost_usd is not None and self.micro_usd != -1:
+        if self.cache_write_1h_tokens is not None and (
+            self.cache_write_tokens is None or self.cache_write_1h_tokens > self.cache_write_tokens
+        ):
+            raise InvalidArgument(
+                "cache_write_1h_tokens is a part of cache_write_tokens and cannot exceed it"
+            )
+        if self.cost_usd is not None and self.micro_usd is not None:
             raise InvalidArgument("give cost_usd or micro_usd, not both")
-        micros = micro_usd(self.cost_usd) if self.cost_usd is not None else self.micro_usd
-        object.__setattr__(self, "micro_usd", 0 if micros == -1 else _count("micro_usd", micros))
+        if self.cost_usd is not None:
+            object.__setattr__(self, "micro_usd", micro_usd(self.cost_usd))
+        elif self.micro_usd is not None:
+            _count("micro_usd", self.micro_usd)
         object.__setattr__(self, "cost_usd", None)
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise InvalidArgument(f"model must be a non-empty string, not {self.model!r}")
 
     @property
-    def usd(self) -> Decimal:
-        """The money in dollars, exactly."""
+    def usd(self) -> Optional[Decimal]:
+        """The money in dollars, exactly; `None` when the call is unpriced."""
+        if self.micro_usd is None:
+            return None
         return Decimal(self.micro_usd) * _MICRO
+
+    @property
+    def priced(self) -> bool:
+        """Whether the call has money: given by the caller or priced by the daemon."""
+        return self.micro_usd is not None
 
     @classmethod
     def from_openai(
@@ -127,7 +154,8 @@ class Cost:
         """From an OpenAI `usage` (Chat Completions or Responses; the SDK's object or a
         dict). OpenAI's prompt tokens already include cached ones and its completion tokens
         the reasoning ones, which is how OpenTelemetry counts them, so they are kept as
-        they are; `cached_tokens` and `reasoning_tokens` are recorded beside them."""
+        they are; `cached_tokens`, `cache_write_tokens` and `reasoning_tokens` are recorded
+        beside them. Without `cost_usd`, the daemon prices the call from `model`."""
         tokens_in = _field(usage, "prompt_tokens")
         if tokens_in is None:
             tokens_in = _field(usage, "input_tokens")
@@ -144,6 +172,7 @@ class Cost:
             cost_usd=cost_usd,
             model=model,
             cache_read_tokens=_field(details_in, "cached_tokens"),
+            cache_write_tokens=_field(details_in, "cache_write_tokens"),
             reasoning_tokens=_field(details_out, "reasoning_tokens"),
         )
 
@@ -153,17 +182,22 @@ class Cost:
     ) -> Cost:
         """From an Anthropic `usage` (the SDK's object or a dict). Anthropic's
         `input_tokens` leave out tokens read from and written to the prompt cache;
-        OpenTelemetry's input tokens include them, so they are added in, and the cache reads
-        are recorded as `cache_read_tokens`."""
+        OpenTelemetry's input tokens include them, so they are added in, and recorded as
+        `cache_read_tokens` and `cache_write_tokens` (with the hour-long writes of
+        `cache_creation.ephemeral_1h_input_tokens` as `cache_write_1h_tokens`, which cost
+        more). Without `cost_usd`, the daemon prices the call from `model`."""
         read = _field(usage, "cache_read_input_tokens")
-        written = _field(usage, "cache_creation_input_tokens") or 0
-        tokens_in = (_field(usage, "input_tokens") or 0) + (read or 0) + written
+        written = _field(usage, "cache_creation_input_tokens")
+        hour = _field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")
+        tokens_in = (_field(usage, "input_tokens") or 0) + (read or 0) + (written or 0)
         return cls(
             tokens_in=tokens_in,
             tokens_out=_field(usage, "output_tokens") or 0,
             cost_usd=cost_usd,
             model=model,
             cache_read_tokens=read,
+            cache_write_tokens=written if written is not None or hour is None else hour,
+            cache_write_1h_tokens=hour,
         )
 
 
@@ -237,6 +271,8 @@ class TraceSummary:
     tokens_in: int
     tokens_out: int
     micro_usd: int
+    #: Entries with tokens and no price: their money is not in `micro_usd`.
+    unpriced: int = 0
 
     @property
     def duration(self) -> _dt.timedelta:
@@ -268,10 +304,13 @@ class CostRow:
     cache_read_tokens: int
     reasoning_tokens: int
     micro_usd: int
+    cache_write_tokens: int = 0
+    #: Entries with tokens and no price: their money is not in `micro_usd`.
+    unpriced: int = 0
 
     @property
     def usd(self) -> Decimal:
-        """Its money in dollars."""
+        """Its money in dollars, over the priced entries."""
         return Decimal(self.micro_usd) * _MICRO
 
 

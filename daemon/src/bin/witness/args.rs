@@ -129,6 +129,9 @@ pub enum Command {
     },
     /// Entries, tokens and money per group, with a total.
     Cost(CostArgs),
+    /// The price the daemon gives a model's calls (what matched, the rates and the date they
+    /// hold from), or, with `--unpriced`, the models in the log that have no price.
+    Prices(PricesArgs),
     /// The latest checkpoint the daemon signed: a C2SP signed note of the log's size and
     /// Merkle root.
     Checkpoint,
@@ -334,6 +337,25 @@ pub struct WindowArgs {
     pub until: Option<i64>,
 }
 
+/// What `witness prices` shows.
+#[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["model", "unpriced"]))]
+pub struct PricesArgs {
+    /// The model's name, as entries carry it.
+    pub model: Option<String>,
+    /// The provider, when it matters (OpenTelemetry's `gen_ai.provider.name`).
+    #[arg(long, requires = "model")]
+    pub provider: Option<String>,
+    /// The price on this date (default: now).
+    #[arg(long, value_name = "TIME", value_parser = when::parse_time, allow_hyphen_values = true, requires = "model")]
+    pub at: Option<i64>,
+    /// List the models of the log's entries that have no price, with how many entries each.
+    #[arg(long, conflicts_with = "model")]
+    pub unpriced: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
 /// What `witness cost` reports.
 #[derive(Debug, ClapArgs)]
 pub struct CostArgs {
@@ -438,10 +460,18 @@ pub struct LogArgs {
     /// Input tokens read from a prompt cache.
     #[arg(long, value_name = "N")]
     pub cache_read_tokens: Option<u64>,
+    /// Input tokens written to a prompt cache (of them, `--cache-write-1h-tokens` for an
+    /// hour).
+    #[arg(long, value_name = "N")]
+    pub cache_write_tokens: Option<u64>,
+    /// Of the cache-write tokens, those written for an hour.
+    #[arg(long, value_name = "N", requires = "cache_write_tokens")]
+    pub cache_write_1h_tokens: Option<u64>,
     /// Output tokens spent reasoning.
     #[arg(long, value_name = "N")]
     pub reasoning_tokens: Option<u64>,
-    /// Money spent, in dollars (exact to the micro-dollar), such as 0.0015.
+    /// Money spent, in dollars (exact to the micro-dollar), such as 0.0015; without it, the
+    /// daemon prices the call from `--model` and the tokens, or records it unpriced.
     #[arg(long, value_name = "DOLLARS", value_parser = money::parse_usd)]
     pub cost_usd: Option<u64>,
     /// The model that answered.

@@ -11,7 +11,7 @@ use witness_daemon::fleet::{Target, check_schema};
 
 use crate::args::{FleetArgs, FleetCommand};
 use crate::line::ExportLine;
-use crate::money::format_usd;
+use crate::money::show_money;
 use crate::present::{cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out};
 use crate::when::{rfc3339, show};
 
@@ -83,7 +83,7 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                         entry.event.clone(),
                         cost.map_or(String::new(), tokens_in),
                         cost.map_or(String::new(), tokens_out),
-                        cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+                        cost.map_or(String::new(), |cost| show_money(cost.micro_usd)),
                         entry.payload.clone(),
                     ]
                 })

@@ -406,7 +406,7 @@ mod tests {
         let entry =
             parse_line(r#"{"event":"a","component":"c","cost":{"cost_usd":0.30000000000000004}}"#)
                 .unwrap();
-        assert_eq!(entry.cost.unwrap().micro_usd, 300_000);
+        assert_eq!(entry.cost.unwrap().micro_usd, Some(300_000));
     }
 
     #[test]
@@ -414,6 +414,26 @@ mod tests {
         let entry =
             parse_line(r#"{"event":"a","component":"c","cost":{"cost_usd":0.0015,"tokens_in":1}}"#)
                 .unwrap();
-        assert_eq!(entry.cost.unwrap().micro_usd, 1500);
+        assert_eq!(entry.cost.unwrap().micro_usd, Some(1500));
+    }
+
+    #[test]
+    fn a_cost_without_money_is_left_to_the_daemon_and_a_price_needs_money() {
+        let entry = parse_line(
+            r#"{"event":"a","component":"c","cost":{"tokens_in":5,"model":"m","cache_write_tokens":2}}"#,
+        )
+        .unwrap();
+        let cost = entry.cost.unwrap();
+        assert_eq!((cost.micro_usd, cost.cache_write_tokens), (None, Some(2)));
+        assert!(
+            parse_line(
+                r#"{"event":"a","component":"c","cost":{"tokens_in":5,"priced_by":"t:p/m"}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            parse_line(r#"{"event":"a","component":"c","cost":{"tokens_in":5,"colour":1}}"#)
+                .is_err()
+        );
     }
 }

@@ -42,9 +42,13 @@ struct ExportCost<'a> {
     tokens_in: u64,
     tokens_out: u64,
     cache_read_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+    cache_write_1h_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
-    cost_micro_usd: u64,
+    /// `null` when unpriced.
+    cost_micro_usd: Option<u64>,
     model: Option<&'a str>,
+    priced_by: Option<&'a str>,
 }
 
 /// The stored payload, which the daemon checked as JSON; `null` should a file hold anything
@@ -70,9 +74,12 @@ impl<'a> ExportLine<'a> {
                 tokens_in: cost.tokens_in,
                 tokens_out: cost.tokens_out,
                 cache_read_tokens: cost.cache_read_tokens,
+                cache_write_tokens: cost.cache_write_tokens,
+                cache_write_1h_tokens: cost.cache_write_1h_tokens,
                 reasoning_tokens: cost.reasoning_tokens,
                 cost_micro_usd: cost.micro_usd,
                 model: cost.model.as_deref(),
+                priced_by: cost.priced_by.as_deref(),
             }),
             client_ts: entry.client_ts,
             pid: stored.pid,
@@ -136,7 +143,14 @@ struct LineCost {
     #[serde(default)]
     cache_read_tokens: Option<u64>,
     #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_1h_tokens: Option<u64>,
+    #[serde(default)]
     reasoning_tokens: Option<u64>,
+    /// Which price the original's daemon used, kept with the money it gave.
+    #[serde(default)]
+    priced_by: Option<String>,
     /// Dollars as a JSON number or string, rounded to the micro-dollar.
     #[serde(default)]
     cost_usd: Option<serde_json::Value>,
@@ -245,18 +259,27 @@ pub fn parse_line(text: &str) -> Result<Entry, String> {
     if let Some(cost) = line.cost {
         let micro_usd = match (cost.cost_usd, cost.cost_micro_usd) {
             (Some(_), Some(_)) => return Err("cost has both cost_usd and cost_micro_usd".into()),
-            (Some(serde_json::Value::Number(number)), None) => round_usd(&number.to_string())?,
-            (Some(serde_json::Value::String(text)), None) => round_usd(&text)?,
+            (Some(serde_json::Value::Number(number)), None) => {
+                Some(round_usd(&number.to_string())?)
+            }
+            (Some(serde_json::Value::String(text)), None) => Some(round_usd(&text)?),
             (Some(other), None) => return Err(format!("cost_usd must be a number, not {other}")),
-            (None, micro) => micro.unwrap_or(0),
+            // No money: the daemon prices the copy from its table, or leaves it unpriced.
+            (None, micro) => micro,
         };
+        if cost.priced_by.is_some() && micro_usd.is_none() {
+            return Err("cost has priced_by but no money".into());
+        }
         entry.cost = Some(Cost {
             tokens_in: cost.tokens_in,
             tokens_out: cost.tokens_out,
             cache_read_tokens: cost.cache_read_tokens,
+            cache_write_tokens: cost.cache_write_tokens,
+            cache_write_1h_tokens: cost.cache_write_1h_tokens,
             reasoning_tokens: cost.reasoning_tokens,
             micro_usd,
             model: cost.model,
+            priced_by: cost.priced_by,
         });
     }
     entry.check_limits().map_err(|error| error.to_string())?;

@@ -14,6 +14,7 @@ mod line;
 mod money;
 mod output;
 mod present;
+mod prices;
 mod proof;
 mod read;
 mod record;
@@ -147,6 +148,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             read::cost(&mut connect()?, cost.into_query(), json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prices(prices) => Ok(exit(prices::prices(&mut connect()?, prices, json)?)),
         Command::Fleet(fleet) => fleet::run(fleet, json),
         Command::Archive(Archive::List { dir, db }) => {
             archive::list(&dir, &db.unwrap_or_else(paths::default_db_path), json)

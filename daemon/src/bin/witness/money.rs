@@ -87,6 +87,12 @@ pub fn format_usd(micro_usd: u64) -> String {
     format!("${}.{:06}", micro_usd / 1_000_000, micro_usd % 1_000_000)
 }
 
+/// An entry's money as a table shows it: dollars, or `unpriced` when nobody could price the
+/// call (never `$0.000000`, which would say it was free).
+pub fn show_money(micro_usd: Option<u64>) -> String {
+    micro_usd.map_or_else(|| "unpriced".to_owned(), format_usd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

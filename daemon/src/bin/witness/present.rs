@@ -151,7 +151,8 @@ pub fn table(
 }
 
 /// A cost table: one row a group under `name` (`(none)` for a group without a value), then
-/// the total in bold. `witness cost` and `witness fleet cost` print it.
+/// the total in bold. `witness cost` and `witness fleet cost` print it. `UNPRICED` counts the
+/// entries with tokens and no price, whose money `COST` cannot include.
 pub fn cost_table(
     out: &mut impl Write,
     name: &str,
@@ -164,9 +165,11 @@ pub fn cost_table(
             row.entries.to_string(),
             row.tokens_in.to_string(),
             row.cache_read_tokens.to_string(),
+            row.cache_write_tokens.to_string(),
             row.tokens_out.to_string(),
             row.reasoning_tokens.to_string(),
             format_usd(row.micro_usd),
+            row.unpriced.to_string(),
         ]
     };
     let mut lines: Vec<Vec<String>> = rows
@@ -181,11 +184,13 @@ pub fn cost_table(
             "ENTRIES",
             "TOKENS IN",
             "CACHED",
+            "CACHE WRITE",
             "TOKENS OUT",
             "REASONING",
             "COST",
+            "UNPRICED",
         ],
-        &[false, true, true, true, true, true, true],
+        &[false, true, true, true, true, true, true, true, true],
         &lines,
         true,
     )
@@ -199,9 +204,11 @@ pub fn cost_row_json(row: &CostRow) -> Value {
         "tokens_in": row.tokens_in,
         "tokens_out": row.tokens_out,
         "cache_read_tokens": row.cache_read_tokens,
+        "cache_write_tokens": row.cache_write_tokens,
         "reasoning_tokens": row.reasoning_tokens,
         "cost_micro_usd": row.micro_usd,
         "cost_usd": format_usd(row.micro_usd).trim_start_matches('$'),
+        "unpriced": row.unpriced,
     })
 }
 

@@ -12,7 +12,7 @@ use witness_client::query::{
 };
 
 use crate::line::ExportLine;
-use crate::money::format_usd;
+use crate::money::{format_usd, show_money};
 use crate::present::{
     Columns, cost_row_json, cost_table, date, printable, table, tokens_in, tokens_out,
 };
@@ -66,7 +66,7 @@ fn tail_row(stored: &StoredEntry) -> Vec<String> {
         entry.trace_id.clone().unwrap_or_default(),
         cost.map_or(String::new(), tokens_in),
         cost.map_or(String::new(), tokens_out),
-        cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+        cost.map_or(String::new(), |cost| show_money(cost.micro_usd)),
         cost.and_then(|cost| cost.model.clone()).unwrap_or_default(),
         if entry.payload == "{}" {
             String::new()
@@ -142,7 +142,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
                 entry.event.clone(),
                 cost.map_or(String::new(), tokens_in),
                 cost.map_or(String::new(), tokens_out),
-                cost.map_or(String::new(), |cost| format_usd(cost.micro_usd)),
+                cost.map_or(String::new(), |cost| show_money(cost.micro_usd)),
                 cost.and_then(|cost| cost.model.clone()).unwrap_or_default(),
                 entry.payload.clone(),
             ]
@@ -210,10 +210,20 @@ pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Re
 
 /// `witness cost`.
 pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result<()> {
-    let report = client.cost(query)?;
+    let report = client.cost(query.clone())?;
+    let unpriced = if report.total.unpriced > 0 {
+        crate::prices::unpriced_of(client, query)?
+    } else {
+        Vec::new()
+    };
     let mut out = crate::output::stdout();
     if json {
-        writeln!(out, "{}", cost_json(&report))?;
+        let mut value = cost_json(&report);
+        value["unpriced_models"] = unpriced
+            .iter()
+            .map(|(model, entries)| json!({"model": model, "entries": entries}))
+            .collect();
+        writeln!(out, "{value}")?;
         return Ok(());
     }
     let mut name = report.by.name().to_uppercase();
@@ -228,6 +238,9 @@ pub fn cost(client: &mut Client, query: CostQuery, json: bool) -> anyhow::Result
             "({} of {} groups shown; the total covers all: page with --offset)",
             shown, report.groups
         )?;
+    }
+    if let Some(note) = crate::prices::unpriced_note(&unpriced) {
+        writeln!(out, "{note}")?;
     }
     Ok(())
 }

@@ -52,15 +52,19 @@ fn entry_from(log: LogArgs) -> anyhow::Result<Entry> {
         || log.cost_usd.is_some()
         || log.model.is_some()
         || log.cache_read_tokens.is_some()
+        || log.cache_write_tokens.is_some()
         || log.reasoning_tokens.is_some();
     if costed {
         entry.cost = Some(Cost {
             tokens_in: log.tokens_in.unwrap_or(0),
             tokens_out: log.tokens_out.unwrap_or(0),
             cache_read_tokens: log.cache_read_tokens,
+            cache_write_tokens: log.cache_write_tokens,
+            cache_write_1h_tokens: log.cache_write_1h_tokens,
             reasoning_tokens: log.reasoning_tokens,
-            micro_usd: log.cost_usd.unwrap_or(0),
+            micro_usd: log.cost_usd,
             model: log.model,
+            priced_by: None,
         });
     }
     entry.check_limits()?;

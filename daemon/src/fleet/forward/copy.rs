@@ -130,24 +130,30 @@ pub(super) fn insert_sql() -> String {
         "WITH inserted AS (
             INSERT INTO events SELECT * FROM incoming ON CONFLICT DO NOTHING RETURNING *
          ), rolled AS (
-            INSERT INTO cost_hourly
+            INSERT INTO cost_hourly (host_id, hour, component, event, model, entries,
+                tokens_in, tokens_out, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+                micro_usd, unpriced)
             SELECT host_id, {hour}, component, event, coalesce(model, ''), count(*),
-                   {}, {}, {}, {}, {}
+                   {}, {}, {}, {}, {}, {}, {}
             FROM inserted GROUP BY 1, 2, 3, 4, 5
             ON CONFLICT (host_id, hour, component, event, model) DO UPDATE SET
                 entries = cost_hourly.entries + excluded.entries,
-                {}, {}, {}, {}, {}
+                {}, {}, {}, {}, {}, {}, {}
          )
          SELECT count(*) FROM inserted",
         sum("tokens_in"),
         sum("tokens_out"),
         sum("cache_read_tokens"),
+        sum("cache_write_tokens"),
         sum("reasoning_tokens"),
         sum("cost_micro_usd"),
+        "count(*) FILTER (WHERE tokens_in IS NOT NULL AND cost_micro_usd IS NULL)",
         add("tokens_in"),
         add("tokens_out"),
         add("cache_read_tokens"),
+        add("cache_write_tokens"),
         add("reasoning_tokens"),
         add("micro_usd"),
+        add("unpriced"),
     )
 }

@@ -12,6 +12,9 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
     let started = std::time::Instant::now();
+    if (5..SCHEMA_VERSION).contains(&version) {
+        add_entry_columns(&transaction, path).map_err(&error)?;
+    }
     match version {
         0 => {
             let tables: i64 = transaction
@@ -37,15 +40,18 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
                 transaction.execute_batch(table).map_err(&error)?;
             }
         }
+        7 => add_hourly_columns(&transaction).map_err(&error)?,
         6 => {
             tracing::info!(path = %path.display(), "adding received_keys (schema version 7)");
             transaction.execute_batch(RECEIVED_KEYS).map_err(&error)?;
+            add_hourly_columns(&transaction).map_err(&error)?;
         }
         5 => {
             tracing::info!(path = %path.display(), "adding log_start and segments (schema version 6)");
             transaction.execute_batch(LOG_START).map_err(&error)?;
             transaction.execute_batch(SEGMENTS).map_err(&error)?;
             transaction.execute_batch(RECEIVED_KEYS).map_err(&error)?;
+            add_hourly_columns(&transaction).map_err(&error)?;
         }
         1..=4 => {
             tracing::info!(path = %path.display(),
@@ -58,6 +64,7 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
                      DROP TABLE IF EXISTS cost_hourly;",
                 )
                 .map_err(&error)?;
+            add_entry_columns(&transaction, path).map_err(&error)?;
             transaction.execute_batch(COST_HOURLY).map_err(&error)?;
             transaction
                 .execute_batch(&crate::format::cost::fill_hourly())
@@ -106,6 +113,29 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
             elapsed = ?started.elapsed(), "upgraded the database");
     }
     Ok(())
+}
+
+/// Adds `entries`' columns of version 8, after `imported` as the table of a new file has
+/// them: at the end of the table and NULL in every row already there, which is instant
+/// whatever the size of the log and changes no row's hash.
+fn add_entry_columns(transaction: &rusqlite::Transaction<'_>, path: &Path) -> rusqlite::Result<()> {
+    tracing::info!(path = %path.display(),
+        "adding cache-write tokens and priced_by to entries (schema version 8)");
+    transaction.execute_batch(
+        "ALTER TABLE entries ADD COLUMN cache_write_tokens INTEGER;
+         ALTER TABLE entries ADD COLUMN cache_write_1h_tokens INTEGER;
+         ALTER TABLE entries ADD COLUMN priced_by TEXT;",
+    )
+}
+
+/// Adds `cost_hourly`'s columns of version 8 to a file of version 5 to 7. Before version 8
+/// every entry with tokens carried money (the protocol had no way to leave it out), so no
+/// entry is unpriced and no cache writes were recorded: zero is the truth for every row.
+fn add_hourly_columns(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "ALTER TABLE cost_hourly ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE cost_hourly ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;",
+    )
 }
 
 /// Fills `tiles` from `entries`, in `seq` order, when a file written before they existed is

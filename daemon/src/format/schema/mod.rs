@@ -19,9 +19,11 @@ use migrate::migrate;
 /// version 2 `producer_runs`, version 3 `tiles` and `checkpoints`; version 4 had no
 /// `entries.imported`, indexed the receive time rather than the event's time, and kept no
 /// cache-read or reasoning tokens in `cost_hourly`, which it bucketed by receive time;
-/// version 5 had no `log_start` and `segments`, and could not be pruned. The writer adds and
-/// fills what is missing when it opens such a file.
-pub const SCHEMA_VERSION: i64 = 7;
+/// version 5 had no `log_start` and `segments`, and could not be pruned; version 6 had no
+/// `received_keys`; version 7 had no cache-write tokens and no `priced_by` in `entries`, and
+/// counted no unpriced entries in `cost_hourly`. The writer adds and fills what is missing
+/// when it opens such a file.
+pub const SCHEMA_VERSION: i64 = 8;
 
 pub use super::cost::{HOUR_NS, hour_of, hour_sql};
 pub use super::row::EVENT_TIME;
@@ -52,7 +54,10 @@ CREATE TABLE entries (
     producer_id       INTEGER,
     producer_number   INTEGER,
     hash              BLOB    NOT NULL,
-    imported          TEXT
+    imported          TEXT,
+    cache_write_tokens    INTEGER,
+    cache_write_1h_tokens INTEGER,
+    priced_by             TEXT
 ) STRICT;
 ";
 
@@ -75,7 +80,7 @@ CREATE TABLE producers (
 ";
 
 /// Per hour (of the event's time, [`EVENT_TIME`]), component, event and model: entries,
-/// tokens and money, kept by the writer in the same transaction as the entries, so that a cost report over millions of entries reads
+/// tokens, money and the entries without a price, kept by the writer in the same transaction as the entries, so that a cost report over millions of entries reads
 /// a few thousand rows. Derived data, outside the hash chain; `model` is `''` for entries
 /// without one, because a `NULL` in a primary key would never conflict.
 pub const COST_HOURLY: &str = "
@@ -90,6 +95,8 @@ CREATE TABLE cost_hourly (
     cache_read_tokens INTEGER NOT NULL,
     reasoning_tokens  INTEGER NOT NULL,
     micro_usd  INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    unpriced   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, component, event, model)
 ) STRICT, WITHOUT ROWID;
 ";
@@ -413,9 +420,14 @@ pub fn open_writer(
 /// cannot write to it, so it cannot upgrade one either: for a file older than version 5, a
 /// temporary view (in the connection's own temporary schema, which names search first)
 /// shows `entries` with the `imported` column those files lack, NULL in every row, which is
-/// what the upgrade would add. Their `cost_hourly` is of the older shape; `verify` leaves it
+/// what the upgrade would add; likewise the cache writes and `priced_by` for a file older
+/// than version 8, and `cost_hourly`'s zero cache writes and unpriced entries from version 5.
+/// The `cost_hourly` of a file older than version 5 is of an older shape; `verify` leaves it
 /// unchecked.
 pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
+    /// The columns of `entries` that version 8 added, as a file older than it reads.
+    const VERSION_8_COLUMNS: &str =
+        "NULL AS cache_write_tokens, NULL AS cache_write_1h_tokens, NULL AS priced_by";
     let error = sqlite_error(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(&error)?;
@@ -427,12 +439,23 @@ pub fn open_reader(path: &Path) -> Result<Connection, OpenError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(&error)?;
     match version {
-        5..=SCHEMA_VERSION => Ok(connection),
+        SCHEMA_VERSION => Ok(connection),
+        5..SCHEMA_VERSION => {
+            connection
+                .execute_batch(&format!(
+                    "CREATE TEMP VIEW entries AS SELECT *, {VERSION_8_COLUMNS} FROM main.entries;
+                     CREATE TEMP VIEW cost_hourly AS
+                         SELECT *, 0 AS cache_write_tokens, 0 AS unpriced FROM main.cost_hourly;"
+                ))
+                .map_err(&error)?;
+            Ok(connection)
+        }
         1..5 => {
             connection
-                .execute_batch(
-                    "CREATE TEMP VIEW entries AS SELECT *, NULL AS imported FROM main.entries",
-                )
+                .execute_batch(&format!(
+                    "CREATE TEMP VIEW entries AS
+                         SELECT *, NULL AS imported, {VERSION_8_COLUMNS} FROM main.entries"
+                ))
                 .map_err(&error)?;
             Ok(connection)
         }

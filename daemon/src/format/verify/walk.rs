@@ -259,13 +259,7 @@ impl Walk {
         self.costs
             .entry(key)
             .or_default()
-            .add(&CostSums::of_columns([
-                integer(column::TOKENS_IN),
-                integer(column::TOKENS_OUT),
-                integer(column::CACHE_READ_TOKENS),
-                integer(column::REASONING_TOKENS),
-                integer(column::COST_MICRO_USD),
-            ]));
+            .add(&CostSums::of_values(values));
         if let (Some(producer), Some(number)) = (
             integer(column::PRODUCER_ID),
             integer(column::PRODUCER_NUMBER),
