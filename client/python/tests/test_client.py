@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from decimal import Decimal
@@ -77,8 +78,16 @@ def test_sends_survive_kill_dash_nine_and_restart_exactly_once(daemon: Daemon) -
     n = 30_000
     killed = threading.Event()
 
+    def stored() -> int:
+        # The daemon may still be creating its database when the sends begin.
+        try:
+            return daemon.rows("SELECT count(*) FROM entries")[0][0]
+        except sqlite3.OperationalError:
+            return 0
+
     def killer() -> None:
-        while daemon.rows("SELECT count(*) FROM entries")[0][0] < 3_000:
+        deadline = time.monotonic() + 60
+        while stored() < 3_000 and time.monotonic() < deadline:
             time.sleep(0.005)
         daemon.kill9()
         killed.set()
