@@ -67,7 +67,7 @@ fn derived_tables_must_agree_with_the_entries() {
             "cost_hourly",
         ),
         (
-            "INSERT INTO cost_hourly VALUES (1, 'ghost', 'e', '', 1, 0, 0, 0, 0, 5)",
+            "INSERT INTO cost_hourly VALUES (1, 'ghost', 'e', '', 1, 0, 0, 0, 0, 5, 0, 0)",
             "cost_hourly",
         ),
         (
