@@ -266,6 +266,9 @@ fn an_unknown_model_is_unpriced_through_reports_export_and_import() {
         table.contains("2 entries of my-finetune have no price"),
         "{table}"
     );
+    let (code, traces, _) = witness(&daemon.socket, &["traces"], None);
+    assert_eq!(code, 0);
+    assert!(traces.contains("$0.000345 + 2 unpriced"), "{traces}");
     let (code, tail, _) = witness(&daemon.socket, &["tail", "-n", "3"], None);
     assert_eq!(code, 0);
     assert!(

@@ -29,7 +29,14 @@ const COMPONENTS: [&str; 12] = [
     "storage",
     "notifier",
 ];
-const MODELS: [&str; 3] = ["small-model-2", "large-model-4", "reasoning-model-1"];
+/// Models of the costed entries: three the price table knows (under the names the SDKs
+/// report) and one it does not, so that every costed entry makes the daemon look a price up.
+const MODELS: [&str; 4] = [
+    "gpt-4o-mini-2024-07-18",
+    "claude-sonnet-4-5-20250929",
+    "gemini-2.5-flash",
+    "my-finetune",
+];
 
 /// splitmix64: tiny, fast and good enough to make data look random.
 pub struct Rng(u64);
@@ -115,8 +122,13 @@ impl Generator {
             let tokens_in = 100 + self.rng.below(4000);
             let tokens_out = 10 + self.rng.below(800);
             let model = MODELS[self.rng.below(MODELS.len() as u64) as usize];
+            // Tokens and a model, no money: the daemon prices them, as it does for most
+            // callers (SDKs report tokens, not dollars).
+            let cached = self.rng.below(tokens_in / 2);
             entry = entry.cost(
-                Cost::new(tokens_in, tokens_out, tokens_in * 3 + tokens_out * 15).model(model),
+                Cost::tokens(tokens_in, tokens_out)
+                    .model(model)
+                    .cache_read_tokens(cached),
             );
         }
         entry

@@ -90,7 +90,22 @@ pub struct TierSettings {
     pub reasoning: Option<f64>,
 }
 
+impl PriceSettings {
+    /// The rates it gives, by kind.
+    fn rates(&self) -> [(Kind, Option<f64>); 6] {
+        [
+            (Kind::Input, self.input),
+            (Kind::Output, self.output),
+            (Kind::CacheRead, self.cache_read),
+            (Kind::CacheWrite, self.cache_write),
+            (Kind::CacheWrite1h, self.cache_write_1h),
+            (Kind::Reasoning, self.reasoning),
+        ]
+    }
+}
+
 impl TierSettings {
+    /// The rates it gives, by kind, as [`PriceSettings::rates`].
     fn rates(&self) -> [(Kind, Option<f64>); 6] {
         [
             (Kind::Input, self.input),
@@ -146,14 +161,7 @@ impl Override {
             None => Constraint::Always,
             Some(date) => Constraint::From(table::start_of_date(date, &at("since"))?, date.clone()),
         };
-        let base = [
-            (Kind::Input, settings.input),
-            (Kind::Output, settings.output),
-            (Kind::CacheRead, settings.cache_read),
-            (Kind::CacheWrite, settings.cache_write),
-            (Kind::CacheWrite1h, settings.cache_write_1h),
-            (Kind::Reasoning, settings.reasoning),
-        ];
+        let base = settings.rates();
         if base.iter().all(|(_, usd)| usd.is_none()) {
             return Err(BadPrice::new(
                 &format!("price[{index}]"),

@@ -32,7 +32,17 @@ fn summary_json(summary: &TraceSummary) -> Value {
         "tokens_out": summary.tokens_out,
         "cost_micro_usd": summary.micro_usd,
         "cost_usd": format_usd(summary.micro_usd).trim_start_matches('$'),
+        "unpriced": summary.unpriced,
     })
+}
+
+/// A trace's money as a table shows it: the priced entries' sum, and how many entries it
+/// leaves out for want of a price.
+fn trace_money(summary: &TraceSummary) -> String {
+    match summary.unpriced {
+        0 => format_usd(summary.micro_usd),
+        n => format!("{} + {n} unpriced", format_usd(summary.micro_usd)),
+    }
 }
 
 /// The columns of `tail`.
@@ -128,7 +138,7 @@ pub fn trace(client: &mut Client, trace_id: String, json: bool) -> anyhow::Resul
         "tokens: {} in, {} out; cost {}\n",
         summary.tokens_in,
         summary.tokens_out,
-        format_usd(summary.micro_usd)
+        trace_money(&summary)
     )?;
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -191,7 +201,7 @@ pub fn traces(client: &mut Client, query: TracesQuery, json: bool) -> anyhow::Re
                 show(summary.first_ts),
                 show(summary.last_ts),
                 duration(summary.last_ts - summary.first_ts),
-                format_usd(summary.micro_usd),
+                trace_money(summary),
             ]
         })
         .collect();
