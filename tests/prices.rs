@@ -513,3 +513,263 @@ fn a_client_may_not_say_the_daemon_priced_its_entry() {
     );
     assert_eq!(crate::harness::count(&daemon.db), 0);
 }
+
+/// The metrics endpoint's address, from the daemon's log (the last start's).
+fn metrics_url(daemon: &Witnessd) -> String {
+    crate::harness::wait_until(
+        "the metrics listener",
+        std::time::Duration::from_secs(20),
+        || daemon.log().contains("serving metrics at http://"),
+    );
+    daemon
+        .log()
+        .rsplit("serving metrics at ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let body = ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).unwrap()
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name
+                && labels
+                    .iter()
+                    .all(|(key, want)| sample.labels.get(key) == Some(*want))
+        })
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
+    match found.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+        ref other => panic!("{name} is {other:?}"),
+    }
+}
+
+/// The daemon's budget warnings, as (budget, period start, threshold), in log order.
+fn warnings(db: &Path) -> Vec<(String, i64, f64)> {
+    read_db(db)
+        .prepare(
+            "SELECT json_extract(payload, '$.budget'), json_extract(payload, '$.period_start_ns'), \
+             json_extract(payload, '$.threshold') FROM entries WHERE event = 'witness.budget' \
+             AND component = 'witnessd' AND pid IS NOT NULL ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn budgets_json(daemon: &Witnessd) -> Value {
+    let (code, out, err) = witness(&daemon.socket, &["budgets", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_budget_warns_once_per_threshold_across_a_restart_and_anew_in_the_next_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[budget]]\nname = \"daily\"\nperiod = \"day\"\nlimit_usd = 0.001\nwarn_at = [0.5, 1.0]\n\
+         [[budget]]\nname = \"other-model\"\nperiod = \"month\"\nlimit_usd = 5\nmodel = \"m-2\"\n",
+    );
+    let args = [
+        "--config",
+        config.as_str(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let daemon = Witnessd::start(dir.path(), &args);
+    let (today, _) =
+        witness_daemon::config::check_budgets(&[witness_daemon::config::BudgetSettings {
+            name: "x".into(),
+            period: "day".into(),
+            limit_usd: 1.0,
+            ..Default::default()
+        }])
+        .unwrap()[0]
+            .period_at(witness_daemon::format::row::now_ns());
+    let spend = |daemon: &Witnessd, micro_usd: u64, date: Option<i64>| {
+        let mut client = witness_client::Client::connect(&daemon.socket).unwrap();
+        let mut entry = Entry::new("llm.call", "agent").cost(
+            Cost::new(10, 10, micro_usd)
+                .model("m-1")
+                .cache_write_tokens(4),
+        );
+        entry.client_ts = date;
+        client.log(entry).unwrap();
+    };
+    let spent_seen = |daemon: &Witnessd, micro: u64| {
+        crate::harness::wait_until(
+            "the watcher sees the spend",
+            std::time::Duration::from_secs(30),
+            || budgets_json(daemon)["budgets"][0]["spent_micro_usd"] == micro,
+        );
+    };
+    // Yesterday's spend is another period's: it counts for nothing today.
+    spend(&daemon, 5000, Some(today - 3_600_000_000_000));
+    // And a warning of yesterday's period does not silence today's.
+    let mut client = witness_client::Client::connect(&daemon.socket).unwrap();
+    client
+        .log(
+            Entry::new("witness.budget", "witnessd").payload(serde_json::json!({
+                "budget": "daily", "period_start_ns": today - 86_400_000_000_000, "threshold": 0.5
+            })),
+        )
+        .unwrap();
+    spend(&daemon, 300, None);
+    spend(&daemon, 300, None);
+    spent_seen(&daemon, 600);
+    let today_warnings = |db: &Path| {
+        warnings(db)
+            .into_iter()
+            .filter(|(_, start, _)| *start == today)
+            .collect::<Vec<_>>()
+    };
+    crate::harness::wait_until(
+        "the half-way warning",
+        std::time::Duration::from_secs(30),
+        || today_warnings(&daemon.db).len() == 1,
+    );
+    assert_eq!(
+        today_warnings(&daemon.db),
+        vec![("daily".into(), today, 0.5)]
+    );
+    spend(&daemon, 500, None);
+    crate::harness::wait_until(
+        "the limit's warning",
+        std::time::Duration::from_secs(30),
+        || today_warnings(&daemon.db).len() == 2,
+    );
+    // Another look after both: nothing more is said.
+    spend(&daemon, 1, None);
+    spent_seen(&daemon, 1101);
+    assert_eq!(today_warnings(&daemon.db).len(), 2);
+    let report = &budgets_json(&daemon)["budgets"][0];
+    assert_eq!(report["crossed"], serde_json::json!([0.5, 1.0]));
+    assert_eq!(report["limit_micro_usd"], 1000);
+    assert!(
+        daemon.log().contains("budget threshold crossed"),
+        "{}",
+        daemon.log()
+    );
+
+    // The metrics: spend by component and model, tokens by type, the budgets.
+    let url = metrics_url(&daemon);
+    let metrics = scrape(&url);
+    assert_eq!(
+        value(
+            &metrics,
+            "witness_llm_cost_usd_total",
+            &[("component", "agent"), ("model", "m-1")]
+        ),
+        (5000 + 300 + 300 + 500 + 1) as f64 / 1e6
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "witness_llm_tokens_total",
+            &[("model", "m-1"), ("type", "cache_write")]
+        ),
+        20.0
+    );
+    assert_eq!(
+        value(&metrics, "witness_budget_spent_usd", &[("budget", "daily")]),
+        0.001101
+    );
+    assert_eq!(
+        value(&metrics, "witness_budget_limit_usd", &[("budget", "daily")]),
+        0.001
+    );
+    assert!(value(&metrics, "witness_budget_ratio", &[("budget", "daily")]) > 1.1);
+    assert_eq!(
+        value(
+            &metrics,
+            "witness_budget_spent_usd",
+            &[("budget", "other-model")]
+        ),
+        0.0
+    );
+
+    // A restart says nothing again.
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    std::fs::remove_file(dir.path().join("witnessd.log")).unwrap();
+    let daemon = Witnessd::start(dir.path(), &args);
+    spend(&daemon, 1, None);
+    spent_seen(&daemon, 1102);
+    assert_eq!(today_warnings(&daemon.db).len(), 2);
+    // A name that would break the exposition is escaped there.
+    let mut client = witness_client::Client::connect(&daemon.socket).unwrap();
+    client
+        .log(Entry::new("llm.call", "agent").cost(Cost::new(1, 1, 1).model("evil\"} 1\nx")))
+        .unwrap();
+    let url = metrics_url(&daemon);
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        body.contains(
+            r#"witness_llm_cost_usd_total{component="agent",model="evil\"} 1\nx"} 0.000001"#
+        ),
+        "{body}"
+    );
+    // Every line is still a comment or a sample of witness's own families.
+    assert!(
+        body.lines()
+            .all(|line| line.starts_with("# ") || line.starts_with("witness_")),
+        "{body}"
+    );
+    scrape(&url);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+}
+
+#[test]
+fn garbage_budgets_are_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (settings, named) in [
+        (
+            "[[budget]]\nname = \"b\"\nperiod = \"year\"\nlimit_usd = 1\n",
+            "budget[0].period",
+        ),
+        (
+            "[[budget]]\nname = \"b\"\nperiod = \"day\"\nlimit_usd = -1\n",
+            "budget[0].limit_usd",
+        ),
+        ("[[budget]]\nname = \"b\"\nperiod = \"day\"\n", "limit_usd"),
+        (
+            "[[budget]]\nname = \"b\"\nperiod = \"day\"\nlimit_usd = 1\ntime_zone = \"Nowhere/Else\"\n",
+            "budget[0].time_zone",
+        ),
+        (
+            "[[budget]]\nname = \"b\"\nperiod = \"day\"\nlimit_usd = 1\ncolour = 1\n",
+            "colour",
+        ),
+    ] {
+        let config = write_config(dir.path(), settings);
+        let output = std::process::Command::new(binary("witnessd"))
+            .args(["--config", &config, "--check-config"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{settings}");
+        assert!(stderr.contains(named), "{settings}: {stderr}");
+    }
+}

@@ -58,6 +58,15 @@ impl Client {
         }
     }
 
+    /// The daemon's budgets and their spend this period, as it last looked.
+    pub fn budgets(&mut self) -> Result<Vec<witness_protocol::admin::BudgetReport>, Error> {
+        match self.call(Request::Budgets)? {
+            Response::Budgets(reports) => Ok(reports),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The daemon's health and load.
     pub fn stats(&mut self) -> Result<StatsReport, Error> {
         match self.call(Request::Stats)? {

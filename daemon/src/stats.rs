@@ -98,6 +98,60 @@ pub struct WriterStats {
     /// Time the writer spent deleting pruned entries since start, in nanoseconds: what
     /// pruning takes from ingest on the writer's thread.
     pub prune_nanos: AtomicU64,
+    /// Money and tokens committed since start, by component and model.
+    pub spend: Spend,
+}
+
+/// Most (component, model) series the spend counters keep; the entries of any further pair
+/// count under `(other)` for both labels, so that a flood of made-up names cannot grow the
+/// exposition without bound.
+pub const MAX_SPEND_SERIES: usize = 1000;
+
+/// The label values of the series that holds every pair past [`MAX_SPEND_SERIES`].
+pub const OTHER_SERIES: &str = "(other)";
+
+/// Money and tokens of the committed entries that carry a cost, since start, by component
+/// and model (`''` for none): the Prometheus spend series. Summed per batch by the writer
+/// after its commit, so a counter never counts what was rolled back.
+#[derive(Debug, Default)]
+pub struct Spend {
+    series: std::sync::Mutex<
+        std::collections::BTreeMap<(String, String), crate::format::cost::CostSums>,
+    >,
+}
+
+impl Spend {
+    /// Adds a committed batch's sums, by (component, model).
+    pub fn add<'a>(
+        &self,
+        batch: impl IntoIterator<Item = (&'a str, &'a str, crate::format::cost::CostSums)>,
+    ) {
+        let mut series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (component, model, sums) in batch {
+            let key = (component.to_owned(), model.to_owned());
+            let key = if series.contains_key(&key) || series.len() < MAX_SPEND_SERIES {
+                key
+            } else {
+                (OTHER_SERIES.to_owned(), OTHER_SERIES.to_owned())
+            };
+            series.entry(key).or_default().add(&sums);
+        }
+    }
+
+    /// Every series and its sums, by component and model.
+    pub fn snapshot(&self) -> Vec<((String, String), crate::format::cost::CostSums)> {
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        series
+            .iter()
+            .map(|(key, sums)| (key.clone(), *sums))
+            .collect()
+    }
 }
 
 impl WriterStats {

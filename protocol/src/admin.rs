@@ -177,3 +177,33 @@ pub struct MaintenanceReport {
     /// longer holds (the live log starts after it), `None` when it was never pruned.
     pub last_seq: Option<u64>,
 }
+
+/// One budget of the daemon's configuration and its spend in the current period, as
+/// `witness budgets` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReport {
+    /// The budget's name.
+    pub name: String,
+    /// `day`, `week` (from Monday) or `month`.
+    pub period: String,
+    /// The time zone periods are counted in (`UTC` unless configured).
+    pub time_zone: String,
+    /// The current period's start and end, in nanoseconds since the Unix epoch.
+    pub period_start: i64,
+    /// See `period_start`.
+    pub period_end: i64,
+    /// The limit, in micro-USD.
+    pub limit_micro_usd: u64,
+    /// Money of the priced entries the budget covers, dated in the period so far.
+    pub spent_micro_usd: u64,
+    /// Entries the budget covers that have tokens and no price: not in `spent_micro_usd`.
+    pub unpriced: u64,
+    /// `spent / limit`.
+    pub ratio: f64,
+    /// The spend at the period's end if it goes on at the rate so far.
+    pub projected_micro_usd: u64,
+    /// The fractions of the limit at which the daemon records a `witness.budget` entry.
+    pub warn_at: Vec<f64>,
+    /// Of those, the ones this period has crossed (and recorded).
+    pub crossed: Vec<f64>,
+}

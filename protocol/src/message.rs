@@ -61,6 +61,8 @@ pub enum Request {
     },
     /// The price the daemon would give a call of a model, answered with `Price`.
     Price(crate::query::PriceQuery),
+    /// The configured budgets and their spend this period, answered with `Budgets`.
+    Budgets,
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -239,6 +241,8 @@ pub enum Response {
     Consistency(crate::admin::ConsistencyReport),
     /// Answer to `Price`.
     Price(crate::query::PriceAnswer),
+    /// Answer to `Budgets`, in the configuration's order.
+    Budgets(Vec<crate::admin::BudgetReport>),
 }
 
 /// The daemon's side of the handshake.

@@ -284,6 +284,13 @@ keys! {
     price: Vec<crate::prices::PriceSettings> = None => prices.overrides, Live,
         read |prices| crate::prices::check_overrides(prices).map(|()| prices.clone()).map_err(BadValue::from),
         show |prices: &Vec<crate::prices::PriceSettings>| (!prices.is_empty()).then(|| prices.clone());
+    /// Spend limits, watched every few seconds (docs/PRICES.md, "Budgets"): `[[budget]]`
+    /// tables of `name`, `period` (`day`, `week` or `month`), `limit_usd`, and optional
+    /// `time_zone` (UTC if not given), `component`, `model`, `trace_prefix` and `warn_at`
+    /// (fractions of the limit, `[0.8, 1.0]` if not given). A budget never refuses entries.
+    budget: Vec<super::BudgetSettings> = None => budgets, Live,
+        read |budgets| super::check_budgets(budgets).map(|_| budgets.clone()),
+        show |budgets: &Vec<super::BudgetSettings>| (!budgets.is_empty()).then(|| budgets.clone());
 }
 
 /// The `retain` table of the configuration.

@@ -17,7 +17,10 @@ use crate::store::checkpoint::CheckpointConfig;
 use crate::store::retain::RetainConfig;
 use crate::store::writer::WriterConfig;
 
+mod budgets;
 mod keys;
+
+pub use budgets::{Budget, BudgetSettings, DEFAULT_WARN_AT, Period, check_budgets};
 
 pub use keys::{ForwardSettings, KEYS, Key, Reload, RetainSettings, Settings};
 
@@ -85,6 +88,8 @@ pub struct Config {
     pub retain: RetainConfig,
     /// The price table and the configuration's own prices.
     pub prices: crate::prices::PricesConfig,
+    /// The `[[budget]]` tables, as written (checked when read).
+    pub budgets: Vec<BudgetSettings>,
 }
 
 /// How log lines are written to standard error.

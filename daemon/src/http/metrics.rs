@@ -28,6 +28,12 @@ async fn metrics(_: Caller<METRICS>, Extract(state): Extract<State>) -> impl Int
     if state.context.otlp.listening {
         text.push_str(&crate::observe::prometheus::otlp(&state.context.otlp.stats));
     }
+    text.push_str(&crate::observe::prometheus::spend(
+        &state.context.metrics.spend(),
+    ));
+    text.push_str(&crate::observe::prometheus::budgets(
+        &state.context.budgets.reports(),
+    ));
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }
 

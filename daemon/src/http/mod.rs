@@ -70,6 +70,8 @@ pub struct Context {
     pub intake: Arc<crate::intake::Intake>,
     /// The OTLP receiver's settings, tokens and counters.
     pub otlp: Arc<OtlpContext>,
+    /// The budgets and their spend, for the metrics.
+    pub budgets: Arc<crate::observe::budgets::Budgets>,
 }
 
 /// What the OTLP receiver's handlers need besides the intake.

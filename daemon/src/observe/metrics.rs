@@ -124,6 +124,11 @@ impl Metrics {
         self.writer.heartbeat.load(Ordering::Relaxed)
     }
 
+    /// Money and tokens committed since start, by component and model.
+    pub fn spend(&self) -> Vec<((String, String), crate::format::cost::CostSums)> {
+        self.writer.spend.snapshot()
+    }
+
     /// A full report.
     pub fn report(&self) -> StatsReport {
         let (batch_entries, commit_us, ack_us) = {

@@ -228,6 +228,124 @@ pub fn otlp(stats: &crate::stats::OtlpStats) -> String {
     out.text
 }
 
+/// The spend families: money and tokens of the committed entries that carry a cost, since
+/// start, by component and model (at most `stats::MAX_SPEND_SERIES` pairs; the rest under
+/// `(other)`). Money counts the priced entries; `llm_unpriced_entries_total` the others.
+pub fn spend(series: &[((String, String), crate::format::cost::CostSums)]) -> String {
+    let mut out = Families::default();
+    let labels = |component: &str, model: &str| {
+        format!(
+            "component=\"{}\",model=\"{}\"",
+            label_value(component),
+            label_value(model)
+        )
+    };
+    out.family(
+        "llm_cost_usd_total",
+        "counter",
+        "US dollars of the priced model calls committed since start.",
+    );
+    for ((component, model), sums) in series {
+        let usd = format!(
+            "{}.{:06}",
+            sums.micro_usd / 1_000_000,
+            sums.micro_usd % 1_000_000
+        );
+        out.sample(
+            "llm_cost_usd_total",
+            &format!("{{{}}}", labels(component, model)),
+            usd,
+        );
+    }
+    out.family(
+        "llm_tokens_total",
+        "counter",
+        "Tokens of the model calls committed since start, by type: input (cache reads and \
+         writes included), output (reasoning included), cache_read, cache_write, reasoning.",
+    );
+    for ((component, model), sums) in series {
+        for (kind, value) in [
+            ("input", sums.tokens_in),
+            ("output", sums.tokens_out),
+            ("cache_read", sums.cache_read_tokens),
+            ("cache_write", sums.cache_write_tokens),
+            ("reasoning", sums.reasoning_tokens),
+        ] {
+            out.sample(
+                "llm_tokens_total",
+                &format!("{{{},type=\"{kind}\"}}", labels(component, model)),
+                value,
+            );
+        }
+    }
+    out.family(
+        "llm_unpriced_entries_total",
+        "counter",
+        "Model calls committed since start that have tokens and no price.",
+    );
+    for ((component, model), sums) in series {
+        out.sample(
+            "llm_unpriced_entries_total",
+            &format!("{{{}}}", labels(component, model)),
+            sums.unpriced,
+        );
+    }
+    out.text
+}
+
+/// The budget families: each budget's spend this period, its limit and their ratio, as the
+/// watcher last found them; none without budgets.
+pub fn budgets(reports: &[witness_protocol::admin::BudgetReport]) -> String {
+    let mut out = Families::default();
+    if reports.is_empty() {
+        return out.text;
+    }
+    let usd = |micro: u64| format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    for (name, help, value) in [
+        (
+            "budget_spent_usd",
+            "US dollars spent in the budget's current period (priced entries).",
+            &(|report: &witness_protocol::admin::BudgetReport| usd(report.spent_micro_usd))
+                as &dyn Fn(&witness_protocol::admin::BudgetReport) -> String,
+        ),
+        (
+            "budget_limit_usd",
+            "The budget's limit for its period, in US dollars.",
+            &|report: &witness_protocol::admin::BudgetReport| usd(report.limit_micro_usd),
+        ),
+        (
+            "budget_ratio",
+            "Spent over limit in the budget's current period.",
+            &|report: &witness_protocol::admin::BudgetReport| format!("{:.6}", report.ratio),
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        for report in reports {
+            out.sample(
+                name,
+                &format!("{{budget=\"{}\"}}", label_value(&report.name)),
+                value(report),
+            );
+        }
+    }
+    out.text
+}
+
+/// A label value as the exposition format writes it: backslash, double quote and line feed
+/// escaped, so that no name from an entry can end a label or a line.
+fn label_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The exposition being written: metric families, each a HELP and a TYPE line and then its
 /// samples, every name under the `witness_` prefix.
 #[derive(Default)]

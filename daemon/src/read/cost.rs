@@ -167,3 +167,65 @@ pub fn check_cost(query: &CostQuery) -> Result<(), ErrorReply> {
     check_window(query.since, query.until)?;
     check_limit(query.limit)
 }
+
+/// Money and unpriced entries dated from `since` on, of `component` and `model` when given,
+/// and of the traces whose id starts with `trace_prefix`: a budget's spend. Without a prefix
+/// it is the cost report's total (from the roll-up where whole hours allow); with one, the
+/// trace index's range of the prefix.
+pub fn spend_since(
+    connection: &Connection,
+    since: i64,
+    component: Option<&str>,
+    model: Option<&str>,
+    trace_prefix: Option<&str>,
+) -> rusqlite::Result<(u64, u64)> {
+    let Some(prefix) = trace_prefix else {
+        let report = cost(
+            connection,
+            &CostQuery {
+                by: GroupBy::Component,
+                since: Some(since),
+                until: None,
+                component: component.map(str::to_owned),
+                event: None,
+                model: model.map(str::to_owned),
+                offset: 0,
+                limit: 1,
+            },
+        )?;
+        return Ok((report.total.micro_usd, report.total.unpriced));
+    };
+    // Every id with the prefix sorts at or after it and before it followed by the last
+    // character there is.
+    let end = format!("{prefix}\u{10FFFF}");
+    let (usd, unpriced): (i64, i64) = connection
+        .prepare_cached(&format!(
+            "SELECT ssum(cost_micro_usd), ssum(tokens_in IS NOT NULL AND cost_micro_usd IS NULL) \
+             FROM entries WHERE trace_id >= ?1 AND trace_id < ?2 AND {EVENT_TIME} >= ?3 \
+             AND (?4 IS NULL OR component = ?4) AND (?5 IS NULL OR model = ?5)"
+        ))?
+        .query_row(
+            rusqlite::params![prefix, end, since, component, model],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+    Ok((usd as u64, unpriced as u64))
+}
+
+/// The event of the entries the daemon records when a budget crosses a threshold.
+pub const BUDGET_EVENT: &str = "witness.budget";
+
+/// The payloads of the budget warnings dated from `since` on: what has already been said
+/// this period, restarts included. Only the daemon's own (its uid, from the socket) count,
+/// so that no client can silence a warning by writing one first.
+pub fn budget_warnings(connection: &Connection, since: i64) -> rusqlite::Result<Vec<String>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT payload FROM entries WHERE event = ?1 AND component = 'witnessd' \
+             AND uid = ?3 AND {EVENT_TIME} >= ?2"
+        ))?
+        .query_map(
+            rusqlite::params![BUDGET_EVENT, since, crate::format::row::own_uid()],
+            |row| row.get(0),
+        )?
+        .collect()
+}

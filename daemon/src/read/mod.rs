@@ -33,7 +33,7 @@ mod verify;
 
 pub use backup::backup;
 pub use command::{Command, Context};
-pub use cost::{check_cost, cost};
+pub use cost::{BUDGET_EVENT, budget_warnings, check_cost, cost, spend_since};
 pub use entries::{check_entries, entries_page, last_seq, newest_cursor};
 pub use proof::{consistency, prove};
 pub use traces::{check_trace, check_traces, trace, trace_summary, traces};

@@ -32,6 +32,8 @@ use crate::store::queue::JobQueue;
 /// What every connection shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// The budgets and their spend, for `Budgets`.
+    pub(crate) budgets: Arc<crate::observe::budgets::Budgets>,
     /// The writer's queue: appends and maintenance requests go there.
     pub(crate) writer: Arc<JobQueue>,
     /// Read-only connections for queries.

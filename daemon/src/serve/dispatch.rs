@@ -101,6 +101,13 @@ impl Connection {
                 self.price(id, query).await;
                 Next::Continue
             }
+            // Spend is read from the log: for those who may read it.
+            Request::Budgets if !self.may_read(id).await => Next::Continue,
+            Request::Budgets => {
+                let reports = self.shared.budgets.reports();
+                self.answer(id, Response::Budgets(reports)).await;
+                Next::Continue
+            }
             Request::Stats => {
                 let report = self.shared.metrics.report();
                 self.answer(id, Response::Stats(Box::new(report))).await;

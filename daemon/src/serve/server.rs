@@ -25,6 +25,7 @@ use crate::config::{Config, Limits};
 use crate::fleet::forward::{Forwarder, Source};
 use crate::fleet::redact;
 use crate::format::schema::OpenError;
+use crate::observe::budgets::Budgets;
 use crate::observe::metrics::Metrics;
 use crate::prices::{Book, Prices};
 use crate::read::ReadPool;
@@ -66,6 +67,9 @@ pub enum StartError {
     /// The prices file or a configured price cannot be used.
     #[error(transparent)]
     Prices(#[from] crate::prices::LoadError),
+    /// A configured budget cannot be watched.
+    #[error("budget: {0}")]
+    Budgets(crate::config::BadValue),
     /// Another daemon answers on the socket.
     #[error("another witnessd is already serving {0}: stop it first, or pick another --socket")]
     SocketInUse(String),
@@ -187,6 +191,8 @@ pub struct Server {
     otlp: Arc<crate::http::OtlpContext>,
     /// The prices in force.
     prices: Arc<Prices>,
+    /// The budgets in force and their spend.
+    budgets: Arc<Budgets>,
 }
 
 impl Server {
@@ -197,6 +203,9 @@ impl Server {
         let (models, configured) = book.sizes();
         let prices_loaded = book.name().to_owned();
         let prices = Arc::new(Prices::new(book));
+        let budgets = Arc::new(Budgets::new(
+            crate::config::check_budgets(&config.budgets).map_err(StartError::Budgets)?,
+        ));
         let tokens = match &config.otlp.tokens_file {
             Some(path) => crate::otlp::tokens::Tokens::load(path)?,
             None => crate::otlp::tokens::Tokens::default(),
@@ -272,6 +281,7 @@ impl Server {
             http: Vec::new(),
             otlp,
             prices,
+            budgets,
         })
     }
 
@@ -293,6 +303,7 @@ impl Server {
             writer: self.writer.queue(),
             gate: Arc::clone(&self.gate),
             prices: Arc::clone(&self.prices),
+            budgets: Arc::clone(&self.budgets),
         }
     }
 
@@ -318,6 +329,7 @@ impl Server {
             http,
             otlp,
             prices,
+            budgets,
         } = self;
         let forwarder = start_forwarder(&config, forward, &verifier_key, &writer);
         let archiver = Archiver::start(
@@ -349,12 +361,20 @@ impl Server {
             verifier_key,
             archive_dir: config.retain.archive_dir.clone(),
             archiver: archiver.requests(),
+            budgets: Arc::clone(&budgets),
         });
+        let watcher = tokio::spawn(crate::observe::budgets::watch(
+            Arc::clone(&budgets),
+            Arc::clone(&shared.reads),
+            writer.queue(),
+            stop.cancel.clone(),
+        ));
         let context = crate::http::Context {
             metrics: Arc::clone(&metrics),
             gate: Arc::clone(&gate),
             intake: Arc::clone(&shared.intake),
             otlp,
+            budgets,
         };
         crate::http::serve_all(http, &context, &readers, &stop.cancel);
         let sampler = tokio::spawn(async move {
@@ -408,6 +428,7 @@ impl Server {
         }
         tracing::info!("shutting down: finishing the frames already read");
         sampler.abort();
+        watcher.abort();
         drop(listener);
         stop.cancel.cancel();
         // Clients get a grace period to let their connections finish what was read; then
@@ -521,6 +542,7 @@ pub struct Reloader {
     writer: Arc<JobQueue>,
     gate: Arc<Gate>,
     prices: Arc<Prices>,
+    budgets: Arc<Budgets>,
 }
 
 impl Reloader {
@@ -533,6 +555,10 @@ impl Reloader {
             max_batch_entries: config.writer.max_batch_entries,
             max_batch_delay: config.writer.max_batch_delay,
         });
+        // The configuration was checked whole before it got here.
+        if let Ok(budgets) = crate::config::check_budgets(&config.budgets) {
+            self.budgets.replace(budgets);
+        }
         // Read again whether or not the configuration changed: a reload is how a newer
         // prices file is taken in. One that does not load leaves the prices as they were.
         match Book::load(&config.prices) {

@@ -56,6 +56,8 @@ pub(super) struct Written {
     pub(super) producers: HashMap<i64, Producer>,
     /// Entries written (re-sent ones not counted).
     pub(super) n_written: u64,
+    /// The costed entries' sums by component and model, for the spend counters.
+    pub(super) spend: Vec<(String, String, CostSums)>,
 }
 
 /// Writes `batch` after `head` in one transaction, knowing `producers` as committed.
@@ -78,6 +80,7 @@ pub(super) fn write(
     // Summed per batch so that `cost_hourly` takes a few upserts per commit, not one per
     // entry.
     let mut costs: HashMap<(i64, &str, &str, &str), CostSums> = HashMap::new();
+    let spend;
     {
         let mut insert = transaction.prepare_cached(row::insert_sql())?;
         let mut add_run = transaction.prepare_cached(schema::ADD_PRODUCER_RUN)?;
@@ -172,6 +175,19 @@ pub(super) fn write(
             save.execute((id, producer.last_number, producer.last_run))?;
         }
         tree.save(&transaction)?;
+        // The batch's costed entries by component and model, for the spend counters once
+        // the commit holds.
+        let mut by_model: HashMap<(&str, &str), CostSums> = HashMap::new();
+        for (&(_, component, _, model), sums) in &costs {
+            if sums.tokens_in != 0 || sums.micro_usd != 0 || sums.unpriced != 0 || !model.is_empty()
+            {
+                by_model.entry((component, model)).or_default().add(sums);
+            }
+        }
+        spend = by_model
+            .into_iter()
+            .map(|((component, model), sums)| (component.to_owned(), model.to_owned(), sums))
+            .collect();
         cost::add_to_hourly(&transaction, costs)?;
     }
     transaction.commit()?;
@@ -181,6 +197,7 @@ pub(super) fn write(
         tree,
         producers: touched,
         n_written,
+        spend,
     })
 }
 

@@ -132,6 +132,9 @@ pub enum Command {
     /// The price the daemon gives a model's calls (what matched, the rates and the date they
     /// hold from), or, with `--unpriced`, the models in the log that have no price.
     Prices(PricesArgs),
+    /// The configured budgets: spend this period, limit, fraction used, and the spend the
+    /// period will end at if it goes on at the rate so far.
+    Budgets,
     /// The latest checkpoint the daemon signed: a C2SP signed note of the log's size and
     /// Merkle root.
     Checkpoint,

@@ -149,6 +149,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Prices(prices) => Ok(exit(prices::prices(&mut connect()?, prices, json)?)),
+        Command::Budgets => {
+            prices::budgets(&mut connect()?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fleet(fleet) => fleet::run(fleet, json),
         Command::Archive(Archive::List { dir, db }) => {
             archive::list(&dir, &db.unwrap_or_else(paths::default_db_path), json)

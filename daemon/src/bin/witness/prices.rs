@@ -1,5 +1,6 @@
 //! `witness prices`: which price the daemon gives a model's calls, and which models in the
-//! log have none; and the line under `witness cost` that names the models it could not price.
+//! log have none; the line under `witness cost` that names the models it could not price;
+//! and `witness budgets`.
 
 use std::io::Write;
 
@@ -185,4 +186,70 @@ pub fn unpriced_note(unpriced: &[(Option<String>, u64)]) -> Option<String> {
         "{}: COST leaves them out (`witness prices MODEL` says why)",
         parts.join("; ")
     ))
+}
+
+/// `witness budgets`: each budget's spend this period against its limit.
+pub fn budgets(client: &mut Client, json: bool) -> anyhow::Result<()> {
+    let reports = client.budgets()?;
+    let mut out = crate::output::stdout();
+    if json {
+        let list: Vec<_> = reports
+            .iter()
+            .map(|report| {
+                json!({
+                    "name": report.name,
+                    "period": report.period,
+                    "time_zone": report.time_zone,
+                    "period_start": crate::when::rfc3339(report.period_start),
+                    "period_end": crate::when::rfc3339(report.period_end),
+                    "limit_micro_usd": report.limit_micro_usd,
+                    "spent_micro_usd": report.spent_micro_usd,
+                    "unpriced": report.unpriced,
+                    "ratio": report.ratio,
+                    "projected_micro_usd": report.projected_micro_usd,
+                    "warn_at": report.warn_at,
+                    "crossed": report.crossed,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", json!({ "budgets": list }))?;
+        return Ok(());
+    }
+    if reports.is_empty() {
+        writeln!(
+            out,
+            "no budgets are configured ([[budget]] in the daemon's configuration)"
+        )?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|report| {
+            vec![
+                printable(&report.name).into_owned(),
+                format!("{} ({})", report.period, printable(&report.time_zone)),
+                crate::money::format_usd(report.spent_micro_usd),
+                crate::money::format_usd(report.limit_micro_usd),
+                format!("{:.1}%", report.ratio * 100.0),
+                crate::money::format_usd(report.projected_micro_usd),
+                report.unpriced.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &[
+            "BUDGET",
+            "PERIOD",
+            "SPENT",
+            "LIMIT",
+            "USED",
+            "PROJECTED",
+            "UNPRICED",
+        ],
+        &[false, false, true, true, true, true, true],
+        &rows,
+        false,
+    )?;
+    Ok(())
 }

@@ -538,6 +538,7 @@ impl Writer {
                 tree,
                 producers,
                 n_written,
+                spend,
             }) => {
                 // Committed, but to the file the path names? Checked before any answer goes
                 // out, so that nothing written to a deleted or replaced file is acknowledged.
@@ -553,6 +554,13 @@ impl Writer {
                     .entries_committed
                     .fetch_add(n_written, Ordering::Relaxed);
                 self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+                if !spend.is_empty() {
+                    self.stats
+                        .spend
+                        .add(spend.iter().map(|(component, model, sums)| {
+                            (component.as_str(), model.as_str(), *sums)
+                        }));
+                }
                 self.committed.send_replace(head.seq as u64);
                 let now = Instant::now();
                 let acks: Vec<Duration> = batch
