@@ -440,6 +440,7 @@ fn configured_prices_and_a_replaced_table_apply_and_a_bad_reload_keeps_the_price
 #[test]
 fn garbage_prices_are_refused_at_start_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
+    let long_name = format!("[[price]]\nmodel = \"{}\"\ninput = 1.0\n", "m".repeat(101));
     for (settings, named) in [
         ("[[price]]\nmodel = \"m\"\ninput = -1.0\n", "price[0].input"),
         (
@@ -451,6 +452,7 @@ fn garbage_prices_are_refused_at_start_with_the_key_named() {
             "colour",
         ),
         ("[[price]]\nmodel = \"m\"\n", "price[0]"),
+        (long_name.as_str(), "price[0].model"),
         (
             "[[price]]\nmodel = \"m\"\ninput = 1.0\ntiers = [{ start = 10, output = 2.0 }]\n",
             "price[0].tiers[0].output",

@@ -94,5 +94,30 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, hashing, verification);
+/// Pricing one append's worth of costed entries, as the intake does before the writer: a
+/// known model (the memo's hit, then the arithmetic and `priced_by`), and one with no price.
+fn pricing(c: &mut Criterion) {
+    use witness_daemon::prices::Book;
+    use witness_protocol::Cost;
+    let book = Book::built_in();
+    let date = 1_780_000_000_000_000_000;
+    let mut group = c.benchmark_group("pricing");
+    group.throughput(Throughput::Elements(1));
+    for model in ["claude-sonnet-4-5-20250929", "my-finetune"] {
+        let cost = Cost::tokens(1200, 300).model(model).cache_read_tokens(200);
+        group.bench_function(model, |b| {
+            b.iter_batched(
+                || cost.clone(),
+                |mut cost| {
+                    book.price(&mut cost, None, date);
+                    cost
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, hashing, verification, pricing);
 criterion_main!(benches);

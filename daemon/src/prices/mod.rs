@@ -131,6 +131,8 @@ pub struct PricesConfig {
 #[derive(Debug, Clone)]
 struct Override {
     label: String,
+    /// What the entries it prices record, worked out once.
+    priced_by: String,
     provider: Option<String>,
     matches: Clause,
     since: Constraint,
@@ -155,8 +157,30 @@ impl Override {
             .id
             .clone()
             .or_else(|| settings.model.clone())
-            .filter(|id| !id.is_empty() && !id.chars().any(char::is_control))
             .ok_or_else(|| BadPrice::new(&at("id"), "a price by match needs an id"))?;
+        if label.is_empty()
+            || label.len() > table::MAX_ID_LEN
+            || label.chars().any(char::is_control)
+        {
+            return Err(BadPrice::new(
+                &at(if settings.id.is_some() { "id" } else { "model" }),
+                format!(
+                    "names the price in priced_by: 1 to {} bytes without control characters",
+                    table::MAX_ID_LEN
+                ),
+            ));
+        }
+        if let Some(provider) = &settings.provider
+            && !table::is_id(provider)
+        {
+            return Err(BadPrice::new(
+                &at("provider"),
+                format!(
+                    "a provider is 1 to {} bytes without spaces",
+                    table::MAX_ID_LEN
+                ),
+            ));
+        }
         let since = match &settings.since {
             None => Constraint::Always,
             Some(date) => Constraint::From(table::start_of_date(date, &at("since"))?, date.clone()),
@@ -202,12 +226,19 @@ impl Override {
                 }
             }
         }
+        let provider = settings
+            .provider
+            .as_ref()
+            .map(|name| name.to_ascii_lowercase());
         Ok(Override {
+            priced_by: priced_by(
+                CONFIG_NAME,
+                provider.as_deref().unwrap_or(""),
+                &label,
+                &since,
+            ),
             label,
-            provider: settings
-                .provider
-                .as_ref()
-                .map(|name| name.to_ascii_lowercase()),
+            provider,
             matches,
             since,
             rates,
@@ -269,20 +300,14 @@ pub struct Applied<'a> {
     pub constraint: &'a Constraint,
     /// Its rates.
     pub rates: &'a Rates,
+    /// What an entry priced by it records (see [`priced_by`]).
+    pub priced_by: &'a str,
 }
 
-impl Applied<'_> {
-    /// What an entry priced by it records: `TABLE:PROVIDER/MODEL`, with `@DATE` (or the
-    /// times of day) when the price is one of several.
-    pub fn priced_by(&self) -> String {
-        format!(
-            "{}:{}/{}{}",
-            self.table,
-            self.provider,
-            self.model,
-            self.constraint.label()
-        )
-    }
+/// What an entry priced at a price records: `TABLE:PROVIDER/MODEL`, with `@DATE` (or the
+/// times of day) when the price is one of several.
+pub fn priced_by(table: &str, provider: &str, model: &str, constraint: &Constraint) -> String {
+    format!("{table}:{provider}/{model}{}", constraint.label())
 }
 
 /// The prices in force: a table and the configuration's own, with what names matched.
@@ -290,19 +315,51 @@ impl Applied<'_> {
 pub struct Book {
     name: String,
     table: Table,
+    /// Each price's `priced_by`, by provider, model and version: worked out once at load,
+    /// not per entry.
+    labels: Vec<Vec<Vec<String>>>,
     overrides: Vec<Override>,
     memo: Mutex<HashMap<String, Found>>,
 }
 
 impl Book {
-    /// The built-in table with no overrides.
-    pub fn built_in() -> Book {
+    /// `table` under `name`, with no overrides.
+    fn new(name: String, table: Table) -> Book {
+        let labels = table
+            .providers
+            .iter()
+            .map(|provider| {
+                provider
+                    .models
+                    .iter()
+                    .map(|model| {
+                        model
+                            .prices
+                            .0
+                            .iter()
+                            .map(|(constraint, _)| {
+                                priced_by(&name, &provider.id, &model.id, constraint)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         Book {
-            name: BUILT_IN_NAME.to_owned(),
-            table: Table::parse(BUILT_IN).expect("the built-in price table parses"),
+            name,
+            table,
+            labels,
             overrides: Vec::new(),
             memo: Mutex::default(),
         }
+    }
+
+    /// The built-in table with no overrides.
+    pub fn built_in() -> Book {
+        Book::new(
+            BUILT_IN_NAME.to_owned(),
+            Table::parse(BUILT_IN).expect("the built-in price table parses"),
+        )
     }
 
     /// The prices `config` says: its file or the built-in table, and its `[[price]]`s.
@@ -332,12 +389,10 @@ impl Book {
         })?;
         use sha2::Digest;
         let digest = sha2::Sha256::digest(text.as_bytes());
-        Ok(Book {
-            name: format!("prices-{}", &hex::encode(digest)[..12]),
+        Ok(Book::new(
+            format!("prices-{}", &hex::encode(digest)[..12]),
             table,
-            overrides: Vec::new(),
-            memo: Mutex::default(),
-        })
+        ))
     }
 
     /// The table's name, as `priced_by` gives it.
@@ -374,6 +429,7 @@ impl Book {
                 model: &price.label,
                 constraint: &price.since,
                 rates: &price.rates,
+                priced_by: &price.priced_by,
             });
         }
         let found = self.found(provider, model);
@@ -382,26 +438,33 @@ impl Book {
         };
         let provider = &self.table.providers[p];
         let model = &provider.models[m];
-        let (constraint, rates) = model.prices.at(date);
+        let version = model.prices.at(date);
+        let (constraint, rates) = &model.prices.0[version];
         Some(Applied {
             table: &self.name,
             provider: &provider.id,
             model: &model.id,
             constraint,
             rates,
+            priced_by: &self.labels[p][m][version],
         })
     }
 
     fn found(&self, provider: Option<&str>, model: &str) -> Found {
+        // Looked up without allocating: a name seen before (nearly every call) costs a hash.
+        let composite;
         let key = match provider {
-            None => model.to_owned(),
-            Some(provider) => format!("{provider}\u{0}{model}"),
+            None => model,
+            Some(provider) => {
+                composite = format!("{provider}\u{0}{model}");
+                composite.as_str()
+            }
         };
         let mut memo = self
             .memo
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(found) = memo.get(&key) {
+        if let Some(found) = memo.get(key) {
             return *found;
         }
         let found = self
@@ -424,7 +487,7 @@ impl Book {
         if memo.len() >= MEMO_CAPACITY {
             memo.clear();
         }
-        memo.insert(key, found);
+        memo.insert(key.to_owned(), found);
         found
     }
 
@@ -443,7 +506,7 @@ impl Book {
         };
         if let Some(micro_usd) = charge(applied.rates, cost) {
             cost.micro_usd = Some(micro_usd);
-            cost.priced_by = Some(applied.priced_by());
+            cost.priced_by = Some(applied.priced_by.to_owned());
         }
     }
 
@@ -452,7 +515,7 @@ impl Book {
         let applied = self.find(provider, model, date)?;
         let usd = |rate: Rate| rate as f64 / RATE_SCALE as f64;
         Some(PriceQuote {
-            priced_by: applied.priced_by(),
+            priced_by: applied.priced_by.to_owned(),
             table: applied.table.to_owned(),
             provider: applied.provider.to_owned(),
             model: applied.model.to_owned(),

@@ -399,13 +399,12 @@ pub fn start_of_date(date: &str, at: &str) -> Result<i64, BadPrice> {
 pub struct Versions(pub Vec<(Constraint, Rates)>);
 
 impl Versions {
-    /// The price for a call dated `date`.
-    pub fn at(&self, date: i64) -> &(Constraint, Rates) {
+    /// Which price holds for a call dated `date`: its place in the list.
+    pub fn at(&self, date: i64) -> usize {
         self.0
             .iter()
-            .rev()
-            .find(|(constraint, _)| constraint.holds(date))
-            .unwrap_or(&self.0[0])
+            .rposition(|(constraint, _)| constraint.holds(date))
+            .unwrap_or(0)
     }
 
     fn parse(value: &Value, at: &str) -> Result<Versions, BadPrice> {
@@ -621,11 +620,29 @@ fn parse_provider(value: &Value, at: &str) -> Result<Provider, BadPrice> {
     })
 }
 
+/// The longest provider or model id: the schema's 100 bytes for a model, the same for a
+/// provider, so that every `priced_by` fits its limit.
+pub const MAX_ID_LEN: usize = 100;
+
+/// An id: 1 to [`MAX_ID_LEN`] bytes without whitespace or control characters (the schema's
+/// `^\S+$`).
 fn required_text(object: &Map<String, Value>, key: &str, at: &str) -> Result<String, BadPrice> {
     object
         .get(key)
         .and_then(Value::as_str)
-        .filter(|text| !text.is_empty())
+        .filter(|text| is_id(text))
         .map(str::to_owned)
-        .ok_or_else(|| BadPrice::new(&format!("{at}.{key}"), "must be a non-empty string"))
+        .ok_or_else(|| {
+            BadPrice::new(
+                &format!("{at}.{key}"),
+                format!("an id is 1 to {MAX_ID_LEN} bytes without spaces or control characters"),
+            )
+        })
+}
+
+/// Whether `text` may be a provider's or a model's id.
+pub fn is_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_ID_LEN
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
