@@ -94,7 +94,7 @@ fn the_shell_procedure_verifies_a_real_database_and_finds_a_change() {
             Entry::new("llm_call", "agent")
                 .trace("t-1")
                 .payload(json!({"q": "héllo wörld ✓", "n": -5}))
-                .client_time(-1)
+                .client_time(0)
                 .cost(
                     Cost::new(12, 3, 1500)
                         .model("gpt-x")

@@ -307,3 +307,38 @@ fn limits_are_checked_before_sending() {
     let error = client.log_batch(Vec::new()).unwrap_err();
     assert!(matches!(error, Error::BatchTooLarge { n_entries: 0, .. }));
 }
+
+/// Issue 28, item 11: an entry dated before 1970 was accepted and then left out of every
+/// cost report (whose hours start at the epoch). It is refused at append, naming the field.
+#[test]
+fn an_entry_dated_before_1970_is_refused_and_nothing_is_recorded() {
+    let daemon = TestDaemon::start();
+    let old = Entry::new("old", "c")
+        .client_time(-1)
+        .cost(Cost::new(1, 1, 5));
+    // The daemon refuses it, whatever client sends it.
+    let mut raw = daemon.raw();
+    raw.send(
+        1,
+        Request::Append(Append {
+            ack: Ack::Committed,
+            on_full: OnFull::Wait,
+            producer: None,
+            entries: vec![old.clone()],
+        }),
+    );
+    match raw.recv().unwrap().response {
+        Response::Error(reply) => {
+            assert_eq!(reply.code, ErrorCode::InvalidEntry);
+            assert!(reply.message.contains("client_ts"), "{}", reply.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // And the Rust client says so before sending.
+    let mut client = daemon.client();
+    let error = client.log(old).unwrap_err();
+    assert!(error.to_string().contains("before 1970"), "{error}");
+    // The epoch itself is a date like any other.
+    client.log(Entry::new("epoch", "c").client_time(0)).unwrap();
+    assert_eq!(crate::harness::count(&daemon.db), 1);
+}

@@ -56,6 +56,17 @@ pub enum LimitError {
         /// The value given.
         value: u64,
     },
+    /// A time before 1970-01-01T00:00:00Z: reads and cost reports date entries from the
+    /// epoch on, so such an entry would be stored and then missing from them.
+    #[error(
+        "{field} is {value} ns, before 1970-01-01T00:00:00Z; witness dates entries from the epoch on"
+    )]
+    BeforeEpoch {
+        /// The field's name.
+        field: &'static str,
+        /// The value given.
+        value: i64,
+    },
     /// A text field holds a NUL character, which many SQLite tools truncate at.
     #[error("{field} contains a NUL character")]
     Nul {
@@ -119,6 +130,12 @@ impl Entry {
         }
         if let Some(cost) = &self.cost {
             cost.check_limits()?;
+        }
+        if let Some(value) = self.client_ts.filter(|&ts| ts < 0) {
+            return Err(LimitError::BeforeEpoch {
+                field: "client_ts",
+                value,
+            });
         }
         Ok(())
     }

@@ -317,6 +317,7 @@ def test_bad_entries_and_arguments_raise_clear_errors(
         (lambda: witness.Cost(cost_usd=float("inf")), "finite"),
         (lambda: witness.Cost(cost_usd=1, micro_usd=5), "not both"),
         (lambda: witness.Cost(model=""), "model must be"),
+        (lambda: client.log("e", "c", client_ts=-1), "before 1970"),
     ]:
         with pytest.raises(witness.InvalidArgument, match=message):
             cost()

@@ -147,10 +147,18 @@ def encode_entry(
             None if trace_id is None else _text("trace_id", trace_id, MAX_TRACE_ID),
             _payload(payload),
             cost,
-            _nanos("client_ts", client_ts),
+            _client_ts(client_ts),
         ),
     )
     return bytes(writer.out)
+
+
+def _client_ts(value: Timestamp) -> Optional[int]:
+    """An entry's own date: the daemon dates entries from 1970 on and refuses earlier ones."""
+    ns = _nanos("client_ts", value)
+    if ns is not None and ns < 0:
+        raise InvalidArgument(f"client_ts is {ns} ns, before 1970-01-01T00:00:00Z")
+    return ns
 
 
 class _Pending:
