@@ -25,6 +25,9 @@ pub struct TestDaemon {
     pub dir: TempDir,
     pub socket: PathBuf,
     pub db: PathBuf,
+    /// Where the dashboard answers, when the configuration asked for one (`web_listen`,
+    /// bound here to a port of its own whatever it said).
+    pub web: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -48,7 +51,9 @@ impl TestDaemon {
         let mut config = Config::new(socket.clone(), db.clone());
         configure(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready, is_ready) =
+            std::sync::mpsc::channel::<Result<Option<std::net::SocketAddr>, String>>();
+        let web_listen = config.web_listen.take();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -56,10 +61,25 @@ impl TestDaemon {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
+                let web = match web_listen {
+                    Some(_) => {
+                        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                        Some(socket)
+                    }
+                    None => None,
+                };
+                let web_address = web.as_ref().map(|socket| socket.local_addr().unwrap());
                 let started = server::bind(&config.socket_path, config.socket_mode)
                     .map_err(|error| error.to_string())
                     .and_then(|listener| {
-                        let server = Server::start(config).map_err(|error| error.to_string())?;
+                        let mut server =
+                            Server::start(config).map_err(|error| error.to_string())?;
+                        if let Some(socket) = web {
+                            server.serve_http(witness_daemon::http::Listener {
+                                kind: witness_daemon::http::Kind::Web,
+                                socket,
+                            });
+                        }
                         Ok((listener, server))
                     });
                 let (listener, server) = match started {
@@ -69,7 +89,7 @@ impl TestDaemon {
                         return;
                     }
                 };
-                let _ = ready.send(Ok(()));
+                let _ = ready.send(Ok(web_address));
                 server
                     .run(listener, async {
                         let _ = stopped.await;
@@ -78,18 +98,19 @@ impl TestDaemon {
                     .expect("the daemon stopped cleanly");
             });
         });
-        match is_ready.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(())) => {}
+        let web = match is_ready.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(web)) => web,
             Ok(Err(reason)) => panic!("the daemon on {} did not start: {reason}", db.display()),
             Err(_) => panic!(
                 "the daemon on {} did not start within 20 s, or its thread panicked",
                 db.display()
             ),
-        }
+        };
         TestDaemon {
             dir,
             socket,
             db,
+            web,
             stop: Some(stop),
             thread: Some(thread),
         }

@@ -26,3 +26,4 @@ pub(crate) mod service;
 mod spool;
 mod startup;
 mod verify;
+mod web;

@@ -67,6 +67,15 @@ impl Client {
         }
     }
 
+    /// A one-time login link to the daemon's dashboard, for the user this client runs as.
+    pub fn web_login(&mut self) -> Result<witness_protocol::admin::WebLogin, Error> {
+        match self.call(Request::WebLogin)? {
+            Response::WebLogin(login) => Ok(login),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The daemon's health and load.
     pub fn stats(&mut self) -> Result<StatsReport, Error> {
         match self.call(Request::Stats)? {

@@ -207,3 +207,14 @@ pub struct BudgetReport {
     /// Of those, the ones this period has crossed (and recorded).
     pub crossed: Vec<f64>,
 }
+
+/// A one-time login to the dashboard: the browser that opens `url` trades the token in its
+/// fragment for a session of the user who asked, with that user's read rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebLogin {
+    /// The dashboard's login address with the token after `#`, such as
+    /// `http://127.0.0.1:7319/login#token=…`; the fragment never reaches a server's log.
+    pub url: String,
+    /// Seconds until the token expires unused.
+    pub expires_in_secs: u64,
+}

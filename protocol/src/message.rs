@@ -63,6 +63,9 @@ pub enum Request {
     Price(crate::query::PriceQuery),
     /// The configured budgets and their spend this period, answered with `Budgets`.
     Budgets,
+    /// A one-time login link to the dashboard (`web_listen`) for the asking user, answered
+    /// with `WebLogin`; for those who may read the log.
+    WebLogin,
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -243,6 +246,8 @@ pub enum Response {
     Price(crate::query::PriceAnswer),
     /// Answer to `Budgets`, in the configuration's order.
     Budgets(Vec<crate::admin::BudgetReport>),
+    /// Answer to `WebLogin`.
+    WebLogin(crate::admin::WebLogin),
 }
 
 /// The daemon's side of the handshake.

@@ -92,6 +92,9 @@ struct Overrides {
     /// Receive OpenTelemetry (OTLP/HTTP) at this address, such as 127.0.0.1:4318.
     #[arg(long, value_name = "ADDR")]
     otlp_listen: Option<String>,
+    /// Serve the dashboard at this address, such as 127.0.0.1:7319 (`witness web` logs in).
+    #[arg(long, value_name = "ADDR")]
+    web_listen: Option<String>,
 }
 
 impl Overrides {
@@ -253,6 +256,7 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
     for (kind, address) in [
         (witness_daemon::http::Kind::Metrics, config.metrics_listen),
         (witness_daemon::http::Kind::Otlp, config.otlp.listen),
+        (witness_daemon::http::Kind::Web, config.web_listen),
     ] {
         if let Some(address) = address {
             let socket = runtime
@@ -411,19 +415,21 @@ mod tests {
             "--log-format=json",
             "--metrics-listen=127.0.0.1:1",
             "--otlp-listen=127.0.0.1:2",
+            "--web-listen=127.0.0.1:3",
         ])
         .unwrap();
         let settings = args.overrides();
         assert_eq!(settings.batch_max, Some(7));
         assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(settings.otlp_listen.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(settings.web_listen.as_deref(), Some("127.0.0.1:3"));
         assert_eq!(
             serde_json::to_value(&args.overrides)
                 .unwrap()
                 .as_object()
                 .unwrap()
                 .len(),
-            12,
+            13,
             "a flag was added here without a line above"
         );
         let config = Config::from_settings(&settings, || "x".into(), || "y".into()).unwrap();

@@ -259,6 +259,10 @@ keys! {
     /// The largest OTLP request body in bytes, counted after decompression.
     otlp_max_body_bytes: u64 = Some(crate::otlp::DEFAULT_MAX_BODY as u64) => otlp.max_body, Restart,
         read |bytes| count(*bytes, 1024, 1 << 30), show |bytes: &usize| Some(*bytes as u64);
+    /// Address for the dashboard (`docs/DASHBOARD.md`), such as 127.0.0.1:7319; unset: none.
+    /// `witness web` prints a one-time login link to it.
+    web_listen: String = None => web_listen, Restart,
+        read |listen| listen_address(listen), show |listen: &Option<SocketAddr>| listen.map(|addr| addr.to_string());
     /// Forwarding to the fleet's PostgreSQL (`docs/FLEET.md`); unset: none. A table:
     /// `postgres` (a `postgresql://` URL or libpq `key=value` string; `sslmode` and
     /// `sslrootcert` as libpq reads them), `password_file` (libpq's `.pgpass` format; unset:

@@ -68,6 +68,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The OTLP/HTTP receiver (`docs/OTLP.md`).
     pub otlp: OtlpConfig,
+    /// Where to serve the dashboard (`docs/DASHBOARD.md`), if anywhere.
+    pub web_listen: Option<SocketAddr>,
     /// Who may connect, write and read, and how much each user may send.
     pub access: Access,
     /// Whether a missing database may be created as a new, empty log. Off where a log must

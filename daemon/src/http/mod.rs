@@ -1,5 +1,5 @@
 //! The HTTP layer: every TCP listener of the daemon (the Prometheus endpoint, the OTLP
-//! receiver), each an
+//! receiver, the dashboard), each an
 //! axum router of small handlers, served beside the Unix socket and stopped by the same
 //! signal. Who may do what is decided by `access::authorize`, as for the socket, from the
 //! principal the listener establishes ([`Caller`]): its name, the peer's address and, for
@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod otlp;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub enum Kind {
     Metrics,
     /// `POST /v1/traces` and `/v1/logs`, OTLP/HTTP (`otlp_listen`).
     Otlp,
+    /// The dashboard and its API (`web_listen`).
+    Web,
 }
 
 impl Kind {
@@ -38,6 +41,7 @@ impl Kind {
         match self {
             Kind::Metrics => "metrics",
             Kind::Otlp => "otlp",
+            Kind::Web => "web",
         }
     }
 
@@ -46,6 +50,7 @@ impl Kind {
         match self {
             Kind::Metrics => "/metrics",
             Kind::Otlp => "/v1/traces",
+            Kind::Web => "/ (log in with `witness web`)",
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Context {
     pub otlp: Arc<OtlpContext>,
     /// The budgets and their spend, for the metrics.
     pub budgets: Arc<crate::observe::budgets::Budgets>,
+    /// What the dashboard reads from.
+    pub web: Arc<web::WebContext>,
 }
 
 /// What the OTLP receiver's handlers need besides the intake.
@@ -118,6 +125,7 @@ pub fn serve_all(
         let router: Router = match kind {
             Kind::Metrics => metrics::routes(),
             Kind::Otlp => otlp::routes(),
+            Kind::Web => web::routes(&state),
         }
         .with_state(state);
         let shutdown = shutdown.clone();
@@ -178,6 +186,15 @@ impl<const NEED: u8> FromRequestParts<State> for Caller<NEED> {
                 &state.context.otlp.tokens,
             )
             .map_err(IntoResponse::into_response)?,
+            // The dashboard's guard authorizes a session as its Unix user; a route of it that
+            // asked for a `Caller` would be one the guard missed.
+            Kind::Web => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "the dashboard authorizes by session\n",
+                )
+                    .into_response());
+            }
             Kind::Metrics => HttpIdentity {
                 listener: state.kind.name(),
                 peer,

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) archive_dir: Option<std::path::PathBuf>,
     /// Where on-demand prunes go.
     pub(crate) archiver: std::sync::mpsc::Sender<crate::store::retain::PruneRequest>,
+    /// The dashboard's logins, which `WebLogin` issues.
+    pub(crate) sessions: Arc<crate::http::web::Sessions>,
 }
 
 /// The two stages of a stop, which every connection task watches.

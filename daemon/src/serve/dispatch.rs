@@ -108,6 +108,21 @@ impl Connection {
                 self.answer(id, Response::Budgets(reports)).await;
                 Next::Continue
             }
+            Request::WebLogin if !self.may_read(id).await => Next::Continue,
+            Request::WebLogin => {
+                match self.shared.sessions.issue(self.peer.clone()) {
+                    Ok(login) => self.answer(id, Response::WebLogin(login)).await,
+                    Err(error) => {
+                        let code = match error {
+                            crate::http::web::session::IssueError::Full => ErrorCode::Busy,
+                            _ => ErrorCode::BadRequest,
+                        };
+                        self.refuse(id, ErrorReply::new(code, error.to_string()))
+                            .await;
+                    }
+                }
+                Next::Continue
+            }
             Request::Stats => {
                 let report = self.shared.metrics.report();
                 self.answer(id, Response::Stats(Box::new(report))).await;

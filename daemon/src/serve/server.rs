@@ -193,6 +193,8 @@ pub struct Server {
     prices: Arc<Prices>,
     /// The budgets in force and their spend.
     budgets: Arc<Budgets>,
+    /// The dashboard's logins.
+    sessions: Arc<crate::http::web::Sessions>,
 }
 
 impl Server {
@@ -282,12 +284,18 @@ impl Server {
             otlp,
             prices,
             budgets,
+            sessions: Arc::default(),
         })
     }
 
     /// Serves `listener` too, from `run` until the same stop: its routes reach the same
     /// intake, reads and access rules as the socket.
     pub fn serve_http(&mut self, listener: crate::http::Listener) {
+        if listener.kind == crate::http::Kind::Web
+            && let Ok(address) = listener.socket.local_addr()
+        {
+            self.sessions.serve_at(address);
+        }
         self.http.push(listener);
     }
 
@@ -330,6 +338,7 @@ impl Server {
             otlp,
             prices,
             budgets,
+            sessions,
         } = self;
         let forwarder = start_forwarder(&config, forward, &verifier_key, &writer);
         let archiver = Archiver::start(
@@ -362,6 +371,7 @@ impl Server {
             archive_dir: config.retain.archive_dir.clone(),
             archiver: archiver.requests(),
             budgets: Arc::clone(&budgets),
+            sessions: Arc::clone(&sessions),
         });
         let watcher = tokio::spawn(crate::observe::budgets::watch(
             Arc::clone(&budgets),
@@ -375,6 +385,19 @@ impl Server {
             intake: Arc::clone(&shared.intake),
             otlp,
             budgets,
+            web: Arc::new(crate::http::web::WebContext {
+                sessions,
+                reads: Arc::clone(&shared.reads),
+                committed: shared.committed.clone(),
+                read: crate::read::Context {
+                    archive_dir: shared.archive_dir.clone(),
+                    verifier_key: shared.verifier_key.clone(),
+                },
+                stall_timeout: config.limits().stall_timeout,
+                shutdown: stop.cancel.clone(),
+                verify: Default::default(),
+                feeds: crate::http::web::feed::feeds(),
+            }),
         };
         crate::http::serve_all(http, &context, &readers, &stop.cancel);
         let sampler = tokio::spawn(async move {
@@ -444,6 +467,7 @@ impl Server {
         readers.wait().await;
         abandoning.abort();
         drop(shared);
+        drop(context);
         tracing::info!("draining the queue");
         let writer_stats = Arc::clone(writer.stats());
         // The archiver stops first, after the step it is on; a range it handed the writer is

@@ -1,5 +1,5 @@
-//! `witness stats`, `witness maintenance`, `witness checkpoint` and `witness key`: the
-//! operator's view of a running daemon.
+//! `witness stats`, `witness maintenance`, `witness checkpoint`, `witness key` and `witness
+//! web`: the operator's view of a running daemon.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -333,6 +333,42 @@ pub fn checkpoint(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a one-time login link to the dashboard and, with `open`, opens it; exits 1 when
+/// the browser could not be started (the link is printed all the same).
+pub fn web(client: &mut Client, open: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let login = client.web_login()?;
+    if json {
+        crate::output::print_json(&json!({
+            "url": login.url,
+            "expires_in_secs": login.expires_in_secs,
+        }))?;
+    } else {
+        writeln!(crate::output::stdout(), "{}", login.url)?;
+        eprintln!(
+            "witness: this link logs in once, within {} s, as the user running this command",
+            login.expires_in_secs
+        );
+    }
+    if !open {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opened = std::process::Command::new("xdg-open")
+        .arg(&login.url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match opened {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!(
+                "witness: could not start a browser (xdg-open: {error}): open the link yourself"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Prints the log's verifier key.

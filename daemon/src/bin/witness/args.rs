@@ -135,6 +135,13 @@ pub enum Command {
     /// The configured budgets: spend this period, limit, fraction used, and the spend the
     /// period will end at if it goes on at the rate so far.
     Budgets,
+    /// A one-time link that logs this user in to the daemon's dashboard (`web_listen`),
+    /// with what this user may read; it works once, within two minutes.
+    Web {
+        /// Open the link in the desktop's browser (`xdg-open`) as well as printing it.
+        #[arg(long)]
+        open: bool,
+    },
     /// The latest checkpoint the daemon signed: a C2SP signed note of the log's size and
     /// Merkle root.
     Checkpoint,

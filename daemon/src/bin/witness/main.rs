@@ -159,6 +159,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Archive(Archive::Verify { dir }) => archive::verify_alone(&dir, json),
         Command::Archive(Archive::Export { files }) => archive::export(&files),
+        Command::Web { open } => admin::web(&mut connect()?, open, json),
         Command::Checkpoint => admin::checkpoint(&mut connect()?, json),
         Command::Key => admin::key(&mut connect()?, json),
         Command::Completions { shell } => {
