@@ -493,8 +493,30 @@ impl Server {
         }
         match writer_stats.failure() {
             Some(reason) => Err(RunError::WriterFailed(reason)),
-            None => Ok(()),
+            None => {
+                truncate_wal(&config.writer.db_path);
+                Ok(())
+            }
         }
+    }
+}
+
+/// Empties the WAL once the daemon's every connection is closed, as a clean stop promises
+/// (FORMAT.md): the writer's last checkpoint cannot reset it while a follower still reads
+/// the last commits, and a read-only connection that closes last cannot remove it. This
+/// connection is the last, so closing it removes the file.
+fn truncate_wal(db: &std::path::Path) {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let truncated = rusqlite::Connection::open_with_flags(db, flags).and_then(|connection| {
+        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+    });
+    match truncated {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!("the WAL could not be emptied at stop: a reader still holds it"),
+        Err(error) => tracing::warn!(%error, "the WAL could not be emptied at stop"),
     }
 }
 
