@@ -541,3 +541,56 @@ fn a_state_file_that_cannot_be_written_is_said_once_and_signing_resumes() {
     let checkpoint = Checkpoint::parse(&Note::parse(&note).unwrap().text).unwrap();
     assert_eq!(checkpoint.size, 21);
 }
+
+/// Issue 28, item 7: the last checkpoint of a burst reaches the daemon's log at the stop,
+/// not only at the next start (and, without a stop, within a minute); a copy is made at most
+/// once a minute all the same.
+#[test]
+fn the_last_checkpoint_of_a_burst_reaches_the_daemons_log_at_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_signing(dir.path());
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    crate::harness::wait_until(
+        "the first checkpoint is logged",
+        std::time::Duration::from_secs(20),
+        || daemon.log().contains("signed checkpoint"),
+    );
+    log_n(&daemon.socket, 50);
+    let mut client = Client::connect(&daemon.socket).unwrap();
+    crate::harness::wait_until(
+        "a checkpoint covers the burst",
+        std::time::Duration::from_secs(20),
+        || {
+            let note = client.checkpoint().unwrap().note.unwrap_or_default();
+            Checkpoint::parse(&Note::parse(&note).unwrap().text)
+                .unwrap()
+                .size
+                == 50
+        },
+    );
+    drop(client);
+    let logged = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("signed checkpoint"))
+            .count()
+    };
+    assert_eq!(
+        logged(&daemon.log()),
+        1,
+        "at most one copy a minute: {}",
+        daemon.log()
+    );
+    daemon.signal(libc::SIGTERM);
+    let log_file = daemon.stderr.clone();
+    assert!(daemon.wait().success());
+    let log = std::fs::read_to_string(log_file).unwrap();
+    let last = log
+        .lines()
+        .filter(|line| line.contains("signed checkpoint"))
+        .last()
+        .unwrap();
+    assert!(
+        last.contains("\\n50\\n"),
+        "the stop's copy names 50 entries: {last}"
+    );
+}

@@ -256,6 +256,9 @@ fn hex(hash: &Hash) -> String {
     hash.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// How often, at most, a signed checkpoint is copied to the daemon's log.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Signs checkpoints for the writer.
 pub struct Checkpointer {
     signer: SignerKey,
@@ -263,6 +266,9 @@ pub struct Checkpointer {
     signed_size: Option<u64>,
     signed_at: Instant,
     logged_at: Option<Instant>,
+    /// The latest note, while the daemon's log has not had it (at most a minute, and never
+    /// past the stop).
+    unlogged: Option<String>,
     accept_loss: bool,
     /// Why the last try to sign failed, while it does.
     failure: Option<String>,
@@ -289,6 +295,7 @@ impl Checkpointer {
             signed_size: None,
             signed_at: Instant::now(),
             logged_at: None,
+            unlogged: None,
             accept_loss: false,
             failure: None,
         }
@@ -382,14 +389,26 @@ impl Checkpointer {
             .map_err(SignError::Store)?;
         self.signed_size = Some(size);
         self.signed_at = Instant::now();
-        if self
-            .logged_at
-            .is_none_or(|logged| logged.elapsed() >= Duration::from_secs(60))
-        {
+        self.unlogged = Some(note.clone());
+        self.log_latest(false);
+        Ok(note)
+    }
+
+    /// Copies the latest signed note to the daemon's log if it has not had it, once a minute
+    /// at most, or now with `now` (at stop): so the last checkpoint of a burst reaches the
+    /// system log within a minute even when no other is signed after it.
+    pub fn log_latest(&mut self, now: bool) {
+        let due = now
+            || self
+                .logged_at
+                .is_none_or(|logged| logged.elapsed() >= LOG_EVERY);
+        if !due {
+            return;
+        }
+        if let Some(note) = self.unlogged.take() {
             tracing::info!(checkpoint = %note.replace('\n', "\\n"), "signed checkpoint");
             self.logged_at = Some(Instant::now());
         }
-        Ok(note)
     }
 }
 

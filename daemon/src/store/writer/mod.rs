@@ -398,6 +398,7 @@ impl Writer {
                         self.last_job = Instant::now();
                     }
                     self.sign_checkpoint(false);
+                    self.log_checkpoint(false);
                     if self.dirty_since_truncate
                         && self.last_job.elapsed() >= self.config.idle_checkpoint
                     {
@@ -430,6 +431,7 @@ impl Writer {
         }
         if self.failure.is_none() {
             self.sign_checkpoint(true);
+            self.log_checkpoint(true);
             self.checkpoint(Checkpoint::Truncate);
             // SQLite's advice for a connection about to close: cheap, and keeps the planner's
             // statistics current for readers.

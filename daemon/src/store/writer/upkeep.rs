@@ -23,6 +23,14 @@ impl Writer {
         let _ = checkpointer.sign(&self.connection, size, self.tree.root());
     }
 
+    /// Copies the latest signed checkpoint to the daemon's log when a minute has passed since
+    /// the last copy (`now`: at stop, whatever the time).
+    pub(super) fn log_checkpoint(&mut self, now: bool) {
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.log_latest(now);
+        }
+    }
+
     /// Once a minute, forgets the OTLP keys received longer ago than their window, ten
     /// thousand at most each time, so that the step stays a few milliseconds.
     fn maybe_forget_keys(&mut self) {
