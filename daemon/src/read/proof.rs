@@ -60,6 +60,20 @@ pub fn prove(
     let note: Option<String> = connection
         .query_row(schema::LATEST_CHECKPOINT, [], |row| row.get(0))
         .optional()?;
+    let signed_size = note
+        .as_deref()
+        .and_then(|note| Note::parse(note).ok())
+        .and_then(|note| Checkpoint::parse(&note.text).ok())
+        .map_or(0, |checkpoint| checkpoint.size);
+    // Pruning may have left no entry behind the latest checkpoint's.
+    let last = super::last_seq(connection)?.max(signed_size);
+    if seq == 0 || seq > last {
+        return refuse(if last == 0 {
+            format!("there is no entry {seq}: the log is empty")
+        } else {
+            format!("there is no entry {seq}: the log holds entries 1 to {last}")
+        });
+    }
     let Some(note) = note else {
         return refuse("the daemon has signed no checkpoint yet: ask again in a second".into());
     };
@@ -69,10 +83,10 @@ pub fn prove(
     let Some(checkpoint) = signed else {
         return refuse("the latest stored checkpoint is not a checkpoint".into());
     };
-    if seq == 0 || seq > checkpoint.size {
+    if seq > checkpoint.size {
         return refuse(format!(
-            "entry {seq} is not in the latest signed checkpoint, which covers entries 1 to {}: \
-             a newer entry is covered within a second of its commit",
+            "entry {seq} is not in the latest signed checkpoint yet, which covers entries 1 to \
+             {}: one that covers it is signed within a second of its commit; ask again",
             checkpoint.size
         ));
     }

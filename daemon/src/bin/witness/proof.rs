@@ -25,7 +25,18 @@ pub fn prove(
     out: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let bundle = client.prove(seq)?;
+    let bundle = match client.prove(seq) {
+        Ok(bundle) => bundle,
+        // An entry that is not there is a request that is not one, as a range past the log's
+        // end is to `verify`.
+        Err(witness_client::Error::Refused(reply))
+            if reply.message.starts_with("there is no entry") =>
+        {
+            eprintln!("witness: {}", reply.message);
+            return Ok(ExitCode::from(2));
+        }
+        Err(error) => return Err(error.into()),
+    };
     match out {
         Some(path) => {
             std::fs::write(path, &bundle)
