@@ -133,7 +133,10 @@ def history(now_ns: int) -> Tuple[List[Dict[str, object]], Dict[str, int]]:
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, object]]:
     folder = tmp_path_factory.mktemp("dashboard")
     port = free_port()
-    daemon = Daemon(folder, ["--web-listen", f"127.0.0.1:{port}"])
+    config = folder / "witnessd.toml"
+    # A month's budget the history has used a part of (the history's money is $0.143452).
+    config.write_text('[[budget]]\nname = "agents-monthly"\nperiod = "month"\nlimit_usd = 0.5\n')
+    daemon = Daemon(folder, ["--web-listen", f"127.0.0.1:{port}", "--config", str(config)])
     lines, expected = history(time.time_ns())
     history_file = folder / "history.jsonl"
     history_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -297,6 +300,17 @@ def test_spend_of_the_imported_history(dashboard: Dict[str, object], page: Page)
     assert {"gpt-4o-mini", "claude-sonnet-4-6", "my-finetune"} <= set(models)
     page.wait_for("document.querySelector('#chart canvas') !== null")
     assert "Pacific/Auckland" in page.evaluate("document.querySelector('.status').innerText")
+    # The budget, with its spend read from the log (the daemon looks every 5 s).
+    page.wait_for(
+        "(() => { const r = document.querySelector('#budget-rows tr'); if (r) return true;"
+        " document.querySelector('form.filters').requestSubmit(); return false; })()",
+        timeout=30,
+    )
+    budget = page.evaluate(
+        "[...document.querySelector('#budget-rows tr').cells].map(c => c.innerText)"
+    )
+    assert budget[0] == "agents-monthly" and budget[3] == "$0.500000", budget
+    assert page.evaluate("document.querySelector('#budget-rows [role=meter]') !== null")
     page.screenshot(SHOTS / "spend.png")
     page.evaluate(
         "(() => { const f = document.querySelector('form.filters');"
