@@ -80,7 +80,7 @@ pub struct Submission {
     pub alone: bool,
     /// One key an entry, for items stored once whatever the re-sends (`Job::keys`); empty
     /// for the socket's appends, whose producer numbers do that.
-    pub keys: Vec<[u8; 32]>,
+    pub keys: Vec<crate::store::job::ReceivedKey>,
     /// The provider of each entry's model call, where the transport knows it (OTLP's
     /// `gen_ai.provider.name`); empty when none is known, as on the socket.
     pub providers: Vec<Option<String>>,

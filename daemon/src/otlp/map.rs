@@ -16,6 +16,8 @@ use witness_protocol::limits::{
 };
 use witness_protocol::{Cost, Entry};
 
+use crate::store::job::{ReceivedKey, received_key};
+
 /// An attribute value longer than this is cut when the payload would be over its limit.
 const LONG_VALUE: usize = 1024;
 
@@ -53,9 +55,10 @@ impl Source {
 pub struct Mapped {
     /// The entry.
     pub entry: Entry,
-    /// What makes a re-sent item the same item: SHA-256 of `witness.otlp.span` and the
-    /// trace and span ids, or of `witness.otlp.log` and the record's encoding.
-    pub key: [u8; 32],
+    /// What makes a re-sent item the same item: the item's time, then SHA-256 of
+    /// `witness.otlp.span` and the trace and span ids, or of `witness.otlp.log` and the
+    /// record's encoding.
+    pub key: ReceivedKey,
     /// The model's provider, which chooses among prices: `gen_ai.provider.name`, else the
     /// older `gen_ai.system`; `anthropic` for Claude Code's records.
     pub provider: Option<String>,
@@ -208,7 +211,7 @@ fn span_entry(
             },
             genai_cost(&attributes),
         ),
-        key: hasher.finalize().into(),
+        key: received_key(span.start_time_unix_nano, hasher.finalize().into()),
         provider: provider_of(&attributes),
     }
 }
@@ -290,7 +293,7 @@ fn log_entry(
             },
             cost,
         ),
-        key: hasher.finalize().into(),
+        key: received_key(time, hasher.finalize().into()),
         provider: if claude {
             Some("anthropic".to_owned())
         } else {

@@ -213,7 +213,7 @@ impl<'t> Keys<'t> {
     fn seen(
         &mut self,
         transaction: &'t rusqlite::Transaction<'_>,
-        key: &[u8; 32],
+        key: &crate::store::job::ReceivedKey,
     ) -> rusqlite::Result<Option<Receipt>> {
         let find = match &mut self.find {
             Some(find) => find,
@@ -235,7 +235,7 @@ impl<'t> Keys<'t> {
     fn add(
         &mut self,
         transaction: &'t rusqlite::Transaction<'_>,
-        key: &[u8; 32],
+        key: &crate::store::job::ReceivedKey,
         seq: i64,
         received: i64,
     ) -> rusqlite::Result<()> {
