@@ -124,6 +124,13 @@ impl Intake {
     /// calls it before taking anything of its own (an in-flight permit), then `admit`.
     pub fn check(&self, principal: &Principal, submission: &Submission) -> Result<(), ErrorReply> {
         check_append(&submission.append)?;
+        self.charge(principal, submission)
+    }
+
+    /// Counts a submission whose entries were each checked already (OTLP's items, screened
+    /// one by one so that one bad item does not cost the export the others) against the
+    /// principal's rates.
+    pub fn charge(&self, principal: &Principal, submission: &Submission) -> Result<(), ErrorReply> {
         let gate = &self.gate;
         let n_entries = submission.append.entries.len();
         gate.rates

@@ -340,8 +340,9 @@ async fn store(
         let mut submission = Submission::now(append, share);
         submission.keys = keys;
         submission.providers = providers;
+        // Every item passed `check_append` in `screen`.
         intake
-            .check(principal, &submission)
+            .charge(principal, &submission)
             .map_err(|reply| failure_of(&reply))?;
         let (answer, answered) = tokio::sync::oneshot::channel();
         // A wait for room ends after `ROOM_WAIT`: the exporter is told to come back.

@@ -41,12 +41,13 @@ pub struct Source {
 }
 
 impl Source {
-    fn json(&self) -> Value {
+    /// The source as the JSON object its entries' payloads hold.
+    fn text(&self) -> String {
         let mut source = json!({"listener": self.listener, "peer": self.peer});
         if let Some(token) = &self.token {
             source["token"] = json!(token);
         }
-        source
+        source.to_string()
     }
 }
 
@@ -73,26 +74,54 @@ fn provider_of(attributes: &Attributes<'_>) -> Option<String> {
         .map(|name| clip(name, witness_protocol::limits::MAX_PRICED_BY_LEN).to_owned())
 }
 
+/// What the items of one resource and scope share in their payloads, as JSON text made
+/// once for all of them: the resource's attributes (whole, and cut when an item's payload
+/// would be too long), the scope and the source.
+pub struct Context<'a> {
+    resource: &'a Resource,
+    resource_text: String,
+    resource_cut: std::cell::OnceCell<String>,
+    scope: Option<String>,
+    source: &'a str,
+}
+
+impl<'a> Context<'a> {
+    /// The context of the items of `resource` in `scope`, from `source` (as
+    /// `Source::text`).
+    fn new(
+        resource: &'a Resource,
+        scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+        source: &'a str,
+    ) -> Self {
+        Context {
+            resource,
+            resource_text: object_cut(&resource.attributes, None).to_string(),
+            resource_cut: std::cell::OnceCell::new(),
+            scope: scope
+                .map(|scope| json!({"name": scope.name, "version": scope.version}).to_string()),
+            source,
+        }
+    }
+
+    /// The resource's attributes with every value over `LONG_VALUE` cut.
+    fn resource_cut(&self) -> &str {
+        self.resource_cut
+            .get_or_init(|| object_cut(&self.resource.attributes, Some(LONG_VALUE)).to_string())
+    }
+}
+
 /// The spans of a request as entries, in order.
 pub fn spans(request: &ExportTraceServiceRequest, source: &Source) -> Vec<Mapped> {
     let mut out = Vec::new();
+    let source = source.text();
     for resource_spans in &request.resource_spans {
         let resource = Resource::default();
         let resource = resource_spans.resource.as_ref().unwrap_or(&resource);
         let component = component_of(resource);
         for scope_spans in &resource_spans.scope_spans {
-            let scope = scope_spans
-                .scope
-                .as_ref()
-                .map(|scope| json!({"name": scope.name, "version": scope.version}));
+            let context = Context::new(resource, scope_spans.scope.as_ref(), &source);
             for span in &scope_spans.spans {
-                out.push(span_entry(
-                    span,
-                    resource,
-                    &component,
-                    scope.clone(),
-                    source,
-                ));
+                out.push(span_entry(span, &component, &context));
             }
         }
     }
@@ -102,36 +131,22 @@ pub fn spans(request: &ExportTraceServiceRequest, source: &Source) -> Vec<Mapped
 /// The log records of a request as entries, in order.
 pub fn logs(request: &ExportLogsServiceRequest, source: &Source) -> Vec<Mapped> {
     let mut out = Vec::new();
+    let source = source.text();
     for resource_logs in &request.resource_logs {
         let resource = Resource::default();
         let resource = resource_logs.resource.as_ref().unwrap_or(&resource);
         let component = component_of(resource);
         for scope_logs in &resource_logs.scope_logs {
-            let scope = scope_logs
-                .scope
-                .as_ref()
-                .map(|scope| json!({"name": scope.name, "version": scope.version}));
+            let context = Context::new(resource, scope_logs.scope.as_ref(), &source);
             for record in &scope_logs.log_records {
-                out.push(log_entry(
-                    record,
-                    resource,
-                    &component,
-                    scope.clone(),
-                    source,
-                ));
+                out.push(log_entry(record, &component, &context));
             }
         }
     }
     out
 }
 
-fn span_entry(
-    span: &Span,
-    resource: &Resource,
-    component: &str,
-    scope: Option<Value>,
-    source: &Source,
-) -> Mapped {
+fn span_entry(span: &Span, component: &str, context: &Context<'_>) -> Mapped {
     let attributes = Attributes(&span.attributes);
     let event = attributes
         .text("gen_ai.operation.name")
@@ -205,9 +220,7 @@ fn span_entry(
             Parts {
                 payload,
                 attributes: &span.attributes,
-                resource,
-                scope,
-                source,
+                context,
             },
             genai_cost(&attributes),
         ),
@@ -216,13 +229,7 @@ fn span_entry(
     }
 }
 
-fn log_entry(
-    record: &LogRecord,
-    resource: &Resource,
-    component: &str,
-    scope: Option<Value>,
-    source: &Source,
-) -> Mapped {
+fn log_entry(record: &LogRecord, component: &str, context: &Context<'_>) -> Mapped {
     let attributes = Attributes(&record.attributes);
     let body = record.body.as_ref().and_then(|body| match &body.value {
         Some(any_value::Value::StringValue(text)) => Some(text.as_str()),
@@ -287,9 +294,7 @@ fn log_entry(
             Parts {
                 payload,
                 attributes: &record.attributes,
-                resource,
-                scope,
-                source,
+                context,
             },
             cost,
         ),
@@ -315,9 +320,7 @@ fn names(body: &str) -> bool {
 struct Parts<'a> {
     payload: Map<String, Value>,
     attributes: &'a [KeyValue],
-    resource: &'a Resource,
-    scope: Option<Value>,
-    source: &'a Source,
+    context: &'a Context<'a>,
 }
 
 fn entry(
@@ -344,36 +347,81 @@ fn entry(
 /// the attributes left out, their count said. The item's own fields always stay.
 fn payload_text(parts: Parts<'_>) -> String {
     let Parts {
-        mut payload,
+        payload,
         attributes,
-        resource,
-        scope,
-        source,
+        context,
     } = parts;
-    payload.insert("source".into(), source.json());
-    if let Some(scope) = scope {
-        payload.insert("scope".into(), scope);
+    let mut shared: Vec<(&str, &str)> = vec![("source", context.source)];
+    if let Some(scope) = &context.scope {
+        shared.push(("scope", scope));
     }
     for cut in [None, Some(LONG_VALUE)] {
-        let mut whole = payload.clone();
-        whole.insert("attributes".into(), object_cut(attributes, cut));
-        whole.insert("resource".into(), object_cut(&resource.attributes, cut));
-        if cut.is_some() {
-            whole.insert("truncated".into(), json!("values"));
+        let attributes_text = object_cut(attributes, cut).to_string();
+        let mut raw = shared.clone();
+        raw.push(("attributes", &attributes_text));
+        match cut {
+            None => raw.push(("resource", &context.resource_text)),
+            Some(_) => {
+                raw.push(("resource", context.resource_cut()));
+                raw.push(("truncated", "\"values\""));
+            }
         }
-        let text = Value::Object(whole).to_string();
+        let text = write_object(&payload, raw);
         if text.len() <= MAX_PAYLOAD_LEN {
             return text;
         }
     }
-    payload.insert("truncated".into(), json!("attributes"));
-    payload.insert("attributes_dropped".into(), json!(attributes.len()));
-    let text = Value::Object(payload).to_string();
+    let dropped = attributes.len().to_string();
+    let mut raw = shared;
+    raw.push(("truncated", "\"attributes\""));
+    raw.push(("attributes_dropped", &dropped));
+    let text = write_object(&payload, raw);
     if text.len() <= MAX_PAYLOAD_LEN {
         return text;
     }
     // Only an item whose own name or body is enormous gets here.
     json!({"otlp": "item", "truncated": "all", "bytes": text.len()}).to_string()
+}
+
+/// A JSON object of `fields` and of `raw` fields whose values are JSON text already, with
+/// the keys in the order a `serde_json::Map` writes them (sorted), so that the text is the
+/// one the whole object as a `Value` would give, without building it. The keys of `raw` are
+/// the mapping's own names, which need no escaping, and none is also in `fields`.
+fn write_object(fields: &Map<String, Value>, mut raw: Vec<(&str, &str)>) -> String {
+    raw.sort_unstable_by_key(|(key, _)| *key);
+    let length = raw
+        .iter()
+        .map(|(key, text)| key.len() + text.len() + 4)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(length + 64 * fields.len() + 2);
+    out.push(b'{');
+    let mut fields = fields.iter().peekable();
+    let mut raw = raw.into_iter().peekable();
+    loop {
+        let field_first = match (fields.peek(), raw.peek()) {
+            (Some((key, _)), Some((raw_key, _))) => key.as_str() < *raw_key,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        if field_first {
+            let (key, value) = fields.next().expect("peeked");
+            serde_json::to_writer(&mut out, key).expect("a string writes to memory");
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).expect("a value writes to memory");
+        } else {
+            let (key, text) = raw.next().expect("peeked");
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
 fn object(attributes: &[KeyValue]) -> Value {
@@ -636,13 +684,10 @@ mod tests {
             ],
             ..LogRecord::default()
         };
-        let mapped = log_entry(
-            &record,
-            &Resource::default(),
-            "claude-code",
-            None,
-            &source(),
-        );
+        let source = source().text();
+        let resource = Resource::default();
+        let context = Context::new(&resource, None, &source);
+        let mapped = log_entry(&record, "claude-code", &context);
         let entry = mapped.entry;
         assert_eq!(entry.event, "claude_code.api_request");
         assert_eq!(entry.trace_id.as_deref(), Some("s-1"));
@@ -662,7 +707,10 @@ mod tests {
             attributes: vec![attribute("prompt", V::StringValue(huge))],
             ..Span::default()
         };
-        let mapped = span_entry(&span, &Resource::default(), "c", None, &source());
+        let source = source().text();
+        let resource = Resource::default();
+        let context = Context::new(&resource, None, &source);
+        let mapped = span_entry(&span, "c", &context);
         assert!(mapped.entry.payload.len() <= MAX_PAYLOAD_LEN);
         let payload: Value = serde_json::from_str(&mapped.entry.payload).unwrap();
         assert_eq!(payload["truncated"], "values");
@@ -680,11 +728,76 @@ mod tests {
             attributes: many,
             ..Span::default()
         };
-        let mapped = span_entry(&span, &Resource::default(), "c", None, &source());
+        let mapped = span_entry(&span, "c", &context);
         let payload: Value = serde_json::from_str(&mapped.entry.payload).unwrap();
         assert_eq!(payload["truncated"], "attributes");
         assert_eq!(payload["attributes_dropped"], 200);
         assert_eq!(payload["name"], "many");
+    }
+
+    /// The payload written field by field is the text the whole object as a `Value` gives,
+    /// as it was built before the shared parts were written once a request.
+    #[test]
+    fn a_payload_is_the_text_of_its_whole_object() {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::trace::v1::{Status, span::Event};
+        let resource = Resource {
+            attributes: vec![
+                attribute("service.name", V::StringValue("agent \"one\"".into())),
+                attribute("host.name", V::StringValue("h\u{e9}".into())),
+                attribute("process.pid", V::IntValue(42)),
+            ],
+            ..Resource::default()
+        };
+        let scope = InstrumentationScope {
+            name: "opentelemetry.instrumentation.openai_v2".into(),
+            version: "2.4b0".into(),
+            ..InstrumentationScope::default()
+        };
+        let span = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![8; 8],
+            parent_span_id: vec![9; 8],
+            name: "chat gpt-4o-mini".into(),
+            kind: 3,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 5_000,
+            attributes: vec![
+                attribute("gen_ai.request.model", V::StringValue("gpt-4o-mini".into())),
+                attribute("zeta", V::BoolValue(true)),
+                attribute("alpha", V::DoubleValue(0.5)),
+            ],
+            events: vec![Event {
+                name: "gen_ai.choice".into(),
+                time_unix_nano: 4_000,
+                attributes: vec![attribute("index", V::IntValue(0))],
+                ..Event::default()
+            }],
+            status: Some(Status {
+                code: 2,
+                message: "boom </script>".into(),
+            }),
+            ..Span::default()
+        };
+        let source_of = Source {
+            listener: "otlp",
+            peer: "127.0.0.1:5".into(),
+            token: Some("ci".into()),
+        };
+        let source = source_of.text();
+        let context = Context::new(&resource, Some(&scope), &source);
+        let mapped = span_entry(&span, "agent", &context);
+        let mut whole: Map<String, Value> = serde_json::from_str(&mapped.entry.payload).unwrap();
+        assert_eq!(whole["source"]["token"], "ci");
+        assert_eq!(whole["scope"]["version"], "2.4b0");
+        assert_eq!(whole["resource"]["process.pid"], 42);
+        assert_eq!(whole["status"]["code"], "STATUS_CODE_ERROR");
+        assert_eq!(whole["events"][0]["attributes"]["index"], 0);
+        // Parsed and written again as one `Value`, the text is the same, byte for byte.
+        assert_eq!(
+            Value::Object(std::mem::take(&mut whole)).to_string(),
+            mapped.entry.payload
+        );
     }
 
     #[test]
