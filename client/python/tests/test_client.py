@@ -6,12 +6,16 @@ import asyncio
 import datetime
 import json
 import os
+import pathlib
 import queue
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
+from typing import Tuple
 
 import pytest
 
@@ -426,3 +430,50 @@ def test_the_daemon_prices_tokens_and_keeps_unknown_models_unpriced(
     assert stored[unknown.seq].cost is not None and stored[unknown.seq].cost.usd is None
     report = client.cost("model")
     assert report.total.unpriced == 1 and report.total.micro_usd == 352
+
+
+def run_script(code: str, timeout: float = 120) -> Tuple[int, str, float]:
+    """Runs `code` in a fresh interpreter with this client on its path; exit status,
+    stderr and how long it took."""
+    source = os.path.join(os.path.dirname(witness.__file__), "..")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": os.path.abspath(source)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done.returncode, done.stderr, time.monotonic() - started
+
+
+def test_a_script_whose_sends_were_not_recorded_does_not_exit_0_nor_stall(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Issue 28, item 3: `send` with the daemon down used to stall 60 s at exit, lose the
+    entry and exit 0. The wait at exit is bounded by `exit_timeout`, and the status is 69
+    (EX_UNAVAILABLE) with a line that says how many entries were not recorded."""
+    missing = tmp_path / "nobody-here.sock"
+    code = (
+        "import witness\n"
+        f"client = witness.Client({str(missing)!r}, exit_timeout=2, reconnect_timeout=1,"
+        " connect_timeout=1)\n"
+        "client.send('lost', 'script')\n"
+        "print('done')\n"
+    )
+    status, stderr, took = run_script(code)
+    assert status == 69, stderr
+    assert "1 entries sent before exit were not recorded" in stderr, stderr
+    assert took < 15, f"exit took {took:.1f} s"
+
+
+def test_a_script_whose_sends_were_recorded_exits_0(daemon: Daemon) -> None:
+    code = (
+        "import witness\n"
+        f"client = witness.Client({daemon.socket!r})\n"
+        "for n in range(100):\n"
+        "    client.send('kept', 'script', payload={'n': n})\n"
+    )
+    status, stderr, _ = run_script(code)
+    assert status == 0, stderr
+    assert daemon.rows("SELECT count(*) FROM entries WHERE event = 'kept'") == [(100,)]

@@ -248,6 +248,10 @@ class Client:
     waits until everything sent is durable (and raises if the daemon refused any of it).
     Sent entries survive a restart of the daemon: they are re-sent once it is back, and
     recorded exactly once.
+
+    At exit, entries sent and not yet durable are waited for, `exit_timeout` seconds at
+    most; if some were not recorded, the process says how many and exits with status 69
+    (`EXIT_NOT_RECORDED`) instead of 0.
     """
 
     def __init__(
@@ -261,6 +265,7 @@ class Client:
         send_batch: int = 1000,
         send_queue: int = 100_000,
         flush_at_exit: bool = True,
+        exit_timeout: float = 10.0,
     ) -> None:
         if send_batch < 1 or send_queue < 1:
             raise InvalidArgument("send_batch and send_queue must be at least 1")
@@ -272,6 +277,7 @@ class Client:
         self.send_batch = send_batch
         self.send_queue_size = send_queue
         self.flush_at_exit = flush_at_exit
+        self.exit_timeout = exit_timeout
         self._setup()
         _clients.add(self)
 
@@ -290,6 +296,8 @@ class Client:
         self._queue: queue.Queue[Optional[bytes]] = queue.Queue(self.send_queue_size)
         self._sender: Optional[threading.Thread] = None
         self._unanswered_sends = 0
+        # Entries given to `send` and not yet durable, refused or lost included.
+        self._not_durable = 0
         self._send_errors: List[WitnessError] = []
         self._idle = threading.Condition(threading.Lock())
 
@@ -540,6 +548,8 @@ class Client:
         if self._closed:
             raise WitnessError("the client is closed")
         self._queue.put(entry, block, timeout)
+        with self._idle:
+            self._not_durable += 1
         if self._sender is None:
             self._start_sender()
 
@@ -572,16 +582,22 @@ class Client:
                 batch.append(entry)
             with self._idle:
                 self._unanswered_sends += 1
+            count = len(batch)
             try:
-                self._submit(self._numbered("durable", batch), on_answer=self._sent)
+                self._submit(
+                    self._numbered("durable", batch),
+                    on_answer=lambda kind, value, count=count: self._sent(kind, value, count),
+                )
             except WitnessError as error:
-                self._sent("unavailable", error)
+                self._sent("unavailable", error, count)
             for _ in batch:
                 self._queue.task_done()
 
-    def _sent(self, kind: str, value: Any) -> None:
+    def _sent(self, kind: str, value: Any, count: int) -> None:
         with self._idle:
             self._unanswered_sends -= 1
+            if kind not in ("error", "unavailable"):
+                self._not_durable -= count
             if kind == "error":
                 code, message, index = value
                 self._send_errors.append(Refused(code, message, index))
@@ -595,7 +611,16 @@ class Client:
         failure since the last flush (the other entries are still recorded)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._sender is not None:
-            self._queue.join()
+            done = self._queue.all_tasks_done
+            with done:
+                while self._queue.unfinished_tasks:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise Unavailable(
+                            f"{self._queue.unfinished_tasks} sent entries are not yet handed "
+                            "to witnessd"
+                        )
+                    done.wait(left if left is not None else 1.0)
         with self._idle:
             while self._unanswered_sends > 0:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -811,13 +836,34 @@ def _after_fork_in_child() -> None:
                 pass
 
 
+#: The exit status of a process whose sent entries were not all recorded (`EX_UNAVAILABLE`).
+EXIT_NOT_RECORDED = 69
+
+
 def _flush_at_exit() -> None:
+    """Waits, within each client's `exit_timeout`, for what was sent; a process that leaves
+    entries unrecorded exits with `EXIT_NOT_RECORDED`, after flushing its output and logs (exit
+    handlers registered before `witness` was imported do not run then)."""
+    lost = 0
     for client in list(_clients):
         if client.flush_at_exit and not client._closed:
             try:
-                client.flush(client.timeout)
+                client.flush(client.exit_timeout)
             except WitnessError as error:
-                _log.error("witness: entries sent before exit were not all recorded: %s", error)
+                with client._idle:
+                    count = max(client._not_durable, 1)
+                lost += count
+                _log.error(
+                    "witness: %d entries sent before exit were not recorded: %s", count, error
+                )
+    if lost:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        logging.shutdown()
+        os._exit(EXIT_NOT_RECORDED)
 
 
 if hasattr(os, "register_at_fork"):
