@@ -635,6 +635,84 @@ fn a_cut_log_and_a_replaced_log_are_refused_and_named() {
     assert!(err.contains("nobody"), "{err}");
 }
 
+/// Issue 28, items 1 and 2: a second log forwarding under a host id already pinned to another
+/// key (a copied configuration, a re-imaged machine, two daemons on one host with the default
+/// id) is refused alone; the pinned host goes on forwarding; `fleet hosts` and `fleet verify`
+/// name the conflict, and `fleet clear` lifts it.
+#[test]
+fn a_second_log_under_a_pinned_host_id_is_refused_and_the_host_goes_on() {
+    let postgres = Postgres::start();
+    let steady = TestDaemon::start_with(|config| config.forward = Some(postgres.forward("web-3")));
+    log_entries(&steady.socket, "web-3", 100);
+    assert_agrees(&postgres, "web-3", &steady.db);
+
+    // The stray: its own folder, so its own key, and the same host id.
+    let stray = TestDaemon::start_with(|config| config.forward = Some(postgres.forward("web-3")));
+    log_entries(&stray.socket, "stray", 30);
+    let mut client = Client::connect(&stray.socket).unwrap();
+    wait_until("the stray is refused", CATCH_UP, || {
+        client
+            .stats()
+            .unwrap()
+            .forward
+            .unwrap()
+            .state
+            .starts_with("refused")
+    });
+    let state = client.stats().unwrap().forward.unwrap().state;
+    assert!(
+        state.contains("another log") && state.contains("host_id of its own"),
+        "{state}"
+    );
+
+    // The pinned host's next entries all arrive, and none of the stray's.
+    log_entries(&steady.socket, "web-3", 20);
+    assert_agrees(&postgres, "web-3", &steady.db);
+    let refused: Option<String> = postgres
+        .client()
+        .query_one("SELECT refused FROM hosts WHERE host_id = 'web-3'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(refused, None, "the pinned host is not refused");
+
+    let (code, out, _) = fleet(&postgres, &["hosts"]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|line| line.starts_with("web-3")).unwrap();
+    assert!(
+        line.contains("CONFLICT") && line.contains("another log"),
+        "{line}"
+    );
+    let (code, out, _) = fleet(&postgres, &["--json", "hosts"]);
+    assert_eq!(code, 0);
+    let hosts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        hosts["hosts"][0]["conflicts"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+    let (code, out, _) = fleet(&postgres, &["verify"]);
+    assert_eq!(code, 1, "a conflict fails the audit: {out}");
+    assert!(
+        out.contains("web-3: CONFLICT: 1 other log") && out.contains("intact"),
+        "{out}"
+    );
+
+    // Once the stray is dealt with, the operator clears it, and the audit passes again.
+    drop(client);
+    drop(stray);
+    let (code, out, _) = fleet(&postgres, &["clear", "web-3"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("web-3: was not refused") && out.contains("forgot 1 conflicting log"),
+        "{out}"
+    );
+    let (code, out, _) = fleet(&postgres, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = fleet(&postgres, &["clear", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody"), "{err}");
+}
+
 #[test]
 fn hostile_values_survive_byte_for_byte() {
     let postgres = Postgres::start();

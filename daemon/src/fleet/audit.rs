@@ -36,6 +36,9 @@ pub enum Problem {
     Refused(String),
     /// The centre's copy itself does not hold together.
     Broken(String),
+    /// The host's copy is intact, but other logs asked to forward under its id and were
+    /// refused: two machines believe they are this host.
+    Conflict(String),
 }
 
 impl std::fmt::Display for Problem {
@@ -43,6 +46,7 @@ impl std::fmt::Display for Problem {
         match self {
             Problem::Refused(reason) => write!(f, "REFUSED: {reason}"),
             Problem::Broken(reason) => write!(f, "BROKEN: {reason}"),
+            Problem::Conflict(reason) => write!(f, "CONFLICT: {reason}"),
         }
     }
 }
@@ -62,6 +66,7 @@ pub fn verify(
             "no host {only:?} has forwarded to this database"
         )));
     }
+    let mut conflicts = super::query::conflicts(client)?;
     let mut audits = Vec::new();
     for host in hosts {
         let host_id: String = host.get(0);
@@ -70,8 +75,22 @@ pub fn verify(
         let last_hash: Vec<u8> = host.get(3);
         let refused: Option<String> = host.get(4);
         let mut audit = audit_host(client, &host_id, &key, last_seq, &last_hash)?;
+        let others = conflicts.remove(&host_id).unwrap_or_default();
         if let Some(reason) = refused {
             audit.problem = Some(Problem::Refused(reason));
+        } else if audit.problem.is_none()
+            && let Some(first) = others.first()
+        {
+            audit.problem = Some(Problem::Conflict(format!(
+                "{} other log{} asked to forward under this id and {} refused (key {}, {} \
+                 attempts); this host's copy is intact: give the other a host_id of its own, \
+                 then run `witness fleet clear {host_id}`",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                if others.len() == 1 { "was" } else { "were" },
+                first.verifier_key,
+                first.attempts,
+            )));
         }
         audits.push(audit);
     }

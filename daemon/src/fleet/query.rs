@@ -190,10 +190,92 @@ pub struct Host {
     pub checkpoint_size: Option<i64>,
     /// Why the centre refuses it, if it does.
     pub refused: Option<String>,
+    /// Other logs that asked to forward under its id, which the centre refused.
+    pub conflicts: Vec<Conflict>,
 }
 
-/// Every host, by id.
+/// A log that asked to forward under a host id pinned to another log's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Its key.
+    pub verifier_key: String,
+    /// When it first and last asked, in nanoseconds since the epoch.
+    pub first_seen: i64,
+    /// See `first_seen`.
+    pub last_seen: i64,
+    /// How often it asked.
+    pub attempts: i64,
+}
+
+/// The conflicts recorded for each host, by host id: none at a centre no host of this
+/// build has reached yet, which has no `host_conflicts` table.
+pub fn conflicts(
+    client: &mut postgres::Client,
+) -> Result<std::collections::BTreeMap<String, Vec<Conflict>>, FleetError> {
+    let mut found = std::collections::BTreeMap::<String, Vec<Conflict>>::new();
+    let exists: bool = client
+        .query_one("SELECT to_regclass('host_conflicts') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(found);
+    }
+    for row in client.query(
+        "SELECT host_id, verifier_key, (extract(epoch FROM first_seen) * 1e9)::bigint, \
+         (extract(epoch FROM last_seen) * 1e9)::bigint, attempts \
+         FROM host_conflicts ORDER BY host_id, first_seen",
+        &[],
+    )? {
+        found.entry(row.get(0)).or_default().push(Conflict {
+            verifier_key: row.get(1),
+            first_seen: row.get(2),
+            last_seen: row.get(3),
+            attempts: row.get(4),
+        });
+    }
+    Ok(found)
+}
+
+/// What `clear` cleared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleared {
+    /// The refusal lifted, if the host had one.
+    pub refusal: Option<String>,
+    /// The conflicting logs forgotten.
+    pub conflicts: u64,
+}
+
+/// Lifts a host's refusal and forgets the logs that conflicted with it, once the operator
+/// has dealt with them: a host still refused for cause is refused again at its next batch.
+/// `None` when no such host has forwarded.
+pub fn clear(client: &mut postgres::Client, host_id: &str) -> Result<Option<Cleared>, FleetError> {
+    let mut transaction = client.transaction()?;
+    let Some(host) = transaction.query_opt(
+        "SELECT refused FROM hosts WHERE host_id = $1 FOR UPDATE",
+        &[&host_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let refusal: Option<String> = host.get(0);
+    transaction.execute(
+        "UPDATE hosts SET refused = NULL, refused_at = NULL WHERE host_id = $1",
+        &[&host_id],
+    )?;
+    let exists: bool = transaction
+        .query_one("SELECT to_regclass('host_conflicts') IS NOT NULL", &[])?
+        .get(0);
+    let conflicts = if exists {
+        transaction.execute("DELETE FROM host_conflicts WHERE host_id = $1", &[&host_id])?
+    } else {
+        0
+    };
+    transaction.commit()?;
+    Ok(Some(Cleared { refusal, conflicts }))
+}
+
+/// Every host, by id, with its conflicts.
 pub fn hosts(client: &mut postgres::Client) -> Result<Vec<Host>, FleetError> {
+    let mut conflicts = conflicts(client)?;
     let rows = client.query(
         "SELECT host_id, last_seq, local_seq, last_ts, \
          (extract(epoch FROM forwarded_at) * 1e9)::bigint, checkpoint_size, refused \
@@ -210,6 +292,7 @@ pub fn hosts(client: &mut postgres::Client) -> Result<Vec<Host>, FleetError> {
             forwarded_at: row.get(4),
             checkpoint_size: row.get(5),
             refused: row.get(6),
+            conflicts: conflicts.remove(row.get::<_, &str>(0)).unwrap_or_default(),
         })
         .collect())
 }

@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note    text   NOT NULL,
     PRIMARY KEY (host_id, size)
 );
+CREATE TABLE IF NOT EXISTS host_conflicts (
+    host_id      text        NOT NULL,
+    verifier_key text        NOT NULL,
+    first_seen   timestamptz NOT NULL DEFAULT now(),
+    last_seen    timestamptz NOT NULL DEFAULT now(),
+    attempts     bigint      NOT NULL DEFAULT 1,
+    PRIMARY KEY (host_id, verifier_key)
+);
 CREATE TABLE IF NOT EXISTS cost_hourly (
     host_id           text   NOT NULL,
     hour              bigint NOT NULL,

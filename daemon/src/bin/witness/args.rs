@@ -273,14 +273,21 @@ pub enum FleetCommand {
         limit: i64,
     },
     /// Every host: the last seq the centre holds, how far behind it is, its latest
-    /// checkpoint, and whether the centre refuses it.
+    /// checkpoint, whether the centre refuses it, and other logs that asked to forward
+    /// under its id.
     Hosts,
     /// Check every host's copy from its rows: chain, tree, signed checkpoints, watermark.
-    /// Fails naming each host that was refused or does not verify.
+    /// Fails naming each host that was refused, does not verify, or has a conflict.
     Verify {
         /// Only this host.
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
+    },
+    /// Lift a host's refusal and forget the logs that conflicted with it, once they are
+    /// dealt with; a host still refused for cause is refused again at its next batch.
+    Clear {
+        /// The host.
+        host: String,
     },
 }
 

@@ -122,6 +122,12 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                             "forwarded_at": host.forwarded_at.map(rfc3339),
                             "checkpoint_size": host.checkpoint_size,
                             "refused": host.refused,
+                            "conflicts": host.conflicts.iter().map(|conflict| json!({
+                                "verifier_key": conflict.verifier_key,
+                                "first_seen": rfc3339(conflict.first_seen),
+                                "last_seen": rfc3339(conflict.last_seen),
+                                "attempts": conflict.attempts,
+                            })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -140,9 +146,16 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                             .unwrap_or_else(|| "never".into()),
                         host.checkpoint_size
                             .map_or_else(|| "none".into(), |size| size.to_string()),
-                        match &host.refused {
-                            Some(reason) => format!("REFUSED: {reason}"),
-                            None => "ok".into(),
+                        match (&host.refused, host.conflicts.first()) {
+                            (Some(reason), _) => format!("REFUSED: {reason}"),
+                            (None, Some(other)) => format!(
+                                "ok; CONFLICT: another log (key {}) asks to forward as this \
+                                 host, refused {} times since {}",
+                                other.verifier_key,
+                                other.attempts,
+                                show(other.first_seen)
+                            ),
+                            (None, None) => "ok".into(),
                         },
                     ]
                 })
@@ -163,6 +176,41 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        FleetCommand::Clear { host } => {
+            let Some(cleared) = query::clear(&mut client, &host)? else {
+                eprintln!("witness: no host {host:?} has forwarded to this database");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "host_id": host,
+                        "refusal": cleared.refusal,
+                        "conflicts": cleared.conflicts,
+                    })
+                )?;
+            } else {
+                match &cleared.refusal {
+                    Some(reason) => writeln!(
+                        out,
+                        "{}: lifted the refusal ({})",
+                        printable(&host),
+                        printable(reason)
+                    )?,
+                    None => writeln!(out, "{}: was not refused", printable(&host))?,
+                }
+                writeln!(
+                    out,
+                    "{}: forgot {} conflicting log{}",
+                    printable(&host),
+                    cleared.conflicts,
+                    if cleared.conflicts == 1 { "" } else { "s" }
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         FleetCommand::Verify { host } => {
             let audits = audit::verify(&mut client, host.as_deref())?;
             let failed = audits.iter().any(|audit| audit.problem.is_some());
@@ -174,6 +222,7 @@ pub fn run(args: FleetArgs, json: bool) -> anyhow::Result<ExitCode> {
                             None => ("intact", None),
                             Some(Problem::Refused(reason)) => ("refused", Some(reason)),
                             Some(Problem::Broken(reason)) => ("broken", Some(reason)),
+                            Some(Problem::Conflict(reason)) => ("conflict", Some(reason)),
                         };
                         json!({
                             "host_id": audit.host_id,

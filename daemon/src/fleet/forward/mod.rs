@@ -324,12 +324,14 @@ impl Worker {
             return Ok(Step::Refused(reason));
         }
         if pinned != self.key.to_string() {
+            // Another log holds this id (a copied configuration, a re-imaged machine, a
+            // second daemon on the host): this one is refused, the pinned host goes on.
             let reason = format!(
-                "its checkpoints are signed by the key {}, but the centre first saw it with the \
-                 key {pinned}: its log was replaced",
-                self.key
+                "the centre holds host id {:?} for another log, whose key is {pinned}; this \
+                 log's key is {}: give it a host_id of its own",
+                self.host_id, self.key
             );
-            return refuse(transaction, &self.host_id, reason);
+            return conflict(transaction, &self.host_id, &self.key.to_string(), reason);
         }
         let watermark_hash: [u8; 32] = watermark_hash.try_into().map_err(|_| {
             Trouble::Centre(FleetError::Postgres(format!(
@@ -485,6 +487,24 @@ impl Worker {
         self.stats.lag_ms.store(lag, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Records at the centre that a log whose key is `key` asks to forward under the id of
+/// another, leaving the host itself alone, and refuses this log.
+fn conflict(
+    mut transaction: postgres::Transaction<'_>,
+    host_id: &str,
+    key: &str,
+    reason: String,
+) -> Result<Step, Trouble> {
+    transaction.execute(
+        "INSERT INTO host_conflicts (host_id, verifier_key) VALUES ($1, $2) \
+         ON CONFLICT (host_id, verifier_key) DO UPDATE \
+         SET last_seen = now(), attempts = host_conflicts.attempts + 1",
+        &[&host_id, &key],
+    )?;
+    transaction.commit()?;
+    Ok(Step::Refused(reason))
 }
 
 /// Records the refusal at the centre (once: the first reason stands) and commits it.
