@@ -30,6 +30,15 @@ def witnessd_binary() -> pathlib.Path:
     return path
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
 class Daemon:
     """A witnessd in a folder of its own; `restart` and `kill9` keep the folder."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from typing import Dict, Iterator, List, Tuple
@@ -16,7 +15,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from cdp import Browser, Page, chromium_binary
-from conftest import ROOT, Daemon, witnessd_binary
+from conftest import ROOT, Daemon, free_port, witnessd_binary
 
 SHOTS = ROOT / "target" / "dashboard-screenshots"
 DAY_NS = 86_400 * 10**9
@@ -30,14 +29,6 @@ if chromium_binary() is None:
     if os.environ.get("CI"):
         raise RuntimeError("CI must have chromium installed for the dashboard's tests")
     pytest.skip("chromium is not installed", allow_module_level=True)
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def witness(daemon: Daemon, *args: str, stdin: str = "") -> Tuple[int, str, str]:

@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import threading
 import time
@@ -24,15 +23,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from conftest import ROOT, Daemon
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+from conftest import ROOT, Daemon, free_port
 
 
 def lower(headers: object) -> Dict[str, str]:

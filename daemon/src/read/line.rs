@@ -5,8 +5,9 @@
 
 use witness_protocol::query::StoredEntry;
 
-/// RFC 3339 in UTC with all the digits stored.
-fn rfc3339(ns: i64) -> String {
+/// RFC 3339 in UTC with all the digits stored, for JSON; the number itself should it be out
+/// of the calendar's range.
+pub fn rfc3339(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))
         .map_or_else(|_| ns.to_string(), |t| t.to_string())
 }

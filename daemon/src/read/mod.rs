@@ -36,7 +36,7 @@ pub use backup::backup;
 pub use command::{Command, Context};
 pub use cost::{BUDGET_EVENT, budget_warnings, check_cost, cost, spend_since};
 pub use entries::{check_entries, entries_page, last_seq, newest_cursor};
-pub use line::ExportLine;
+pub use line::{ExportLine, rfc3339};
 pub use proof::{consistency, prove};
 pub use traces::{check_trace, check_traces, trace, trace_summary, traces};
 pub use validation::{check_backup_path, check_price};

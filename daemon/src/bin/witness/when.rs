@@ -149,7 +149,7 @@ fn rough(ns: i128) -> String {
 
 /// RFC 3339 in UTC with all the digits stored, for JSON.
 pub fn rfc3339(ns: i64) -> String {
-    Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
+    witness_daemon::read::rfc3339(ns)
 }
 
 /// A duration in nanoseconds, for people: `850 ms`, `4.2 s`, `3 min 10 s`, `2 h 5 min`,
