@@ -586,8 +586,7 @@ fn the_last_checkpoint_of_a_burst_reaches_the_daemons_log_at_stop() {
     let log = std::fs::read_to_string(log_file).unwrap();
     let last = log
         .lines()
-        .filter(|line| line.contains("signed checkpoint"))
-        .last()
+        .rfind(|line| line.contains("signed checkpoint"))
         .unwrap();
     assert!(
         last.contains("\\n50\\n"),

@@ -481,7 +481,6 @@ fn the_api_answers_as_the_socket_does() {
 fn garbage_gets_a_clear_refusal() {
     let (daemon, address) = dashboard();
     let (cookie, _) = log_in(&daemon, address);
-    let cookie = Some(cookie.as_str());
     for (path, says) in [
         ("/api/entries?limit=abc", "limit"),
         ("/api/entries?limit=0", "limit"),
@@ -494,7 +493,7 @@ fn garbage_gets_a_clear_refusal() {
         ("/api/traces?limit=-1", "limit"),
         ("/api/feed?newest=x", "newest"),
     ] {
-        let answer = get(address, path, cookie);
+        let answer = get(address, path, Some(&cookie));
         assert_eq!(answer.status, 400, "{path}: {}", answer.body);
         let message = answer.json()["error"]["message"]
             .as_str()
@@ -506,7 +505,7 @@ fn garbage_gets_a_clear_refusal() {
         address,
         "GET",
         "/api/feed",
-        &[("Cookie", cookie.unwrap()), ("Last-Event-ID", "yesterday")],
+        &[("Cookie", &cookie), ("Last-Event-ID", "yesterday")],
         "",
     );
     assert_eq!(stream.status, 400);
@@ -710,7 +709,7 @@ fn a_stalled_feed_is_cut_off_and_ingest_goes_on() {
         .lines()
         .filter_map(|line| line.strip_prefix("id: "))
         .filter_map(|id| id.parse().ok())
-        .last()
+        .next_back()
         .expect("some events were sent before the stall");
     assert!(
         last_id < 3000,
