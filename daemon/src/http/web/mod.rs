@@ -2,7 +2,7 @@
 //! binary; a JSON API under `/api/` that mirrors the socket's reads; and a live feed of
 //! entries as server-sent events.
 //!
-//! Every route but the login page and the login itself goes through [`guard`], which finds
+//! Every route but the login page and the login itself goes through `guard`, which finds
 //! the session from its cookie and authorizes the user it belongs to with the same rule as
 //! the socket (`access::authorize`, `Need::Read`), so a reload that takes away a user's
 //! reading takes away their dashboard too. A `POST` also repeats the session's CSRF secret
