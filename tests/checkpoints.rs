@@ -253,15 +253,159 @@ fn a_write_ahead_log_damaged_after_kill_9_under_load_is_caught() {
     assert!(left >= 10, "{left}");
     assert!(left < signed, "{left} left, {signed} signed");
     let reason = refused(dir.path(), &["--config", &config]);
+    // Named to the last entry acknowledged, not only to the last one signed.
+    let last = missing_to(&reason, left + 1);
     assert!(
-        reason.contains(&format!("entries {} to {signed} are missing", left + 1)),
-        "{reason}"
+        last >= acknowledged,
+        "{acknowledged} acknowledged: {reason}"
     );
     // The same checkpoint, kept elsewhere, shows it offline too.
     let key = dir.path().join("witness.key.pub");
     let (code, out, _) = verify_against(&main_file, &state, &key);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("are missing"), "{out}");
+}
+
+/// The last `seq` of the range "entries FIRST to LAST are missing" a refusal names, checking
+/// that it starts at `first`.
+fn missing_to(reason: &str, first: u64) -> u64 {
+    let named = format!("entries {first} to ");
+    let at = reason.find(&named).unwrap_or_else(|| panic!("{reason}")) + named.len();
+    let rest = &reason[at..];
+    let (last, rest) = rest.split_once(' ').unwrap();
+    assert!(rest.starts_with("are missing"), "{reason}");
+    last.parse().unwrap()
+}
+
+/// Calls `log` in a loop on a thread until the daemon stops answering; returns the last `seq`
+/// acknowledged and a count of acknowledgements that grows while it runs.
+fn log_until_killed(
+    socket: &Path,
+) -> (
+    std::thread::JoinHandle<u64>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let socket = socket.to_owned();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&answered);
+    let writer = std::thread::spawn(move || {
+        let options = witness_client::Options {
+            reconnect_timeout: std::time::Duration::from_millis(200),
+            ..witness_client::Options::default()
+        };
+        let mut client = Client::connect_with(&socket, options).unwrap();
+        let mut acknowledged = 0u64;
+        for index in 0.. {
+            match client.log(Entry::new("load", "c").payload(serde_json::json!(index))) {
+                Ok(receipt) => {
+                    acknowledged = receipt.seq;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(_) => return acknowledged,
+            }
+        }
+        acknowledged
+    });
+    (writer, answered)
+}
+
+#[test]
+fn entries_acknowledged_after_the_last_signature_are_named_when_a_damaged_wal_loses_them() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("64 bytes overwritten mid-file", |wal| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+            let middle = file.metadata().unwrap().len() / 2;
+            file.write_all_at(&[0xa5; 64], middle).unwrap();
+        }),
+        ("cut in half", |wal| {
+            let file = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+            let len = file.metadata().unwrap().len();
+            file.set_len(len / 2).unwrap();
+        }),
+        ("its salt zeroed", |wal| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+            file.write_all_at(&[0; 8], 16).unwrap();
+        }),
+    ];
+    for (how, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        // No signature while the load runs (an hour apart), and every commit left in the WAL.
+        let config = dir.path().join("witnessd.toml");
+        std::fs::write(
+            &config,
+            "checkpoint_interval_ms = 3600000\ncheckpoint_pages = 1048576\n",
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+        log_n(&daemon.socket, 10);
+        let wal = dir.path().join("witness.db-wal");
+        crate::harness::wait_until(
+            "the WAL is copied into the main file",
+            std::time::Duration::from_secs(20),
+            || std::fs::metadata(&wal).is_ok_and(|wal| wal.len() == 0),
+        );
+        let (writer, answered) = log_until_killed(&daemon.socket);
+        crate::harness::wait_until(
+            "a thousand entries are acknowledged",
+            std::time::Duration::from_secs(60),
+            || answered.load(std::sync::atomic::Ordering::Relaxed) >= 1000,
+        );
+        daemon.kill9();
+        let acknowledged = writer.join().unwrap();
+        assert!(
+            !dir.path().join("witness.checkpoint").exists(),
+            "{how}: nothing was signed"
+        );
+        damage(&wal);
+        let _ = std::fs::remove_file(dir.path().join("witness.db-shm"));
+        let left = count(&dir.path().join("witness.db")) as u64;
+        assert!(left < acknowledged, "{how}: {left} left of {acknowledged}");
+        let reason = refused(dir.path(), &["--config", &config]);
+        let last = missing_to(&reason, left + 1);
+        assert!(
+            last >= acknowledged,
+            "{how}: {acknowledged} acknowledged: {reason}"
+        );
+        assert!(reason.contains("witness.acked"), "{how}: {reason}");
+        // Accepting the loss fills the range; no sequence number is handed out twice.
+        let daemon = Witnessd::start(dir.path(), &["--config", &config, "--accept-loss"]);
+        let mut client = Client::connect(&daemon.socket).unwrap();
+        let next = client.log(Entry::new("after", "c")).unwrap();
+        assert!(next.seq > last + 1, "{how}: {} after {last}", next.seq);
+        drop(client);
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait().success(), "{how}");
+    }
+}
+
+#[test]
+fn a_garbage_acknowledged_mark_is_named_and_the_daemon_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_signing(dir.path());
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    log_n(&daemon.socket, 5);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let mark = dir.path().join("witness.acked");
+    assert_eq!(std::fs::metadata(&mark).unwrap().len(), 56);
+    assert_eq!(
+        std::fs::metadata(&mark).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::write(&mark, b"<script>not a mark</script>").unwrap();
+    let daemon = Witnessd::start(dir.path(), &["--config", &config]);
+    log_n(&daemon.socket, 1);
+    let log = daemon.log();
+    assert!(log.contains("is not an acknowledged mark"), "{log}");
+    assert!(!log.contains("<script>"), "{log}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    // Written again at the next commit.
+    assert_eq!(std::fs::metadata(&mark).unwrap().len(), 56);
 }
 
 /// Rewrites the payload of entry `seq` and recomputes every hash from it on, and drops the

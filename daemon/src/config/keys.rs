@@ -234,7 +234,8 @@ keys! {
     key_file: PathBuf = None => checkpoints.key_file, Restart,
         read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
     /// The latest signed checkpoint, kept outside the database; unset: beside the database,
-    /// with the extension `.checkpoint`.
+    /// with the extension `.checkpoint`. The acknowledged mark goes beside it, with the
+    /// extension `.acked`.
     checkpoint_file: PathBuf = None => checkpoints.state_file, Restart,
         read |path| Ok(path.clone()), show |path: &PathBuf| Some(path.clone());
     /// The log's origin line in its checkpoints, and its key's name; unset: the host name

@@ -7,18 +7,19 @@
 //! log. At start the daemon holds the database to the checkpoint in the state file: a log
 //! that no longer contains the tree it signed (a cut tail, a damaged WAL, a file restored or
 //! replaced) is refused, so that nothing it signed is forgotten and no `seq` is handed out
-//! twice.
+//! twice; the acknowledged mark (`acked`) carries the same check to the last entry answered.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use witness_protocol::merkle::Hash;
 use witness_protocol::note::{Checkpoint, SignerKey, VerifierKey};
 
 use crate::format::tree::Tiles;
+use crate::store::acked::{self, Acked};
 
 /// Where the key and the state file are, what the log is called, and how often it signs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -167,13 +168,92 @@ pub struct Loss {
     pub note: String,
 }
 
-/// Holds the database at `connection`, with `size` entries, to the checkpoint in the state
-/// file, if there is one: the database must still contain the tree that checkpoint signed.
+/// Holds the database at `connection`, with `size` entries, to what the daemon vouched for
+/// outside it: the checkpoint in the state file, if there is one (the database must still
+/// contain the tree it signed), and the acknowledged mark beside it (see `acked`), if there is
+/// one (the database must still hold the last entry acknowledged, as it was).
 pub fn check_against_state(
     connection: &Connection,
     size: u64,
     config: &CheckpointConfig,
     verifier: &VerifierKey,
+) -> Result<(), Loss> {
+    let mark = acked::mark_file(&config.state_file);
+    let acked = acked::read(&mark).unwrap_or_else(|reason| {
+        tracing::warn!("{reason}; the start check goes by the signed checkpoint alone");
+        None
+    });
+    check_signed(
+        connection,
+        size,
+        config,
+        verifier,
+        acked.map(|acked| acked.seq),
+    )?;
+    match acked {
+        Some(acked) => check_acked(connection, size, acked, &mark),
+        None => Ok(()),
+    }
+}
+
+/// Holds the database to the last acknowledged entry: it must still be there (unless pruned
+/// since), with the hash it was acknowledged with.
+fn check_acked(connection: &Connection, size: u64, acked: Acked, mark: &Path) -> Result<(), Loss> {
+    let loss = |reason, missing| Loss {
+        reason,
+        missing,
+        note: String::new(),
+    };
+    if size < acked.seq {
+        return Err(loss(
+            format!(
+                "the database holds {size} entries, but this daemon acknowledged entries up to \
+                 {} ({}): entries {} to {} are missing (a damaged write-ahead log, a cut tail, \
+                 or an older copy of the file). Refusing to start, so that no sequence number \
+                 is handed out twice",
+                acked.seq,
+                mark.display(),
+                size + 1,
+                acked.seq
+            ),
+            Some((size + 1, acked.seq)),
+        ));
+    }
+    let stored: Option<Vec<u8>> = connection
+        .query_row(
+            "SELECT hash FROM entries WHERE seq = ?1",
+            [acked.seq as i64],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| loss(format!("cannot read entry {}: {e}", acked.seq), None))?;
+    match stored {
+        Some(hash) if hash != acked.hash => Err(loss(
+            format!(
+                "entry {} of the database is not the one this daemon acknowledged (its hash is \
+                 {}, {} says {}): the log was rewritten or the file replaced. Refusing to start",
+                acked.seq,
+                hash.iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>(),
+                mark.display(),
+                hex(&acked.hash)
+            ),
+            None,
+        )),
+        // Equal, or pruned since: what is left is held to the chain by `verify`.
+        _ => Ok(()),
+    }
+}
+
+/// Holds the database to the checkpoint in the state file; `acked_to`, the last `seq`
+/// acknowledged, extends the range named when entries are missing.
+fn check_signed(
+    connection: &Connection,
+    size: u64,
+    config: &CheckpointConfig,
+    verifier: &VerifierKey,
+    acked_to: Option<u64>,
 ) -> Result<(), Loss> {
     let state = &config.state_file;
     let loss = |note: &str, reason: String, missing| Loss {
@@ -213,17 +293,23 @@ pub fn check_against_state(
         hex(&signed.root)
     );
     if size < signed.size {
+        // What was acknowledged after the signature is missing too.
+        let last = acked_to.unwrap_or(0).max(signed.size);
+        let acknowledged = if last > signed.size {
+            format!(" and acknowledged entries up to {last}")
+        } else {
+            String::new()
+        };
         return Err(loss(
             &note,
             format!(
-                "the database holds {size} entries, but this daemon signed {described}: \
-                 entries {} to {} are missing (a cut tail, a damaged write-ahead log, or an \
-                 older copy of the file). Refusing to start, so that no sequence number is \
-                 handed out twice",
+                "the database holds {size} entries, but this daemon signed {described}\
+                 {acknowledged}: entries {} to {last} are missing (a cut tail, a damaged \
+                 write-ahead log, or an older copy of the file). Refusing to start, so that no \
+                 sequence number is handed out twice",
                 size + 1,
-                signed.size
             ),
-            Some((size + 1, signed.size)),
+            Some((size + 1, last)),
         ));
     }
     let root = Tiles::new(connection).root(signed.size).map_err(|reason| {
@@ -304,6 +390,11 @@ impl Checkpointer {
     /// Holds the database to the last checkpoint signed: see [`check_against_state`].
     pub fn check_against_state(&self, connection: &Connection, size: u64) -> Result<(), Loss> {
         check_against_state(connection, size, &self.config, &self.signer.verifier())
+    }
+
+    /// Where the acknowledged mark of this log is kept (see `acked`): beside the state file.
+    pub fn mark_file(&self) -> PathBuf {
+        acked::mark_file(&self.config.state_file)
     }
 
     /// This checkpointer, told whether the operator accepts a loss found at start

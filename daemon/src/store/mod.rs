@@ -4,6 +4,7 @@
 //! It knows of a connection only where to send an answer (a reply handle in each job), and of
 //! the log's format only what `format` exposes.
 
+pub mod acked;
 pub mod admission;
 pub mod checkpoint;
 pub mod dbfile;

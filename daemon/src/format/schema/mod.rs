@@ -349,6 +349,14 @@ pub enum OpenError {
     /// The database no longer holds what the daemon signed: see `store::checkpoint`.
     #[error("{0}")]
     Forgotten(String),
+    /// The acknowledged mark (see `store::acked`) could not be opened.
+    #[error("cannot open the acknowledged mark {path}: {source}")]
+    Mark {
+        /// The mark's file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The stored Merkle tree does not fit the entries: its tiles were cut or changed.
     #[error(
         "the Merkle tree of database {path} does not match its entries ({reason}); run \

@@ -20,6 +20,7 @@ use crate::format::chain::GENESIS;
 use crate::format::schema::{self, Durability, OpenError};
 use crate::format::tree::Tree;
 use crate::stats::WriterStats;
+use crate::store::acked::{Acked, Mark};
 use crate::store::checkpoint::Checkpointer;
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::Job;
@@ -149,10 +150,21 @@ impl WriterHandle {
                 loss = Some(found);
             }
         }
+        let mark = match &checkpointer {
+            Some(checkpointer) => {
+                let path = checkpointer.mark_file();
+                Some(Mark::open(&path).map_err(|source| OpenError::Mark {
+                    path: path.display().to_string(),
+                    source,
+                })?)
+            }
+            None => None,
+        };
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
             .map(|writer| Writer {
                 identity,
                 checkpointer,
+                mark,
                 ..writer
             })?;
         if let Some(loss) = loss {
@@ -247,6 +259,9 @@ struct Writer {
     tree: Tree,
     /// Signs checkpoints of the tree, when the log has a key.
     checkpointer: Option<Checkpointer>,
+    /// The last entry acknowledged, rewritten before each batch's answers, when the log
+    /// has a key.
+    mark: Option<Mark>,
     /// Every producer seen since start, as committed; others are read on demand.
     producers: HashMap<i64, Producer>,
     wal_pages: Arc<AtomicU32>,
@@ -343,6 +358,7 @@ impl Writer {
             head,
             tree,
             checkpointer: None,
+            mark: None,
             producers: HashMap::new(),
             wal_pages,
             scratch: Vec::with_capacity(4096),
@@ -547,6 +563,13 @@ impl Writer {
                 self.check_file();
                 if let Some(reason) = self.failure.clone() {
                     return self.refuse_all(batch, &reason, true);
+                }
+                // Before any answer, so that the start check reaches every entry answered.
+                if let Some(mark) = &mut self.mark {
+                    mark.record(Acked {
+                        seq: head.seq as u64,
+                        hash: head.hash,
+                    });
                 }
                 self.head = head;
                 self.tree = tree;
