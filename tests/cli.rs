@@ -165,9 +165,20 @@ fn garbage_import_files_are_refused_whole() {
         err.contains("line 1") || err.contains("stream did not contain valid UTF-8"),
         "{err}"
     );
+    // A file that cannot be read: 2, as for `verify`.
     let (code, _, err) = witness(&daemon.socket, &["import", "/no/such/file.jsonl"], None);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("cannot open /no/such/file.jsonl"), "{err}");
+    // --skip-invalid over a file with no valid line did nothing asked for: 1, not 0.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"event\": 1}\nnot json\n").unwrap();
+    let (code, out, err) = witness(
+        &daemon.socket,
+        &["import", "--skip-invalid", bad.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no line is a valid entry"), "{err}");
     assert_eq!(count(&daemon.db), 0);
 }
 
@@ -185,12 +196,12 @@ fn bad_arguments_get_clear_errors() {
         ),
         (
             log_with(&["--payload", "{"]),
-            1,
+            2,
             "--payload is not valid JSON",
         ),
         (
             vec!["log", "--event", "", "--component", "c"],
-            1,
+            2,
             "event must not be empty",
         ),
         (
@@ -205,6 +216,14 @@ fn bad_arguments_get_clear_errors() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     assert_eq!(count(&daemon.db), 0);
+    // A bad argument is said as such even with no daemon to hear it.
+    let (got, _, err) = witness(
+        &dir.path().join("nobody.sock"),
+        &log_with(&["--payload", "{"]),
+        None,
+    );
+    assert_eq!(got, 2, "{err}");
+    assert!(err.contains("--payload is not valid JSON"), "{err}");
     let (code, _, err) = witness(&daemon.socket, &["verify", "--db", "/no/such.db"], None);
     // A file that cannot be read could not be checked: 2, not the 1 of a broken log.
     assert_eq!(code, 2);
@@ -273,5 +292,27 @@ fn completions_and_the_manual_end_quietly_when_their_reader_goes() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_commands_help_lists_its_own_options_apart_from_the_global_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = witness(&dir.path().join("none.sock"), &["log", "--help"], None);
+    assert_eq!(code, 0, "{err}");
+    let global = out
+        .find("Global options:")
+        .unwrap_or_else(|| panic!("{out}"));
+    let (own, global_part) = out.split_at(global);
+    for option in ["--event", "--component", "--payload"] {
+        assert!(own.contains(option), "{option} among its own: {out}");
+        assert!(!global_part.contains(option), "{option}: {out}");
+    }
+    for option in ["--socket", "--json", "--timeout", "--color"] {
+        assert!(
+            global_part.contains(option),
+            "{option} among the global: {out}"
+        );
+        assert!(!own.contains(&format!("  {option}")), "{option}: {out}");
     }
 }

@@ -573,7 +573,7 @@ fn a_cut_log_and_a_replaced_log_are_refused_and_named() {
     assert_agrees(&postgres, "swapped", &swapped.db);
     swapped.signal(libc::SIGTERM);
     assert!(swapped.wait().success());
-    for name in ["witness.db", "witness.checkpoint"] {
+    for name in ["witness.db", "witness.checkpoint", "witness.acked"] {
         std::fs::remove_file(swap_dir.path().join(name)).unwrap();
     }
     let swapped = Witnessd::start(swap_dir.path(), &["--config", &swap_config]);

@@ -609,3 +609,40 @@ fn bad_filters_and_times_get_clear_errors() {
         21
     );
 }
+
+#[test]
+fn an_empty_log_verifies_as_intact_and_a_stream_that_sends_nothing_resumes_where_it_was_asked() {
+    let daemon = TestDaemon::start();
+    let mut client = daemon.client();
+    // PROTOCOL.md §4: an empty log is intact, with nothing checked.
+    let report = client
+        .verify(witness_client::VerifyRange::default())
+        .unwrap();
+    assert_eq!(
+        report,
+        witness_client::VerifyReport::Intact {
+            count: 0,
+            first_seq: None,
+            last_seq: None,
+            head_hash: None,
+        }
+    );
+    feed(&daemon, 3);
+    // PROTOCOL.md §6: with nothing sent, `next_after` is the request's `after_seq`.
+    for after_seq in [None, Some(2)] {
+        let mut stream = client
+            .entries(EntriesQuery {
+                filter: Filter {
+                    component: Some("no such component".into()),
+                    after_seq,
+                    ..Filter::default()
+                },
+                ..EntriesQuery::default()
+            })
+            .unwrap();
+        assert_eq!(stream.by_ref().count(), 0);
+        let end = stream.end().expect("the stream ended");
+        assert_eq!(end.reason, EndReason::Complete);
+        assert_eq!(end.next_after, after_seq);
+    }
+}

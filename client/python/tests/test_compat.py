@@ -91,3 +91,30 @@ def test_entries_sent_before_the_interpreter_exits_are_flushed(daemon: Daemon) -
     rows = daemon.rows("SELECT payload, component, trace_id FROM entries ORDER BY seq")
     assert [int(p) for p, _, _ in rows] == list(range(2000))
     assert {(c, t) for _, c, t in rows} == {("job", "run-1")}
+
+
+def test_a_db_path_the_daemon_ignores_is_warned_about_once(daemon: Daemon) -> None:
+    script = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        from witness.compat import WitnessDatabase
+
+        first = WitnessDatabase(db_path='/srv/app/witness.db')
+        second = WitnessDatabase(db_path='/srv/app/witness.db')
+        print(first.create_entry(event='e', component='c').id)
+        first.close()
+        second.close()
+        """
+    )
+    done = run_script(script, daemon)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("UserWarning") == 1, done.stderr
+    assert "db_path='/srv/app/witness.db'" in done.stderr
+    assert "the path is ignored" in done.stderr
+    assert done.stdout.strip() == "1"
+    # No path, no warning.
+    quiet = run_script(
+        "from witness.compat import WitnessDatabase\nWitnessDatabase().close()\n", daemon
+    )
+    assert quiet.returncode == 0 and "Warning" not in quiet.stderr, quiet.stderr

@@ -5,12 +5,15 @@ script written for it changes only its import:
 
 Entries go to the daemon instead of a SQLite file the script opens itself: `db_path`,
 `crypto`, `use_pool` and `pool_size` are accepted and ignored (one client is shared by every
-thread, and the daemon owns the database and its chain).
+thread, and the daemon owns the database and its chain). A `db_path` given is warned about,
+once a process (a `UserWarning`), because a script that names a file expects its entries
+there: they go to the daemon's log instead.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -87,6 +90,10 @@ def _when(value: DateLike) -> Optional[_dt.datetime]:
     return value
 
 
+# Whether a `db_path` was warned about in this process.
+_warned_db_path = False
+
+
 class WitnessDatabase:
     """`WitnessDatabase` of the old API, recording through witnessd."""
 
@@ -100,6 +107,15 @@ class WitnessDatabase:
         socket: Optional[str] = None,
         client: Optional[Client] = None,
     ) -> None:
+        global _warned_db_path
+        if db_path is not None and not _warned_db_path:
+            _warned_db_path = True
+            warnings.warn(
+                f"WitnessDatabase(db_path={db_path!r}): the path is ignored; entries go to the "
+                "witnessd log the socket leads to (witness stats names its database)",
+                UserWarning,
+                stacklevel=2,
+            )
         self.client = client or Client(socket)
 
     def create_entry(

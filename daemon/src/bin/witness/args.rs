@@ -9,34 +9,40 @@ use witness_daemon::fleet::query::CostBy;
 
 use crate::{money, output, when};
 
+/// The heading global options are listed under in every command's help, apart from the
+/// command's own.
+const GLOBAL: &str = "Global options";
+
 /// Record and inspect events in a witnessd log.
 #[derive(Debug, Parser)]
 #[command(name = "witness", version)]
 pub struct Args {
     /// The daemon's socket [default: $WITNESS_SOCKET, else the user's daemon's, else the
     /// system service's /run/witness/witness.sock].
-    #[arg(long, global = true, value_name = "PATH", env = "WITNESS_SOCKET")]
+    #[arg(long, global = true, value_name = "PATH", env = "WITNESS_SOCKET", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
     /// Print JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// How tables show times: in the local time zone, in UTC, or relative to now ("5 min
     /// ago"). JSON always says RFC 3339 in UTC.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         default_value = "local",
         value_name = "HOW"
     )]
     pub time: when::Shown,
     /// Show times in UTC: the same as --time utc.
-    #[arg(long, global = true, conflicts_with = "time")]
+    #[arg(long, global = true, conflicts_with = "time", help_heading = GLOBAL)]
     pub utc: bool,
     /// Colour in tables: on a terminal (unless NO_COLOR is set), always, or never.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         default_value = "auto",
         value_name = "WHEN"
@@ -45,7 +51,7 @@ pub struct Args {
     /// Seconds a command may wait for the daemon in all, however often the connection breaks
     /// and comes back. `tail`, `export`, `import`, `verify` and `archive`, which run as long
     /// as their data, bound each wait instead; `tail -f` waits for new entries without it.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30, help_heading = GLOBAL,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     #[command(subcommand)]

@@ -23,7 +23,7 @@ use serde_json::json;
 use witness_client::{Client, Error};
 
 use crate::line::parse_line;
-use crate::output::{self, print_json};
+use crate::output::{self, Usage, print_json};
 
 /// A line that could not be imported.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -229,8 +229,8 @@ pub fn command(
             skip_invalid,
         )
     } else {
-        let mut opened =
-            File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let mut opened = File::open(file)
+            .map_err(|error| Usage(format!("cannot open {}: {error}", file.display())))?;
         import(client, &mut opened, None, skip_invalid)
     };
     match outcome {
@@ -252,6 +252,11 @@ pub fn command(
                         n => format!(", skipped {n} invalid lines"),
                     }
                 )?;
+            }
+            if report.imported == 0 && report.refused == 0 && !report.bad_lines.is_empty() {
+                // --skip-invalid over a file with no valid line: nothing asked for was done.
+                eprintln!("witness: no line is a valid entry; nothing was imported");
+                return Ok(ExitCode::FAILURE);
             }
             if report.refused > 0 {
                 // Valid entries the daemon did not record: the import did not do what was

@@ -45,7 +45,12 @@ fn main() -> ExitCode {
                 "witness: {}",
                 witness_daemon::errors::one_line(error.as_ref())
             );
-            ExitCode::FAILURE
+            // README "Exit status": 2 when the command could not be run as given.
+            if output::is_usage(&error) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -83,7 +88,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     output::set_color(args.color);
     match args.command {
         Command::Ping => record::ping(&mut connect()?, json),
-        Command::Log(log) => record::log(&mut connect()?, log, json),
+        Command::Log(log) => {
+            // Checked before connecting: a bad argument is said as such, daemon or not.
+            let entry = record::entry_from(log)?;
+            record::log(&mut connect()?, entry, json)
+        }
         Command::Import { file, skip_invalid } => {
             import::command(&mut connect()?, &file, skip_invalid, json)
         }

@@ -20,6 +20,25 @@ impl std::fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
+/// Marks an error as the command being unusable as given (an argument's value that is not
+/// one, a file that cannot be read): it exits 2, as clap's own usage errors do, and not the 1
+/// of a command that ran and failed.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// True when `error` says the command could not be run as given.
+pub fn is_usage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<Usage>())
+}
+
 /// Standard output for the command's results.
 pub fn stdout() -> Stdout {
     Stdout(io::stdout().lock())

@@ -3,12 +3,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde_json::json;
 use witness_client::{Client, Cost, Entry};
 
 use crate::args::LogArgs;
-use crate::output::{self, print_json};
+use crate::output::{self, Usage, print_json};
 
 /// Checks that the daemon answers, and how fast.
 pub fn ping(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
@@ -27,8 +26,7 @@ pub fn ping(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Records one entry and prints its receipt once it is durable.
-pub fn log(client: &mut Client, log: LogArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let entry = entry_from(log)?;
+pub fn log(client: &mut Client, entry: Entry, json: bool) -> anyhow::Result<ExitCode> {
     let receipt = client.log(entry)?;
     if json {
         print_json(&json!({"seq": receipt.seq, "hash": hex::encode(receipt.hash)}))?;
@@ -39,12 +37,13 @@ pub fn log(client: &mut Client, log: LogArgs, json: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn entry_from(log: LogArgs) -> anyhow::Result<Entry> {
+/// The entry `witness log` was given; what is wrong with it is a usage error (exit 2).
+pub fn entry_from(log: LogArgs) -> anyhow::Result<Entry> {
     let mut entry = Entry::new(log.event, log.component);
     entry.trace_id = log.trace;
     if let Some(payload) = log.payload {
-        let value: serde_json::Value =
-            serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+        let value: serde_json::Value = serde_json::from_str(&payload)
+            .map_err(|error| Usage(format!("--payload is not valid JSON: {error}")))?;
         entry.payload = value.to_string();
     }
     let costed = log.tokens_in.is_some()
@@ -67,6 +66,8 @@ fn entry_from(log: LogArgs) -> anyhow::Result<Entry> {
             priced_by: None,
         });
     }
-    entry.check_limits()?;
+    entry
+        .check_limits()
+        .map_err(|error| Usage(error.to_string()))?;
     Ok(entry)
 }
