@@ -18,8 +18,12 @@ pub const TILE_WIDTH: usize = 256;
 /// Tree levels a tile spans: `TILE_WIDTH` is two to this power.
 pub const TILE_HEIGHT: u32 = 8;
 
-/// Writes one tile, full or partial.
-const SAVE_TILE: &str = "INSERT OR REPLACE INTO tiles (level, idx, hashes) VALUES (?1, ?2, ?3)";
+/// Writes one tile, full or partial. An upsert, not `INSERT OR REPLACE`: a replace deletes
+/// the row and inserts it under a new rowid, which rewrites the primary key's index page and
+/// moves the row to another leaf at every commit; updated in place, the partial tile costs a
+/// commit one to three fewer pages of WAL (BENCHMARKS.md, "Small commits").
+const SAVE_TILE: &str = "INSERT INTO tiles (level, idx, hashes) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes";
 
 /// Reads one tile.
 const READ_TILE: &str = "SELECT hashes FROM tiles WHERE level = ?1 AND idx = ?2";

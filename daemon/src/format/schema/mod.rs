@@ -383,6 +383,9 @@ pub(super) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError
     }
 }
 
+/// How long a connection waits for a lock another holds before SQLite answers busy.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens the read-write connection of the writer, creating the file and the schema if need
 /// be. Automatic checkpoints are off: the writer checkpoints between batches, so that no
 /// commit pays for one.
@@ -396,9 +399,7 @@ pub fn open_writer(
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut connection = Connection::open_with_flags(path, flags).map_err(&error)?;
-    connection
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(&error)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(&error)?;
     let journal: String = connection
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(&error)?;

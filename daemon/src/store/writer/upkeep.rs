@@ -2,9 +2,10 @@
 //! checkpoints, and the checks that the file is still the log and that the disk has room.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Checkpoint, DISK_CHECK, DISK_CHECK_LOW, Writer};
+use crate::format::schema;
 use crate::store::dbfile;
 
 impl Writer {
@@ -136,11 +137,23 @@ impl Writer {
             Checkpoint::Truncate => "TRUNCATE",
             Checkpoint::Passive => "PASSIVE",
         };
+        // A TRUNCATE waits in SQLite's busy handler (5 s) for every reader to let go of the
+        // WAL, and the writer thread waits with it: an append arriving meanwhile would not be
+        // committed until then, and a reader polling every few milliseconds (a `tail -f`, the
+        // dashboard, a test) made each idle turn such a wait. Without the handler it copies
+        // what it can and reports busy at once; the next idle turn tries again.
+        let would_wait = mode == Checkpoint::Truncate;
+        if would_wait && let Err(error) = self.connection.busy_timeout(Duration::ZERO) {
+            tracing::warn!(%error, "cannot turn off the busy wait for a checkpoint");
+        }
         let result: rusqlite::Result<(i64, i64, i64)> =
             self.connection
                 .query_row(&format!("PRAGMA wal_checkpoint({name})"), [], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 });
+        if would_wait && let Err(error) = self.connection.busy_timeout(schema::BUSY_TIMEOUT) {
+            tracing::warn!(%error, "cannot restore the busy timeout after a checkpoint");
+        }
         match result {
             Ok((busy, log, done)) => {
                 tracing::debug!(mode = name, busy, log, done, elapsed = ?started.elapsed(), "checkpoint");
