@@ -118,6 +118,8 @@ fn a_bundle_proves_its_entry_offline_to_witness_and_to_an_independent_script() {
     let entry = proved["entry"].as_object().unwrap();
     assert_eq!(entry["seq"], 7);
     assert_eq!(entry["event"], "e");
+    // The payload as the object it is, as `export` gives it, not a string of JSON.
+    assert_eq!(entry["payload"], serde_json::json!({"n": 6}), "{out}");
     assert!(
         entry["imported"].is_null() && !entry.contains_key("hash"),
         "{out}"

@@ -125,8 +125,19 @@ pub fn verify(file: &Path, key: &str, entry: Option<&str>, json: bool) -> anyhow
         Decoded::Text(text) => json!(text),
     };
     if json {
+        // The payload and `imported` as the JSON they hold, as `export` shows them: a script
+        // compares the two without parsing a string inside a string.
         let entry: serde_json::Map<String, serde_json::Value> = (0..fields.len())
-            .map(|position| (COLUMNS[column_of(position)].to_owned(), shown(position)))
+            .map(|position| {
+                let name = COLUMNS[column_of(position)];
+                let value = match (&fields[position], name) {
+                    (Decoded::Text(text), "payload" | "imported") => {
+                        serde_json::from_str(text).unwrap_or_else(|_| json!(text))
+                    }
+                    _ => shown(position),
+                };
+                (name.to_owned(), value)
+            })
             .collect();
         print_json(&json!({
             "proved": true, "seq": bundle.index + 1, "origin": checkpoint.origin,
