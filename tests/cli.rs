@@ -53,20 +53,52 @@ fn log_ping_and_verify() {
         )
         .unwrap();
     assert_eq!(cost, 1500);
+    // Issue 28, item 13: a float a program printed is rounded as import rounds it, half up
+    // to the micro-dollar, not refused.
+    let mut head = receipt["hash"].clone();
+    for (dollars, micro) in [("0.30000000000000004", 300_000), ("0.0000025", 3)] {
+        let (code, out, err) = witness(
+            &daemon.socket,
+            &[
+                "--json",
+                "log",
+                "--event",
+                "e",
+                "--component",
+                "c",
+                "--cost-usd",
+                dollars,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        let receipt = json(&out);
+        let seq = receipt["seq"].as_i64().unwrap();
+        head = receipt["hash"].clone();
+        let cost: i64 = crate::harness::read_db(&daemon.db)
+            .query_row(
+                "SELECT cost_micro_usd FROM entries WHERE seq = ?1",
+                [seq],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(cost, micro, "{dollars}");
+    }
 
     let (code, out, _) = witness(&daemon.socket, &["verify"], None);
     assert_eq!(code, 0);
     assert!(
-        out.starts_with("intact: 2 entries, seq 1 to 2, head hash "),
+        out.starts_with("intact: 4 entries, seq 1 to 4, head hash "),
         "{out}"
     );
     let (code, out, _) = witness(&daemon.socket, &["--json", "verify", "--from", "2"], None);
     assert_eq!(code, 0);
-    assert_eq!(json(&out)["count"], 1);
+    assert_eq!(json(&out)["count"], 3);
     let db = daemon.db.to_str().unwrap().to_owned();
     let (code, out, _) = witness(&daemon.socket, &["--json", "verify", "--db", &db], None);
     assert_eq!(code, 0);
-    assert_eq!(json(&out)["head_hash"], receipt["hash"]);
+    assert_eq!(json(&out)["count"], 4);
+    assert_eq!(json(&out)["head_hash"], head);
 }
 
 #[test]
@@ -190,9 +222,9 @@ fn bad_arguments_get_clear_errors() {
         (vec!["log", "--event", "e"], 2, "--component"),
         (log_with(&["--tokens-in", "many"]), 2, "--tokens-in"),
         (
-            log_with(&["--cost-usd", "0.0000001"]),
+            log_with(&["--cost-usd", "ten"]),
             2,
-            "finer than a micro-dollar",
+            "invalid amount of dollars \"ten\"",
         ),
         (
             log_with(&["--payload", "{"]),

@@ -349,7 +349,8 @@ def test_a_daemon_that_never_answers_times_out(tmp_path: object) -> None:
 
 def test_money_and_usage_are_read_as_opentelemetry_counts() -> None:
     assert witness.Cost(cost_usd=0.1 + 0.2).micro_usd == 300_000
-    assert witness.Cost(cost_usd=Decimal("0.0000025")).micro_usd == 2
+    assert witness.Cost(cost_usd=Decimal("0.0000025")).micro_usd == 3
+    assert witness.Cost(cost_usd=Decimal("0.0000024999")).micro_usd == 2
     assert witness.Cost(cost_usd=2).micro_usd == 2_000_000
     assert witness.Cost(micro_usd=17).usd == Decimal("0.000017")
     openai = {

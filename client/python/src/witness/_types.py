@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 #: Largest integer the protocol carries (tokens, money, numbers): SQLite's largest.
@@ -49,8 +49,9 @@ class Unavailable(WitnessError, ConnectionError):
 
 
 def micro_usd(amount: Money) -> int:
-    """Dollars as integer micro-dollars, rounded half-to-even to the micro-dollar (float noise
-    such as 0.30000000000000004 becomes 300000). An `int` counts dollars; negative amounts,
+    """Dollars as integer micro-dollars, rounded half up to the micro-dollar as the daemon's
+    prices and `witness import` round (float noise such as 0.30000000000000004 becomes
+    300000). An `int` counts dollars; negative amounts,
     NaN and infinities are refused."""
     if isinstance(amount, bool):
         raise InvalidArgument("a cost is a number of dollars, not a bool")
@@ -60,7 +61,7 @@ def micro_usd(amount: Money) -> int:
         raise InvalidArgument(f"a cost in dollars must be a number, not {amount!r}") from None
     if not value.is_finite() or value < 0:
         raise InvalidArgument(f"a cost in dollars must be finite and at least 0, not {amount!r}")
-    micros = int((value / _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    micros = int((value / _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     if micros > MAX_INTEGER:
         raise InvalidArgument(f"a cost of {amount} dollars is past the largest the log holds")
     return micros

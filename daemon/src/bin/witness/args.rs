@@ -493,9 +493,11 @@ pub struct LogArgs {
     /// Output tokens spent reasoning.
     #[arg(long, value_name = "N")]
     pub reasoning_tokens: Option<u64>,
-    /// Money spent, in dollars (exact to the micro-dollar), such as 0.0015; without it, the
-    /// daemon prices the call from `--model` and the tokens, or records it unpriced.
-    #[arg(long, value_name = "DOLLARS", value_parser = money::parse_usd)]
+    /// Money spent, in dollars, such as 0.0015, rounded half up to the micro-dollar as
+    /// import rounds it (so a float printed by a program, 0.30000000000000004, is
+    /// $0.300000); without it, the daemon prices the call from `--model` and the tokens, or
+    /// records it unpriced.
+    #[arg(long, value_name = "DOLLARS", value_parser = money::round_usd)]
     pub cost_usd: Option<u64>,
     /// The model that answered.
     #[arg(long)]

@@ -1,21 +1,11 @@
 //! Dollars as people write them, to and from integer micro-USD, exactly: no float ever
 //! touches an amount that will be hashed or summed.
 
-/// Parses a non-negative decimal amount of dollars (`0.0015`, `12`, `1.5e-3`) into micro-USD.
-/// An amount finer than a micro-dollar is refused rather than rounded: what a person types
-/// is taken exactly or not at all.
-pub fn parse_usd(text: &str) -> Result<u64, String> {
-    parse(text, false)
-}
-
-/// [`parse_usd`], rounding an amount finer than a micro-dollar to the nearest one (half up),
-/// as billing does: for files written by programs, whose floats carry noise such as
-/// `0.30000000000000004`.
+/// Parses a non-negative decimal amount of dollars (`0.0015`, `12`, `1.5e-3`) into micro-USD,
+/// rounding an amount finer than a micro-dollar to the nearest one (half up), as billing and
+/// the daemon's prices do: one rule for every amount given, typed or written by a program
+/// whose floats carry noise such as `0.30000000000000004`.
 pub fn round_usd(text: &str) -> Result<u64, String> {
-    parse(text, true)
-}
-
-fn parse(text: &str, round: bool) -> Result<u64, String> {
     let refuse = |why: &str| format!("invalid amount of dollars {text:?}: {why}");
     let (mantissa, exponent) = match text.find(['e', 'E']) {
         Some(at) => {
@@ -59,16 +49,13 @@ fn parse(text: &str, round: bool) -> Result<u64, String> {
     } else {
         digits.split_at(cut as usize)
     };
-    let up = if dropped.bytes().any(|byte| byte != b'0') {
-        if !round {
-            return Err(refuse("finer than a micro-dollar (six decimal places)"));
-        }
-        // When the cut falls before the first digit, implied zeros come first: nothing to
-        // round up.
-        cut >= 0 && dropped.as_bytes()[0] >= b'5'
-    } else {
-        false
-    };
+    // When the cut falls before the first digit, implied zeros come first: nothing to round
+    // up.
+    let up = cut >= 0
+        && dropped
+            .as_bytes()
+            .first()
+            .is_some_and(|digit| *digit >= b'5');
     let micro: u64 = if kept.is_empty() {
         0
     } else {
@@ -98,7 +85,7 @@ mod tests {
     use super::*;
 
     fn check(text: &str, expected: Result<u64, &str>) {
-        match (parse_usd(text), expected) {
+        match (round_usd(text), expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
             (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
             (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
@@ -116,8 +103,8 @@ mod tests {
         check("2E2", Ok(200_000_000));
         check("0.000001", Ok(1));
         check("0.0000010", Ok(1));
-        check("1e-7", Err("finer than a micro-dollar"));
-        check("0.0000015", Err("finer than a micro-dollar"));
+        check("1e-7", Ok(0));
+        check("0.0000015", Ok(2));
         check("-1", Err("expected digits"));
         check("abc", Err("expected digits"));
         check("", Err("no digits"));
