@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use witness_client::{Client, Entry};
+use witness_protocol::note::{Checkpoint, Note};
 
 use crate::harness::{Witnessd, binary, wait_until, witness};
 
@@ -228,6 +229,37 @@ fn consistency_proofs_show_appends_only_and_catch_a_forked_log() {
     assert!(
         out.contains("extends the tree of 100 by appends only"),
         "{out}"
+    );
+    // Issue 28, item 22: every hash printed says what it is.
+    let kept_root = Checkpoint::parse(&Note::parse(&note).unwrap().text)
+        .unwrap()
+        .root;
+    let kept_root = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, kept_root);
+    assert!(
+        out.contains(&format!(
+            "older tree  100 entries, root {kept_root} (the checkpoint kept in {})",
+            kept.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("newer tree  400 entries, root "), "{out}");
+    let hashes = out.lines().filter(|line| line.starts_with("    ")).count();
+    assert!(hashes > 0, "{out}");
+    assert!(
+        out.contains(&format!("proof       {hashes} hashes, base64: an RFC 9162")),
+        "{out}"
+    );
+    let (code, out, err) = witness(&daemon.socket, &["--json", "consistency", "100"], None);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["old_root"], kept_root.as_str(), "{report}");
+    assert_eq!(report["new_size"], 400);
+    assert!(
+        report["old_root_from"]
+            .as_str()
+            .unwrap()
+            .contains("the daemon signed"),
+        "{report}"
     );
     for (old, new) in [
         ("1", None),

@@ -175,6 +175,7 @@ pub fn consistency(
     let signed = |note: &str| -> Result<Checkpoint, String> {
         Checkpoint::verified(note, &key).map_err(|error| error.to_string())
     };
+    let kept_path = kept;
     let kept = match kept {
         Some(path) => {
             let note = std::fs::read_to_string(path)
@@ -187,14 +188,31 @@ pub fn consistency(
         .as_ref()
         .map_or(old_size.unwrap_or(0), |kept| kept.size);
     let report = client.consistency(old, new_size)?;
+    // Where the older root comes from decides what the answer vouches for: a checkpoint the
+    // user kept proves the daemon did not rewrite what it showed them; one the daemon holds
+    // or computes only proves its own history is append-only.
+    let (old_root, old_from) = match (&kept, &report.old_note) {
+        (Some(kept_checkpoint), _) => (
+            Ok(kept_checkpoint.root),
+            format!(
+                "the checkpoint kept in {}",
+                kept_path.map_or_else(String::new, |path| path.display().to_string())
+            ),
+        ),
+        (None, Some(note)) => (
+            signed(note).map(|old| old.root),
+            "a checkpoint the daemon signed then".to_owned(),
+        ),
+        (None, None) => (
+            Ok(report.old_root),
+            "computed by the daemon from its tiles (no checkpoint of that size was kept)"
+                .to_owned(),
+        ),
+    };
     let verdict = signed(&report.new_note).and_then(|new| {
-        let old_root = match (&kept, &report.old_note) {
-            (Some(kept), _) => kept.root,
-            (None, Some(note)) => signed(note)?.root,
-            (None, None) => report.old_root,
-        };
+        let old_root = old_root.clone()?;
         merkle::verify_consistency(old, new.size, &report.proof, &old_root, &new.root)
-            .map(|()| new)
+            .map(|()| (new, old_root))
             .map_err(|error| error.to_string())
     });
     let proof: Vec<String> = report
@@ -203,21 +221,45 @@ pub fn consistency(
         .map(|hash| BASE64.encode(hash))
         .collect();
     match verdict {
-        Ok(new) => {
+        Ok((new, old_root)) => {
             if json {
                 print_json(&json!({
-                    "consistent": true, "old_size": old, "new_size": new.size, "proof": proof,
+                    "consistent": true,
+                    "old_size": old,
+                    "old_root": BASE64.encode(old_root),
+                    "old_root_from": old_from,
+                    "new_size": new.size,
+                    "new_root": BASE64.encode(new.root),
+                    "origin": new.origin,
+                    "proof": proof,
                 }))?;
             } else {
+                let mut out = output::stdout();
                 writeln!(
-                    output::stdout(),
+                    out,
                     "consistent: the log of {} entries signed by {} extends the tree of {old} \
                      by appends only",
+                    new.size, new.origin
+                )?;
+                writeln!(
+                    out,
+                    "  older tree  {old} entries, root {} ({old_from})",
+                    BASE64.encode(old_root)
+                )?;
+                writeln!(
+                    out,
+                    "  newer tree  {} entries, root {} (the signed checkpoint)",
                     new.size,
-                    new.origin
+                    BASE64.encode(new.root)
+                )?;
+                writeln!(
+                    out,
+                    "  proof       {} hashes, base64: an RFC 9162 consistency proof; hashed \
+                     with the older root they give the newer one",
+                    proof.len()
                 )?;
                 for line in &proof {
-                    writeln!(output::stdout(), "{line}")?;
+                    writeln!(out, "    {line}")?;
                 }
             }
             Ok(ExitCode::SUCCESS)
