@@ -1,6 +1,6 @@
 //! The `witness` command line against a real `witnessd`: what a person at a shell sees.
 
-use crate::harness::{Witnessd, count, witness};
+use crate::harness::{Witnessd, count, witness, witness_on_terminal};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"))
@@ -346,5 +346,87 @@ fn a_commands_help_lists_its_own_options_apart_from_the_global_ones() {
             "{option} among the global: {out}"
         );
         assert!(!own.contains(&format!("  {option}")), "{option}: {out}");
+    }
+}
+
+/// Issue 28, item 14: on a terminal a table fits its width, a long cell cut with "…", as
+/// journalctl does; `--full`, a pipe and `--json` show everything.
+#[test]
+fn tables_fit_the_terminal_unless_asked_for_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let long = "x".repeat(60_000);
+    let payload = format!(r#"{{"text":"{long}"}}"#);
+    for event in ["short", "long"] {
+        let body = if event == "long" {
+            payload.as_str()
+        } else {
+            "{}"
+        };
+        let (code, _, err) = witness(
+            &daemon.socket,
+            &[
+                "log",
+                "--event",
+                event,
+                "--component",
+                "c",
+                "--trace",
+                "t-1",
+                "--payload",
+                body,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    // Widths as seen: the header's bold (a terminal gets colour) takes no room.
+    let widest = |shown: &str| {
+        shown
+            .lines()
+            .map(|line| {
+                line.replace("\x1b[1m", "")
+                    .replace("\x1b[0m", "")
+                    .chars()
+                    .count()
+            })
+            .max()
+            .unwrap()
+    };
+    for args in [vec!["tail"], vec!["trace", "t-1"]] {
+        let (code, shown) = witness_on_terminal(&daemon.socket, &args, 80, None);
+        assert_eq!(code, 0, "{args:?}: {shown}");
+        assert!(widest(&shown) <= 80, "{args:?}: {shown}");
+        let row = shown.lines().find(|line| line.contains("long")).unwrap();
+        assert!(row.ends_with('…'), "{args:?}: {row}");
+        // Wider, the payload shows as far as it fits.
+        let (_, shown) = witness_on_terminal(&daemon.socket, &args, 120, None);
+        assert!(widest(&shown) <= 120, "{args:?}: {shown}");
+        let row = shown.lines().find(|line| line.contains("long")).unwrap();
+        assert!(row.ends_with('…'), "{args:?}: {row}");
+        assert!(row.contains(r#"{"text":"xxx"#), "{args:?}: {row}");
+        // The short entry's row is whole: nothing of it needed cutting.
+        let short = shown.lines().find(|line| line.contains("short")).unwrap();
+        assert!(!short.contains('…'), "{args:?}: {short}");
+        // COLUMNS wins over the terminal's own width, as for less and journalctl.
+        let (_, shown) = witness_on_terminal(&daemon.socket, &args, 80, Some("132"));
+        assert!(
+            widest(&shown) <= 132 && widest(&shown) > 80,
+            "{args:?}: {shown}"
+        );
+        // Asked for everything, on the terminal: the whole payload.
+        let mut full = args.clone();
+        full.push("--full");
+        let (code, shown) = witness_on_terminal(&daemon.socket, &full, 80, None);
+        assert_eq!(code, 0);
+        assert!(shown.contains(&payload), "{args:?} --full");
+        // To a pipe, and as JSON, always whole.
+        let (code, out, _) = witness(&daemon.socket, &args, None);
+        assert_eq!(code, 0);
+        assert!(out.contains(&payload), "{args:?} to a pipe");
+        let mut json_args = vec!["--json"];
+        json_args.extend(&args);
+        let (_, shown) = witness_on_terminal(&daemon.socket, &json_args, 80, None);
+        assert!(shown.contains(&long), "{args:?} --json");
     }
 }

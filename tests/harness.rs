@@ -519,6 +519,82 @@ pub fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> b
     }
 }
 
+/// Runs the `witness` command line against a socket with its standard output on a real
+/// terminal (a pseudo-terminal `columns` wide) and `COLUMNS` as given (unset with `None`);
+/// returns the exit code and what the terminal showed, its line ends as `\n`.
+pub fn witness_on_terminal(
+    socket: &Path,
+    args: &[&str],
+    columns: u16,
+    env_columns: Option<&str>,
+) -> (i32, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let size = libc::winsize {
+        ws_row: 50,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors it opens; the name buffer and terminal
+    // settings are not asked for.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut command = Command::new(binary("witness"));
+    command
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("COLUMNS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped());
+    if let Some(value) = env_columns {
+        command.env("COLUMNS", value);
+    }
+    let mut child = command.spawn().unwrap();
+    // The command holds the parent's copy of the terminal's end: dropped, reading the master
+    // ends (EIO) once the child has exited and closed its own.
+    drop(command);
+    let mut shown = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut master = std::fs::File::from(master);
+    let mut buffer = [0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut ready = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&master),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call.
+        let polled = unsafe { libc::poll(&mut ready, 1, left.as_millis() as libc::c_int) };
+        if polled == 0 {
+            let _ = child.kill();
+            panic!("witness {args:?} on a terminal did not finish within 60 s");
+        }
+        match std::io::Read::read(&mut master, &mut buffer) {
+            Ok(0) => break,
+            Ok(n) => shown.extend_from_slice(&buffer[..n]),
+            Err(error) if error.raw_os_error() == Some(libc::EIO) => break,
+            Err(error) => panic!("reading the terminal: {error}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    let shown = String::from_utf8(shown).unwrap().replace("\r\n", "\n");
+    (status.code().unwrap_or(-1), shown)
+}
+
 /// Runs the `witness` command line against a socket; returns exit code, stdout, stderr.
 pub fn witness(socket: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(binary("witness"))

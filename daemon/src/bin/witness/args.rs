@@ -48,6 +48,11 @@ pub struct Args {
         value_name = "WHEN"
     )]
     pub color: output::Color,
+    /// Show every cell of a table whole. On a terminal, tables are otherwise cut to its
+    /// width, a long cell ending in "…" (as journalctl does); to a pipe or a file, and with
+    /// --json, everything is always whole.
+    #[arg(long, short = 'l', global = true, help_heading = GLOBAL)]
+    pub full: bool,
     /// Seconds a command may wait for the daemon in all, however often the connection breaks
     /// and comes back. `tail`, `export`, `import`, `verify` and `archive`, which run as long
     /// as their data, bound each wait instead; `tail -f` waits for new entries without it.

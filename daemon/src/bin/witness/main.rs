@@ -86,6 +86,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.time
     });
     output::set_color(args.color);
+    output::set_width(args.full);
     match args.command {
         Command::Ping => record::ping(&mut connect()?, json),
         Command::Log(log) => {

@@ -111,6 +111,39 @@ pub fn set_color(color: Color) {
     let _ = COLORED.set(on);
 }
 
+static WIDTH: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
+/// Decides, once, how wide a table's line may be: on a terminal, its width (`COLUMNS` when
+/// set, as `less` and journalctl read it, else the terminal's own; 80 if neither says),
+/// unless `full`; to a pipe or a file, or with `full`, no limit, so that what a script reads
+/// is always whole.
+pub fn set_width(full: bool) {
+    use std::io::IsTerminal;
+    let width = if full || !io::stdout().is_terminal() {
+        None
+    } else {
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .filter(|columns| *columns > 0);
+        Some(columns.or_else(terminal_columns).unwrap_or(80))
+    };
+    let _ = WIDTH.set(width);
+}
+
+/// The terminal's width in columns, as the kernel knows it for standard output.
+fn terminal_columns() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct it is given, and only that.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (asked == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+/// How wide a table's line may be, as [`set_width`] decided: `None` for no limit.
+pub fn width() -> Option<usize> {
+    *WIDTH.get().unwrap_or(&None)
+}
+
 /// `text` in bold, when tables are coloured.
 pub fn bold(text: &str) -> String {
     paint(text, "1")

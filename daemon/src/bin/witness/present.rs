@@ -117,9 +117,14 @@ impl<'a> Columns<'a> {
 
     fn line<'c>(&self, cells: impl ExactSizeIterator<Item = &'c str>) -> String {
         let n = cells.len();
+        let widths = match crate::output::width() {
+            Some(limit) => fit(&self.widths, self.headers, limit),
+            None => self.widths.clone(),
+        };
         let mut text = String::new();
         for (index, cell) in cells.enumerate() {
-            let pad = self.widths[index].saturating_sub(cell.chars().count());
+            let cell = &*cut(cell, widths[index]);
+            let pad = widths[index].saturating_sub(cell.chars().count());
             let last = index + 1 == n;
             if self.right[index] {
                 text += &" ".repeat(pad);
@@ -134,8 +139,69 @@ impl<'a> Columns<'a> {
                 text += "  ";
             }
         }
-        text
+        match crate::output::width() {
+            Some(limit) => cut(text.trim_end(), limit).into_owned(),
+            None => text,
+        }
     }
+}
+
+/// Column widths for a line of `limit` characters. The last column, a table's free text (a
+/// payload, a reason), gives way first, down to its header's width; then any other column
+/// wider than [`WIDE`] (a long trace id or component), widest first, down to that. Columns
+/// of times, numbers and short names are never cut inside: when they alone are wider than
+/// the terminal, [`Columns::line`] cuts the line's end instead, so that what shows stays
+/// aligned and whole.
+fn fit(widths: &[usize], headers: &[&str], limit: usize) -> Vec<usize> {
+    let mut fitted = widths.to_vec();
+    let Some(last) = fitted.len().checked_sub(1) else {
+        return fitted;
+    };
+    let gaps = 2 * last;
+    let line = |fitted: &[usize]| fitted.iter().sum::<usize>() + gaps;
+    if line(&fitted) <= limit {
+        return fitted;
+    }
+    let rest = line(&fitted) - fitted[last];
+    let floor = headers[last].chars().count().min(widths[last]);
+    fitted[last] = limit.saturating_sub(rest).max(floor);
+    if line(&fitted) <= limit {
+        return fitted;
+    }
+    // The highest level at which the wide columns, capped to it, fit; no lower than WIDE.
+    let capped = |level: usize| -> Vec<usize> {
+        let mut capped = fitted.clone();
+        for width in &mut capped[..last] {
+            if *width > WIDE {
+                *width = (*width).min(level.max(WIDE));
+            }
+        }
+        capped
+    };
+    let widest = fitted[..last].iter().copied().max().unwrap_or(0);
+    let (mut low, mut high) = (WIDE, widest.max(WIDE));
+    while low < high {
+        let middle = (low + high).div_ceil(2);
+        if line(&capped(middle)) <= limit {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    capped(low)
+}
+
+/// How wide a column other than the last may be when a line must be fitted.
+const WIDE: usize = 32;
+
+/// `cell` cut to `width` characters, its end replaced by "…" when anything was cut.
+fn cut(cell: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if cell.chars().count() <= width {
+        return std::borrow::Cow::Borrowed(cell);
+    }
+    let mut shown: String = cell.chars().take(width.saturating_sub(1)).collect();
+    shown.push('…');
+    std::borrow::Cow::Owned(shown)
 }
 
 /// Prints rows under headers, each column as wide as its widest cell; `right` marks the
@@ -214,10 +280,25 @@ pub fn cost_row_json(row: &CostRow) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{cut, fit, printable};
 
     fn check(text: &str, shown: &str) {
         assert_eq!(printable(text), shown, "{text:?}");
+    }
+
+    #[test]
+    fn the_free_text_then_wide_columns_give_way_to_fit_a_line() {
+        let headers = ["TIME", "TRACE", "PAYLOAD"];
+        // Fits already: unchanged.
+        assert_eq!(fit(&[8, 5, 20], &headers, 80), vec![8, 5, 20]);
+        // 8 + 2 + 5 + 2 + 1000 into 40: the payload takes what is left.
+        assert_eq!(fit(&[8, 5, 1000], &headers, 40), vec![8, 5, 23]);
+        // A 128-character trace id gives way too, once the payload is at its header's width.
+        assert_eq!(fit(&[8, 128, 1000], &headers, 60), vec![8, 41, 7]);
+        // Never below WIDE, nor a short column at all: the line's end is cut instead.
+        assert_eq!(fit(&[23, 128, 1000], &headers, 40), vec![23, 32, 7]);
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 4), "abc");
     }
 
     #[test]
