@@ -785,7 +785,16 @@ fn garbage_retention_settings_are_refused_naming_the_key() {
         ("max_bytes = 1000", "less than 1 MiB"),
         ("segment_entries = 1000", "multiple of 256"),
         ("segment_entries = 0", "multiple of 256"),
-        ("keep = true", "unknown field"),
+        (
+            "keep = true",
+            "unknown key `keep`; `witnessd --print-config` lists every key",
+        ),
+        // Issue 28, item 18: a near miss is named, not buried in a list of every key.
+        (
+            "max_byte = \"1GiB\"",
+            "unknown key `max_byte`; did you mean `max_bytes`?",
+        ),
+        ("max_bytes = \"1.5.2GiB\"", "not a size"),
     ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, format!("[retain]\n{table}\n")).unwrap();
@@ -798,6 +807,32 @@ fn garbage_retention_settings_are_refused_naming_the_key() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{table}: {stderr}");
         assert!(stderr.contains(expected), "{table}: {stderr}");
+    }
+    // A table's key written outside its table is said to belong there; a misspelt top-level
+    // key gets the nearest one.
+    for (text, expected) in [
+        (
+            "max_bytes = \"1GiB\"",
+            "`max_bytes` belongs in the [retain] table",
+        ),
+        ("batch_maxx = 3", "did you mean `batch_max`?"),
+        (
+            "limit_usd = 3",
+            "`limit_usd` belongs in the [[budget]] table",
+        ),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, format!("{text}\n")).unwrap();
+        let output = std::process::Command::new(crate::harness::binary("witnessd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(!stderr.contains("expected one of"), "{text}: {stderr}");
     }
     // The command line refuses what it cannot read before asking anyone.
     let socket = dir.path().join("none.sock");

@@ -333,11 +333,21 @@ impl ByteSize {
             text: text.to_owned(),
             form: "a size such as 512MiB, 2GB or 1000000",
         };
+        // A decimal number of units (1.5GiB), as people write sizes.
         let split = text
-            .find(|c: char| !c.is_ascii_digit())
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().map_err(|_| form())?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(form());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| form())?
+        };
         let scale: u64 = match unit.trim() {
             "" | "B" => 1,
             "K" | "KiB" => 1 << 10,
@@ -357,10 +367,23 @@ impl ByteSize {
                 });
             }
         };
-        number.checked_mul(scale).ok_or_else(|| BadValue::Meaning {
+        let too_large = || BadValue::Meaning {
             text: text.to_owned(),
             reason: "too large".into(),
-        })
+        };
+        // The fraction of a unit, to the byte below: exact in 128 bits for up to 18 digits.
+        let fraction_bytes = if fraction.is_empty() {
+            0
+        } else {
+            let digits = &fraction[..fraction.len().min(18)];
+            let numerator: u128 = digits.parse().map_err(|_| form())?;
+            let bytes = numerator * u128::from(scale) / 10u128.pow(digits.len() as u32);
+            u64::try_from(bytes).map_err(|_| too_large())?
+        };
+        whole
+            .checked_mul(scale)
+            .and_then(|bytes| bytes.checked_add(fraction_bytes))
+            .ok_or_else(too_large)
     }
 }
 

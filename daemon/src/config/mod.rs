@@ -219,6 +219,68 @@ impl Config {
     }
 }
 
+/// A TOML error as a person can act on it: serde's "unknown field `max_byte`, expected one of"
+/// and forty keys becomes "unknown key `max_byte`; did you mean `max_bytes`?", or names the
+/// table a key belongs in when it was written outside it. Other errors are left as they are.
+fn explain_unknown_key(message: &str) -> String {
+    let Some(at) = message.find("unknown field `") else {
+        return message.to_owned();
+    };
+    let (before, said) = message.split_at(at);
+    let Some((key, expected)) = said["unknown field `".len()..].split_once('`') else {
+        return message.to_owned();
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let near = |candidates: &[&str]| -> Option<String> {
+        candidates
+            .iter()
+            .map(|candidate| (strsim::damerau_levenshtein(key, candidate), *candidate))
+            .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
+            .min()
+            .map(|(_, candidate)| candidate.to_owned())
+    };
+    let hint = if let Some(close) = near(&known) {
+        format!("did you mean `{close}`?")
+    } else if let Some(table) = TABLES
+        .iter()
+        .find(|(_, fields)| fields().iter().any(|field| field == key))
+        .map(|(table, _)| table)
+    {
+        format!("`{key}` belongs in the {table} table")
+    } else {
+        "`witnessd --print-config` lists every key with its default".to_owned()
+    };
+    format!("{before}unknown key `{key}`; {hint}")
+}
+
+/// The configuration's tables and their keys, for [`explain_unknown_key`].
+type Fields = fn() -> Vec<String>;
+const TABLES: &[(&str, Fields)] = &[
+    ("[retain]", fields::<keys::RetainSettings>),
+    ("[forward]", fields::<keys::ForwardSettings>),
+    ("[[price]]", fields::<crate::prices::PriceSettings>),
+    ("[[budget]]", fields::<BudgetSettings>),
+];
+
+/// The keys a table of type `T` takes, as its own refusal of a key it does not know lists
+/// them: the one list there is, kept by serde.
+fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    match toml::from_str::<T>("not_a_key_of_any_table = 0") {
+        Ok(_) => Vec::new(),
+        Err(error) => error
+            .to_string()
+            .split_once("expected")
+            .map(|(_, list)| {
+                list.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 impl Settings {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -228,7 +290,7 @@ impl Settings {
         })?;
         Settings::from_toml(&text).map_err(|error| ConfigError::File {
             path: path.display().to_string(),
-            message: error.to_string().trim_end().to_owned(),
+            message: explain_unknown_key(error.to_string().trim_end()),
         })
     }
 
@@ -359,6 +421,26 @@ mod tests {
     fn build(text: &str) -> Result<Config, String> {
         let settings = Settings::from_toml(text).map_err(|e| e.to_string())?;
         Config::from_settings(&settings, || "s".into(), || "d".into()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sizes_take_a_decimal_number_of_units() {
+        for (text, bytes) in [
+            ("1.5GiB", 1_610_612_736),
+            ("1.5 MiB", 1_572_864),
+            (".25G", 268_435_456),
+            ("2GB", 2_000_000_000),
+            ("1.0000001G", 1_073_741_931),
+        ] {
+            let config = build(&format!("[retain]\nmax_bytes = \"{text}\"")).unwrap();
+            assert_eq!(config.retain.max_bytes, Some(bytes), "{text}");
+        }
+        for text in ["1.5.5GiB", ".GiB", "1,5GiB", "99999999999TiB"] {
+            assert!(
+                build(&format!("[retain]\nmax_bytes = \"{text}\"")).is_err(),
+                "{text}"
+            );
+        }
     }
 
     #[test]
