@@ -248,6 +248,19 @@ fn bad_arguments_get_clear_errors() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     assert_eq!(count(&daemon.db), 0);
+    // Issue 28, item 18: the daemon's refusal reads as a sentence, without the protocol's
+    // code name in front.
+    let (code, _, err) = witness(
+        &daemon.socket,
+        &["traces", "--since", "2030-01-01", "--until", "2020-01-01"],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("witnessd refused the request: since must be before until"),
+        "{err}"
+    );
+    assert!(!err.contains("BadRequest"), "{err}");
     // A bad argument is said as such even with no daemon to hear it.
     let (got, _, err) = witness(
         &dir.path().join("nobody.sock"),

@@ -60,10 +60,11 @@ pub enum Error {
         what: &'static str,
     },
     /// The daemon refused the request; nothing of it was recorded.
-    #[error("witnessd refused the request: {0}")]
+    // The reply's message stands alone for people; its code, for programs, is in the value.
+    #[error("witnessd refused the request: {}", .0.message)]
     Refused(ErrorReply),
     /// The daemon refused some of the entries sent with `send`; the others are recorded.
-    #[error("witnessd refused {} append(s) sent earlier; first: {}", .0.len(), .0[0].reply)]
+    #[error("witnessd refused {} append(s) sent earlier; first: {}", .0.len(), .0[0].reply.message)]
     Rejected(Vec<Rejection>),
     /// A spool's queue is full and the caller asked not to wait; the entry was not queued.
     #[error(

@@ -219,6 +219,11 @@ fn maintenance_backs_up_while_ingest_runs_and_is_for_the_daemons_user() {
             .unwrap();
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8(output.stderr).unwrap();
-        assert!(stderr.contains("Forbidden"), "{stderr}");
+        assert!(
+            stderr.contains("maintenance is for the daemon's own user"),
+            "{stderr}"
+        );
+        // Issue 28, item 18: what people read carries no protocol code names.
+        assert!(!stderr.contains("Forbidden"), "{stderr}");
     }
 }

@@ -345,13 +345,28 @@ mod tests {
             r#"{"event":"a","component":"c","colour":1}"#,
             Err("unknown field `colour`"),
         );
-        check(r#"{"event":"a","component":"c""#, Err("EOF"));
+        check(
+            r#"{"event":"a","component":"c""#,
+            Err("the line ends before its JSON does"),
+        );
         check("not json", Err("expected"));
         check(
             r#"{"event":"","component":"c"}"#,
             Err("event must not be empty"),
         );
-        check(r#"{"event":1,"component":"c"}"#, Err("invalid type"));
+        check(
+            r#"{"event":1,"component":"c"}"#,
+            Err("`event`: integer `1`, expected a string, at column 10"),
+        );
+        // Issue 28, item 18: the field is named and serde's "at line 1" is gone.
+        check(
+            r#"{"event":"a","component":"c","cost":{"tokens_in":"ten","tokens_out":1}}"#,
+            Err("`cost.tokens_in`: string \"ten\", expected a whole number, 0 or more, at column"),
+        );
+        check(
+            r#"{"event":"a","component":"c"} extra"#,
+            Err("trailing characters, at column 31"),
+        );
         check(
             r#"{"event":"a","component":"c","cost":{"cost_usd":-1}}"#,
             Err("invalid amount"),

@@ -159,8 +159,33 @@ fn imported(line: &Line) -> Result<String, String> {
 }
 
 /// Parses one line into an entry.
+/// serde_json's error as a person reads it of one line of a file: the field it concerns
+/// (`cost.tokens_in`) and the column, without serde's "at line 1" (the file's line is said
+/// by the caller) or its name for the end of input.
+fn explain(error: &serde_json::Error, field: Option<String>) -> String {
+    let said = error.to_string();
+    let place = format!(" at line {} column {}", error.line(), error.column());
+    let what = said.strip_suffix(&place).unwrap_or(&said);
+    let what = if error.is_eof() {
+        "the line ends before its JSON does (cut short, or an object spread over lines?)".to_owned()
+    } else {
+        what.replace("invalid type: ", "")
+            .replace("expected u64", "expected a whole number, 0 or more")
+            .replace("expected i64", "expected a whole number")
+    };
+    match field {
+        Some(field) => format!("`{field}`: {what}, at column {}", error.column()),
+        None => format!("{what}, at column {}", error.column()),
+    }
+}
+
 pub fn parse_line(text: &str) -> Result<Entry, String> {
-    let line: Line = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let line: Line = serde_path_to_error::deserialize(&mut reader).map_err(|error| {
+        let path = error.path().to_string();
+        explain(error.inner(), (path != ".").then_some(path))
+    })?;
+    reader.end().map_err(|error| explain(&error, None))?;
     let imported = imported(&line)?;
     let date = match (&line.client_ts, &line.ts) {
         (Some(value), _) if !value.is_null() => Some(client_ts(value)?),
