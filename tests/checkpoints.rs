@@ -739,7 +739,27 @@ fn the_last_checkpoint_of_a_burst_reaches_the_daemons_log_at_stop() {
         .rfind(|line| line.contains("signed checkpoint"))
         .unwrap();
     assert!(
-        last.contains("\\n50\\n"),
+        last.contains(" size=50 "),
         "the stop's copy names 50 entries: {last}"
     );
+    // Issue 28, item 18: the line reads as fields, and the note rebuilt from them as README
+    // says verifies with the log's key.
+    let field = |name: &str| {
+        last.split(' ')
+            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {last}"))
+    };
+    assert!(!last.contains("\\n"), "{last}");
+    let note = format!(
+        "{}\n{}\n{}\n\n— {} {}\n",
+        field("origin"),
+        field("size"),
+        field("root"),
+        field("key"),
+        field("signature")
+    );
+    let key = std::fs::read_to_string(dir.path().join("witness.key.pub")).unwrap();
+    let key = VerifierKey::parse(key.trim()).unwrap();
+    let checkpoint = Checkpoint::verified(&note, &key).unwrap();
+    assert_eq!(checkpoint.size, 50);
 }

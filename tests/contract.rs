@@ -322,12 +322,33 @@ fn a_new_log_is_announced_and_refused_where_one_must_exist() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already exists"));
     // An ordinary start on a fresh path says it created the log.
     let other = tempfile::tempdir().unwrap();
-    let daemon = Witnessd::start(other.path(), &[]);
+    let mut daemon = Witnessd::start(other.path(), &[]);
     assert!(
         daemon.log().contains("created a new log at"),
         "{}",
         daemon.log()
     );
+    // Issue 28, item 18: a first start is a normal start, not two warnings.
+    assert!(!daemon.log().contains("WARN"), "{}", daemon.log());
+    // And the log says values as people write them, not Rust's debug forms.
+    let mut client = witness_client::Client::connect(&daemon.socket).unwrap();
+    for _ in 0..3 {
+        client.log(witness_client::Entry::new("e", "c")).unwrap();
+    }
+    drop(client);
+    daemon.signal(libc::SIGTERM);
+    let log_file = daemon.stderr.clone();
+    assert!(daemon.wait().success());
+    let log = std::fs::read_to_string(log_file).unwrap();
+    for debug_form in ["Some(", "Ok(", "=None", "\\n"] {
+        assert!(!log.contains(debug_form), "{debug_form}: {log}");
+    }
+    let stopped = log
+        .lines()
+        .find(|line| line.contains("writer stopped"))
+        .unwrap();
+    assert!(stopped.contains(" mean_batch=1.0 "), "{stopped}");
+    assert!(log.contains("watchdog=off"), "{log}");
 }
 
 #[test]

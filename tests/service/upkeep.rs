@@ -141,7 +141,7 @@ fn pragma_optimize_runs_on_its_interval() {
         client.log(Entry::new("e", "optimize")).unwrap();
     }
     // Idle or busy, the writer runs it between batches once the interval has passed.
-    wait_for_log(&daemon, "PRAGMA optimize elapsed=");
+    wait_for_log(&daemon, "PRAGMA optimize elapsed_ms=");
 }
 
 #[test]

@@ -276,7 +276,7 @@ fn run(args: Args, mut config: Config, logging: FilterHandle) -> anyhow::Result<
         socket = %config.socket_path.display(),
         db = %config.writer.db_path.display(),
         sync = %config.writer.durability,
-        watchdog = ?watchdog,
+        watchdog = %watchdog.map_or_else(|| "off".to_owned(), |every| format!("{}s", every.as_secs_f64())),
         "witnessd ready"
     );
     let _ = sd_notify::notify(&[

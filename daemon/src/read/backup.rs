@@ -20,7 +20,14 @@ pub fn backup(
     let last_seq: Option<i64> = copy
         .query_row(schema::HEAD, [], |row| row.get(0))
         .optional()?;
-    tracing::info!(path, ?bytes, ?last_seq, "backup written");
+    // Said as values, not as Rust's `Some(65536)`.
+    let shown = |value: Option<String>| value.unwrap_or_else(|| "unknown".to_owned());
+    tracing::info!(
+        path,
+        bytes = %shown(bytes.map(|bytes| bytes.to_string())),
+        last_seq = %last_seq.map_or_else(|| "none (empty)".to_owned(), |seq| seq.to_string()),
+        "backup written"
+    );
     Ok(Response::Maintained(MaintenanceReport {
         task: MaintenanceTask::Backup {
             path: path.to_owned(),

@@ -246,15 +246,22 @@ impl Server {
             let key = witness_protocol::note::SignerKey::parse(&secret)
                 .expect("a key reads back from its own text");
             checkpoint::save_key(&config.checkpoints, &key)?;
-            tracing::warn!(
+            let said = format!(
                 "created the log's signing key at {}; its verifier key, in {}, is {}",
                 config.checkpoints.key_file.display(),
                 checkpoint::verifier_file(&config.checkpoints.key_file).display(),
                 verifier_key
             );
+            // A first start makes both, as it should; a new key for a log that existed is
+            // worth a warning: checkpoints signed before cannot be checked with it.
+            if file.created() {
+                tracing::info!("{said}");
+            } else {
+                tracing::warn!("{said}");
+            }
         }
         if file.created() {
-            tracing::warn!("created a new log at {}", file.path().display());
+            tracing::info!("created a new log at {}", file.path().display());
         }
         tracing::info!(table = prices_loaded, models, configured, "prices loaded");
         let stats = Arc::<ServerStats>::default();

@@ -135,7 +135,11 @@ impl Stream {
                     _ = self.context.client_gone.cancelled() => return None,
                 };
                 let Ok(slot) = slot else {
-                    tracing::info!(id = self.id, ?timeout, "cutting off a stalled stream");
+                    tracing::info!(
+                        id = self.id,
+                        timeout_secs = timeout.as_secs(),
+                        "cutting off a stalled stream"
+                    );
                     // This page was never sent: resume just before it.
                     self.next_after = Some(first - 1);
                     return Some(EndReason::CutOff);

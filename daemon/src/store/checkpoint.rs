@@ -497,7 +497,16 @@ impl Checkpointer {
             return;
         }
         if let Some(note) = self.unlogged.take() {
-            tracing::info!(checkpoint = %note.replace('\n', "\\n"), "signed checkpoint");
+            // Field by field, so that the line reads (no escaped note); README says how the
+            // note is rebuilt from them: "origin\nsize\nroot\n\n— key signature\n".
+            let mut lines = note.lines();
+            let mut next = || lines.next().unwrap_or_default();
+            let (origin, size, root) = (next(), next(), next());
+            let _blank = next();
+            let signed = next().trim_start_matches("— ");
+            let (key, signature) = signed.split_once(' ').unwrap_or((signed, ""));
+            tracing::info!(origin = %origin, size = %size, root = %root, key = %key,
+                signature = %signature, "signed checkpoint");
             self.logged_at = Some(Instant::now());
         }
     }

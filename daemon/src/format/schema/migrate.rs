@@ -110,7 +110,7 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
     transaction.commit().map_err(&error)?;
     if version != 0 {
         tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION,
-            elapsed = ?started.elapsed(), "upgraded the database");
+            elapsed_ms = started.elapsed().as_millis() as u64, "upgraded the database");
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ impl Worker {
             })?;
         archive::seal(&temporary, &dir.join(&name))?;
         crate::faults::crash_at("archive-renamed");
-        tracing::info!(first, last, file = %name, bytes, elapsed = ?started.elapsed(), "sealed an archive segment");
+        tracing::info!(first, last, file = %name, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "sealed an archive segment");
         Ok(Segment {
             first_seq: first,
             last_seq: last,

@@ -23,7 +23,11 @@ impl Writer {
             } => {
                 self.config.max_batch_entries = max_batch_entries;
                 self.config.max_batch_delay = max_batch_delay;
-                tracing::info!(max_batch_entries, ?max_batch_delay, "batching retuned");
+                tracing::info!(
+                    max_batch_entries,
+                    max_batch_delay_us = max_batch_delay.as_micros() as u64,
+                    "batching retuned"
+                );
             }
             Control::Analyze(answer) => {
                 let started = Instant::now();
@@ -31,7 +35,10 @@ impl Writer {
                     .connection
                     .execute_batch("ANALYZE")
                     .map(|()| started.elapsed());
-                tracing::info!(?result, "analyze");
+                match &result {
+                    Ok(elapsed) => tracing::info!(elapsed_ms = %millis(*elapsed), "analyze"),
+                    Err(error) => tracing::warn!(%error, "analyze failed"),
+                }
                 let _ = answer.send(result);
             }
             Control::Sign(answer) => {
@@ -91,11 +98,18 @@ impl Writer {
             ));
         }
         tracing::warn!(
-            lost = ?loss.missing,
+            lost = %loss
+                .missing
+                .map_or_else(String::new, |(first, last)| format!("{first} to {last}")),
             recorded_to = self.head.seq,
             "the loss is recorded in the log"
         );
         self.sign_checkpoint(true);
         Ok(())
     }
+}
+
+/// Milliseconds to three places, as the daemon's log says a short duration: `2.828`.
+fn millis(elapsed: std::time::Duration) -> String {
+    format!("{:.3}", elapsed.as_secs_f64() * 1000.0)
 }

@@ -460,7 +460,7 @@ impl Writer {
         tracing::info!(
             entries,
             batches,
-            mean_batch = entries as f64 / batches.max(1) as f64,
+            mean_batch = %format!("{:.1}", entries as f64 / batches.max(1) as f64),
             last_seq = self.head.seq,
             "writer stopped"
         );

@@ -60,7 +60,10 @@ impl Writer {
         }
         let started = Instant::now();
         match self.connection.execute_batch("PRAGMA optimize") {
-            Ok(()) => tracing::debug!(elapsed = ?started.elapsed(), "PRAGMA optimize"),
+            Ok(()) => tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "PRAGMA optimize"
+            ),
             Err(error) => tracing::warn!(%error, "PRAGMA optimize failed"),
         }
         self.last_optimize = Instant::now();
@@ -156,7 +159,14 @@ impl Writer {
         }
         match result {
             Ok((busy, log, done)) => {
-                tracing::debug!(mode = name, busy, log, done, elapsed = ?started.elapsed(), "checkpoint");
+                tracing::debug!(
+                    mode = name,
+                    busy,
+                    log,
+                    done,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint"
+                );
                 if mode == Checkpoint::Truncate && busy == 0 {
                     self.dirty_since_truncate = false;
                     self.wal_pages.store(0, Ordering::Relaxed);
