@@ -322,7 +322,7 @@ fn a_new_log_is_announced_and_refused_where_one_must_exist() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already exists"));
     // An ordinary start on a fresh path says it created the log.
     let other = tempfile::tempdir().unwrap();
-    let mut daemon = Witnessd::start(other.path(), &[]);
+    let daemon = Witnessd::start(other.path(), &[]);
     assert!(
         daemon.log().contains("created a new log at"),
         "{}",
