@@ -443,3 +443,50 @@ fn tables_fit_the_terminal_unless_asked_for_everything() {
         assert!(shown.contains(&long), "{args:?} --json");
     }
 }
+
+/// Issue 28, item 19: `witness stats` and `witness where` say where the log and its files
+/// are, so that `verify --db` needs no guess at the daemon's configuration.
+#[test]
+fn stats_and_where_say_where_the_log_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let (code, _, err) = witness(
+        &daemon.socket,
+        &["log", "--event", "e", "--component", "c"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let db = daemon.db.display().to_string();
+    let key = dir.path().join("witness.key").display().to_string();
+    let (code, out, err) = witness(&daemon.socket, &["stats"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("database     {db} ")), "{out}");
+    assert!(out.contains(&format!("key          {key}\n")), "{out}");
+    assert!(out.contains(&format!("verifier key {key}.pub\n")), "{out}");
+    let (code, out, _) = witness(&daemon.socket, &["--json", "stats"], None);
+    assert_eq!(code, 0);
+    let report = json(&out);
+    assert_eq!(report["paths"]["db"], db.as_str());
+    assert_eq!(
+        report["paths"]["socket"],
+        daemon.socket.display().to_string().as_str()
+    );
+    assert!(report["paths"]["archive_dir"].is_null());
+    // One path alone on a line, for a shell, and it is the file the daemon writes.
+    let (code, out, _) = witness(&daemon.socket, &["where", "db"], None);
+    assert_eq!((code, out.as_str()), (0, format!("{db}\n").as_str()));
+    let (code, out, err) = witness(&daemon.socket, &["verify", "--db", out.trim()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("intact: 1 entry"), "{out}");
+    let (code, out, _) = witness(&daemon.socket, &["where", "verifier-key"], None);
+    assert_eq!(code, 0);
+    assert!(
+        std::fs::read_to_string(out.trim()).unwrap().contains("+"),
+        "{out}"
+    );
+    let (code, _, err) = witness(&daemon.socket, &["where", "archives"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not archive"), "{err}");
+    let (code, _, err) = witness(&daemon.socket, &["where", "nowhere"], None);
+    assert_eq!(code, 2, "{err}");
+}

@@ -76,6 +76,15 @@ impl Client {
         }
     }
 
+    /// Where the daemon keeps the log, its key and its state files.
+    pub fn paths(&mut self) -> Result<witness_protocol::admin::PathsReport, Error> {
+        match self.call(Request::Paths)? {
+            Response::Paths(paths) => Ok(paths),
+            Response::Error(reply) => Err(Error::Refused(reply)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The daemon's health and load.
     pub fn stats(&mut self) -> Result<StatsReport, Error> {
         match self.call(Request::Stats)? {

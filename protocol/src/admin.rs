@@ -218,3 +218,23 @@ pub struct WebLogin {
     /// Seconds until the token expires unused.
     pub expires_in_secs: u64,
 }
+
+/// Where a daemon keeps what it serves, as it opened them: so that a person or a script can
+/// find the database, the key and the state files without knowing the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathsReport {
+    /// The socket it listens on (`(passed by the service manager)` when inherited).
+    pub socket: String,
+    /// The database file (its WAL is beside it, with `-wal`).
+    pub db: String,
+    /// The signing key (`key_file`).
+    pub key_file: String,
+    /// The verifier key, beside the signing key with `.pub`.
+    pub verifier_file: String,
+    /// The latest signed checkpoint (`checkpoint_file`).
+    pub checkpoint_file: String,
+    /// The last acknowledged entry's mark, beside the checkpoint with `.acked`.
+    pub acked_file: String,
+    /// Where archive segments go, when retention archives.
+    pub archive_dir: Option<String>,
+}

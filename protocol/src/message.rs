@@ -66,6 +66,9 @@ pub enum Request {
     /// A one-time login link to the dashboard (`web_listen`) for the asking user, answered
     /// with `WebLogin`; for those who may read the log.
     WebLogin,
+    /// Where the daemon keeps the log, its key and its state, answered with `Paths`; for those
+    /// who may read the log.
+    Paths,
 }
 
 /// Opens a connection and states the protocol version the client speaks.
@@ -248,6 +251,8 @@ pub enum Response {
     Budgets(Vec<crate::admin::BudgetReport>),
     /// Answer to `WebLogin`.
     WebLogin(crate::admin::WebLogin),
+    /// Answer to `Paths`.
+    Paths(crate::admin::PathsReport),
 }
 
 /// The daemon's side of the handshake.

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) archiver: std::sync::mpsc::Sender<crate::store::retain::PruneRequest>,
     /// The dashboard's logins, which `WebLogin` issues.
     pub(crate) sessions: Arc<crate::http::web::Sessions>,
+    /// Where the log and its files are, for `Paths`.
+    pub(crate) paths: witness_protocol::admin::PathsReport,
 }
 
 /// The two stages of a stop, which every connection task watches.

@@ -108,6 +108,13 @@ impl Connection {
                 self.answer(id, Response::Budgets(reports)).await;
                 Next::Continue
             }
+            // Where the log is says which files hold it: for those who may read it.
+            Request::Paths if !self.may_read(id).await => Next::Continue,
+            Request::Paths => {
+                self.answer(id, Response::Paths(self.shared.paths.clone()))
+                    .await;
+                Next::Continue
+            }
             Request::WebLogin if !self.may_read(id).await => Next::Continue,
             Request::WebLogin => {
                 match self.shared.sessions.issue(self.peer.clone()) {

@@ -379,6 +379,23 @@ impl Server {
             archiver: archiver.requests(),
             budgets: Arc::clone(&budgets),
             sessions: Arc::clone(&sessions),
+            paths: witness_protocol::admin::PathsReport {
+                socket: config.socket_path.display().to_string(),
+                db: config.writer.db_path.display().to_string(),
+                key_file: config.checkpoints.key_file.display().to_string(),
+                verifier_file: checkpoint::verifier_file(&config.checkpoints.key_file)
+                    .display()
+                    .to_string(),
+                checkpoint_file: config.checkpoints.state_file.display().to_string(),
+                acked_file: crate::store::acked::mark_file(&config.checkpoints.state_file)
+                    .display()
+                    .to_string(),
+                archive_dir: config
+                    .retain
+                    .archive_dir
+                    .as_ref()
+                    .map(|dir| dir.display().to_string()),
+            },
         });
         let watcher = tokio::spawn(crate::observe::budgets::watch(
             Arc::clone(&budgets),

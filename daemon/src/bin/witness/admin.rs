@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use witness_client::Client;
-use witness_client::admin::{MaintenanceReport, MaintenanceTask, Percentiles, StatsReport};
+use witness_client::admin::{
+    MaintenanceReport, MaintenanceTask, PathsReport, Percentiles, StatsReport,
+};
 
 /// How `witness stats` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +21,27 @@ pub enum StatsFormat {
 /// `witness stats`.
 pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
     let report = client.stats()?;
+    // Where the log is, for those who may read it; a daemon from before `Paths` answers
+    // BadFrame and a user who may only write is refused: the counters are shown all the same.
+    let paths = match client.paths() {
+        Ok(paths) => Some(paths),
+        Err(witness_client::Error::Refused(reply))
+            if matches!(
+                reply.code,
+                witness_client::ErrorCode::BadFrame | witness_client::ErrorCode::Forbidden
+            ) =>
+        {
+            None
+        }
+        Err(error) => return Err(error.into()),
+    };
     let mut out = crate::output::stdout();
     match format {
-        StatsFormat::Json => writeln!(out, "{}", stats_json(&report))?,
+        StatsFormat::Json => {
+            let mut value = stats_json(&report);
+            value["paths"] = paths.as_ref().map_or(Value::Null, paths_json);
+            writeln!(out, "{value}")?
+        }
         StatsFormat::Prometheus => {
             write!(
                 out,
@@ -29,7 +49,83 @@ pub fn stats(client: &mut Client, format: StatsFormat) -> anyhow::Result<()> {
                 witness_daemon::observe::prometheus::prometheus(&report)
             )?;
         }
-        StatsFormat::Table => print_stats(&mut out, &report)?,
+        StatsFormat::Table => {
+            print_stats(&mut out, &report)?;
+            if let Some(paths) = &paths {
+                print_paths(&mut out, paths)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `witness where`: every path, or the one asked for alone on a line.
+pub fn paths(
+    client: &mut Client,
+    file: Option<crate::args::WhereFile>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::args::WhereFile;
+    let paths = client.paths()?;
+    let mut out = crate::output::stdout();
+    let Some(file) = file else {
+        if json {
+            writeln!(out, "{}", paths_json(&paths))?;
+        } else {
+            print_paths(&mut out, &paths)?;
+        }
+        return Ok(());
+    };
+    let path = match file {
+        WhereFile::Db => &paths.db,
+        WhereFile::Socket => &paths.socket,
+        WhereFile::Key => &paths.key_file,
+        WhereFile::VerifierKey => &paths.verifier_file,
+        WhereFile::Checkpoint => &paths.checkpoint_file,
+        WhereFile::Acked => &paths.acked_file,
+        WhereFile::Archives => paths
+            .archive_dir
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the daemon does not archive (no archive_dir)"))?,
+    };
+    if json {
+        writeln!(out, "{}", json!(path))?;
+    } else {
+        writeln!(out, "{path}")?;
+    }
+    Ok(())
+}
+
+fn paths_json(paths: &PathsReport) -> Value {
+    json!({
+        "socket": paths.socket,
+        "db": paths.db,
+        "key_file": paths.key_file,
+        "verifier_file": paths.verifier_file,
+        "checkpoint_file": paths.checkpoint_file,
+        "acked_file": paths.acked_file,
+        "archive_dir": paths.archive_dir,
+    })
+}
+
+fn print_paths(out: &mut impl Write, paths: &PathsReport) -> std::io::Result<()> {
+    let shown = |path: &str| crate::present::printable(path).into_owned();
+    let mut rows = vec![
+        (
+            "database",
+            format!("{} (and its -wal beside it)", shown(&paths.db)),
+        ),
+        ("socket", shown(&paths.socket)),
+        ("key", shown(&paths.key_file)),
+        ("verifier key", shown(&paths.verifier_file)),
+        ("checkpoint", shown(&paths.checkpoint_file)),
+        ("acked mark", shown(&paths.acked_file)),
+    ];
+    if let Some(archive) = &paths.archive_dir {
+        rows.push(("archives", shown(archive)));
+    }
+    for (name, value) in rows {
+        writeln!(out, "{name:<12} {value}")?;
     }
     Ok(())
 }

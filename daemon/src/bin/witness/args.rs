@@ -211,7 +211,15 @@ pub enum Command {
         #[arg(long, value_name = "JSON")]
         entry: Option<String>,
     },
-    /// The daemon's health: throughput, queue, latencies, connections, sizes, memory.
+    /// Where the daemon keeps the log and its files: all of them, or the one named, alone on
+    /// a line for a shell: `witness verify --db "$(witness where db)"`.
+    Where {
+        /// The one file to print.
+        #[arg(value_enum)]
+        file: Option<WhereFile>,
+    },
+    /// The daemon's health: throughput, queue, latencies, connections, sizes, memory, and
+    /// where the log is.
     Stats {
         /// Print the Prometheus text format instead of a table.
         #[arg(long, conflicts_with = "json")]
@@ -507,4 +515,23 @@ pub struct LogArgs {
     /// The model that answered.
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// The files `witness where` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhereFile {
+    /// The database.
+    Db,
+    /// The daemon's socket.
+    Socket,
+    /// The signing key.
+    Key,
+    /// The verifier key, for `verify-proof --key` and `verify --key`.
+    VerifierKey,
+    /// The latest signed checkpoint.
+    Checkpoint,
+    /// The acknowledged mark.
+    Acked,
+    /// The archive folder (an error when retention does not archive).
+    Archives,
 }

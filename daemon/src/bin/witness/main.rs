@@ -203,6 +203,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::VerifyProof { file, key, entry } => {
             proof::verify(&file, &key, entry.as_deref(), json)
         }
+        Command::Where { file } => {
+            admin::paths(&mut connect()?, file, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats { prometheus } => {
             let format = match (json, prometheus) {
                 (true, _) => admin::StatsFormat::Json,

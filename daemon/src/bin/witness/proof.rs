@@ -237,19 +237,21 @@ pub fn consistency(
                 let mut out = output::stdout();
                 writeln!(
                     out,
-                    "consistent: the log of {} entries signed by {} extends the tree of {old} \
+                    "consistent: the log of {} signed by {} extends the tree of {old} \
                      by appends only",
-                    new.size, new.origin
+                    crate::output::entries(new.size),
+                    new.origin
                 )?;
                 writeln!(
                     out,
-                    "  older tree  {old} entries, root {} ({old_from})",
+                    "  older tree  {}, root {} ({old_from})",
+                    crate::output::entries(old),
                     BASE64.encode(old_root)
                 )?;
                 writeln!(
                     out,
-                    "  newer tree  {} entries, root {} (the signed checkpoint)",
-                    new.size,
+                    "  newer tree  {}, root {} (the signed checkpoint)",
+                    crate::output::entries(new.size),
                     BASE64.encode(new.root)
                 )?;
                 writeln!(
