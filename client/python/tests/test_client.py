@@ -197,6 +197,71 @@ def test_many_asyncio_tasks_each_keep_their_trace(daemon: Daemon) -> None:
     assert sorted(rows, key=lambda row: row[2]) == [(f"req-{k}", "agent", k) for k in range(200)]
 
 
+def test_asyncio_client_speaks_on_the_loop_and_survives_kill_dash_nine_exactly_once(
+    daemon: Daemon,
+) -> None:
+    """Issue 28, item 21: `AsyncClient.log` goes over the event loop's own stream (no worker
+    thread), and what hundreds of tasks logged across a `kill -9` and restart is stored
+    once each, every call answered with its receipt."""
+    workers, each = 100, 60
+    receipts: list[witness.Receipt] = []
+    killed_at: list[int] = []
+
+    async def main() -> None:
+        client = witness.AsyncClient(daemon.socket, flush_at_exit=False, reconnect_timeout=30.0)
+        threads = threading.active_count()
+        first = await asyncio.gather(*(client.log("warm", "agent", payload=k) for k in range(200)))
+        assert len({r.seq for r in first}) == 200
+        assert threading.active_count() == threads, "log must not run in a thread"
+
+        async def worker(w: int) -> None:
+            for i in range(each):
+                receipts.append(await client.log("step", "agent", payload={"w": w, "i": i}))
+
+        async def killer() -> None:
+            while len(receipts) < 1_500:
+                await asyncio.sleep(0.002)
+            daemon.kill9()
+            killed_at.append(len(receipts))
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(daemon.start)
+
+        await asyncio.gather(killer(), *(worker(w) for w in range(workers)))
+        with pytest.raises(witness.Refused, match="since must be before until"):
+            await client.traces(since=2_000_000_000_000_000_000, until=1)
+        assert (await client.trace("none")).entries == []
+        await client.close()
+
+    asyncio.run(main())
+    assert killed_at and killed_at[0] < workers * each, killed_at
+    assert len(receipts) == workers * each
+    assert len({r.seq for r in receipts}) == workers * each
+    rows = daemon.rows(
+        "SELECT json_extract(payload, '$.w'), json_extract(payload, '$.i'), seq FROM entries "
+        "WHERE event = 'step'"
+    )
+    assert sorted((w, i) for w, i, _ in rows) == [
+        (w, i) for w in range(workers) for i in range(each)
+    ]
+    assert {seq for _, _, seq in rows} == {r.seq for r in receipts}
+
+
+def test_asyncio_client_bounds_its_wait_for_a_daemon_that_is_not_there(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def main() -> None:
+        client = witness.AsyncClient(
+            str(tmp_path / "nobody.sock"), connect_timeout=0.5, flush_at_exit=False
+        )
+        started = time.monotonic()
+        with pytest.raises(witness.Unavailable, match="is witnessd running"):
+            await client.log("e", "c")
+        assert time.monotonic() - started < 5
+        await client.close()
+
+    asyncio.run(main())
+
+
 def test_trace_context_reaches_threads_through_bind(daemon: Daemon, client: witness.Client) -> None:
     with witness.trace("outer", component="web") as trace_id:
         assert trace_id == "outer"

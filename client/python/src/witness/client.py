@@ -25,7 +25,19 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from . import _codec
 from ._context import current_component, current_trace
@@ -48,6 +60,8 @@ from ._types import (
 )
 
 _log = logging.getLogger("witness")
+
+T = TypeVar("T")
 
 #: Limits of docs/PROTOCOL.md, checked before anything is sent.
 MAX_NAME = 256
@@ -237,10 +251,178 @@ def _raise_for(kind: str, value: Any, expected: str) -> Any:
     return value
 
 
+#: A request's steps: each yields a request builder (taking the request id) and the answer it
+#: expects, and is sent the answer; its return value is the call's. The blocking and the
+#: asyncio clients drive the same steps, each over its own connection.
+Steps = Generator[Tuple[Callable[[int], bytes], str], Any, T]
+
+
+class _Requests:
+    """What each call asks of the daemon and makes of the answers, apart from any transport;
+    and the producer numbers that make a re-sent append safe (docs/PROTOCOL.md, "Exactly
+    once"). A subclass provides the connection."""
+
+    _producer_id: int
+    _next_number: int
+
+    def _numbered(self, ack: str, entries: List[bytes]) -> Callable[[int], bytes]:
+        def build(request_id: int) -> bytes:
+            first = self._next_number
+            self._next_number += len(entries)
+            return _codec.append(request_id, ack, True, (self._producer_id, first), entries)
+
+        return build
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _log_steps(
+        self,
+        event: str,
+        component: Optional[str] = None,
+        *,
+        trace_id: Optional[str] = None,
+        payload: Any = None,
+        cost: Optional[Cost] = None,
+        client_ts: Timestamp = None,
+    ) -> Steps[Receipt]:
+        """The steps of `log`."""
+        entry = encode_entry(
+            event, component, trace_id=trace_id, payload=payload, cost=cost, client_ts=client_ts
+        )
+        receipts = yield self._numbered("committed", [entry]), "committed"
+        return receipts[0]
+
+    def _log_batch_steps(self, entries: Sequence[Mapping[str, Any]]) -> Steps[List[Receipt]]:
+        """The steps of `log_batch`."""
+        if not 1 <= len(entries) <= MAX_ENTRIES_PER_APPEND:
+            raise InvalidArgument(
+                f"an atomic batch holds 1 to {MAX_ENTRIES_PER_APPEND} entries, not {len(entries)}"
+            )
+        encoded = []
+        for index, entry in enumerate(entries):
+            try:
+                encoded.append(encode_entry(**entry))
+            except (TypeError, InvalidArgument) as error:
+                raise InvalidArgument(f"entry {index}: {error}") from None
+        receipts: List[Receipt] = yield self._numbered("committed", encoded), "committed"
+        return receipts
+
+    def _ping_steps(self) -> Steps[None]:
+        """The steps of `ping`."""
+        (yield lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.PING).out)), "pong")
+
+    def _stats_steps(self) -> Steps[Stats]:
+        """The steps of `stats`."""
+        stats: Stats = yield (
+            lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.STATS).out)),
+            "stats",
+        )
+        return stats
+
+    def _verify_steps(
+        self, from_seq: Optional[int] = None, to_seq: Optional[int] = None
+    ) -> Steps[VerifyReport]:
+        """The steps of `verify`."""
+
+        def build(rid: int) -> bytes:
+            writer = _codec.request(rid, _codec.VERIFY)
+            writer.option(from_seq, writer.u64)
+            writer.option(to_seq, writer.u64)
+            return _codec.frame(bytes(writer.out))
+
+        report: VerifyReport = yield build, "verified"
+        return report
+
+    def _trace_steps(self, trace_id: str) -> Steps[Trace]:
+        """The steps of `trace`."""
+        _text("trace_id", trace_id, MAX_TRACE_ID)
+        entries: List[StoredEntry] = []
+        after: Optional[int] = None
+        summary: Optional[TraceSummary] = None
+        while True:
+
+            def build(rid: int, after: Optional[int] = after) -> bytes:
+                writer = _codec.request(rid, _codec.TRACE)
+                writer.string(trace_id)
+                writer.option(after, writer.u64)
+                writer.u32(1000)
+                return _codec.frame(bytes(writer.out))
+
+            summary, page, after = yield build, "trace"
+            entries.extend(page)
+            if after is None:
+                return Trace(summary, entries)
+
+    def _traces_steps(
+        self,
+        *,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        component: Optional[str] = None,
+        limit: int = 20,
+    ) -> Steps[List[TraceSummary]]:
+        """The steps of `traces`."""
+        if not 1 <= limit <= 1_000_000:
+            raise InvalidArgument("limit must be from 1 to 1,000,000")
+        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
+        found: List[TraceSummary] = []
+        before: Optional[int] = None
+        while len(found) < limit:
+
+            def build(rid: int, before: Optional[int] = before) -> bytes:
+                writer = _codec.request(rid, _codec.TRACES)
+                writer.option(since_ns, writer.i64)
+                writer.option(until_ns, writer.i64)
+                writer.option(component, writer.string)
+                writer.option(before, writer.u64)
+                writer.u32(min(limit - len(found), 10_000))
+                return _codec.frame(bytes(writer.out))
+
+            page, before = yield build, "traces"
+            found.extend(page)
+            if before is None:
+                break
+        return found[:limit]
+
+    def _cost_steps(
+        self,
+        by: str = "component",
+        *,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        component: Optional[str] = None,
+        event: Optional[str] = None,
+        model: Optional[str] = None,
+    ) -> Steps[CostReport]:
+        """The steps of `cost`."""
+        if by not in _codec.GROUP_BY:
+            raise InvalidArgument(f"by must be one of {', '.join(_codec.GROUP_BY)}, not {by!r}")
+        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
+        rows: List[CostRow] = []
+        while True:
+
+            def build(rid: int, offset: int = len(rows)) -> bytes:
+                writer = _codec.request(rid, _codec.COST)
+                writer.u32(_codec.GROUP_BY[by])
+                writer.option(since_ns, writer.i64)
+                writer.option(until_ns, writer.i64)
+                writer.option(component, writer.string)
+                writer.option(event, writer.string)
+                writer.option(model, writer.string)
+                writer.u64(offset)
+                writer.u32(10_000)
+                return _codec.frame(bytes(writer.out))
+
+            report: CostReport = yield build, "cost"
+            rows.extend(report.rows)
+            if len(rows) >= report.groups or not report.rows:
+                return CostReport(report.by, rows, report.groups, report.total)
+
+
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
-class Client:
+class Client(_Requests):
     """A connection to witnessd, safe to share between threads.
 
     `log` and `log_batch` return once the entries are committed, with their receipts. `send`
@@ -484,15 +666,14 @@ class Client:
     def _call(self, build: Callable[[int], bytes], expected: str) -> Any:
         return self._wait(self._submit(build), expected)
 
-    def _numbered(self, ack: str, entries: List[bytes]) -> Callable[[int], bytes]:
-        def build(request_id: int) -> bytes:
-            first = self._next_number
-            self._next_number += len(entries)
-            return _codec.append(request_id, ack, True, (self._producer_id, first), entries)
-
-        return build
-
-    # -- writing ----------------------------------------------------------------------
+    def _run(self, steps: Steps[T]) -> T:
+        """Drives a call's steps over this client's connection."""
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(self._call(*step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def log(
         self,
@@ -505,27 +686,21 @@ class Client:
         client_ts: Timestamp = None,
     ) -> Receipt:
         """Records one entry and returns once it is committed, with its receipt."""
-        entry = encode_entry(
-            event, component, trace_id=trace_id, payload=payload, cost=cost, client_ts=client_ts
+        return self._run(
+            self._log_steps(
+                event,
+                component,
+                trace_id=trace_id,
+                payload=payload,
+                cost=cost,
+                client_ts=client_ts,
+            )
         )
-        receipts = self._call(self._numbered("committed", [entry]), "committed")
-        return receipts[0]
 
     def log_batch(self, entries: Sequence[Mapping[str, Any]]) -> List[Receipt]:
         """Records entries (mappings of `log`'s arguments) in one transaction: all of them or
         none, with consecutive sequence numbers. At most 10,000 entries."""
-        if not 1 <= len(entries) <= MAX_ENTRIES_PER_APPEND:
-            raise InvalidArgument(
-                f"an atomic batch holds 1 to {MAX_ENTRIES_PER_APPEND} entries, not {len(entries)}"
-            )
-        encoded = []
-        for index, entry in enumerate(entries):
-            try:
-                encoded.append(encode_entry(**entry))
-            except (TypeError, InvalidArgument) as error:
-                raise InvalidArgument(f"entry {index}: {error}") from None
-        receipts: List[Receipt] = self._call(self._numbered("committed", encoded), "committed")
-        return receipts
+        return self._run(self._log_batch_steps(entries))
 
     def send(
         self,
@@ -662,47 +837,20 @@ class Client:
 
     def ping(self) -> None:
         """Asks the daemon to answer; raises if it cannot."""
-        self._call(lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.PING).out)), "pong")
+        self._run(self._ping_steps())
 
     def stats(self) -> Stats:
         """The daemon's counters."""
-        stats: Stats = self._call(
-            lambda rid: _codec.frame(bytes(_codec.request(rid, _codec.STATS).out)), "stats"
-        )
-        return stats
+        return self._run(self._stats_steps())
 
     def verify(self, from_seq: Optional[int] = None, to_seq: Optional[int] = None) -> VerifyReport:
         """Recomputes the hash chain over `from_seq..=to_seq` (default: the whole log, with
         its derived tables) from what is stored."""
-
-        def build(rid: int) -> bytes:
-            writer = _codec.request(rid, _codec.VERIFY)
-            writer.option(from_seq, writer.u64)
-            writer.option(to_seq, writer.u64)
-            return _codec.frame(bytes(writer.out))
-
-        report: VerifyReport = self._call(build, "verified")
-        return report
+        return self._run(self._verify_steps(from_seq, to_seq))
 
     def trace(self, trace_id: str) -> Trace:
         """Every entry of a trace, in order, with its summary."""
-        _text("trace_id", trace_id, MAX_TRACE_ID)
-        entries: List[StoredEntry] = []
-        after: Optional[int] = None
-        summary: Optional[TraceSummary] = None
-        while True:
-
-            def build(rid: int, after: Optional[int] = after) -> bytes:
-                writer = _codec.request(rid, _codec.TRACE)
-                writer.string(trace_id)
-                writer.option(after, writer.u64)
-                writer.u32(1000)
-                return _codec.frame(bytes(writer.out))
-
-            summary, page, after = self._call(build, "trace")
-            entries.extend(page)
-            if after is None:
-                return Trace(summary, entries)
+        return self._run(self._trace_steps(trace_id))
 
     def traces(
         self,
@@ -714,27 +862,9 @@ class Client:
     ) -> List[TraceSummary]:
         """The most recent traces (by their last entry, or last entry of `component`), with
         an entry dated in [`since`, `until`)."""
-        if not 1 <= limit <= 1_000_000:
-            raise InvalidArgument("limit must be from 1 to 1,000,000")
-        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
-        found: List[TraceSummary] = []
-        before: Optional[int] = None
-        while len(found) < limit:
-
-            def build(rid: int, before: Optional[int] = before) -> bytes:
-                writer = _codec.request(rid, _codec.TRACES)
-                writer.option(since_ns, writer.i64)
-                writer.option(until_ns, writer.i64)
-                writer.option(component, writer.string)
-                writer.option(before, writer.u64)
-                writer.u32(min(limit - len(found), 10_000))
-                return _codec.frame(bytes(writer.out))
-
-            page, before = self._call(build, "traces")
-            found.extend(page)
-            if before is None:
-                break
-        return found[:limit]
+        return self._run(
+            self._traces_steps(since=since, until=until, component=component, limit=limit)
+        )
 
     def cost(
         self,
@@ -748,28 +878,11 @@ class Client:
     ) -> CostReport:
         """Tokens and money grouped `by` component, model, event or trace (most money first),
         or by UTC day or hour (in time order), of the entries dated in [`since`, `until`)."""
-        if by not in _codec.GROUP_BY:
-            raise InvalidArgument(f"by must be one of {', '.join(_codec.GROUP_BY)}, not {by!r}")
-        since_ns, until_ns = _nanos("since", since), _nanos("until", until)
-        rows: List[CostRow] = []
-        while True:
-
-            def build(rid: int, offset: int = len(rows)) -> bytes:
-                writer = _codec.request(rid, _codec.COST)
-                writer.u32(_codec.GROUP_BY[by])
-                writer.option(since_ns, writer.i64)
-                writer.option(until_ns, writer.i64)
-                writer.option(component, writer.string)
-                writer.option(event, writer.string)
-                writer.option(model, writer.string)
-                writer.u64(offset)
-                writer.u32(10_000)
-                return _codec.frame(bytes(writer.out))
-
-            report: CostReport = self._call(build, "cost")
-            rows.extend(report.rows)
-            if len(rows) >= report.groups or not report.rows:
-                return CostReport(report.by, rows, report.groups, report.total)
+        return self._run(
+            self._cost_steps(
+                by, since=since, until=until, component=component, event=event, model=model
+            )
+        )
 
     def tail(
         self,
