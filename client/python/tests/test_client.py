@@ -498,14 +498,19 @@ def test_the_daemon_prices_tokens_and_keeps_unknown_models_unpriced(
     assert report.total.unpriced == 1 and report.total.micro_usd == 352
 
 
-def run_script(code: str, timeout: float = 120) -> Tuple[int, str, float]:
-    """Runs `code` in a fresh interpreter with this client on its path; exit status,
-    stderr and how long it took."""
+def run_script(
+    code: str, timeout: float = 120, runtime: pathlib.Path | None = None
+) -> Tuple[int, str, float]:
+    """Runs `code` in a fresh interpreter with this client on its path (and `runtime` as its
+    XDG_RUNTIME_DIR, where the spool is); exit status, stderr and how long it took."""
     source = os.path.join(os.path.dirname(witness.__file__), "..")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(source)}
+    if runtime is not None:
+        env["XDG_RUNTIME_DIR"] = str(runtime)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": os.path.abspath(source)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -517,8 +522,9 @@ def test_a_script_whose_sends_were_not_recorded_does_not_exit_0_nor_stall(
     tmp_path: pathlib.Path,
 ) -> None:
     """Issue 28, item 3: `send` with the daemon down used to stall 60 s at exit, lose the
-    entry and exit 0. The wait at exit is bounded by `exit_timeout`, and the status is 69
-    (EX_UNAVAILABLE) with a line that says how many entries were not recorded."""
+    entry and exit 0. The wait at exit is bounded by `exit_timeout`; what was not recorded is
+    kept in the spool and the status is 75 (EX_TEMPFAIL), or, with no spool to keep it in, 69
+    (EX_UNAVAILABLE), with a line that says how many entries were not recorded."""
     missing = tmp_path / "nobody-here.sock"
     code = (
         "import witness\n"
@@ -527,10 +533,61 @@ def test_a_script_whose_sends_were_not_recorded_does_not_exit_0_nor_stall(
         "client.send('lost', 'script')\n"
         "print('done')\n"
     )
-    status, stderr, took = run_script(code)
-    assert status == 69, stderr
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    status, stderr, took = run_script(code, runtime=runtime)
+    assert status == 75, stderr
     assert "1 entries sent before exit were not recorded" in stderr, stderr
+    assert "kept in" in stderr, stderr
     assert took < 15, f"exit took {took:.1f} s"
+    (spooled,) = list((runtime / "witness").glob("spool-*/*.spool"))
+    assert spooled.stat().st_mode & 0o777 == 0o600
+    assert spooled.parent.stat().st_mode & 0o777 == 0o700
+    # A runtime folder others may write is no place for entries: nothing kept, 69.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    status, stderr, _ = run_script(code, runtime=shared)
+    assert status == 69, stderr
+    assert "kept in" not in stderr, stderr
+
+
+def test_spooled_entries_are_delivered_once_by_the_next_client(
+    daemon: Daemon, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28, item 3: what a script could not deliver before it exited is delivered by
+    the next client that reaches the daemon, with its producer numbers, so that a copy
+    delivered twice is stored once; a spool file that is not one is set aside."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    daemon.stop()
+    code = (
+        "import witness\n"
+        f"client = witness.Client({daemon.socket!r}, exit_timeout=1, reconnect_timeout=1,"
+        " connect_timeout=1)\n"
+        "for n in range(50):\n"
+        "    client.send('spooled', 'script', payload={'n': n})\n"
+    )
+    status, stderr, _ = run_script(code, runtime=runtime)
+    assert status == 75, stderr
+    folder = next((runtime / "witness").glob("spool-*"))
+    (spooled,) = list(folder.glob("*.spool"))
+    # The same batches twice, as a delivery cut off and tried again would send them.
+    (folder / "again.spool").write_bytes(spooled.read_bytes())
+    (folder / "garbage.spool").write_bytes(b"WITSPOOL1\n" + b"\x00" * 40)
+    daemon.start()
+    client = daemon.client()
+    client.ping()
+    deadline = time.monotonic() + 20
+    while list(folder.glob("*.spool*")) != [folder / f"garbage.spool.{os.getpid()}.claimed.bad"]:
+        assert time.monotonic() < deadline, list(folder.iterdir())
+        time.sleep(0.05)
+    rows = daemon.rows(
+        "SELECT json_extract(payload, '$.n') FROM entries WHERE event = 'spooled' ORDER BY seq"
+    )
+    assert [n for (n,) in rows] == list(range(50))
+    client.close()
 
 
 def test_a_script_whose_sends_were_recorded_exits_0(daemon: Daemon) -> None:

@@ -39,7 +39,7 @@ from typing import (
     TypeVar,
 )
 
-from . import _codec
+from . import _codec, _spool
 from ._context import current_component, current_trace
 from ._paths import socket_path
 from ._types import (
@@ -178,10 +178,12 @@ def _client_ts(value: Timestamp) -> Optional[int]:
 class _Pending:
     """A request written (or to be written) and not yet answered."""
 
-    __slots__ = ("frame", "done", "kind", "value", "on_answer", "resend")
+    __slots__ = ("frame", "done", "kind", "value", "on_answer", "resend", "batch")
 
     def __init__(self, frame: bytes, on_answer: Optional[Callable[[str, Any], None]], resend: bool):
         self.frame = frame
+        # For an append of `send`: its first entry number and entries, for the spool.
+        self.batch: Optional[Tuple[int, List[bytes]]] = None
         self.done = threading.Event()
         self.kind = ""
         self.value: Any = None
@@ -478,6 +480,8 @@ class Client(_Requests):
         self._queue: queue.Queue[Optional[bytes]] = queue.Queue(self.send_queue_size)
         self._sender: Optional[threading.Thread] = None
         self._unanswered_sends = 0
+        # The batch the sender is handing over, with its first number once it has one.
+        self._sending: Optional[Tuple[List[bytes], List[int]]] = None
         # Entries given to `send` and not yet durable, refused or lost included.
         self._not_durable = 0
         self._send_errors: List[WitnessError] = []
@@ -495,7 +499,42 @@ class Client(_Requests):
             sock.settimeout(self.timeout)
             self._sock, self._limits = sock, limits
             self._wake_reader()
+            _deliver_spooled_soon(self.socket_path, self.name, self.connect_timeout, self.timeout)
         return self._sock
+
+    def _spoolable(self) -> List[_spool.Batch]:
+        """What `send` was given and the daemon has not answered, as batches with their
+        producer numbers: the appends written or waiting, the one being handed over, and
+        what is still queued (numbered now, after the others). Holds the locks the sender
+        needs, so nothing moves meanwhile; only for the process's exit."""
+        batches: List[_spool.Batch] = []
+        with self._write, self._state:
+            seen = set()
+            for pending in self._pending.values():
+                if pending.batch is not None:
+                    first, entries = pending.batch
+                    batches.append((self._producer_id, first, entries))
+                    seen.add(id(entries))
+            if self._sending is not None and id(self._sending[0]) not in seen:
+                entries, built = self._sending
+                if built:
+                    batches.append((self._producer_id, built[0], entries))
+                else:
+                    batches.append((self._producer_id, self._next_number, entries))
+                    self._next_number += len(entries)
+            queued = []
+            while True:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is not None:
+                    queued.append(entry)
+            for at in range(0, len(queued), MAX_ENTRIES_PER_APPEND):
+                chunk = queued[at : at + MAX_ENTRIES_PER_APPEND]
+                batches.append((self._producer_id, self._next_number, chunk))
+                self._next_number += len(chunk)
+        return batches
 
     def _wake_reader(self) -> None:
         """Starts the reader thread if it is not running; called with `_state` held."""
@@ -758,13 +797,31 @@ class Client(_Requests):
             with self._idle:
                 self._unanswered_sends += 1
             count = len(batch)
+            numbered = self._numbered("durable", batch)
+            # The first number the append was built with, once it is: the spool keeps it.
+            built: List[int] = []
+
+            def build(
+                request_id: int,
+                batch: List[bytes] = batch,
+                built: List[int] = built,
+                numbered: Callable[[int], bytes] = numbered,
+            ) -> bytes:
+                frame = numbered(request_id)
+                built.append(self._next_number - len(batch))
+                return frame
+
+            self._sending = (batch, built)
             try:
-                self._submit(
-                    self._numbered("durable", batch),
+                pending = self._submit(
+                    build,
                     on_answer=lambda kind, value, count=count: self._sent(kind, value, count),
                 )
+                pending.batch = (built[0], batch)
             except WitnessError as error:
                 self._sent("unavailable", error, count)
+            finally:
+                self._sending = None
             for _ in batch:
                 self._queue.task_done()
 
@@ -951,13 +1008,65 @@ def _after_fork_in_child() -> None:
 
 #: The exit status of a process whose sent entries were not all recorded (`EX_UNAVAILABLE`).
 EXIT_NOT_RECORDED = 69
+#: The exit status of a process whose unrecorded entries were all kept in the spool, for the
+#: next client to deliver (`EX_TEMPFAIL`): not recorded yet, and not lost.
+EXIT_SPOOLED = 75
+
+_delivering: set = set()
+
+
+def _deliver_spooled_soon(path: str, name: str, connect_timeout: float, timeout: float) -> None:
+    """Delivers, in a thread of its own and once a process, what earlier processes left in
+    the spool for the daemon at `path`."""
+    if path in _delivering:
+        return
+    _delivering.add(path)
+    threading.Thread(
+        target=_deliver_spooled,
+        args=(path, name, connect_timeout, timeout),
+        name="witness-spool",
+        daemon=True,
+    ).start()
+
+
+def _deliver_spooled(path: str, name: str, connect_timeout: float, timeout: float) -> None:
+    for claimed in _spool.claim(path):
+        try:
+            with open(claimed, "rb") as file:
+                batches = _spool.decode(file.read())
+        except (OSError, ValueError) as error:
+            _log.warning("witness: spool file %s cannot be delivered: %s", claimed, error)
+            try:
+                os.rename(claimed, claimed + ".bad")
+            except OSError:
+                pass
+            continue
+        try:
+            sock, _ = _connect(path, name, connect_timeout)
+            sock.settimeout(timeout)
+            try:
+                for index, (producer, first, entries) in enumerate(batches, 1):
+                    sock.sendall(_codec.append(index, "durable", True, (producer, first), entries))
+                    _, kind, value = _read_frame(sock)
+                    if kind == "error":
+                        # Refused once, refused again: said, and not kept.
+                        _log.error("witness: spooled entries refused: %s: %s", value[0], value[1])
+            finally:
+                sock.close()
+        except (WitnessError, OSError, _codec.DecodeError) as error:
+            _spool.give_back(claimed)
+            _log.info("witness: spooled entries not delivered yet: %s", error)
+            continue
+        os.unlink(claimed)
+        count = sum(len(entries) for _, _, entries in batches)
+        _log.info("witness: delivered %d spooled entries from %s", count, claimed)
 
 
 def _flush_at_exit() -> None:
     """Waits, within each client's `exit_timeout`, for what was sent; a process that leaves
     entries unrecorded exits with `EXIT_NOT_RECORDED`, after flushing its output and logs (exit
     handlers registered before `witness` was imported do not run then)."""
-    lost = 0
+    lost = spooled = 0
     for client in list(_clients):
         if client.flush_at_exit and not client._closed:
             try:
@@ -965,18 +1074,32 @@ def _flush_at_exit() -> None:
             except WitnessError as error:
                 with client._idle:
                     count = max(client._not_durable, 1)
-                lost += count
-                _log.error(
-                    "witness: %d entries sent before exit were not recorded: %s", count, error
-                )
-    if lost:
+                batches = client._spoolable()
+                kept = sum(len(entries) for _, _, entries in batches)
+                where = _spool.write(client.socket_path, batches) if kept else None
+                if where is not None:
+                    spooled += kept
+                    count -= kept
+                    _log.warning(
+                        "witness: %d entries sent before exit were not recorded (%s); they are "
+                        "kept in %s, for the next witness client that reaches the daemon",
+                        kept,
+                        error,
+                        where,
+                    )
+                if count > 0:
+                    lost += count
+                    _log.error(
+                        "witness: %d entries sent before exit were not recorded: %s", count, error
+                    )
+    if lost or spooled:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
         logging.shutdown()
-        os._exit(EXIT_NOT_RECORDED)
+        os._exit(EXIT_NOT_RECORDED if lost else EXIT_SPOOLED)
 
 
 if hasattr(os, "register_at_fork"):
