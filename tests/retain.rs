@@ -773,6 +773,22 @@ fn a_writer_that_cannot_restore_its_durability_after_a_pruning_step_acknowledges
     assert!(log.contains("PRAGMA synchronous"), "{log}");
 }
 
+/// `witnessd --check-config` of a file holding `text`, which must refuse it with status 2;
+/// what it said.
+fn refused(dir: &std::path::Path, text: &str) -> String {
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(crate::harness::binary("witnessd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+    stderr
+}
+
 #[test]
 fn garbage_retention_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -796,16 +812,7 @@ fn garbage_retention_settings_are_refused_naming_the_key() {
         ),
         ("max_bytes = \"1.5.2GiB\"", "not a size"),
     ] {
-        let config = dir.path().join("bad.toml");
-        std::fs::write(&config, format!("[retain]\n{table}\n")).unwrap();
-        let output = std::process::Command::new(crate::harness::binary("witnessd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--check-config")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{table}: {stderr}");
+        let stderr = refused(dir.path(), &format!("[retain]\n{table}\n"));
         assert!(stderr.contains(expected), "{table}: {stderr}");
     }
     // A table's key written outside its table is said to belong there; a misspelt top-level
@@ -821,16 +828,7 @@ fn garbage_retention_settings_are_refused_naming_the_key() {
             "`limit_usd` belongs in the [[budget]] table",
         ),
     ] {
-        let config = dir.path().join("bad.toml");
-        std::fs::write(&config, format!("{text}\n")).unwrap();
-        let output = std::process::Command::new(crate::harness::binary("witnessd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--check-config")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        let stderr = refused(dir.path(), &format!("{text}\n"));
         assert!(stderr.contains(expected), "{text}: {stderr}");
         assert!(!stderr.contains("expected one of"), "{text}: {stderr}");
     }
