@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use witness_client::{Entry, Error, Options, Spool};
+use witness_client::{Client, Closed, Entry, Error, Options, Spool, spool_file};
 
-use crate::harness::{TestDaemon, Witnessd, count, read_db, verify_file};
+use crate::harness::{TestDaemon, Witnessd, count, read_db, verify_file, witness};
 
 #[test]
 fn threads_sharing_a_spool_each_keep_their_order() {
@@ -136,4 +136,109 @@ fn a_spool_survives_kill_dash_nine_exactly_once() {
     assert_eq!((total, distinct), (n as i64, n as i64));
     verify_file(&db);
     drop(restarted);
+}
+
+/// Issue 28, item 3: what a spool could not deliver when it closed is kept in the user's
+/// spool file, with its producer numbers, and the next client delivers it: each entry once,
+/// however often the file is delivered; a claim left by a dead process is taken over; a file
+/// that is not one is set aside and said.
+#[test]
+fn what_a_spool_could_not_deliver_is_kept_and_delivered_once_by_the_next_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Witnessd::start(dir.path(), &[]);
+    let socket = daemon.socket.clone();
+    let db = daemon.db.clone();
+    let options = Options {
+        reconnect_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let spool = Spool::connect_with(&socket, options.clone(), 4096).unwrap();
+    let payload = |i: u64| json!({ "i": i });
+    for i in 0..100 {
+        spool
+            .send(Entry::new("kept", "spool").payload(payload(i)))
+            .unwrap();
+    }
+    spool.flush().unwrap();
+    daemon.kill9();
+    for i in 100..350 {
+        spool
+            .send(Entry::new("kept", "spool").payload(payload(i)))
+            .unwrap();
+    }
+    let Ok(Closed::Kept { entries, path, .. }) = spool.close() else {
+        panic!("the unsent entries are kept");
+    };
+    assert_eq!(entries, 250);
+    let folder = spool_file::folder(&socket).expect("a private folder");
+    assert_eq!(path.parent(), Some(folder.as_path()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let copy = std::fs::read(&path).unwrap();
+    assert!(Client::connect_with(&socket, options.clone()).is_err());
+    let (code, listed, _) = witness(&socket, &["spool"], None);
+    assert_eq!(code, 0);
+    assert!(
+        listed.contains("250 entries kept") && listed.contains("waiting"),
+        "{listed}"
+    );
+
+    let daemon = Witnessd::start(dir.path(), &[]);
+    assert_eq!(count(&db), 100);
+    let mut client = Client::connect_with(&socket, options).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&db) < 350 || path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered in the background"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The same file again, as a claim of a process that died mid-delivery, and garbage.
+    std::fs::write(folder.join("again.spool.999999999.claimed"), &copy).unwrap();
+    std::fs::write(folder.join("junk.spool"), b"WITSPOOL1\n not one").unwrap();
+    let (code, out, err) = witness(&socket, &["spool", "--deliver"], None);
+    assert_eq!(code, 1, "a file set aside is said: {out}{err}");
+    assert!(
+        out.contains("delivered 250 entries from 1 spool file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not a witness spool file") && out.contains("set aside"),
+        "{out}"
+    );
+    let (total, distinct): (i64, i64) = read_db(&db)
+        .query_row(
+            "SELECT count(*), count(DISTINCT json_extract(payload, '$.i')) FROM entries",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((total, distinct), (350, 350), "each entry once");
+    let left: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|item| item.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("junk.spool.") && left[0].ends_with(".bad"));
+    let (code, out, _) = witness(&socket, &["spool", "--deliver", "--json"], None);
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["entries"], 0);
+    // A Client's own close keeps what it could not send, in the same way.
+    client.send(Entry::new("kept", "client")).unwrap();
+    client.flush().unwrap();
+    daemon.kill9();
+    client.send(Entry::new("kept", "client")).unwrap();
+    match client.close() {
+        Ok(Closed::Kept {
+            entries: 1, path, ..
+        }) => assert!(path.exists()),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert_eq!(verify_file(&db), 351);
 }

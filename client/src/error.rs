@@ -89,6 +89,17 @@ pub enum Error {
     /// The daemon answered something this client does not expect.
     #[error("unexpected answer from witnessd: {0}")]
     Protocol(String),
+    /// Entries of `send` were not recorded, and could not be kept in the spool file either:
+    /// they are lost to this process.
+    #[error("{entries} entries sent were not recorded ({cause}) and could not be kept: {reason}")]
+    NotKept {
+        /// How many entries.
+        entries: usize,
+        /// Why they were not recorded.
+        cause: Box<Error>,
+        /// Why they could not be kept.
+        reason: crate::spool_file::SpoolFileError,
+    },
     /// A frame could not be encoded or decoded.
     #[error(transparent)]
     Frame(#[from] FrameError),

@@ -23,16 +23,19 @@ pub mod paths;
 mod read;
 mod socket;
 pub mod spool;
+pub mod spool_file;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use error::{Error, Rejection};
 pub use read::EntryStream;
 pub use spool::Spool;
+pub use spool_file::SpoolFileError;
 /// Queries and what they answer, for `trace`, `traces`, `cost` and `entries`.
 pub use witness_protocol::admin;
 use witness_protocol::frame::{self, FrameReader};
@@ -42,7 +45,7 @@ pub use witness_protocol::{
     Ack, Cost, Entry, ErrorCode, ErrorReply, Receipt, VerifyRange, VerifyReport,
 };
 use witness_protocol::{
-    Append, OnFull, ProducerRef, Request, Response, ResponseFrame, ServerHello,
+    Append, OnFull, ProducerRef, Request, RequestFrame, Response, ResponseFrame, ServerHello,
 };
 
 /// How a client batches, pipelines and reconnects.
@@ -71,6 +74,13 @@ pub struct Options {
     /// that a command's time limit covers the whole command, not each wait. Streams that
     /// follow new entries are not bounded by it.
     pub deadline: Option<Instant>,
+    /// Entries of `send` still unrecorded when the client is dropped or closed, because the
+    /// daemon could not be reached within `reconnect_timeout`, are kept in the user's spool
+    /// file (see [`spool_file`]) for a later client to deliver, instead of being lost.
+    pub keep_unsent: bool,
+    /// The first connection of a process to a daemon delivers, in a thread of its own, what
+    /// earlier clients kept in the spool for it.
+    pub deliver_kept: bool,
 }
 
 impl Default for Options {
@@ -83,8 +93,45 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             answer_timeout: Some(Duration::from_secs(60)),
             deadline: None,
+            keep_unsent: true,
+            deliver_kept: true,
         }
     }
+}
+
+/// What became of the entries of `send` when a client or spool was closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Closed {
+    /// Every entry sent is recorded.
+    Recorded,
+    /// The daemon could not be reached: the unrecorded entries are kept in a spool file,
+    /// with the producer numbers they were sent with, for the next client to deliver once.
+    Kept {
+        /// How many entries the file holds.
+        entries: usize,
+        /// The spool file.
+        path: PathBuf,
+        /// Why they could not be delivered.
+        cause: Error,
+    },
+}
+
+/// What `Client::deliver_kept` delivered.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Delivered {
+    /// Spool files delivered and removed.
+    pub files: usize,
+    /// Entries in them that are now recorded (including any the daemon had before).
+    pub entries: usize,
+    /// Entries the daemon refused, with its first reason: a refusal is final, so they are
+    /// not kept again.
+    pub refused: usize,
+    /// The daemon's reason for the first refusal.
+    pub first_refusal: Option<ErrorReply>,
+    /// Files that could not be read, set aside under a `.bad` name, with the reason.
+    pub set_aside: Vec<(PathBuf, String)>,
 }
 
 /// A request sent and not yet answered, kept with its bytes so that it can be re-sent.
@@ -142,6 +189,9 @@ impl Client {
             path: path.clone(),
             source,
         })??;
+        if options.deliver_kept {
+            deliver_in_background(&path, &options);
+        }
         Ok(Client {
             path,
             options,
@@ -213,6 +263,139 @@ impl Client {
         } else {
             Err(Error::Rejected(std::mem::take(&mut self.rejections)))
         }
+    }
+
+    /// Flushes what `send` buffered and waits until it is durable, as `flush` does, then
+    /// disconnects. If the daemon cannot be reached within `reconnect_timeout`, the entries
+    /// not yet recorded are kept in the spool file ([`Closed::Kept`]) unless `keep_unsent`
+    /// is off; if they cannot be kept either, `Error::NotKept` says how many were lost.
+    pub fn close(mut self) -> Result<Closed, Error> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<Closed, Error> {
+        let cause = match self.flush() {
+            Ok(()) => return Ok(Closed::Recorded),
+            Err(refused @ Error::Rejected(_)) => return Err(refused),
+            Err(cause) => cause,
+        };
+        let batches = self.unsent();
+        let entries: usize = batches.iter().map(|batch| batch.entries.len()).sum();
+        if entries == 0 || !self.options.keep_unsent {
+            return Err(cause);
+        }
+        match spool_file::write(&self.path, &batches) {
+            Ok(path) => Ok(Closed::Kept {
+                entries,
+                path,
+                cause,
+            }),
+            Err(reason) => Err(Error::NotKept {
+                entries,
+                cause: Box::new(cause),
+                reason,
+            }),
+        }
+    }
+
+    /// Takes the appends of `send` not yet answered and the entries still buffered, with
+    /// their producer numbers (the buffered ones numbered now, after the others).
+    fn unsent(&mut self) -> Vec<spool_file::Batch> {
+        let mut batches: Vec<spool_file::Batch> = self
+            .pending
+            .drain(..)
+            .filter(|pending| pending.sent.is_some())
+            .filter_map(|pending| {
+                let body = pending.frame.get(frame::LEN_PREFIX..)?;
+                match frame::decode_body::<RequestFrame>(body).ok()?.request {
+                    Request::Append(Append {
+                        producer: Some(producer),
+                        entries,
+                        ..
+                    }) => Some(spool_file::Batch { producer, entries }),
+                    _ => None,
+                }
+            })
+            .collect();
+        let max = (self.server.max_entries_per_append as usize).clamp(1, MAX_ENTRIES_PER_APPEND);
+        while !self.buffered.is_empty() {
+            let take = self.buffered.len().min(max);
+            let entries: Vec<Entry> = self.buffered.drain(..take).collect();
+            let producer = self.number(entries.len());
+            batches.push(spool_file::Batch { producer, entries });
+        }
+        batches
+    }
+
+    /// Delivers what clients kept in the spool file for this daemon ([`spool_file`]), file
+    /// by file, each append with the producer numbers it was first sent with, so that an
+    /// entry the daemon already holds is not written again. A file is removed once
+    /// delivered and one that cannot be read is set aside; if the daemon cannot be reached,
+    /// the file being delivered and those after it are given back for a later delivery.
+    pub fn deliver_kept(&mut self) -> Result<Delivered, Error> {
+        let mut delivered = Delivered::default();
+        let claimed = spool_file::claim(&self.path);
+        for (index, file) in claimed.iter().enumerate() {
+            let read = std::fs::read(file)
+                .map_err(SpoolFileError::from)
+                .and_then(|data| spool_file::decode(&data));
+            let batches = match read {
+                Ok(batches) => batches,
+                Err(reason) => {
+                    let bad = spool_file::set_aside(file);
+                    delivered.set_aside.push((bad, reason.to_string()));
+                    continue;
+                }
+            };
+            if let Err(error) = self.deliver_batches(batches, &mut delivered) {
+                claimed[index..]
+                    .iter()
+                    .for_each(|file| spool_file::give_back(file));
+                return Err(error);
+            }
+            // Delivered: a failure to remove it costs only a later, harmless re-delivery.
+            let _ = std::fs::remove_file(file);
+            delivered.files += 1;
+        }
+        Ok(delivered)
+    }
+
+    fn deliver_batches(
+        &mut self,
+        batches: Vec<spool_file::Batch>,
+        delivered: &mut Delivered,
+    ) -> Result<(), Error> {
+        let max = (self.server.max_entries_per_append as usize).clamp(1, MAX_ENTRIES_PER_APPEND);
+        for batch in batches {
+            let mut first_number = batch.producer.first_number;
+            let mut entries = batch.entries;
+            while !entries.is_empty() {
+                // Numbers are consecutive, so a part of a batch keeps its own.
+                let rest = entries.split_off(entries.len().min(max));
+                let n_entries = entries.len();
+                let request = Request::Append(Append {
+                    ack: Ack::Durable,
+                    on_full: OnFull::Wait,
+                    producer: Some(ProducerRef {
+                        producer_id: batch.producer.producer_id,
+                        first_number,
+                    }),
+                    entries,
+                });
+                let id = self.submit(&request, None)?;
+                match self.wait_for(id)? {
+                    Response::Committed { .. } => delivered.entries += n_entries,
+                    Response::Error(reply) => {
+                        delivered.refused += n_entries;
+                        delivered.first_refusal.get_or_insert(reply);
+                    }
+                    other => return Err(unexpected(&other)),
+                }
+                first_number += n_entries as u64;
+                entries = rest;
+            }
+        }
+        Ok(())
     }
 
     /// Asks the daemon whether it is alive; returns the round-trip time.
@@ -594,15 +777,83 @@ impl Client {
 }
 
 impl Drop for Client {
-    /// Sends what is still buffered and waits for it, as a `BufWriter` does; call `flush`
-    /// to see errors.
+    /// Sends what is still buffered and waits for it, as a `BufWriter` does, trying to
+    /// reconnect for at most a second; what cannot be delivered is kept in the spool file,
+    /// and said on standard error. Call `close` to see the outcome instead.
     fn drop(&mut self) {
         if !self.buffered.is_empty() || !self.pending.is_empty() {
             self.options.reconnect_timeout =
                 self.options.reconnect_timeout.min(Duration::from_secs(1));
-            let _ = self.flush();
+            let outcome = self.finish();
+            say_unrecorded(&outcome);
         }
     }
+}
+
+/// Says on standard error what became of entries a dropped client or spool could not
+/// deliver: nobody else is left to tell, and entries must not vanish unsaid.
+pub(crate) fn say_unrecorded(outcome: &Result<Closed, Error>) {
+    match outcome {
+        Ok(Closed::Kept {
+            entries,
+            path,
+            cause,
+        }) => eprintln!(
+            "witness: {entries} entries sent were not recorded ({cause}); they are kept in \
+             {}, for the next witness client that reaches the daemon",
+            path.display()
+        ),
+        Err(lost @ Error::NotKept { .. }) => eprintln!("witness: {lost}"),
+        _ => {}
+    }
+}
+
+/// Paths of the daemons this process has started delivering the spool to.
+static DELIVERING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Delivers, once a process and in a thread of its own, what earlier clients kept in the
+/// spool for the daemon at `path`.
+fn deliver_in_background(path: &Path, options: &Options) {
+    if !spool_file::waiting(path) {
+        return;
+    }
+    {
+        let Ok(mut started) = DELIVERING.lock() else {
+            return;
+        };
+        if started.iter().any(|known| known == path) {
+            return;
+        }
+        started.push(path.to_path_buf());
+    }
+    let options = Options {
+        deliver_kept: false,
+        deadline: None,
+        ..options.clone()
+    };
+    let path = path.to_path_buf();
+    let _ = std::thread::Builder::new()
+        .name("witness-deliver".into())
+        .spawn(move || {
+            // Not reached: the files stay for a later client.
+            let Ok(delivered) =
+                Client::connect_with(&path, options).and_then(|mut client| client.deliver_kept())
+            else {
+                return;
+            };
+            if let Some(reply) = &delivered.first_refusal {
+                eprintln!(
+                    "witness: {} spooled entries were refused: {}",
+                    delivered.refused, reply.message
+                );
+            }
+            for (bad, reason) in &delivered.set_aside {
+                eprintln!(
+                    "witness: spool file {} cannot be delivered ({reason}); set aside",
+                    bad.display()
+                );
+            }
+        });
 }
 
 /// `wait`, cut short so as to end by `deadline`; never zero, which sockets take for "no

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use witness_protocol::Entry;
 
-use crate::{Client, Error, Options, Rejection};
+use crate::{Client, Closed, Error, Options, Rejection};
 
 /// Longest an entry waits in the spool for others to share its frame; also how long the
 /// thread stays awake after the last entry before it sleeps until woken.
@@ -29,7 +29,8 @@ pub const DEFAULT_CAPACITY: usize = 16_384;
 
 /// A background sender over its own connection. Shareable between threads (`send` takes
 /// `&self`). Entries go out in the order `send` was called; `flush` waits until every entry
-/// sent before it is durable. Dropping the spool flushes it.
+/// sent before it is durable. Dropping or closing the spool flushes it; what the daemon
+/// could not be reached for is kept in the spool file, as `Client::close` does.
 #[derive(Debug)]
 pub struct Spool {
     shared: Arc<Shared>,
@@ -62,6 +63,8 @@ struct State {
     closing: bool,
     /// The thread has stopped (it panicked, or the spool is being dropped).
     stopped: bool,
+    /// What closing did with the entries still unrecorded.
+    closed: Option<Result<Closed, Error>>,
 }
 
 impl Spool {
@@ -179,6 +182,32 @@ impl Spool {
         }
     }
 
+    /// Flushes, stops the thread and disconnects. If the daemon cannot be reached within
+    /// `reconnect_timeout`, what is unrecorded is kept in the spool file ([`Closed::Kept`]).
+    /// Refusals since the last flush are reported as by `flush`.
+    pub fn close(mut self) -> Result<Closed, Error> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<Closed, Error> {
+        self.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let mut state = self.lock();
+        let closed = state
+            .closed
+            .take()
+            .unwrap_or_else(|| Err(Error::Protocol("the spool's thread has stopped".into())));
+        match (closed, std::mem::take(&mut state.rejections)) {
+            (Ok(Closed::Recorded), rejections) if !rejections.is_empty() => {
+                Err(Error::Rejected(rejections))
+            }
+            (closed, _) => closed,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared
             .state
@@ -189,10 +218,9 @@ impl Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.lock().closing = true;
-        self.shared.work.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if self.thread.is_some() {
+            let outcome = self.stop();
+            crate::say_unrecorded(&outcome);
         }
     }
 }
@@ -256,6 +284,18 @@ fn run(shared: &Shared, mut client: Client) {
             // Room again for callers held up by a full queue.
             shared.settled.notify_all();
         }
+        if closing {
+            for entry in taken.drain(..) {
+                // A send that cannot be written leaves its entries pending, which `finish`
+                // delivers or keeps.
+                let _ = client.send(entry);
+            }
+            let closed = client.finish();
+            let mut state = shared.state.lock().expect("never poisoned");
+            state.closed = Some(closed);
+            state.flush_done = state.flush_done.max(ticket);
+            return;
+        }
         let mut failure = None;
         for entry in taken.drain(..) {
             if let Err(error) = client.send(entry) {
@@ -265,7 +305,7 @@ fn run(shared: &Shared, mut client: Client) {
         let mut rejections = Vec::new();
         let flushing = {
             let state = shared.state.lock().expect("never poisoned");
-            state.flush_done < ticket || closing
+            state.flush_done < ticket
         };
         if client.buffered.is_empty() {
             oldest = None;
@@ -301,9 +341,6 @@ fn run(shared: &Shared, mut client: Client) {
             shared.settled.notify_all();
         } else {
             drop(state);
-        }
-        if closing {
-            return;
         }
     }
 }

@@ -20,7 +20,7 @@ from typing import Tuple
 import pytest
 
 import witness
-from conftest import Daemon
+from conftest import Daemon, witnessd_binary
 
 
 def test_log_returns_the_receipt_of_the_stored_row(daemon: Daemon, client: witness.Client) -> None:
@@ -588,6 +588,51 @@ def test_spooled_entries_are_delivered_once_by_the_next_client(
     )
     assert [n for (n,) in rows] == list(range(50))
     client.close()
+
+
+def test_the_rust_command_line_delivers_what_python_kept_and_takes_over_a_dead_claim(
+    daemon: Daemon, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool file is one format for both clients (docs/PROTOCOL.md, "The spool file"):
+    `witness spool --deliver` delivers a file the Python client kept, here left claimed by a
+    process that died mid-delivery, each entry once."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    daemon.stop()
+    code = (
+        "import witness\n"
+        f"client = witness.Client({daemon.socket!r}, exit_timeout=1, reconnect_timeout=1,"
+        " connect_timeout=1)\n"
+        "for n in range(30):\n"
+        "    client.send('kept', 'script', payload={'n': n})\n"
+    )
+    status, stderr, _ = run_script(code, runtime=runtime)
+    assert status == 75, stderr
+    folder = next((runtime / "witness").glob("spool-*"))
+    (spooled,) = list(folder.glob("*.spool"))
+    # pid 2^22+1 is above Linux's largest: no such process holds the claim.
+    spooled.rename(folder / f"{spooled.name}.4194305.claimed")
+    daemon.start()
+    cli = witnessd_binary().with_name("witness")
+    listed = subprocess.run(
+        [str(cli), "--socket", daemon.socket, "spool"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0 and "30 entries" in listed.stdout, listed
+    for _ in range(2):
+        done = subprocess.run(
+            [str(cli), "--socket", daemon.socket, "spool", "--deliver", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done
+    assert json.loads(done.stdout)["entries"] == 0
+    rows = daemon.rows(
+        "SELECT json_extract(payload, '$.n') FROM entries WHERE event = 'kept' ORDER BY seq"
+    )
+    assert [n for (n,) in rows] == list(range(30))
+    assert list(folder.iterdir()) == []
 
 
 def test_a_script_whose_sends_were_recorded_exits_0(daemon: Daemon) -> None:

@@ -29,9 +29,9 @@ MAX_BYTES = 64 * 1024 * 1024
 Batch = Tuple[int, int, List[bytes]]
 
 
-def folder(socket_path: str) -> Optional[str]:
-    """The spool folder for the daemon at `socket_path`, made private if need be; `None`
-    when no folder of the user's own can be had."""
+def folder(socket_path: str, create: bool = True) -> Optional[str]:
+    """The spool folder for the daemon at `socket_path`, made private if need be (unless
+    `create` is false); `None` when no folder of the user's own can be had."""
     uid = os.getuid()
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if not os.path.isabs(runtime) or not os.path.isdir(runtime):
@@ -42,7 +42,7 @@ def folder(socket_path: str) -> Optional[str]:
     path = os.path.join(runtime, "witness", f"spool-{digest}")
     parent = os.path.dirname(path)
     try:
-        if runtime.startswith(tempfile.gettempdir()):
+        if create and runtime.startswith(tempfile.gettempdir()):
             try:
                 os.mkdir(runtime, 0o700)
             except FileExistsError:
@@ -51,7 +51,7 @@ def folder(socket_path: str) -> Optional[str]:
         top = os.lstat(runtime)
         if os.path.islink(runtime) or top.st_uid != uid or top.st_mode & 0o022:
             return None
-        for part in (parent, path):
+        for part in (parent, path) if create else ():
             try:
                 os.mkdir(part, 0o700)
             except FileExistsError:
@@ -87,6 +87,13 @@ def decode(data: bytes) -> List[Batch]:
     body, check = data[:-32], data[-32:]
     if hashlib.sha256(body).digest() != check:
         raise ValueError("its checksum does not match: cut short or changed")
+    try:
+        return _batches(body)
+    except struct.error as error:
+        raise ValueError(f"a batch runs past the end: {error}") from None
+
+
+def _batches(body: bytes) -> List[Batch]:
     batches: List[Batch] = []
     at = len(MAGIC)
     while at < len(body):
@@ -121,23 +128,47 @@ def write(socket_path: str, batches: List[Batch]) -> Optional[str]:
         finally:
             os.close(descriptor)
         os.rename(partial, path)
+        directory = os.open(where, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except OSError:
         return None
     return path
 
 
+def _abandoned(name: str) -> bool:
+    """Whether `name` is a claim (`NAME.PID.claimed`) by a process that no longer exists."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or parts[2] != "claimed" or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
 def claim(socket_path: str) -> List[str]:
     """Takes the spool files waiting for the daemon at `socket_path`: each is renamed to a
-    name of this process's, so that no other client delivers it too."""
-    where = folder(socket_path)
-    if where is None:
+    name of this process's, so that no other client delivers it too. A file claimed by a
+    process that has died (killed mid-delivery) is taken over."""
+    where = folder(socket_path, create=False)
+    if where is None or not os.path.isdir(where):
         return []
     claimed = []
     for name in sorted(os.listdir(where)):
-        if not name.endswith(".spool"):
+        if name.endswith(".spool"):
+            original = name
+        elif _abandoned(name):
+            original = name.rsplit(".", 2)[0]
+        else:
             continue
         path = os.path.join(where, name)
-        mine = f"{path}.{os.getpid()}.claimed"
+        mine = f"{os.path.join(where, original)}.{os.getpid()}.claimed"
         try:
             os.rename(path, mine)
         except OSError:

@@ -218,6 +218,14 @@ pub enum Command {
         #[arg(value_enum)]
         file: Option<WhereFile>,
     },
+    /// What clients kept in this user's spool because the daemon could not be reached when
+    /// they closed: the files waiting, or, with `--deliver`, deliver them now (each entry
+    /// once, however often delivery is tried).
+    Spool {
+        /// Deliver the files to the daemon instead of listing them.
+        #[arg(long)]
+        deliver: bool,
+    },
     /// The daemon's health: throughput, queue, latencies, connections, sizes, memory, and
     /// where the log is.
     Stats {

@@ -10,6 +10,7 @@ mod archive;
 mod args;
 mod fleet;
 mod import;
+mod kept;
 mod line;
 mod money;
 mod output;
@@ -76,6 +77,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         connect_timeout: wait,
         answer_timeout: Some(wait),
         deadline: (!streams).then(|| std::time::Instant::now() + wait),
+        // An import that failed is said so and run again: keeping its entries for a later
+        // delivery would record them twice. `witness spool --deliver` delivers the spool on
+        // demand, rather than in a thread that a short command would cut short.
+        keep_unsent: !matches!(args.command, Command::Import { .. }),
+        deliver_kept: false,
         ..witness_client::Options::default()
     };
     let connect = || Client::connect_with(&socket, options.clone());
@@ -203,6 +209,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::VerifyProof { file, key, entry } => {
             proof::verify(&file, &key, entry.as_deref(), json)
         }
+        Command::Spool { deliver: false } => kept::list(&socket, json),
+        Command::Spool { deliver: true } => kept::deliver(&mut connect()?, json),
         Command::Where { file } => {
             admin::paths(&mut connect()?, file, json)?;
             Ok(ExitCode::SUCCESS)
