@@ -552,12 +552,15 @@ def test_a_script_whose_sends_were_not_recorded_does_not_exit_0_nor_stall(
     assert "kept in" not in stderr, stderr
 
 
-def test_spooled_entries_are_delivered_once_by_the_next_client(
-    daemon: Daemon, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 28, item 3: what a script could not deliver before it exited is delivered by
-    the next client that reaches the daemon, with its producer numbers, so that a copy
-    delivered twice is stored once; a spool file that is not one is set aside."""
+def spool_from_a_script(
+    daemon: Daemon,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    event: str,
+) -> Tuple[pathlib.Path, pathlib.Path]:
+    """Stops the daemon and runs a script that sends `count` entries, which it must keep in
+    the spool (exit 75); the spool folder and the one file in it."""
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
@@ -566,13 +569,23 @@ def test_spooled_entries_are_delivered_once_by_the_next_client(
         "import witness\n"
         f"client = witness.Client({daemon.socket!r}, exit_timeout=1, reconnect_timeout=1,"
         " connect_timeout=1)\n"
-        "for n in range(50):\n"
-        "    client.send('spooled', 'script', payload={'n': n})\n"
+        f"for n in range({count}):\n"
+        f"    client.send({event!r}, 'script', payload={{'n': n}})\n"
     )
     status, stderr, _ = run_script(code, runtime=runtime)
     assert status == 75, stderr
     folder = next((runtime / "witness").glob("spool-*"))
     (spooled,) = list(folder.glob("*.spool"))
+    return folder, spooled
+
+
+def test_spooled_entries_are_delivered_once_by_the_next_client(
+    daemon: Daemon, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28, item 3: what a script could not deliver before it exited is delivered by
+    the next client that reaches the daemon, with its producer numbers, so that a copy
+    delivered twice is stored once; a spool file that is not one is set aside."""
+    folder, spooled = spool_from_a_script(daemon, tmp_path, monkeypatch, 50, "spooled")
     # The same batches twice, as a delivery cut off and tried again would send them.
     (folder / "again.spool").write_bytes(spooled.read_bytes())
     (folder / "garbage.spool").write_bytes(b"WITSPOOL1\n" + b"\x00" * 40)
@@ -596,21 +609,7 @@ def test_the_rust_command_line_delivers_what_python_kept_and_takes_over_a_dead_c
     """The spool file is one format for both clients (docs/PROTOCOL.md, "The spool file"):
     `witness spool --deliver` delivers a file the Python client kept, here left claimed by a
     process that died mid-delivery, each entry once."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    daemon.stop()
-    code = (
-        "import witness\n"
-        f"client = witness.Client({daemon.socket!r}, exit_timeout=1, reconnect_timeout=1,"
-        " connect_timeout=1)\n"
-        "for n in range(30):\n"
-        "    client.send('kept', 'script', payload={'n': n})\n"
-    )
-    status, stderr, _ = run_script(code, runtime=runtime)
-    assert status == 75, stderr
-    folder = next((runtime / "witness").glob("spool-*"))
-    (spooled,) = list(folder.glob("*.spool"))
+    folder, spooled = spool_from_a_script(daemon, tmp_path, monkeypatch, 30, "kept")
     # pid 2^22+1 is above Linux's largest: no such process holds the claim.
     spooled.rename(folder / f"{spooled.name}.4194305.claimed")
     daemon.start()
