@@ -4,10 +4,13 @@ Four processes export spans to `witnessd`'s OTLP listener in requests of 512 (wh
 `BatchSpanProcessor` sends), binary protobuf over keep-alive HTTP/1.1 connections, each
 request encoded beforehand so that the figures are the daemon's, not the encoder's. Each
 answer is a 200 after commit (`sync = full`). Then the same at half that rate, open loop,
-with each export's latency taken from its intended send time. Beside them, four processes
-`send` the same number of entries through the socket with the Python client, batches of
-512. The daemon's CPU time per item is read from /proc. Medians of `--runs` runs, the two
-transports alternating; the daemon is the release `witnessd` (or `$WITNESSD`).
+with each export's latency taken from its intended send time: once with the four schedules
+a quarter period apart, as independent processes' batch processors are (`half_rate`), and
+once with all four sending at the same instants (`aligned`), a burst of four at a time.
+Beside them, four processes `send` the same number of entries through the socket with the
+Python client, batches of 512. The daemon's CPU time per item is read from /proc. Medians
+of `--runs` runs, the two transports alternating; the daemon is the release `witnessd` (or
+`$WITNESSD`).
 
     python3 benches/python/otlp_bench.py [--runs 3] [--requests 100]
 """
@@ -170,13 +173,21 @@ def run_once(binary: str, requests: int) -> dict:
             figures["otlp_cpu_us_per_span"] = (cpu_seconds(daemon.pid) - cpu) / spans * 1e6
             # Open loop at half that rate.
             period = EXPORTERS * BATCH / (figures["otlp_spans_per_sec"] / 2)
-            start = time.time() + 1.0
-            lists = pool.map(
-                exporter, [(port, 10 + p, requests // 2, period, start) for p in range(EXPORTERS)]
-            )
-            latencies = [x for xs in lists for x in xs]
-            figures["half_rate_p50_ms"] = percentile(latencies, 0.5)
-            figures["half_rate_p99_ms"] = percentile(latencies, 0.99)
+            # Each exporter's schedule is offset by a quarter period, as independent
+            # processes' batch processors are; `aligned` has all four send at the same
+            # instants, a burst of four requests at once.
+            for base, name, spread in ((10, "half_rate", period / EXPORTERS), (20, "aligned", 0.0)):
+                start = time.time() + 1.0
+                lists = pool.map(
+                    exporter,
+                    [
+                        (port, base + p, requests // 2, period, start + p * spread)
+                        for p in range(EXPORTERS)
+                    ],
+                )
+                latencies = [x for xs in lists for x in xs]
+                figures[f"{name}_p50_ms"] = percentile(latencies, 0.5)
+                figures[f"{name}_p99_ms"] = percentile(latencies, 0.99)
             # The socket, the same entries.
             cpu = cpu_seconds(daemon.pid)
             start = time.time() + 1.0

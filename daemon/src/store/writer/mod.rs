@@ -28,9 +28,11 @@ use crate::store::queue::{JobQueue, LaneId, Next, Shares};
 use crate::store::transaction::{self, Head, Outcome, Producer, Written, acknowledge};
 
 mod control;
+mod copier;
 mod prune;
 mod upkeep;
 
+use copier::Copier;
 use prune::Pruning;
 
 /// How the writer batches, syncs and checkpoints.
@@ -160,11 +162,13 @@ impl WriterHandle {
             }
             None => None,
         };
+        let copier = Copier::start(&config.db_path, config.durability)?;
         let mut writer = Writer::new(connection, config, Arc::clone(&stats), committed_sender)
             .map(|writer| Writer {
                 identity,
                 checkpointer,
                 mark,
+                copier: Some(copier),
                 ..writer
             })?;
         if let Some(loss) = loss {
@@ -234,11 +238,20 @@ impl Drop for WriterHandle {
 const HEAVY_MEMORY: u64 = 16;
 
 /// The checkpoints the writer runs: passive between busy batches (copies what no reader
-/// still needs), truncate when idle and at shutdown (empties the WAL file).
+/// still needs, after the copier has copied the bulk), truncate when idle and at shutdown
+/// (empties the WAL file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checkpoint {
     Passive,
     Truncate,
+}
+
+/// A checkpoint asked of the copier: its number, and how many the writer has asked in a row
+/// without copying the rest itself.
+#[derive(Debug, Clone, Copy)]
+struct Copying {
+    asked: u64,
+    rounds: u32,
 }
 
 struct Writer {
@@ -265,6 +278,10 @@ struct Writer {
     /// Every producer seen since start, as committed; others are read on demand.
     producers: HashMap<i64, Producer>,
     wal_pages: Arc<AtomicU32>,
+    /// Runs the bulk of the passive checkpoints on a thread of its own; `None` once stopped.
+    copier: Option<Copier>,
+    /// The copier's checkpoint asked for and not yet followed by the writer's own.
+    copying: Option<Copying>,
     scratch: Vec<u8>,
     dirty_since_truncate: bool,
     /// Entries in the last batch and how long its commit took, for adaptive batching.
@@ -361,6 +378,8 @@ impl Writer {
             mark: None,
             producers: HashMap::new(),
             wal_pages,
+            copier: None,
+            copying: None,
             scratch: Vec::with_capacity(4096),
             dirty_since_truncate: true,
             last_batch_entries: 0,
@@ -438,12 +457,14 @@ impl Writer {
             if self.failure.is_none() && self.pruning.is_some() {
                 self.prune_step();
             }
-            if self.failure.is_none()
-                && self.wal_pages.load(Ordering::Relaxed) >= self.config.checkpoint_pages
-            {
-                self.checkpoint(Checkpoint::Passive);
+            if self.failure.is_none() {
+                self.upkeep_wal();
             }
             self.maybe_optimize();
+        }
+        // Its connection closed first: the last checkpoint needs every other one gone.
+        if let Some(mut copier) = self.copier.take() {
+            copier.stop();
         }
         if self.failure.is_none() {
             self.sign_checkpoint(true);

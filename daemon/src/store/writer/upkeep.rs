@@ -4,9 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Checkpoint, DISK_CHECK, DISK_CHECK_LOW, Writer};
+use super::{Checkpoint, Copying, DISK_CHECK, DISK_CHECK_LOW, Writer};
 use crate::format::schema;
 use crate::store::dbfile;
+
+/// Checkpoints the copier runs in a row, each leaving more than an eighth of
+/// `checkpoint_pages` behind, before the writer copies the rest itself whatever its size: a
+/// rate the copier cannot outrun would otherwise keep the WAL from ever restarting.
+const COPY_ROUNDS: u32 = 3;
 
 impl Writer {
     /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
@@ -132,6 +137,45 @@ impl Writer {
             }
             _ => {}
         }
+    }
+
+    /// Keeps the WAL near `checkpoint_pages`, between batches: once it holds that many, the
+    /// copier copies them on its own thread while batches go on; then the writer copies the
+    /// rest, what was appended meanwhile, itself, so that the next commit can restart the
+    /// WAL from its beginning. While that rest is still large (a copy under a high rate),
+    /// the copier goes again first, at most `COPY_ROUNDS` times in a row and only while the
+    /// WAL holds less than twice `checkpoint_pages`: past that the writer is appending
+    /// faster than the copier copies, and only a copy between batches bounds the WAL.
+    pub(super) fn upkeep_wal(&mut self) {
+        let pages = i64::from(self.wal_pages.load(Ordering::Relaxed));
+        let threshold = i64::from(self.config.checkpoint_pages);
+        if pages < threshold {
+            self.copying = None;
+            return;
+        }
+        let Some(copier) = &self.copier else {
+            return self.checkpoint(Checkpoint::Passive);
+        };
+        let Some(copying) = self.copying else {
+            self.copying = Some(Copying {
+                asked: copier.ask(),
+                rounds: 1,
+            });
+            return;
+        };
+        let Some(copied) = copier.finished(copying.asked) else {
+            return;
+        };
+        let rest = copied.map_or(pages, |copied| pages - copied.done);
+        if rest > threshold / 8 && pages < 2 * threshold && copying.rounds < COPY_ROUNDS {
+            self.copying = Some(Copying {
+                asked: copier.ask(),
+                rounds: copying.rounds + 1,
+            });
+            return;
+        }
+        self.copying = None;
+        self.checkpoint(Checkpoint::Passive);
     }
 
     pub(super) fn checkpoint(&mut self, mode: Checkpoint) {
