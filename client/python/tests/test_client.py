@@ -112,6 +112,76 @@ def test_sends_survive_kill_dash_nine_and_restart_exactly_once(daemon: Daemon) -
     client.close()
 
 
+def test_threads_sharing_a_client_each_get_their_own_receipts_while_sends_flow(
+    daemon: Daemon, client: witness.Client
+) -> None:
+    # One caller at a time reads the socket for everyone; the others' answers, and those of
+    # `send`, are handed over: each receipt must still be its own entry's.
+    threads, calls, sends = 8, 200, 5_000
+    receipts: dict = {}
+    failures: list = []
+
+    def caller(t: int) -> None:
+        try:
+            receipts[t] = [
+                client.log("call", "threads", payload={"t": t, "i": i}) for i in range(calls)
+            ]
+        except BaseException as error:  # noqa: BLE001 (reported by the main thread)
+            failures.append(error)
+
+    workers = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for i in range(sends):
+        client.send("sent", "threads", payload={"i": i})
+    client.flush(timeout=60)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not any(worker.is_alive() for worker in workers)
+    assert failures == []
+    stored = dict(daemon.rows("SELECT seq, payload FROM entries WHERE event = 'call'"))
+    for t in range(threads):
+        assert [json.loads(stored[r.seq]) for r in receipts[t]] == [
+            {"t": t, "i": i} for i in range(calls)
+        ]
+    rows = daemon.rows("SELECT json_extract(payload, '$.i') FROM entries WHERE event = 'sent'")
+    assert sorted(i for (i,) in rows) == list(range(sends))
+
+
+def test_a_log_waiting_through_kill_dash_nine_is_answered_after_restart_exactly_once(
+    daemon: Daemon,
+) -> None:
+    # The caller reading its own answer sees the connection break; the reader thread
+    # reconnects and re-sends, and the call returns the receipt of the one entry stored.
+    client = daemon.client(reconnect_timeout=30.0)
+    n = 2_000
+    killed = threading.Event()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if daemon.rows("SELECT count(*) FROM entries")[0][0] >= 300:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.005)
+        daemon.kill9()
+        killed.set()
+        time.sleep(0.3)
+        daemon.start()
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    receipts = [client.log("tick", "restart", payload={"i": i}) for i in range(n)]
+    thread.join(timeout=90)
+    assert killed.is_set()
+    rows = daemon.rows("SELECT seq, json_extract(payload, '$.i') FROM entries ORDER BY seq")
+    assert [i for (_, i) in rows] == list(range(n))
+    assert [r.seq for r in receipts] == [seq for (seq, _) in rows]
+    client.close()
+
+
 def test_send_waits_for_the_daemon_and_never_drops_when_the_queue_is_full(
     daemon: Daemon,
 ) -> None:

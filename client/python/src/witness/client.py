@@ -178,10 +178,13 @@ def _client_ts(value: Timestamp) -> Optional[int]:
 class _Pending:
     """A request written (or to be written) and not yet answered."""
 
-    __slots__ = ("frame", "done", "kind", "value", "on_answer", "resend", "batch")
+    __slots__ = ("frame", "done", "kind", "value", "on_answer", "resend", "batch", "own")
 
     def __init__(self, frame: bytes, on_answer: Optional[Callable[[str, Any], None]], resend: bool):
         self.frame = frame
+        # Its caller reads the answer itself (see `Client._read_own`): the reader thread
+        # need not wake for it.
+        self.own = on_answer is None
         # For an append of `send`: its first entry number and entries, for the spool.
         self.batch: Optional[Tuple[int, List[bytes]]] = None
         self.done = threading.Event()
@@ -467,7 +470,13 @@ class Client(_Requests):
 
     def _setup(self) -> None:
         """The state of a fresh client: also what a forked child starts from."""
-        self._state = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._state = threading.Condition(lock)
+        # The reader thread waits on its own condition, woken only when an answer is its to
+        # read: a notification of `_state` (room, answers) then wakes no idle thread.
+        self._reader_wake = threading.Condition(lock)
+        # A thread is reading the socket: the reader thread, or a caller reading its answer.
+        self._reading = False
         self._write = threading.Lock()
         self._sock: Optional[socket.socket] = None
         self._limits: Dict[str, Any] = {}
@@ -547,46 +556,101 @@ class Client(_Requests):
     def _in_flight_limit(self) -> int:
         return max(1, min(256, int(self._limits.get("max_in_flight", 2)) // 2))
 
+    def _others_waiting(self) -> bool:
+        """Whether an answer is the reader thread's to read; called with `_state` held."""
+        return any(not pending.own for pending in self._pending.values())
+
     def _read_answers(self) -> None:
-        """The reader thread: hands answers to their callers; when the connection breaks,
-        connects again and re-sends what was not answered, for as long as anything waits."""
+        """The reader thread: reads the answers no caller reads itself (those of `send`, and
+        a call's while another thread is reading) and hands them over; when the connection
+        breaks, connects again and re-sends what was not answered, for as long as anything
+        waits."""
         while True:
             with self._state:
                 sock = self._sock
                 if sock is None and not self._pending:
                     self._reader = None
                     return
+                if sock is not None:
+                    if self._reading or not self._others_waiting():
+                        # A second at a time, to notice a close.
+                        self._reader_wake.wait(1.0)
+                        continue
+                    self._reading = True
             if sock is None:
                 sock = self._reconnect()
-                if sock is None:
-                    continue
+                continue
             try:
-                # Waits for an answer a second at a time, to notice a close; a frame once
-                # begun must arrive whole within the client's timeout.
+                # A frame once begun must arrive whole within the client's timeout.
                 readable, _, _ = select.select([sock], [], [], 1.0)
-                if not readable:
-                    continue
-                request_id, kind, value = _read_frame(sock)
+                answer = _read_frame(sock) if readable else None
             except (OSError, ValueError, _codec.DecodeError) as error:
+                self._done_reading()
                 self._broken(sock, error)
                 continue
+            self._done_reading()
+            if answer is not None:
+                self._hand_over(*answer)
+
+    def _done_reading(self) -> None:
+        """Gives up the socket, waking the reader thread if an answer is now its to read."""
+        with self._state:
+            self._reading = False
+            if self._others_waiting():
+                self._reader_wake.notify()
+
+    def _hand_over(self, request_id: int, kind: str, value: Any) -> None:
+        """Hands an answer to the request it answers."""
+        with self._state:
+            pending = self._pending.pop(request_id, None)
+            self._state.notify_all()
+        if pending is None:
+            if kind == "error":
+                _log.warning("witnessd: %s: %s", value[0], value[1])
+            return
+        pending.kind, pending.value = kind, value
+        if pending.on_answer is not None:
+            pending.on_answer(kind, value)
+        pending.done.set()
+
+    def _read_own(self, pending: _Pending, deadline: float) -> None:
+        """Reads answers on the calling thread until `pending`'s has come, when no other
+        thread is reading: a call then costs no wake-up of the reader thread and no hand-over
+        between threads (measured: 113 µs of CPU a `log` through the reader thread, under 50
+        reading on the caller's). Otherwise, or once the connection breaks, the answer is
+        the reader thread's to read, after it has reconnected and re-sent if need be."""
+        with self._state:
+            sock = self._sock
+            if sock is None or self._reading or pending.done.is_set():
+                pending.own = False
+                self._reader_wake.notify()
+                return
+            self._reading = True
+        broken: Optional[BaseException] = None
+        try:
+            while not pending.done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                readable, _, _ = select.select([sock], [], [], left)
+                if not readable:
+                    break
+                self._hand_over(*_read_frame(sock))
+        except (OSError, ValueError, _codec.DecodeError) as error:
+            broken = error
+        finally:
             with self._state:
-                pending = self._pending.pop(request_id, None)
-                self._state.notify_all()
-            if pending is None:
-                if kind == "error":
-                    _log.warning("witnessd: %s: %s", value[0], value[1])
-                continue
-            pending.kind, pending.value = kind, value
-            if pending.on_answer is not None:
-                pending.on_answer(kind, value)
-            pending.done.set()
+                pending.own = False
+            self._done_reading()
+        if broken is not None:
+            self._broken(sock, broken)
 
     def _broken(self, sock: socket.socket, error: BaseException) -> None:
         with self._state:
             if self._sock is sock:
                 self._sock = None
             self._state.notify_all()
+            self._reader_wake.notify()
         try:
             sock.close()
         except OSError:
@@ -639,6 +703,7 @@ class Client(_Requests):
             for request_id, _ in failed:
                 del self._pending[request_id]
             self._state.notify_all()
+            self._reader_wake.notify()
         for _, pending in failed:
             pending.kind, pending.value = "unavailable", error
             if pending.on_answer is not None:
@@ -680,6 +745,8 @@ class Client(_Requests):
                 sock = self._sock
                 if sock is None:
                     self._wake_reader()
+                if not pending.own:
+                    self._reader_wake.notify()
             if sock is not None:
                 try:
                     sock.sendall(pending.frame)
@@ -688,8 +755,9 @@ class Client(_Requests):
                     self._broken(sock, error)
         return pending
 
-    def _wait(self, pending: _Pending, expected: str) -> Any:
-        if not pending.done.wait(self.timeout):
+    def _wait(self, pending: _Pending, expected: str, deadline: Optional[float] = None) -> Any:
+        left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        if not pending.done.wait(left):
             with self._state:
                 for request_id, candidate in list(self._pending.items()):
                     if candidate is pending:
@@ -703,7 +771,10 @@ class Client(_Requests):
         return _raise_for(pending.kind, pending.value, expected)
 
     def _call(self, build: Callable[[int], bytes], expected: str) -> Any:
-        return self._wait(self._submit(build), expected)
+        pending = self._submit(build)
+        deadline = time.monotonic() + self.timeout
+        self._read_own(pending, deadline)
+        return self._wait(pending, expected, deadline)
 
     def _run(self, steps: Steps[T]) -> T:
         """Drives a call's steps over this client's connection."""
@@ -877,6 +948,7 @@ class Client(_Requests):
                 self._queue.put(None)
             with self._state:
                 sock, self._sock = self._sock, None
+                self._reader_wake.notify()
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
