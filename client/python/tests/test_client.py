@@ -77,28 +77,31 @@ def test_a_hundred_thousand_sends_are_all_stored_in_order(
     assert [i for (i,) in rows] == list(range(100_000))
 
 
-def test_sends_survive_kill_dash_nine_and_restart_exactly_once(daemon: Daemon) -> None:
-    client = daemon.client(reconnect_timeout=30.0)
-    n = 30_000
-    killed = threading.Event()
+def _kill9_and_restart_once_stored(daemon: Daemon, rows: int, killed: threading.Event) -> None:
+    """Kills the daemon with SIGKILL once it has `rows` entries (a minute at most), sets
+    `killed`, and starts it again."""
 
     def stored() -> int:
-        # The daemon may still be creating its database when the sends begin.
+        # The daemon may still be creating its database when the appends begin.
         try:
             return daemon.rows("SELECT count(*) FROM entries")[0][0]
         except sqlite3.OperationalError:
             return 0
 
-    def killer() -> None:
-        deadline = time.monotonic() + 60
-        while stored() < 3_000 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        daemon.kill9()
-        killed.set()
-        time.sleep(0.3)
-        daemon.start()
+    deadline = time.monotonic() + 60
+    while stored() < rows and time.monotonic() < deadline:
+        time.sleep(0.005)
+    daemon.kill9()
+    killed.set()
+    time.sleep(0.3)
+    daemon.start()
 
-    thread = threading.Thread(target=killer)
+
+def test_sends_survive_kill_dash_nine_and_restart_exactly_once(daemon: Daemon) -> None:
+    client = daemon.client(reconnect_timeout=30.0)
+    n = 30_000
+    killed = threading.Event()
+    thread = threading.Thread(target=_kill9_and_restart_once_stored, args=(daemon, 3_000, killed))
     thread.start()
     for i in range(n):
         client.send("tick", "stream", payload={"i": i})
@@ -156,22 +159,7 @@ def test_a_log_waiting_through_kill_dash_nine_is_answered_after_restart_exactly_
     client = daemon.client(reconnect_timeout=30.0)
     n = 2_000
     killed = threading.Event()
-
-    def killer() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if daemon.rows("SELECT count(*) FROM entries")[0][0] >= 300:
-                    break
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.005)
-        daemon.kill9()
-        killed.set()
-        time.sleep(0.3)
-        daemon.start()
-
-    thread = threading.Thread(target=killer)
+    thread = threading.Thread(target=_kill9_and_restart_once_stored, args=(daemon, 300, killed))
     thread.start()
     receipts = [client.log("tick", "restart", payload={"i": i}) for i in range(n)]
     thread.join(timeout=90)
