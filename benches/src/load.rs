@@ -54,6 +54,10 @@ pub struct WorkerArgs {
     /// Entries per second, for `open`.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// For `open`: where in its interval this worker's schedule starts, from 0 to 1, so that
+    /// many workers together offer a steady rate rather than all sending at the same instants.
+    #[arg(long, default_value_t = 0.0)]
+    pub phase: f64,
     /// Seed of the entry generator.
     #[arg(long)]
     pub seed: u64,
@@ -158,7 +162,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             Mode::Open => {
                 let interval = 1e9 / args.rate;
                 for (index, entry) in entries.into_iter().enumerate() {
-                    let intended = args.start_at + (index as f64 * interval) as u64;
+                    let intended = args.start_at + ((index as f64 + args.phase) * interval) as u64;
                     wait_until(intended);
                     client.log(entry)?;
                     record(&mut latencies, now_ns().saturating_sub(intended));

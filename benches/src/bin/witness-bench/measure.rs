@@ -90,6 +90,11 @@ pub(crate) fn run_workers(
                 .args(["--count", &workload.entries_per_process.to_string()])
                 .args(["--batch", &workload.batch.to_string()])
                 .args(["--rate", &workload.rate_per_process.to_string()])
+                // Spread over the interval: together the workers offer a steady rate.
+                .args([
+                    "--phase",
+                    &(index as f64 / workload.processes as f64).to_string(),
+                ])
                 .args(["--seed", &(index as u64 * 7919 + 1).to_string()])
                 .args(["--start-at", &start_at.to_string()])
                 .stdout(Stdio::piped())
