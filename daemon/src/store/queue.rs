@@ -198,9 +198,10 @@ impl State {
 /// Taking jobs in turn is not enough on its own: a connection that sends one entry and waits
 /// for its answer waits for the whole commit, and a batch filled by a flooder takes tens of
 /// milliseconds to commit. So once a light lane (a client waiting for this commit alone)
-/// meets a heavy one (a backlog: a flooder) in a batch, and in the batch after, each lane
-/// may put at most `quantum` entries into it (but always one whole job): beside a flooder,
-/// commits stay short. Lanes that all pipeline, and lone clients, are never bounded, so
+/// meets a heavy one (a backlog: a flooder) in a batch, and in every batch the writer starts
+/// bounded after it (for a moment: the writer's `CONTENTION_MEMORY`), each lane may put at
+/// most `quantum` entries into it (but always one whole job): beside a flooder, commits stay
+/// short. Lanes that all pipeline, and lone clients, are never bounded, so
 /// they fill whole batches and lose no throughput.
 #[derive(Debug, Default)]
 pub struct Shares {
@@ -216,7 +217,7 @@ pub struct Shares {
 
 impl Shares {
     /// A batch in which each lane may take `quantum` entries once light and heavy lanes
-    /// meet, or from the start when `bounded` (they met in the batch before);
+    /// meet, or from the start when `bounded` (they met in a batch a moment before);
     /// `heavy_before` are the lanes that had a backlog in recent batches.
     pub fn new(quantum: usize, bounded: bool, heavy_before: HashSet<LaneId>) -> Shares {
         Shares {
@@ -257,6 +258,38 @@ impl Shares {
 
     fn allows(&self, lane: LaneId) -> bool {
         !self.bounded || self.taken.get(&lane).copied().unwrap_or(0) < self.quantum
+    }
+}
+
+/// Whether the writer starts its batches bounded: for `memory` after a batch in which light
+/// and heavy lanes last met. A flooder's backlog is always there; the waiting clients' next
+/// appends are not, between their round trips, and a batch filled in such a gap, unbounded,
+/// is the long commit they would each wait behind next.
+#[derive(Debug, Clone, Copy)]
+pub struct Contention {
+    memory: Duration,
+    until: Option<Instant>,
+}
+
+impl Contention {
+    /// No contention seen yet; once seen, remembered for `memory`.
+    pub fn new(memory: Duration) -> Contention {
+        Contention {
+            memory,
+            until: None,
+        }
+    }
+
+    /// Notes the batch `shares` filled, at `now`.
+    pub fn note(&mut self, shares: &Shares, now: Instant) {
+        if shares.light_beside_heavy() {
+            self.until = Some(now + self.memory);
+        }
+    }
+
+    /// Whether a batch started at `now` starts bounded.
+    pub fn bounded(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
     }
 }
 
@@ -341,5 +374,34 @@ mod tests {
         let taken = fill(&queue, &mut shares, 4096);
         assert_eq!(taken.values().sum::<usize>(), 4096, "{taken:?}");
         assert!(!shares.light_beside_heavy());
+    }
+
+    #[test]
+    fn batches_stay_bounded_for_a_moment_after_a_waiting_client_met_a_flooder() {
+        let start = Instant::now();
+        let mut contention = Contention::new(Duration::from_millis(100));
+        assert!(!contention.bounded(start));
+        // A flooder beside a client waiting on one entry.
+        let queue = JobQueue::new();
+        for _ in 0..100 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+        }
+        push(&queue, 2, job(1, Ack::Committed, true));
+        let mut met = Shares::new(64, false, HashSet::new());
+        fill(&queue, &mut met, 4096);
+        contention.note(&met, start);
+        // The next batch holds only the flooder (the client's next append is not in yet):
+        // started bounded, the flooder puts one quantum into it, not a whole batch.
+        let mut shares = Shares::new(64, contention.bounded(start), HashSet::from([1]));
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken[&1], 64, "{taken:?}");
+        assert!(!shares.light_beside_heavy());
+        contention.note(&shares, start + Duration::from_millis(10));
+        assert!(contention.bounded(start + Duration::from_millis(99)));
+        // Once the moment has passed without them meeting, the flooder fills whole batches.
+        assert!(!contention.bounded(start + Duration::from_millis(100)));
+        let mut shares = Shares::new(64, false, HashSet::from([1]));
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken[&1], 4096, "{taken:?}");
     }
 }

@@ -24,7 +24,7 @@ use crate::store::acked::{Acked, Mark};
 use crate::store::checkpoint::Checkpointer;
 use crate::store::dbfile::{self, Identity};
 use crate::store::job::Job;
-use crate::store::queue::{JobQueue, LaneId, Next, Shares};
+use crate::store::queue::{Contention, JobQueue, LaneId, Next, Shares};
 use crate::store::transaction::{self, Head, Outcome, Producer, Written, acknowledge};
 
 mod control;
@@ -237,6 +237,13 @@ impl Drop for WriterHandle {
 /// enough that a pipelining client, between two bursts, is not taken for a waiting one.
 const HEAVY_MEMORY: u64 = 16;
 
+/// How long batches stay bounded (see `queue::Shares`) after a client waiting on its commit
+/// last shared one with a lane that had a backlog. Bounding only the batch after let a
+/// flooder fill the next whole batch whenever the waiting clients' next appends had not
+/// arrived yet, a commit of 4,096 entries that each of them then waited behind; a tenth of
+/// a second spans a waiting client's round trips on a busy machine many times over.
+const CONTENTION_MEMORY: Duration = Duration::from_millis(100);
+
 /// The checkpoints the writer runs: passive between busy batches (copies what no reader
 /// still needs, after the copier has copied the bulk), truncate when idle and at shutdown
 /// (empties the WAL file).
@@ -261,8 +268,9 @@ struct Writer {
     identity: Option<Identity>,
     /// Set once the file is no longer the log: nothing more is written or acknowledged.
     failure: Option<String>,
-    /// Whether a light lane met a heavy one in the last batch: the next starts bounded.
-    contended: bool,
+    /// Whether batches start bounded: a light lane met a heavy one in a batch less than
+    /// `CONTENTION_MEMORY` before.
+    contention: Contention,
     /// Lanes that had a backlog, and the number of the last batch in which they had one.
     heavy: HashMap<LaneId, u64>,
     stats: Arc<WriterStats>,
@@ -368,7 +376,7 @@ impl Writer {
             config,
             identity: None,
             failure: None,
-            contended: false,
+            contention: Contention::new(CONTENTION_MEMORY),
             heavy: HashMap::new(),
             stats,
             committed,
@@ -403,7 +411,7 @@ impl Writer {
             }
             let mut shares = Shares::new(
                 self.lane_quantum(),
-                self.contended,
+                self.contention.bounded(Instant::now()),
                 self.heavy.keys().copied().collect(),
             );
             // A prune under way takes its steps whenever no batch is waiting.
@@ -516,7 +524,7 @@ impl Writer {
     /// Notes which lanes had a backlog in the batch just filled, forgetting those that have
     /// had none for `HEAVY_MEMORY` batches.
     fn remember_heavy(&mut self, shares: &Shares) {
-        self.contended = shares.light_beside_heavy();
+        self.contention.note(shares, Instant::now());
         let batch = self.stats.batches_committed.load(Ordering::Relaxed);
         for lane in shares.backlogged() {
             self.heavy.insert(lane, batch);
@@ -525,9 +533,13 @@ impl Writer {
             .retain(|_, last| batch.saturating_sub(*last) < HEAVY_MEMORY);
     }
 
-    /// Entries one lane may put into a batch while lanes contend (see `queue::Shares`).
+    /// Entries one lane may put into a batch while lanes contend (see `queue::Shares`): a
+    /// sixty-fourth of the batch, 64 entries by default, so that a flooder's part of a
+    /// waiting client's commit is about one of its appends. A sixteenth (256) made that
+    /// commit 3 ms on this machine's two cores beside a full-speed flooder (BENCHMARKS.md,
+    /// "Fairness").
     fn lane_quantum(&self) -> usize {
-        (self.config.max_batch_entries / 16).max(1)
+        (self.config.max_batch_entries / 64).max(1)
     }
 
     /// Refuses every job of `batch`: the writer has failed for good.
