@@ -19,12 +19,17 @@ use witness_protocol::Ack;
 
 use crate::store::job::{Control, Job};
 
-/// Times the writer gives up the processor before it sleeps on an empty queue.
+/// How long the writer keeps giving up the processor, rather than sleeping, while it waits
+/// on an empty queue.
 ///
-/// Synchronous clients re-send within microseconds of their answer; a writer that went to
-/// sleep at once would pay a wake-up (a context switch on a busy machine) for each of them.
-/// Yielding first lets those threads run and usually finds their entry already queued.
-const YIELDS_BEFORE_SLEEP: u32 = 10;
+/// Synchronous clients re-send shortly after their answer; a writer that went to sleep at
+/// once would pay a wake-up (a futex and a context switch, tens of microseconds on a busy
+/// virtual machine) for each of them. Yielding lets those threads run and usually finds
+/// their entry already queued. A lone Rust client re-sends some 150 µs after its answer and
+/// a Python one later, so ten yields (a few microseconds on an idle machine) caught none of
+/// them; a quarter of a millisecond catches most, and costs an idle writer at most that much
+/// processor time after each batch (BENCHMARKS.md, "The writer's wait").
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(250);
 
 /// Identifies a lane: one per connection.
 pub type LaneId = u64;
@@ -108,7 +113,7 @@ impl JobQueue {
     pub fn next(&self, timeout: Duration) -> Next {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
-        let mut yields = 0;
+        let mut spin = None;
         loop {
             if let Some(control) = state.controls.pop_front() {
                 return Next::Control(control);
@@ -122,7 +127,7 @@ impl JobQueue {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Next::Idle;
             };
-            state = self.wait(state, left, &mut yields);
+            state = self.wait(state, left, &mut spin);
         }
     }
 
@@ -131,7 +136,7 @@ impl JobQueue {
     /// lane with jobs has used its share, or when the queue is closed and empty.
     pub fn next_job(&self, deadline: Instant, shares: &mut Shares) -> Option<Box<Job>> {
         let mut state = self.lock();
-        let mut yields = 0;
+        let mut spin = None;
         loop {
             if let Some((lane, job, more)) = state.take_job(shares) {
                 shares.record(lane, &job, more);
@@ -144,20 +149,22 @@ impl JobQueue {
             if left.is_zero() {
                 return None;
             }
-            state = self.wait(state, left, &mut yields);
+            state = self.wait(state, left, &mut spin);
         }
     }
 
-    /// Gives up the lock until something may have changed: the processor, the first
-    /// `YIELDS_BEFORE_SLEEP` times, then a sleep of at most `left` until a push wakes it.
+    /// Gives up the lock until something may have changed: the processor, until
+    /// `SPIN_BEFORE_SLEEP` has passed since the first call for this wait (`spin` holds when),
+    /// then a sleep of at most `left` until a push wakes it.
     fn wait<'a>(
         &'a self,
         state: MutexGuard<'a, State>,
         left: Duration,
-        yields: &mut u32,
+        spin: &mut Option<Instant>,
     ) -> MutexGuard<'a, State> {
-        if *yields < YIELDS_BEFORE_SLEEP {
-            *yields += 1;
+        let now = Instant::now();
+        let until = *spin.get_or_insert(now + SPIN_BEFORE_SLEEP);
+        if now < until {
             drop(state);
             std::thread::yield_now();
             return self.lock();
