@@ -521,8 +521,9 @@ impl Writer {
         }
     }
 
-    /// Notes which lanes had a backlog in the batch just filled, forgetting those that have
-    /// had none for `HEAVY_MEMORY` batches.
+    /// Notes whether the batch just filled met a waiting client beside a backlog (which keeps
+    /// the next batches bounded for `CONTENTION_MEMORY`) and which lanes had a backlog,
+    /// forgetting those that have had none for `HEAVY_MEMORY` batches.
     fn remember_heavy(&mut self, shares: &Shares) {
         self.contention.note(shares, Instant::now());
         let batch = self.stats.batches_committed.load(Ordering::Relaxed);
