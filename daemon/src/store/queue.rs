@@ -132,8 +132,8 @@ impl JobQueue {
     }
 
     /// Waits until `deadline` for the next job by turn whose lane has not used up its share
-    /// of this batch, leaving control requests for later: `None` when none came, when every
-    /// lane with jobs has used its share, or when the queue is closed and empty.
+    /// of this batch, leaving control requests for later: `None` when none came (jobs of
+    /// lanes that have used their share do not count) or when the queue is closed.
     pub fn next_job(&self, deadline: Instant, shares: &mut Shares) -> Option<Box<Job>> {
         let mut state = self.lock();
         let mut spin = None;
@@ -142,7 +142,9 @@ impl JobQueue {
                 shares.record(lane, &job, more);
                 return Some(job);
             }
-            if state.closed || !state.turns.is_empty() {
+            // Lanes that have used their share do not end the wait: a waiting client's next
+            // entry, a moment away, belongs in this batch rather than behind it.
+            if state.closed {
                 return None;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -410,5 +412,35 @@ mod tests {
         let mut shares = Shares::new(64, false, HashSet::from([1]));
         let taken = fill(&queue, &mut shares, 4096);
         assert_eq!(taken[&1], 4096, "{taken:?}");
+    }
+
+    #[test]
+    fn a_bounded_batch_waits_for_a_waiting_client_while_the_flooder_has_used_its_share() {
+        // The flooder has used its share of a bounded batch and has more queued; a client
+        // waiting on its commit sends its next entry a moment later. The writer, within its
+        // deadline, takes that entry into this batch rather than committing the flooder's
+        // part alone and leaving the client to wait behind a second commit.
+        let queue = JobQueue::new();
+        for _ in 0..10 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+        }
+        let mut shares = Shares::new(64, true, HashSet::from([1]));
+        let first = queue
+            .next_job(Instant::now(), &mut shares)
+            .expect("the flooder's first append");
+        assert_eq!(first.entries.len(), 64);
+        let sender = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                push(&queue, 2, job(1, Ack::Committed, true));
+            })
+        };
+        let next = queue.next_job(Instant::now() + Duration::from_secs(10), &mut shares);
+        sender.join().unwrap();
+        let next = next.expect("the client's entry, which came before the deadline");
+        assert_eq!(next.origin.pid, Some(2));
+        // Past the deadline with only the flooder's backlog left, the batch is done at once.
+        assert!(queue.next_job(Instant::now(), &mut shares).is_none());
     }
 }
