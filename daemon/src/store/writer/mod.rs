@@ -253,12 +253,13 @@ enum Checkpoint {
     Truncate,
 }
 
-/// A checkpoint asked of the copier: its number, and how many the writer has asked in a row
-/// without copying the rest itself.
+/// A checkpoint asked of the copier: its number, how many the writer has asked in a row
+/// without copying the rest itself, and the rest the round before left (none in the first).
 #[derive(Debug, Clone, Copy)]
 struct Copying {
     asked: u64,
     rounds: u32,
+    rest: Option<i64>,
 }
 
 struct Writer {

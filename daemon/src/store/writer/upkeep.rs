@@ -8,10 +8,18 @@ use super::{Checkpoint, Copying, DISK_CHECK, DISK_CHECK_LOW, Writer};
 use crate::format::schema;
 use crate::store::dbfile;
 
-/// Checkpoints the copier runs in a row, each leaving more than an eighth of
-/// `checkpoint_pages` behind, before the writer copies the rest itself whatever its size: a
-/// rate the copier cannot outrun would otherwise keep the WAL from ever restarting.
-const COPY_ROUNDS: u32 = 3;
+/// Checkpoints the copier runs in a row before the writer copies the rest itself whatever
+/// its size: a rate the copier cannot outrun would otherwise keep the WAL from ever
+/// restarting.
+const COPY_ROUNDS: u32 = 6;
+
+/// The rest, as a fraction of `checkpoint_pages`, that the writer copies itself without
+/// asking the copier to go again: a sixty-fourth, 64 pages by default, about a millisecond of
+/// the writer's time here. An eighth (512 pages) left it 300–450 pages behind a flooder in
+/// small batches, 7–11 ms during which every waiting client's entry waited, a dozen times a
+/// second (BENCHMARKS.md, "Fairness, the wait for the waiting clients and the rest of a
+/// checkpoint").
+const REST_FRACTION: i64 = 64;
 
 impl Writer {
     /// Signs a checkpoint of the committed tree when one is due (`now`: whatever the
@@ -142,9 +150,10 @@ impl Writer {
     /// Keeps the WAL near `checkpoint_pages`, between batches: once it holds that many, the
     /// copier copies them on its own thread while batches go on; then the writer copies the
     /// rest, what was appended meanwhile, itself, so that the next commit can restart the
-    /// WAL from its beginning. While that rest is still large (a copy under a high rate),
-    /// the copier goes again first, at most `COPY_ROUNDS` times in a row and only while the
-    /// WAL holds less than twice `checkpoint_pages`: past that the writer is appending
+    /// WAL from its beginning. While that rest is more than `REST_FRACTION` of the threshold
+    /// (a copy under a high rate), the copier goes again first: at most `COPY_ROUNDS` times
+    /// in a row, while each round leaves less behind than the one before, and only while
+    /// the WAL holds less than twice `checkpoint_pages`. Past those the writer is appending
     /// faster than the copier copies, and only a copy between batches bounds the WAL.
     pub(super) fn upkeep_wal(&mut self) {
         let pages = i64::from(self.wal_pages.load(Ordering::Relaxed));
@@ -160,6 +169,7 @@ impl Writer {
             self.copying = Some(Copying {
                 asked: copier.ask(),
                 rounds: 1,
+                rest: None,
             });
             return;
         };
@@ -167,10 +177,16 @@ impl Writer {
             return;
         };
         let rest = copied.map_or(pages, |copied| pages - copied.done);
-        if rest > threshold / 8 && pages < 2 * threshold && copying.rounds < COPY_ROUNDS {
+        let shrinking = copying.rest.is_none_or(|before| rest < before);
+        if rest > threshold / REST_FRACTION
+            && shrinking
+            && pages < 2 * threshold
+            && copying.rounds < COPY_ROUNDS
+        {
             self.copying = Some(Copying {
                 asked: copier.ask(),
                 rounds: copying.rounds + 1,
+                rest: Some(rest),
             });
             return;
         }
