@@ -177,12 +177,7 @@ impl Writer {
             return;
         };
         let rest = copied.map_or(pages, |copied| pages - copied.done);
-        let shrinking = copying.rest.is_none_or(|before| rest < before);
-        if rest > threshold / REST_FRACTION
-            && shrinking
-            && pages < 2 * threshold
-            && copying.rounds < COPY_ROUNDS
-        {
+        if copier_goes_again(&copying, rest, pages, threshold) {
             self.copying = Some(Copying {
                 asked: copier.ask(),
                 rounds: copying.rounds + 1,
@@ -238,5 +233,50 @@ impl Writer {
             }
             Err(error) => tracing::warn!(%error, mode = name, "checkpoint failed"),
         }
+    }
+}
+
+/// Whether, after the copier's round `copying` left `rest` of the WAL's `pages` uncopied,
+/// the copier goes again rather than the writer copying the rest itself (see
+/// `Writer::upkeep_wal`; `threshold` is `checkpoint_pages`).
+fn copier_goes_again(copying: &Copying, rest: i64, pages: i64, threshold: i64) -> bool {
+    let shrinking = copying.rest.is_none_or(|before| rest < before);
+    rest > threshold / REST_FRACTION
+        && shrinking
+        && pages < 2 * threshold
+        && copying.rounds < COPY_ROUNDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(rounds: u32, rest: Option<i64>) -> Copying {
+        Copying {
+            asked: u64::from(rounds),
+            rounds,
+            rest,
+        }
+    }
+
+    #[test]
+    fn the_copier_goes_again_while_the_rest_is_large_and_shrinking() {
+        // Beside a flooder in small batches: the first round leaves 350 of 4,096 pages.
+        // The copier goes again (an eighth, 512 pages, once let the writer copy them).
+        assert!(copier_goes_again(&round(1, None), 350, 4450, 4096));
+        // The next leaves 90: still over a sixty-fourth, and less than before.
+        assert!(copier_goes_again(&round(2, Some(350)), 90, 4540, 4096));
+        // Under a sixty-fourth: the writer copies the rest itself.
+        assert!(!copier_goes_again(&round(3, Some(90)), 60, 4600, 4096));
+        // A rest that did not shrink: the copier is not outrunning the writer.
+        assert!(!copier_goes_again(&round(2, Some(1190)), 1190, 5300, 4096));
+        // The WAL at twice the threshold, or the rounds used up: the writer copies.
+        assert!(!copier_goes_again(&round(1, None), 3000, 8192, 4096));
+        assert!(!copier_goes_again(
+            &round(COPY_ROUNDS, Some(500)),
+            400,
+            5000,
+            4096
+        ));
     }
 }
