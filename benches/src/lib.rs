@@ -4,6 +4,7 @@
 pub mod generate;
 pub mod load;
 pub mod reads;
+pub mod roundtrip;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! The client side of a workload, run in its own process: witness clients (`send`, `log`,
 //! `log_batch`, open-loop `log` at a rate) and the direct baseline (a process that writes
-//! SQLite itself, one transaction per entry, reading the last hash to extend the chain).
+//! SQLite itself, one transaction per entry, reading the last hash to extend the chain), and
+//! the round trip to a server that only answers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,9 @@ pub enum Mode {
     Open,
     /// No daemon: write SQLite directly, one transaction per entry.
     Direct,
+    /// No daemon: each entry as one frame to a server of [`crate::roundtrip`], waiting for
+    /// its answer.
+    RoundTrip,
     /// A flooder: `send` through a `Spool` as fast as it goes, cycling through `--count`
     /// entries, until it is killed. It reports nothing; it is the load others are measured
     /// beside.
@@ -118,6 +122,15 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         }
     } else if args.mode == Mode::Direct {
         direct(args, entries, &mut latencies)?;
+    } else if args.mode == Mode::RoundTrip {
+        let mut stream = std::os::unix::net::UnixStream::connect(&args.target)?;
+        let mut buffer = Vec::new();
+        wait_until(args.start_at);
+        for entry in &entries {
+            let started = Instant::now();
+            crate::roundtrip::call(&mut stream, entry, &mut buffer)?;
+            record(&mut latencies, started.elapsed().as_nanos() as u64);
+        }
     } else if args.mode == Mode::Spool {
         let options = Options {
             client_name: "witness-bench".into(),
@@ -168,7 +181,9 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                     record(&mut latencies, now_ns().saturating_sub(intended));
                 }
             }
-            Mode::Direct | Mode::Spool | Mode::Flood => unreachable!("handled above"),
+            Mode::Direct | Mode::RoundTrip | Mode::Spool | Mode::Flood => {
+                unreachable!("handled above")
+            }
         }
     }
     let mut bytes = Vec::new();

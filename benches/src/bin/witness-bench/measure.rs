@@ -1,4 +1,4 @@
-//! Measuring one workload: the client processes, the flooder beside them, the daemon's CPU and memory, and the ceiling measured with rusqlite alone.
+//! Measuring one workload: the client processes, the flooder beside them, the daemon's CPU and memory, the ceiling measured with rusqlite alone, and the round trip to a server that only answers.
 
 use super::*;
 
@@ -31,6 +31,21 @@ pub(crate) fn measure(
             let (reports, started_ns) = run_workers(workload, Mode::Direct, &db)?;
             Ok(summarise(workload, &reports, started_ns, None))
         }
+        Kind::RoundTrip(durable) => {
+            let dir = tempfile::tempdir()?;
+            let socket = dir.path().join("roundtrip.sock");
+            let journal = dir.path().join("journal");
+            let server =
+                witness_bench::roundtrip::Server::start(&socket, durable.then_some(&*journal))?;
+            let cpu_before = own_cpu_seconds();
+            let workers = run_workers(workload, Mode::RoundTrip, &socket);
+            let cpu = own_cpu_seconds() - cpu_before;
+            drop(server);
+            let (reports, started_ns) = workers?;
+            let mut measurement = summarise(workload, &reports, started_ns, None);
+            measurement.daemon_cpu_percent = Some(100.0 * cpu / measurement.seconds);
+            Ok(measurement)
+        }
         Kind::Witness(mode) => {
             let daemon = Daemon::start(witnessd, daemon_args)?;
             let mut flooder = match workload.beside_flooder {
@@ -53,6 +68,19 @@ pub(crate) fn measure(
             Ok(measurement)
         }
     }
+}
+
+/// The CPU this process has used, in seconds: a round-trip server's, since nothing else in
+/// it runs while the workers do.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// Starts a process that floods the daemon through a `Spool` until it is killed; it is in
@@ -80,11 +108,16 @@ pub(crate) fn run_workers(
     // Generating the entries takes each worker a moment; all start together after it.
     let start_at = now_ns() + 500_000_000 + workload.processes as u64 * 20_000_000;
     let me = std::env::current_exe()?;
+    let mode_name = clap::ValueEnum::to_possible_value(&mode)
+        .expect("every mode has a name")
+        .get_name()
+        .to_owned();
+    let mode_name = mode_name.as_str();
     let children: Vec<Child> = (0..workload.processes)
         .map(|index| {
             Command::new(&me)
                 .arg("worker")
-                .args(["--mode", &format!("{mode:?}").to_lowercase()])
+                .args(["--mode", mode_name])
                 .arg("--target")
                 .arg(target)
                 .args(["--count", &workload.entries_per_process.to_string()])

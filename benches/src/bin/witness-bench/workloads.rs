@@ -19,6 +19,8 @@ pub(crate) struct Workload {
 pub(crate) enum Kind {
     Ceiling,
     Direct,
+    /// The round trip to a server that only answers; `true`: after a group `fdatasync`.
+    RoundTrip(bool),
     Witness(Mode),
 }
 
@@ -93,6 +95,28 @@ pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
         witness("log_batch 10, 8 processes", Mode::Batch, 8, 200_000, 10),
         witness("log_batch 100, 8 processes", Mode::Batch, 8, 600_000, 100),
         witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),
+        // What any design is bounded by for callers that wait: a server that only answers,
+        // at once or after syncing a small record for each group of waiting calls.
+        Workload {
+            name: "round trip, 8 processes, answered at once".into(),
+            kind: Kind::RoundTrip(false),
+            ..witness("", Mode::RoundTrip, 8, 400_000, 1)
+        },
+        Workload {
+            name: "round trip, 1 process, after a group fdatasync".into(),
+            kind: Kind::RoundTrip(true),
+            ..witness("", Mode::RoundTrip, 1, 10_000, 1)
+        },
+        Workload {
+            name: "round trip, 8 processes, after a group fdatasync".into(),
+            kind: Kind::RoundTrip(true),
+            ..witness("", Mode::RoundTrip, 8, 80_000, 1)
+        },
+        Workload {
+            name: "round trip, 64 processes, after a group fdatasync".into(),
+            kind: Kind::RoundTrip(true),
+            ..witness("", Mode::RoundTrip, 64, 160_000, 1)
+        },
         witness("log, 1 process", Mode::Log, 1, 10_000, 1),
         witness("log, 8 processes", Mode::Log, 8, 80_000, 1),
         witness("log, 64 processes", Mode::Log, 64, 160_000, 1),
