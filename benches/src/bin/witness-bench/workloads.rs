@@ -69,6 +69,19 @@ pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
         rate_per_process: 0.0,
         beside_flooder: false,
     };
+    let round_trip = |durable: bool, processes: usize, total: u64| Workload {
+        name: format!(
+            "round trip, {processes} process{}, {}",
+            if processes == 1 { "" } else { "es" },
+            if durable {
+                "after a group fdatasync"
+            } else {
+                "answered at once"
+            }
+        ),
+        kind: Kind::RoundTrip(durable),
+        ..witness("", Mode::RoundTrip, processes, total, 1)
+    };
     let mut list = vec![
         Workload {
             name: "ceiling: 1 thread, rusqlite, 1000/txn".into(),
@@ -97,26 +110,10 @@ pub(crate) fn workloads(quick: bool) -> Vec<Workload> {
         witness("log_batch 1000, 8 processes", Mode::Batch, 8, 800_000, 1000),
         // What any design is bounded by for callers that wait: a server that only answers,
         // at once or after syncing a small record for each group of waiting calls.
-        Workload {
-            name: "round trip, 8 processes, answered at once".into(),
-            kind: Kind::RoundTrip(false),
-            ..witness("", Mode::RoundTrip, 8, 400_000, 1)
-        },
-        Workload {
-            name: "round trip, 1 process, after a group fdatasync".into(),
-            kind: Kind::RoundTrip(true),
-            ..witness("", Mode::RoundTrip, 1, 10_000, 1)
-        },
-        Workload {
-            name: "round trip, 8 processes, after a group fdatasync".into(),
-            kind: Kind::RoundTrip(true),
-            ..witness("", Mode::RoundTrip, 8, 80_000, 1)
-        },
-        Workload {
-            name: "round trip, 64 processes, after a group fdatasync".into(),
-            kind: Kind::RoundTrip(true),
-            ..witness("", Mode::RoundTrip, 64, 160_000, 1)
-        },
+        round_trip(false, 8, 400_000),
+        round_trip(true, 1, 10_000),
+        round_trip(true, 8, 80_000),
+        round_trip(true, 64, 160_000),
         witness("log, 1 process", Mode::Log, 1, 10_000, 1),
         witness("log, 8 processes", Mode::Log, 8, 80_000, 1),
         witness("log, 64 processes", Mode::Log, 64, 160_000, 1),
