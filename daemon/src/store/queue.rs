@@ -210,7 +210,9 @@ impl State {
 /// meets a heavy one (a backlog: a flooder) in a batch, and in every batch the writer starts
 /// bounded after it (for a moment: the writer's `CONTENTION_MEMORY`), each lane may put at
 /// most `quantum` entries into it (but always one whole job): beside a flooder, commits stay
-/// short. Lanes that all pipeline, and lone clients, are never bounded, so
+/// short. In most of those batches the writer leaves the heavy lanes out altogether
+/// ([`Shares::rest_heavy`]), since even one whole append of a flooder's makes the commit
+/// several times as long. Lanes that all pipeline, and lone clients, are never bounded, so
 /// they fill whole batches and lose no throughput.
 #[derive(Debug, Default)]
 pub struct Shares {
@@ -222,6 +224,8 @@ pub struct Shares {
     /// Lanes that had a backlog in a recent batch: a pipelining client is sometimes caught
     /// with a single request in flight, and is not light for that.
     heavy_before: HashSet<LaneId>,
+    /// Whether this batch leaves out the lanes of `heavy_before`.
+    rests_heavy: bool,
 }
 
 impl Shares {
@@ -235,6 +239,30 @@ impl Shares {
             heavy_before,
             ..Shares::default()
         }
+    }
+
+    /// Leaves the lanes that had a backlog in recent batches out of this one.
+    pub fn rest_heavy(&mut self, rest: bool) {
+        self.rests_heavy = rest;
+    }
+
+    /// Whether each lane's part of this batch is bounded.
+    pub fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+
+    /// Whether this batch leaves out the lanes that had a backlog in recent batches.
+    pub fn rests_heavy(&self) -> bool {
+        self.rests_heavy
+    }
+
+    /// How many light lanes (waiting for this commit alone, with no backlog now or
+    /// recently) put a job into this batch.
+    pub fn light_waiting(&self) -> usize {
+        self.waiting
+            .iter()
+            .filter(|lane| !self.backlogged.contains(lane) && !self.heavy_before.contains(lane))
+            .count()
     }
 
     /// Lanes that had jobs queued behind the one they put into this batch.
@@ -266,6 +294,9 @@ impl Shares {
     }
 
     fn allows(&self, lane: LaneId) -> bool {
+        if self.rests_heavy && self.heavy_before.contains(&lane) {
+            return false;
+        }
         !self.bounded || self.taken.get(&lane).copied().unwrap_or(0) < self.quantum
     }
 }
@@ -442,5 +473,31 @@ mod tests {
         assert_eq!(next.origin.pid, Some(2));
         // Past the deadline with only the flooder's backlog left, the batch is done at once.
         assert!(queue.next_job(Instant::now(), &mut shares).is_none());
+    }
+
+    #[test]
+    fn a_batch_that_rests_the_heavy_lanes_holds_only_the_light_ones() {
+        // A flooder (heavy in recent batches) and two clients each waiting on one entry.
+        let queue = JobQueue::new();
+        for _ in 0..10 {
+            push(&queue, 1, job(64, Ack::Durable, false));
+        }
+        push(&queue, 2, job(1, Ack::Committed, true));
+        push(&queue, 3, job(1, Ack::Committed, true));
+        let mut shares = Shares::new(64, true, HashSet::from([1]));
+        shares.rest_heavy(true);
+        assert!(shares.rests_heavy());
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken, HashMap::from([(2, 1), (3, 1)]), "{taken:?}");
+        assert_eq!(shares.light_waiting(), 2);
+        // With only the flooder's jobs queued, such a batch finds nothing by its deadline,
+        // and the flooder's jobs are all still there, in order, for the next batch.
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert!(queue.next_job(deadline, &mut shares).is_none());
+        assert!(Instant::now() >= deadline);
+        let mut shares = Shares::new(64, true, HashSet::from([1]));
+        let taken = fill(&queue, &mut shares, 4096);
+        assert_eq!(taken, HashMap::from([(1, 64)]), "{taken:?}");
+        assert_eq!(shares.light_waiting(), 0);
     }
 }

@@ -15,6 +15,11 @@ pub(crate) struct Measurement {
     pub(crate) daemon_peak_rss_mb: Option<f64>,
     pub(crate) vs_ceiling: Option<f64>,
     pub(crate) vs_direct: Option<f64>,
+    /// Beside a flooder: the entries/s the daemon committed for others than the measured
+    /// processes (the flooder), over the same interval.
+    pub(crate) flooder_per_second: Option<f64>,
+    /// Beside a flooder: entries per committed transaction over the interval, all lanes.
+    pub(crate) mean_batch: Option<f64>,
 }
 
 pub(crate) fn measure(
@@ -53,7 +58,16 @@ pub(crate) fn measure(
                 false => None,
             };
             let cpu_before = daemon.cpu_seconds();
-            let workers = run_workers(workload, mode, &daemon.socket);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let (workers, samples) = std::thread::scope(|scope| {
+                let sampler = flooder
+                    .is_some()
+                    .then(|| scope.spawn(|| sample_stats(&daemon.socket, &stop)));
+                let workers = run_workers(workload, mode, &daemon.socket);
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let samples = sampler.map(|sampler| sampler.join().expect("the sampler"));
+                (workers, samples)
+            });
             let cpu = daemon.cpu_seconds() - cpu_before;
             if let Some(flooder) = flooder.as_mut() {
                 let _ = flooder.kill();
@@ -64,10 +78,42 @@ pub(crate) fn measure(
             let mut measurement = summarise(workload, &reports, started_ns, None);
             measurement.daemon_cpu_percent = Some(100.0 * cpu / measurement.seconds);
             measurement.daemon_peak_rss_mb = Some(peak_rss_mb);
+            if let Some(samples) = samples {
+                let samples = samples?;
+                let end_ns = started_ns + (measurement.seconds * 1e9) as u64;
+                let first = samples.iter().find(|sample| sample.0 >= started_ns);
+                let last = samples.iter().rev().find(|sample| sample.0 <= end_ns);
+                if let (Some(first), Some(last)) = (first, last)
+                    && last.0 > first.0
+                {
+                    let seconds = (last.0 - first.0) as f64 / 1e9;
+                    let entries = (last.1 - first.1) as f64;
+                    let own = measurement.entries_per_second * seconds;
+                    measurement.flooder_per_second = Some((entries - own).max(0.0) / seconds);
+                    measurement.mean_batch = Some(entries / (last.2 - first.2).max(1) as f64);
+                }
+            }
             daemon.stop()?;
             Ok(measurement)
         }
     }
+}
+
+/// Reads the daemon's counters every 50 ms until `stop`: (when, entries committed, batches
+/// committed), so that what the flooder committed while the measured processes ran can be
+/// told apart from what it committed alone before them.
+fn sample_stats(
+    socket: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Vec<(u64, u64, u64)>> {
+    let mut client = witness_client::Client::connect(socket)?;
+    let mut samples = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let stats = client.stats()?;
+        samples.push((now_ns(), stats.entries_total, stats.batches_total));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(samples)
 }
 
 /// The CPU this process has used, in seconds: a round-trip server's, since nothing else in
@@ -178,6 +224,8 @@ pub(crate) fn summarise(
         daemon_peak_rss_mb: None,
         vs_ceiling: None,
         vs_direct: None,
+        flooder_per_second: None,
+        mean_batch: None,
     }
 }
 

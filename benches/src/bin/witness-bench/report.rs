@@ -31,6 +31,8 @@ pub(crate) fn medians(runs: &[Vec<Measurement>]) -> Vec<Measurement> {
                 daemon_peak_rss_mb: of(&|m| m.daemon_peak_rss_mb),
                 vs_ceiling: of(&|m| m.vs_ceiling),
                 vs_direct: of(&|m| m.vs_direct),
+                flooder_per_second: of(&|m| m.flooder_per_second),
+                mean_batch: of(&|m| m.mean_batch),
             }
         })
         .collect()
@@ -57,6 +59,15 @@ pub(crate) fn markdown(rows: &[Measurement], runs: usize, quick: bool) -> String
             row.daemon_cpu_percent.map_or("".into(), |v| format!("{v:.0}%")),
             row.daemon_peak_rss_mb.map_or("".into(), |v| format!("{v:.1} MB")),
         ));
+    }
+    for row in rows {
+        if let (Some(flooder), Some(batch)) = (row.flooder_per_second, row.mean_batch) {
+            out.push_str(&format!(
+                "\n`{}`: the flooder committed {flooder:.0} entries/s meanwhile, in \
+                 transactions of {batch:.1} entries on average (all lanes).\n",
+                row.name
+            ));
+        }
     }
     out
 }

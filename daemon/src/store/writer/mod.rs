@@ -237,6 +237,21 @@ impl Drop for WriterHandle {
 /// enough that a pipelining client, between two bursts, is not taken for a waiting one.
 const HEAVY_MEMORY: u64 = 16;
 
+/// While lanes contend, the lanes with a backlog (a flooder) join one bounded batch in this
+/// many; the others hold only the light lanes' entries. A flooder's part of a batch is at
+/// least one whole append (64 entries for a `Spool`), which on two cores makes the commit
+/// about three times as long as the four single entries beside it; leaving it out of four
+/// batches in five gave four waiting clients beside a full-speed flooder 4,664 entries/s
+/// where they had 2,173 (solo 8,400), p99 4.3 ms, and the flooder 21,900 entries/s where it
+/// had 40,400 (one in two: no better than every batch; one in three: 3,696 and 27,600; one
+/// in six: 4,831 and 19,800; BENCHMARKS.md, "Fairness, the flooder rested").
+const HEAVY_TURN: u64 = 5;
+
+/// How long a batch that rests the heavy lanes waits for a light lane's first entry before
+/// it takes whatever is queued: the light clients re-send some 150 µs (Rust) to 400 µs
+/// (Python) after their answer, and a batch started without them would be the flooder's.
+const LIGHT_HEAD_START: Duration = Duration::from_millis(1);
+
 /// How long batches stay bounded (see `queue::Shares`) after a client waiting on its commit
 /// last shared one with a lane that had a backlog. Bounding only the batch after let a
 /// flooder fill the next whole batch whenever the waiting clients' next appends had not
@@ -296,6 +311,10 @@ struct Writer {
     /// Entries in the last batch and how long its commit took, for adaptive batching.
     last_batch_entries: usize,
     last_commit: Duration,
+    /// Light lanes (see `queue::Shares::light_waiting`) in the last batch.
+    last_light: usize,
+    /// Bounded batches started, which decides the ones that leave the heavy lanes out.
+    bounded_batches: u64,
     last_job: Instant,
     last_optimize: Instant,
     /// When received keys past their window were last forgotten.
@@ -392,6 +411,8 @@ impl Writer {
             scratch: Vec::with_capacity(4096),
             dirty_since_truncate: true,
             last_batch_entries: 0,
+            last_light: 0,
+            bounded_batches: 0,
             last_commit: Duration::ZERO,
             last_job: Instant::now(),
             last_optimize: Instant::now(),
@@ -410,54 +431,69 @@ impl Writer {
             if self.failure.is_none() {
                 self.stats.heartbeat.fetch_add(1, Ordering::Relaxed);
             }
+            let bounded = self.contention.bounded(Instant::now());
             let mut shares = Shares::new(
                 self.lane_quantum(),
-                self.contention.bounded(Instant::now()),
+                bounded,
                 self.heavy.keys().copied().collect(),
             );
-            // A prune under way takes its steps whenever no batch is waiting.
-            let wait = if self.pruning.is_some() {
-                Duration::ZERO
-            } else {
-                self.config.heartbeat
-            };
-            match queue.next(wait) {
-                Next::Job(lane, job, more) => {
-                    shares.record(lane, &job, more);
-                    batch.push(*job);
+            if bounded {
+                self.bounded_batches += 1;
+                if !self.bounded_batches.is_multiple_of(HEAVY_TURN) {
+                    // The light lanes' turn: their first entry is usually a moment away.
+                    shares.rest_heavy(true);
+                    match queue.next_job(Instant::now() + LIGHT_HEAD_START, &mut shares) {
+                        Some(job) => batch.push(*job),
+                        None => shares.rest_heavy(false),
+                    }
                 }
-                Next::Control(request) => {
-                    self.control(request);
-                    continue;
-                }
-                Next::Idle => {
-                    self.check_disk(false);
-                    self.check_file();
-                    if self.failure.is_some() {
+            }
+            if batch.is_empty() {
+                // A prune under way takes its steps whenever no batch is waiting.
+                let wait = if self.pruning.is_some() {
+                    Duration::ZERO
+                } else {
+                    self.config.heartbeat
+                };
+                match queue.next(wait) {
+                    Next::Job(lane, job, more) => {
+                        shares.record(lane, &job, more);
+                        batch.push(*job);
+                    }
+                    Next::Control(request) => {
+                        self.control(request);
                         continue;
                     }
-                    if self.pruning.is_some() {
-                        self.prune_step();
-                        self.dirty_since_truncate = true;
-                        self.last_job = Instant::now();
+                    Next::Idle => {
+                        self.check_disk(false);
+                        self.check_file();
+                        if self.failure.is_some() {
+                            continue;
+                        }
+                        if self.pruning.is_some() {
+                            self.prune_step();
+                            self.dirty_since_truncate = true;
+                            self.last_job = Instant::now();
+                        }
+                        self.sign_checkpoint(false);
+                        self.log_checkpoint(false);
+                        if self.dirty_since_truncate
+                            && self.last_job.elapsed() >= self.config.idle_checkpoint
+                        {
+                            self.checkpoint(Checkpoint::Truncate);
+                        }
+                        self.maybe_optimize();
+                        continue;
                     }
-                    self.sign_checkpoint(false);
-                    self.log_checkpoint(false);
-                    if self.dirty_since_truncate
-                        && self.last_job.elapsed() >= self.config.idle_checkpoint
-                    {
-                        self.checkpoint(Checkpoint::Truncate);
-                    }
-                    self.maybe_optimize();
-                    continue;
+                    Next::Closed => break,
                 }
-                Next::Closed => break,
             }
             self.fill(&mut batch, queue, &mut shares);
             self.remember_heavy(&shares);
             // Before every batch: a statvfs costs a microsecond, a commit milliseconds, and a
             // burst writes megabytes a second, which a check once a second would miss.
             self.check_disk(true);
+            self.last_light = shares.light_waiting();
             self.commit(&mut batch);
             self.last_job = Instant::now();
             if self.failure.is_none() {
@@ -503,7 +539,10 @@ impl Writer {
     /// a commit the first of them arrives alone and, committed at once, would split the rest
     /// into a second commit: two fsyncs per round instead of one. So while the batch is smaller
     /// than the previous one, the writer waits for the others, at most half the previous
-    /// commit's duration. A lone client (previous batch no larger) never waits.
+    /// commit's duration. A lone client (previous batch no larger) never waits. In a bounded
+    /// batch (see `queue::Shares`) smaller means fewer light lanes than the last batch had:
+    /// counted in entries, one that rests the flooder would never reach the size of one that
+    /// held its append, and would wait out the whole delay.
     fn fill(&self, batch: &mut Vec<Job>, queue: &JobQueue, shares: &mut Shares) {
         let mut n_entries: usize = batch.iter().map(|job| job.entries.len()).sum();
         let started = Instant::now();
@@ -511,7 +550,11 @@ impl Writer {
         let adaptive_deadline = started + (self.last_commit / 2).min(Duration::from_millis(2));
         while n_entries < self.config.max_batch_entries {
             let mut deadline = fixed_deadline;
-            if n_entries < self.last_batch_entries {
+            let short = match shares.is_bounded() {
+                true => shares.light_waiting() < self.last_light,
+                false => n_entries < self.last_batch_entries,
+            };
+            if short {
                 deadline = deadline.max(adaptive_deadline);
             }
             let Some(next) = queue.next_job(deadline, shares) else {
