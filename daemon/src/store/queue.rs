@@ -251,11 +251,6 @@ impl Shares {
         self.bounded
     }
 
-    /// Whether this batch leaves out the lanes that had a backlog in recent batches.
-    pub fn rests_heavy(&self) -> bool {
-        self.rests_heavy
-    }
-
     /// How many light lanes (waiting for this commit alone, with no backlog now or
     /// recently) put a job into this batch.
     pub fn light_waiting(&self) -> usize {
@@ -486,7 +481,6 @@ mod tests {
         push(&queue, 3, job(1, Ack::Committed, true));
         let mut shares = Shares::new(64, true, HashSet::from([1]));
         shares.rest_heavy(true);
-        assert!(shares.rests_heavy());
         let taken = fill(&queue, &mut shares, 4096);
         assert_eq!(taken, HashMap::from([(2, 1), (3, 1)]), "{taken:?}");
         assert_eq!(shares.light_waiting(), 2);

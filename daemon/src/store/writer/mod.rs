@@ -243,7 +243,7 @@ const HEAVY_MEMORY: u64 = 16;
 /// about three times as long as the four single entries beside it; leaving it out of four
 /// batches in five gave four waiting clients beside a full-speed flooder 4,664 entries/s
 /// where they had 2,173 (solo 8,400), p99 4.3 ms, and the flooder 21,900 entries/s where it
-/// had 40,400 (one in two: no better than every batch; one in three: 3,696 and 27,600; one
+/// had 40,400 (one in two: 2,897 for the clients; one in three: 3,696 and 27,600; one
 /// in six: 4,831 and 19,800; BENCHMARKS.md, "Fairness, the flooder rested").
 const HEAVY_TURN: u64 = 5;
 
